@@ -1,0 +1,8 @@
+//! Files wgmesh keeps between runs (DESIGN.md §4). Every write is atomic and every read failure
+//! names the file; a file we cannot read is reported, never replaced.
+
+mod atomic;
+mod identity;
+
+pub use atomic::{StateError, atomic_write, ensure_private_dir};
+pub use identity::{IDENTITY_VERSION, NodeIdentity, identity_path};

@@ -1,0 +1,48 @@
+//! `wgmesh`: the command-line entry point. Parses flags and hands off to the command modules;
+//! the logic lives in the crates under `pkg/` and `platform/`.
+
+mod cli;
+mod commands;
+mod output;
+mod secret_source;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+/// Exit codes (DESIGN.md §5).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_RUNNING: u8 = 3;
+}
+
+/// An error that carries the exit code the CLI contract assigns to it.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: exit::USAGE, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(error: E) -> Self {
+        Self { code: exit::FAILURE, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            output::error(&err.error);
+            ExitCode::from(err.code)
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Finding the shared secret (DESIGN.md §3): `--secret-file`, then the systemd credential, then
+//! `WGMESH_SECRET`, then `--secret`.
+
+use crate::cli::SecretArgs;
+use anyhow::{Context as _, anyhow};
+use std::path::{Path, PathBuf};
+use wgmesh_derive::{Secret, SecretStrength};
+
+/// The name of the credential `LoadCredential=` provides.
+pub const CREDENTIAL_NAME: &str = "wgmesh-secret";
+pub const ENV_VAR: &str = "WGMESH_SECRET";
+
+/// Where a secret came from; shown to the operator, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    File(PathBuf),
+    Credential(PathBuf),
+    Environment,
+    Argv,
+}
+
+impl std::fmt::Display for SecretOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "secret file {}", path.display()),
+            Self::Credential(path) => write!(f, "systemd credential {}", path.display()),
+            Self::Environment => write!(f, "${ENV_VAR}"),
+            Self::Argv => f.write_str("--secret"),
+        }
+    }
+}
+
+/// A secret plus the warnings the operator should see about it.
+#[derive(Debug)]
+pub struct LoadedSecret {
+    pub secret: Secret,
+    pub origin: SecretOrigin,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the environment once so the precedence logic itself is testable.
+#[derive(Debug, Default)]
+pub struct SecretEnv {
+    pub credentials_directory: Option<PathBuf>,
+    pub secret: Option<String>,
+}
+
+impl SecretEnv {
+    pub fn from_process() -> Self {
+        Self {
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            secret: std::env::var(ENV_VAR).ok(),
+        }
+    }
+}
+
+/// Applies the precedence order. Errors name the source and the problem, never the secret.
+pub fn load(args: &SecretArgs, env: &SecretEnv) -> anyhow::Result<LoadedSecret> {
+    let mut warnings = Vec::new();
+    let (text, origin) = if let Some(path) = &args.secret_file {
+        (read_secret_file(path)?, SecretOrigin::File(path.clone()))
+    } else if let Some(path) = env
+        .credentials_directory
+        .as_ref()
+        .map(|dir| dir.join(CREDENTIAL_NAME))
+        .filter(|path| path.exists())
+    {
+        (read_secret_file(&path)?, SecretOrigin::Credential(path))
+    } else if let Some(text) = &env.secret {
+        (text.clone(), SecretOrigin::Environment)
+    } else if let Some(text) = &args.secret {
+        warnings.push(
+            "--secret puts the secret in the process list, visible to every user; use --secret-file or WGMESH_SECRET"
+                .to_owned(),
+        );
+        (text.clone(), SecretOrigin::Argv)
+    } else {
+        return Err(anyhow!(
+            "no secret given: use --secret-file PATH, the systemd credential {CREDENTIAL_NAME}, ${ENV_VAR}, or --secret (create one with `wgmesh secret`)"
+        ));
+    };
+    let secret = Secret::parse(&text).with_context(|| format!("invalid secret from {origin}"))?;
+    if secret.strength() == SecretStrength::LowEntropy {
+        warnings.push(format!(
+            "the secret from {origin} is not a 32-byte random token; anyone who guesses it joins the mesh (create a strong one with `wgmesh secret`)"
+        ));
+    }
+    Ok(LoadedSecret { secret, origin, warnings })
+}
+
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read secret file {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("secret file {} is not UTF-8 text", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "wgmesh://v1/aaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn precedence_is_file_credential_env_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "secret", A);
+        write(dir.path(), CREDENTIAL_NAME, B);
+        let full_env = SecretEnv {
+            credentials_directory: Some(dir.path().to_owned()),
+            secret: Some(B.to_owned()),
+        };
+        let args = SecretArgs { secret_file: Some(file.clone()), secret: Some(B.to_owned()) };
+        assert_eq!(load(&args, &full_env).unwrap().origin, SecretOrigin::File(file));
+
+        let args = SecretArgs { secret_file: None, secret: Some(A.to_owned()) };
+        assert!(matches!(load(&args, &full_env).unwrap().origin, SecretOrigin::Credential(_)));
+
+        let env = SecretEnv { credentials_directory: None, secret: Some(B.to_owned()) };
+        assert_eq!(load(&args, &env).unwrap().origin, SecretOrigin::Environment);
+
+        let loaded = load(&args, &SecretEnv::default()).unwrap();
+        assert_eq!(loaded.origin, SecretOrigin::Argv);
+        assert!(loaded.warnings.iter().any(|w| w.contains("process list")));
+    }
+
+    #[test]
+    fn credential_dir_without_the_file_falls_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = SecretEnv { credentials_directory: Some(dir.path().to_owned()), secret: Some(B.to_owned()) };
+        assert_eq!(load(&SecretArgs::default(), &env).unwrap().origin, SecretOrigin::Environment);
+    }
+
+    #[test]
+    fn errors_name_the_source_and_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = write(dir.path(), "empty", "\n");
+        let args = SecretArgs { secret_file: Some(empty.clone()), secret: None };
+        let err = format!("{:#}", load(&args, &SecretEnv::default()).unwrap_err());
+        assert!(err.contains(&empty.display().to_string()) && err.contains("empty"), "{err}");
+
+        let missing = dir.path().join("missing");
+        let args = SecretArgs { secret_file: Some(missing), secret: None };
+        let err = format!("{:#}", load(&args, &SecretEnv::default()).unwrap_err());
+        assert!(err.contains("cannot read secret file"), "{err}");
+
+        let err = format!("{:#}", load(&SecretArgs::default(), &SecretEnv::default()).unwrap_err());
+        assert!(err.contains("no secret given"), "{err}");
+    }
+}
