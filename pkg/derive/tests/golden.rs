@@ -49,6 +49,10 @@ fn render(secret: &str, seeds: &[&str]) -> serde_json::Value {
             })
         })
         .collect();
+    let hours: Vec<(u64, String)> = [0u64, 493_000, u64::MAX]
+        .iter()
+        .map(|&e| (e, hex::encode(keys.dht_infohash(e))))
+        .collect();
     serde_json::json!({
         "secret": secret,
         "network_id": hex::encode(keys.network_id()),
@@ -58,10 +62,7 @@ fn render(secret: &str, seeds: &[&str]) -> serde_json::Value {
         "ipv6_prefix": keys.ipv6_prefix().to_string(),
         "control_port": keys.control_port(),
         "lan_group": keys.lan_group().to_string(),
-        "dht_infohash": [0u64, 493_000, u64::MAX]
-            .iter()
-            .map(|&e| (e, hex::encode(keys.dht_infohash(e))))
-            .collect::<Vec<_>>(),
+        "dht_infohash": hours,
         "nodes": nodes,
     })
 }
