@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "wgmesh", version, about = "Share a secret, get a WireGuard mesh.")]
+#[command(
+    name = "wgmesh",
+    version,
+    about = "Share a secret, get a WireGuard mesh."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -26,13 +26,19 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self { code: exit::USAGE, error: error.into() }
+        Self {
+            code: exit::USAGE,
+            error: error.into(),
+        }
     }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(error: E) -> Self {
-        Self { code: exit::FAILURE, error: error.into() }
+        Self {
+            code: exit::FAILURE,
+            error: error.into(),
+        }
     }
 }
 

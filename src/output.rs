@@ -1,5 +1,9 @@
 //! The one place that writes to stdout and stderr for the user (as opposed to logs).
-#![expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output module")]
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "CLI output module"
+)]
 
 /// Prints a line of command output.
 pub fn line(text: impl std::fmt::Display) {

@@ -85,13 +85,18 @@ pub fn load(args: &SecretArgs, env: &SecretEnv) -> anyhow::Result<LoadedSecret> 
             "the secret from {origin} is not a 32-byte random token; anyone who guesses it joins the mesh (create a strong one with `wgmesh secret`)"
         ));
     }
-    Ok(LoadedSecret { secret, origin, warnings })
+    Ok(LoadedSecret {
+        secret,
+        origin,
+        warnings,
+    })
 }
 
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read secret file {}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| anyhow!("secret file {} is not UTF-8 text", path.display()))
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow!("secret file {} is not UTF-8 text", path.display()))
 }
 
 #[cfg(test)]
@@ -116,13 +121,28 @@ mod tests {
             credentials_directory: Some(dir.path().to_owned()),
             secret: Some(B.to_owned()),
         };
-        let args = SecretArgs { secret_file: Some(file.clone()), secret: Some(B.to_owned()) };
-        assert_eq!(load(&args, &full_env).unwrap().origin, SecretOrigin::File(file));
+        let args = SecretArgs {
+            secret_file: Some(file.clone()),
+            secret: Some(B.to_owned()),
+        };
+        assert_eq!(
+            load(&args, &full_env).unwrap().origin,
+            SecretOrigin::File(file)
+        );
 
-        let args = SecretArgs { secret_file: None, secret: Some(A.to_owned()) };
-        assert!(matches!(load(&args, &full_env).unwrap().origin, SecretOrigin::Credential(_)));
+        let args = SecretArgs {
+            secret_file: None,
+            secret: Some(A.to_owned()),
+        };
+        assert!(matches!(
+            load(&args, &full_env).unwrap().origin,
+            SecretOrigin::Credential(_)
+        ));
 
-        let env = SecretEnv { credentials_directory: None, secret: Some(B.to_owned()) };
+        let env = SecretEnv {
+            credentials_directory: None,
+            secret: Some(B.to_owned()),
+        };
         assert_eq!(load(&args, &env).unwrap().origin, SecretOrigin::Environment);
 
         let loaded = load(&args, &SecretEnv::default()).unwrap();
@@ -133,24 +153,42 @@ mod tests {
     #[test]
     fn credential_dir_without_the_file_falls_through() {
         let dir = tempfile::tempdir().unwrap();
-        let env = SecretEnv { credentials_directory: Some(dir.path().to_owned()), secret: Some(B.to_owned()) };
-        assert_eq!(load(&SecretArgs::default(), &env).unwrap().origin, SecretOrigin::Environment);
+        let env = SecretEnv {
+            credentials_directory: Some(dir.path().to_owned()),
+            secret: Some(B.to_owned()),
+        };
+        assert_eq!(
+            load(&SecretArgs::default(), &env).unwrap().origin,
+            SecretOrigin::Environment
+        );
     }
 
     #[test]
     fn errors_name_the_source_and_problem() {
         let dir = tempfile::tempdir().unwrap();
         let empty = write(dir.path(), "empty", "\n");
-        let args = SecretArgs { secret_file: Some(empty.clone()), secret: None };
+        let args = SecretArgs {
+            secret_file: Some(empty.clone()),
+            secret: None,
+        };
         let err = format!("{:#}", load(&args, &SecretEnv::default()).unwrap_err());
-        assert!(err.contains(&empty.display().to_string()) && err.contains("empty"), "{err}");
+        assert!(
+            err.contains(&empty.display().to_string()) && err.contains("empty"),
+            "{err}"
+        );
 
         let missing = dir.path().join("missing");
-        let args = SecretArgs { secret_file: Some(missing), secret: None };
+        let args = SecretArgs {
+            secret_file: Some(missing),
+            secret: None,
+        };
         let err = format!("{:#}", load(&args, &SecretEnv::default()).unwrap_err());
         assert!(err.contains("cannot read secret file"), "{err}");
 
-        let err = format!("{:#}", load(&SecretArgs::default(), &SecretEnv::default()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            load(&SecretArgs::default(), &SecretEnv::default()).unwrap_err()
+        );
         assert!(err.contains("no secret given"), "{err}");
     }
 }

@@ -38,7 +38,9 @@ pub fn run(args: &DeriveArgs) -> Result<(), CliError> {
         output::json(&report);
     } else {
         for (key, value) in report.as_object().into_iter().flatten() {
-            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
             output::line(format!("{key:<13} {value}"));
         }
     }

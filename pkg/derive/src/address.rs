@@ -17,7 +17,10 @@ pub struct MeshAddresses {
 
 impl MeshAddresses {
     pub fn derive(keys: &MeshKeys, public_key: &PublicKey, counter: u8) -> Self {
-        Self { ipv4: mesh_ipv4(keys, public_key, counter), ipv6: mesh_ipv6(keys, public_key) }
+        Self {
+            ipv4: mesh_ipv4(keys, public_key, counter),
+            ipv6: mesh_ipv6(keys, public_key),
+        }
     }
 
     /// Whether a member's claimed addresses are the ones its key and counter derive to.

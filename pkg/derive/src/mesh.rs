@@ -60,7 +60,8 @@ impl MeshKeys {
     pub fn derive(secret: &Secret) -> Self {
         let params = argon2::Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
             .unwrap_or_else(|_| unreachable!("protocol constants are valid Argon2 parameters"));
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut master = [0u8; 32];
         argon
             .hash_password_into(secret.key_material(), ARGON2_SALT, &mut master)

@@ -53,12 +53,16 @@ impl Secret {
             Some(end) => {
                 let scheme = &text[..end + 3];
                 if scheme != SCHEME {
-                    return Err(SecretError::WrongScheme { found: scheme.to_owned() });
+                    return Err(SecretError::WrongScheme {
+                        found: scheme.to_owned(),
+                    });
                 }
                 let rest = &text[end + 3..];
                 let (version, token) = rest.split_once('/').unwrap_or((rest, ""));
                 if version != VERSION {
-                    return Err(SecretError::UnknownVersion { found: version.to_owned() });
+                    return Err(SecretError::UnknownVersion {
+                        found: version.to_owned(),
+                    });
                 }
                 token
             }
@@ -71,7 +75,9 @@ impl Secret {
         if len < MIN_TOKEN_LEN {
             return Err(SecretError::TooShort { len });
         }
-        Ok(Self { token: token.to_owned() })
+        Ok(Self {
+            token: token.to_owned(),
+        })
     }
 
     /// A new secret from the OS random source.
@@ -136,7 +142,9 @@ mod tests {
         assert_eq!(Secret::parse(" \n").unwrap_err(), SecretError::Empty);
         assert_eq!(
             Secret::parse("https://v1/abcdefghijklmnopqrstuvwxyz").unwrap_err(),
-            SecretError::WrongScheme { found: "https://".into() }
+            SecretError::WrongScheme {
+                found: "https://".into()
+            }
         );
         assert_eq!(
             Secret::parse("wgmesh://v2/abcdefghijklmnopqrstuvwxyz").unwrap_err(),
@@ -146,8 +154,14 @@ mod tests {
             Secret::parse("wgmesh://v1/short").unwrap_err(),
             SecretError::TooShort { len: 5 }
         );
-        assert_eq!(Secret::parse("wgmesh://v1").unwrap_err(), SecretError::TooShort { len: 0 });
-        assert_eq!(Secret::parse("tooshort").unwrap_err(), SecretError::TooShort { len: 8 });
+        assert_eq!(
+            Secret::parse("wgmesh://v1").unwrap_err(),
+            SecretError::TooShort { len: 0 }
+        );
+        assert_eq!(
+            Secret::parse("tooshort").unwrap_err(),
+            SecretError::TooShort { len: 8 }
+        );
         assert_eq!(
             Secret::parse("abcdefgh ijklmnopqrst").unwrap_err(),
             SecretError::BadCharacter

@@ -83,7 +83,8 @@ fn golden_vectors_match() {
         assert_eq!(got["ipv6_prefix"], vector.ipv6_prefix);
         assert_eq!(got["control_port"], vector.control_port);
         assert_eq!(got["lan_group"], vector.lan_group);
-        let hashes: Vec<(u64, String)> = serde_json::from_value(got["dht_infohash"].clone()).unwrap();
+        let hashes: Vec<(u64, String)> =
+            serde_json::from_value(got["dht_infohash"].clone()).unwrap();
         assert_eq!(hashes, vector.dht_infohash);
         for (got, want) in got["nodes"].as_array().unwrap().iter().zip(&vector.nodes) {
             assert_eq!(got["private_key"], want.private_key, "seed {}", want.seed);
@@ -101,14 +102,18 @@ fn golden_vectors_match() {
 #[ignore = "generator for golden.json, run by hand"]
 fn print_vectors() {
     let out = serde_json::json!([
-        render("wgmesh://v1/Xv3nq0Zb8C5mJbU1t3VZ6e9oA2yGk4HwRrLdPqSsTfE", &[
-            "0000000000000000000000000000000000000000000000000000000000000000",
-            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-            "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-        ]),
-        render("correct-horse-battery-staple", &[
-            "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
-        ]),
+        render(
+            "wgmesh://v1/Xv3nq0Zb8C5mJbU1t3VZ6e9oA2yGk4HwRrLdPqSsTfE",
+            &[
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+                "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            ]
+        ),
+        render(
+            "correct-horse-battery-staple",
+            &["5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",]
+        ),
     ]);
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }

@@ -8,7 +8,9 @@ use wgmesh_keys::PublicKey;
 /// Argon2 is deliberately slow, so the per-key properties share one network.
 fn mesh() -> &'static MeshKeys {
     static KEYS: OnceLock<MeshKeys> = OnceLock::new();
-    KEYS.get_or_init(|| MeshKeys::derive(&Secret::parse("property-test-secret-0123456789").unwrap()))
+    KEYS.get_or_init(|| {
+        MeshKeys::derive(&Secret::parse("property-test-secret-0123456789").unwrap())
+    })
 }
 
 proptest! {
@@ -101,7 +103,9 @@ fn a_new_secret_gives_a_new_keypair() {
 
 #[test]
 fn bad_seeds_are_named() {
-    assert_eq!(NodeSeed::from_hex("abc").unwrap_err().to_string(),
-        "node seed must be 64 hex characters (32 bytes), got 3 characters");
+    assert_eq!(
+        NodeSeed::from_hex("abc").unwrap_err().to_string(),
+        "node seed must be 64 hex characters (32 bytes), got 3 characters"
+    );
     assert!(NodeSeed::from_hex(&"zz".repeat(32)).is_err());
 }

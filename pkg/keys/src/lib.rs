@@ -124,7 +124,11 @@ impl PrivateKey {
     /// X25519 Diffie-Hellman with a peer's public key.
     pub fn diffie_hellman(&self, peer: &PublicKey) -> SharedSecret {
         let secret = x25519_dalek::StaticSecret::from(self.0);
-        SharedSecret(secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer.0)).to_bytes())
+        SharedSecret(
+            secret
+                .diffie_hellman(&x25519_dalek::PublicKey::from(peer.0))
+                .to_bytes(),
+        )
     }
 
     /// Raw bytes, for netlink and for the exchange protocol's key proof.
@@ -212,8 +216,9 @@ mod tests {
     #[test]
     fn known_public_key() {
         // RFC 7748 §6.1: Alice's private key and public key.
-        let private = hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-            .unwrap();
+        let private =
+            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .unwrap();
         let key = PrivateKey::from_bytes_clamped(private.try_into().unwrap());
         assert_eq!(
             key.public_key().to_hex(),

@@ -10,18 +10,41 @@ use std::path::{Path, PathBuf};
 pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: permissions {mode:04o} are too open; expected {expected:04o} (fix with chmod {expected:o} {path})")]
-    LoosePermissions { path: PathBuf, mode: u32, expected: u32 },
-    #[error("{path}: not a valid identity file: {reason}; move it aside to create a new identity (this changes the node's key and addresses)")]
+    #[error(
+        "{path}: permissions {mode:04o} are too open; expected {expected:04o} (fix with chmod {expected:o} {path})"
+    )]
+    LoosePermissions {
+        path: PathBuf,
+        mode: u32,
+        expected: u32,
+    },
+    #[error(
+        "{path}: not a valid identity file: {reason}; move it aside to create a new identity (this changes the node's key and addresses)"
+    )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{path}: identity file format version {found} is not supported (this wgmesh reads version {supported})")]
-    UnsupportedVersion { path: PathBuf, found: u64, supported: u64 },
-    #[error("{path}: identity belongs to another network or was edited: its public key {stored} does not match the key derived from its seed and this secret ({derived}); move it aside to create a new identity")]
-    KeyMismatch { path: PathBuf, stored: String, derived: String },
+    #[error(
+        "{path}: identity file format version {found} is not supported (this wgmesh reads version {supported})"
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error(
+        "{path}: identity belongs to another network or was edited: its public key {stored} does not match the key derived from its seed and this secret ({derived}); move it aside to create a new identity"
+    )]
+    KeyMismatch {
+        path: PathBuf,
+        stored: String,
+        derived: String,
+    },
 }
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_owned(), source }
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing. An existing directory that others can
@@ -42,7 +65,11 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
 pub(crate) fn check_mode(path: &Path, mode: u32, expected: u32) -> Result<(), StateError> {
     let mode = mode & 0o777;
     if mode & 0o077 & !expected != 0 {
-        return Err(StateError::LoosePermissions { path: path.to_owned(), mode, expected });
+        return Err(StateError::LoosePermissions {
+            path: path.to_owned(),
+            mode,
+            expected,
+        });
     }
     Ok(())
 }
@@ -51,7 +78,10 @@ pub(crate) fn check_mode(path: &Path, mode: u32, expected: u32) -> Result<(), St
 /// file, never a torn one: write a temporary sibling, fsync it, rename it over, fsync the dir.
 pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -64,7 +94,9 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
         file.write_all(contents).map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
         fs::rename(&tmp, path).map_err(io_error(path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -83,7 +115,10 @@ mod tests {
         atomic_write(&path, b"first").unwrap();
         atomic_write(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
     }
@@ -93,9 +128,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/b");
         ensure_private_dir(&dir).unwrap();
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let err = ensure_private_dir(&dir).unwrap_err().to_string();
-        assert!(err.contains("0755") && err.contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.contains("0755") && err.contains(&dir.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -88,7 +88,10 @@ impl NodeIdentity {
         if file.collision_counter > MAX_COLLISION_COUNTER {
             return Err(corrupt(
                 path,
-                &format!("collision_counter {} exceeds {MAX_COLLISION_COUNTER}", file.collision_counter),
+                &format!(
+                    "collision_counter {} exceeds {MAX_COLLISION_COUNTER}",
+                    file.collision_counter
+                ),
             ));
         }
         let derived = keys.node_public_key(&seed);
@@ -96,8 +99,12 @@ impl NodeIdentity {
         if file.network_id != network_id {
             // The secret was rotated: the seed stays, the keypair follows the new secret
             // (DESIGN.md §3), and the counter restarts because the subnet changed too.
-            let identity =
-                Self { seed, public_key: derived, collision_counter: 0, path: path.to_owned() };
+            let identity = Self {
+                seed,
+                public_key: derived,
+                collision_counter: 0,
+                path: path.to_owned(),
+            };
             identity.save(keys)?;
             return Ok(identity);
         }
@@ -108,7 +115,12 @@ impl NodeIdentity {
                 derived: derived.to_base64(),
             });
         }
-        Ok(Self { seed, public_key: derived, collision_counter: file.collision_counter, path: path.to_owned() })
+        Ok(Self {
+            seed,
+            public_key: derived,
+            collision_counter: file.collision_counter,
+            path: path.to_owned(),
+        })
     }
 
     fn create(path: &Path, keys: &MeshKeys) -> Result<Self, StateError> {
@@ -130,10 +142,15 @@ impl NodeIdentity {
     }
 
     /// Persists a new collision counter (after an address collision was lost).
-    pub fn set_collision_counter(&mut self, counter: u8, keys: &MeshKeys) -> Result<(), StateError> {
+    pub fn set_collision_counter(
+        &mut self,
+        counter: u8,
+        keys: &MeshKeys,
+    ) -> Result<(), StateError> {
         let previous = self.collision_counter;
         self.collision_counter = counter;
-        self.save(keys).inspect_err(|_| self.collision_counter = previous)
+        self.save(keys)
+            .inspect_err(|_| self.collision_counter = previous)
     }
 
     fn save(&self, keys: &MeshKeys) -> Result<(), StateError> {
@@ -156,7 +173,10 @@ impl NodeIdentity {
 }
 
 fn corrupt(path: &Path, reason: &str) -> StateError {
-    StateError::Corrupt { path: path.to_owned(), reason: reason.to_owned() }
+    StateError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn hex_string(bytes: &[u8]) -> String {
@@ -190,7 +210,11 @@ mod tests {
         assert!(!created);
         assert_eq!(first.public_key, second.public_key);
         assert_eq!(first.seed, second.seed);
-        assert_eq!(fs::read(&path).unwrap(), bytes, "loading must not rewrite the file");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "loading must not rewrite the file"
+        );
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
@@ -202,19 +226,37 @@ mod tests {
         NodeIdentity::load_or_create(&path, keys()).unwrap();
         let good = fs::read_to_string(&path).unwrap();
         let cases = [
-            (good[..good.len() / 2].to_owned(), "not a valid identity file"),
+            (
+                good[..good.len() / 2].to_owned(),
+                "not a valid identity file",
+            ),
             ("{}".to_owned(), "missing numeric \"version\""),
-            (good.replace("\"version\": 1", "\"version\": 7"), "format version 7"),
-            (good.replace("\"collision_counter\": 0", "\"collision_counter\": 99"), "exceeds 15"),
+            (
+                good.replace("\"version\": 1", "\"version\": 7"),
+                "format version 7",
+            ),
+            (
+                good.replace("\"collision_counter\": 0", "\"collision_counter\": 99"),
+                "exceeds 15",
+            ),
             ("\u{0}\u{1}garbage".to_owned(), "not a valid identity file"),
-            (good.replace("\"node_seed\": \"", "\"node_seed\": \"zz"), "node_seed"),
+            (
+                good.replace("\"node_seed\": \"", "\"node_seed\": \"zz"),
+                "node_seed",
+            ),
         ];
         for (content, expected) in cases {
             fs::write(&path, &content).unwrap();
-            let err = NodeIdentity::load_or_create(&path, keys()).unwrap_err().to_string();
+            let err = NodeIdentity::load_or_create(&path, keys())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(expected), "expected {expected:?} in {err}");
-            assert_eq!(fs::read_to_string(&path).unwrap(), content, "file was modified");
+            assert_eq!(
+                fs::read_to_string(&path).unwrap(),
+                content,
+                "file was modified"
+            );
         }
     }
 
@@ -223,7 +265,10 @@ mod tests {
         let (_dir, path) = fresh();
         let (identity, _) = NodeIdentity::load_or_create(&path, keys()).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        let edited = text.replace(&identity.public_key.to_base64(), &PublicKey::from_bytes([1; 32]).to_base64());
+        let edited = text.replace(
+            &identity.public_key.to_base64(),
+            &PublicKey::from_bytes([1; 32]).to_base64(),
+        );
         fs::write(&path, &edited).unwrap();
         let err = NodeIdentity::load(&path, keys()).unwrap_err().to_string();
         assert!(err.contains("does not match"), "{err}");
@@ -249,6 +294,9 @@ mod tests {
         assert_eq!(rotated.seed, old.seed);
         assert_eq!(rotated.public_key, other.node_public_key(&old.seed));
         assert_eq!(rotated.collision_counter, 0);
-        assert_eq!(NodeIdentity::load(&path, &other).unwrap().public_key, rotated.public_key);
+        assert_eq!(
+            NodeIdentity::load(&path, &other).unwrap().public_key,
+            rotated.public_key
+        );
     }
 }
