@@ -1,0 +1,222 @@
+//! The reload file `<state-dir>/<iface>.reload` (DESIGN.md §7).
+//!
+//! `KEY=VALUE` per line, `#` comments, blank lines ignored, keys case-insensitive. Parsing is
+//! all-or-nothing: the result is either a complete [`ReloadFile`] or the first error with its line
+//! number, so a daemon can never apply half an edit.
+
+use ipnet::IpNet;
+use std::str::FromStr;
+
+/// Keys that may change while the daemon runs.
+const RELOADABLE: &[&str] = &["advertise-routes", "log-level"];
+
+/// Keys `wgmesh up` knows that need a restart to change. Reported and ignored.
+const RESTART_ONLY: &[&str] = &[
+    "secret",
+    "secret-file",
+    "interface",
+    "listen-port",
+    "control-port",
+    "accept-routes",
+    "state-dir",
+    "runtime-dir",
+    "log-format",
+    "backend",
+    "wireguard-go",
+    "mtu",
+    "peer",
+    "no-lan",
+    "dht-bootstrap",
+    "stun",
+    "relay",
+    "keep-interface",
+    "metrics-listen",
+];
+
+/// Log levels accepted by `log-level` (and `--log-level`).
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// Upper bound on advertised routes: each becomes an allowed IP on every other member and must
+/// fit in one exchange record.
+pub const MAX_ADVERTISED_ROUTES: usize = 32;
+
+/// A parsed, valid reload file. `None` fields were not present and keep their current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadFile {
+    /// `Some(vec![])` clears the advertised routes.
+    pub advertise_routes: Option<Vec<IpNet>>,
+    pub log_level: Option<String>,
+    /// Known keys that were ignored because they need a restart: `(line, key)`.
+    pub ignored: Vec<(usize, String)>,
+}
+
+/// Why a reload file was rejected. Always names the line.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ReloadError {
+    #[error("line {line}: expected KEY=VALUE, found {text:?}")]
+    NotKeyValue { line: usize, text: String },
+    #[error("line {line}: unknown key {key:?} (reloadable keys: {})", RELOADABLE.join(", "))]
+    UnknownKey { line: usize, key: String },
+    #[error("line {line}: key {key:?} appears twice (first on line {first})")]
+    Duplicate { line: usize, key: String, first: usize },
+    #[error("line {line}: advertise-routes: {value:?} is not a CIDR (like 192.168.1.0/24 or fd00::/64)")]
+    BadCidr { line: usize, value: String },
+    #[error("line {line}: advertise-routes: {value} has host bits set; did you mean {network}?")]
+    HostBits { line: usize, value: String, network: String },
+    #[error("line {line}: advertise-routes: at most {MAX_ADVERTISED_ROUTES} routes, found {count}")]
+    TooManyRoutes { line: usize, count: usize },
+    #[error("line {line}: log-level: {value:?} is not one of {}", LOG_LEVELS.join(", "))]
+    BadLogLevel { line: usize, value: String },
+}
+
+impl ReloadError {
+    pub fn line(&self) -> usize {
+        match self {
+            Self::NotKeyValue { line, .. }
+            | Self::UnknownKey { line, .. }
+            | Self::Duplicate { line, .. }
+            | Self::BadCidr { line, .. }
+            | Self::HostBits { line, .. }
+            | Self::TooManyRoutes { line, .. }
+            | Self::BadLogLevel { line, .. } => *line,
+        }
+    }
+}
+
+impl FromStr for ReloadFile {
+    type Err = ReloadError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut file = Self::default();
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let content = raw.split_once('#').map_or(raw, |(before, _)| before).trim();
+            if content.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = content.split_once('=') else {
+                return Err(ReloadError::NotKeyValue { line, text: content.to_owned() });
+            };
+            let key = key.trim().to_ascii_lowercase().replace('_', "-");
+            let value = value.trim();
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                return Err(ReloadError::Duplicate { line, key, first: *first });
+            }
+            seen.push((key.clone(), line));
+            match key.as_str() {
+                "advertise-routes" => file.advertise_routes = Some(parse_routes(line, value)?),
+                "log-level" => {
+                    let level = value.to_ascii_lowercase();
+                    if !LOG_LEVELS.contains(&level.as_str()) {
+                        return Err(ReloadError::BadLogLevel { line, value: value.to_owned() });
+                    }
+                    file.log_level = Some(level);
+                }
+                known if RESTART_ONLY.contains(&known) => file.ignored.push((line, key)),
+                _ => return Err(ReloadError::UnknownKey { line, key }),
+            }
+        }
+        Ok(file)
+    }
+}
+
+fn parse_routes(line: usize, value: &str) -> Result<Vec<IpNet>, ReloadError> {
+    let mut routes = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let net: IpNet =
+            item.parse().map_err(|_| ReloadError::BadCidr { line, value: item.to_owned() })?;
+        if net.trunc() != net {
+            return Err(ReloadError::HostBits {
+                line,
+                value: item.to_owned(),
+                network: net.trunc().to_string(),
+            });
+        }
+        if !routes.contains(&net) {
+            routes.push(net);
+        }
+    }
+    if routes.len() > MAX_ADVERTISED_ROUTES {
+        return Err(ReloadError::TooManyRoutes { line, count: routes.len() });
+    }
+    Ok(routes)
+}
+
+/// Parses a comma-separated CIDR list as `--advertise-routes` takes it, with the same rules.
+pub fn parse_route_list(value: &str) -> Result<Vec<IpNet>, ReloadError> {
+    parse_routes(0, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Result<ReloadFile, ReloadError> {
+        text.parse()
+    }
+
+    #[test]
+    fn full_file_with_comments_case_and_ignored_keys() {
+        let file = parse(
+            "# routes for the lab\n\nADVERTISE-ROUTES = 192.168.77.0/24, fd00:77::/64 # two\nLog_Level=DEBUG\nlisten-port=1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.advertise_routes,
+            Some(vec!["192.168.77.0/24".parse().unwrap(), "fd00:77::/64".parse().unwrap()])
+        );
+        assert_eq!(file.log_level.as_deref(), Some("debug"));
+        assert_eq!(file.ignored, vec![(5, "listen-port".to_owned())]);
+    }
+
+    #[test]
+    fn empty_value_clears_and_missing_key_keeps() {
+        assert_eq!(parse("advertise-routes=").unwrap().advertise_routes, Some(vec![]));
+        assert_eq!(parse("# nothing\n").unwrap(), ReloadFile::default());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("log-level=info\nadvertise-routes=10.0.0.0/33", 2, "not a CIDR"),
+            ("\n\nadvertise-routes=192.168.1.1/24", 3, "host bits"),
+            ("frobnicate=1", 1, "unknown key \"frobnicate\""),
+            ("advertise-routes", 1, "expected KEY=VALUE"),
+            ("log-level=loud", 1, "log-level"),
+            ("log-level=info\nlog-level=warn", 2, "appears twice"),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line(), *line, "{err}");
+            let message = err.to_string();
+            assert!(message.starts_with(&format!("line {line}:")), "{message}");
+            assert!(message.contains(needle), "{message} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn too_many_routes_are_refused() {
+        let many: Vec<String> = (0..=MAX_ADVERTISED_ROUTES).map(|i| format!("10.{i}.0.0/16")).collect();
+        let err = parse(&format!("advertise-routes={}", many.join(","))).unwrap_err();
+        assert!(matches!(err, ReloadError::TooManyRoutes { line: 1, count: 33 }));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn rendered_routes_parse_back(routes in proptest::collection::vec((any::<[u8; 4]>(), 8u8..=32), 0..10)) {
+            let mut nets: Vec<IpNet> = routes.iter().map(|(o, l)| IpNet::new((*o).into(), *l).unwrap().trunc()).collect();
+            nets.dedup();
+            let mut unique = Vec::new();
+            for n in nets { if !unique.contains(&n) { unique.push(n); } }
+            let text = format!("advertise-routes={}", unique.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+            prop_assert_eq!(parse(&text).unwrap().advertise_routes, Some(unique));
+        }
+    }
+}
