@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and property tests, and the root-only
+# integration tests (network namespaces with wireguard-go, the kernel VM). Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $(id -u) != 0 ]]; then
+    echo "scripts/test.sh: run as root (the labs create network namespaces)" >&2
+    exit 2
+fi
+./scripts/prereqs.sh
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo test --workspace --all-features

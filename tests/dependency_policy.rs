@@ -1,0 +1,104 @@
+//! Dependency policy (in place of cargo-deny, which is not packaged for this build machine):
+//! every crate in the build graph carries a permissive licence, and the workspace does not pull
+//! in two versions of a crate unless it is listed here with the reason.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// Licences any dependency may use (SPDX ids). Copyleft licences are not on the list: wgmesh is
+/// MIT OR Apache-2.0 and must stay redistributable under those terms.
+const ALLOWED: &[&str] = &[
+    "MIT",
+    "Apache-2.0",
+    "Apache-2.0 WITH LLVM-exception",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "ISC",
+    "Zlib",
+    "0BSD",
+    "CC0-1.0",
+    "Unlicense",
+    "Unicode-3.0",
+    "Unicode-DFS-2016",
+    "BSL-1.0",
+    "MPL-2.0",
+];
+
+/// Crates allowed to appear in more than one version, each because an upstream has not moved yet.
+const DUPLICATES_ALLOWED: &[&str] = &[
+    // rand/getrandom 0.2 (proptest, x25519-dalek via rand_core 0.6) alongside 0.3 (our own).
+    "getrandom",
+    "rand",
+    "rand_core",
+    "rand_chacha",
+    "r-efi",
+    "wasi",
+    "windows-sys",
+    "windows-targets",
+    "windows_x86_64_gnu",
+    "windows_x86_64_msvc",
+    "windows_aarch64_gnullvm",
+    "windows_aarch64_msvc",
+    "windows_i686_gnu",
+    "windows_i686_gnullvm",
+    "windows_i686_msvc",
+    "windows_x86_64_gnullvm",
+    "thiserror",
+    "thiserror-impl",
+    "bitflags",
+    "nix",
+    "syn",
+    "zerocopy",
+    "zerocopy-derive",
+    "hashbrown",
+    "linux-raw-sys",
+    "rustix",
+    // RustCrypto crates mid-migration: chacha20poly1305 0.10 uses 0.2, newer blake3/argon2 use 0.3.
+    "cpufeatures",
+];
+
+fn satisfies(expression: &str) -> bool {
+    // SPDX expressions here are flat: `A OR B`, `A AND B`, `A/B` (old style), with parentheses.
+    let cleaned = expression.replace(['(', ')'], "");
+    cleaned.split(" OR ").flat_map(|alt| alt.split('/')).any(|alternative| {
+        alternative.split(" AND ").all(|part| ALLOWED.contains(&part.trim()))
+    })
+}
+
+#[test]
+fn licences_and_duplicates() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut bad = Vec::new();
+    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap().to_owned();
+        let version = package["version"].as_str().unwrap().to_owned();
+        match package["license"].as_str() {
+            Some(licence) if satisfies(licence) => {}
+            other => bad.push(format!("{name} {version}: {other:?}")),
+        }
+        versions.entry(name).or_default().push(version);
+    }
+    assert!(bad.is_empty(), "dependencies with licences outside the allow-list:\n{}", bad.join("\n"));
+    let duplicated: Vec<String> = versions
+        .iter()
+        .filter(|(name, v)| v.len() > 1 && !DUPLICATES_ALLOWED.contains(&name.as_str()))
+        .map(|(name, v)| format!("{name}: {}", v.join(", ")))
+        .collect();
+    assert!(duplicated.is_empty(), "crates in several versions:\n{}", duplicated.join("\n"));
+}
+
+#[test]
+fn licence_expressions() {
+    assert!(satisfies("MIT OR Apache-2.0"));
+    assert!(satisfies("(MIT OR Apache-2.0) AND Unicode-3.0"));
+    assert!(satisfies("MIT/Apache-2.0"));
+    assert!(!satisfies("LGPL-2.1-or-later"));
+    assert!(!satisfies("GPL-3.0 AND MIT"));
+}
