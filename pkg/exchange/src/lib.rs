@@ -1,1 +1,36 @@
-//! Placeholder.
+//! The membership exchange protocol (DESIGN.md §8, docs/exchange-protocol.md) as a pure, sans-IO
+//! state machine.
+//!
+//! A datagram is `magic | type | nonce | XChaCha20-Poly1305(message)` under `K(exchange key)`:
+//! only holders of the secret can read or forge one. Inside, a `Probe` asks "who is there", a
+//! `Hello` carries a member's [`Record`] with a MAC keyed by the static-static X25519 secret and
+//! bound to the recipient's fresh challenge (proof of possession of the WireGuard key), and a
+//! `Goodbye` announces departure. [`Exchange`] takes datagrams, `now` and random bytes, and
+//! returns replies and [`Event`]s; the daemon owns the socket and the clock.
+
+mod codec;
+mod exchange;
+mod limiter;
+mod proof;
+mod record;
+mod replay;
+mod seal;
+
+pub use codec::{
+    CHALLENGE_LEN, DecodeError, EncodeError, GOODBYE_LEN, Goodbye, Hello, MAC_LEN, MAX_HELLO_LEN,
+    MAX_RECORD_LEN, Message, MsgType, PROBE_LEN, Probe, decode_message, decode_record_exact,
+    encode_message, encode_record,
+};
+pub use exchange::{
+    DropCounters, DropReason, ENTROPY_LEN, Entropy, Event, Exchange, ExchangeConfig, ExchangeError,
+    Handled, Millis, RecordError,
+};
+pub use record::{Endpoint, EndpointKind, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record};
+pub use seal::{
+    HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, NONCE_LEN, OVERHEAD, OpenError, SealError, TAG_LEN, open,
+    seal,
+};
+
+/// The largest datagram the protocol produces: a Hello with a record at every bound.
+pub const MAX_HELLO_DATAGRAM_LEN: usize = OVERHEAD + MAX_HELLO_LEN;
+const _: () = assert!(MAX_HELLO_DATAGRAM_LEN <= MAX_DATAGRAM_LEN);

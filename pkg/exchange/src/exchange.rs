@@ -1,0 +1,671 @@
+//! The state machine: datagrams in, datagrams and membership events out. No sockets, no clock,
+//! no ambient randomness: the shell passes `now`, the source address and fresh random bytes.
+
+use crate::codec::{self, CHALLENGE_LEN, EncodeError, Goodbye, Hello, MAC_LEN, Message, Probe};
+use crate::limiter::RateLimiter;
+use crate::proof;
+use crate::record::Record;
+use crate::replay::{Challenges, ReplayCache};
+use crate::seal::{Gate, NONCE_LEN, OpenError};
+use std::fmt;
+use std::net::SocketAddr;
+use wgmesh_derive::{MeshAddresses, MeshKeys};
+use wgmesh_keys::{PrivateKey, PublicKey};
+use zeroize::Zeroizing;
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// Tunables. The defaults are the protocol's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeConfig {
+    /// Messages whose timestamp is further than this from `now` are dropped.
+    pub timestamp_window_secs: u64,
+    /// How long a challenge we issued can be answered.
+    pub challenge_lifetime_ms: u64,
+    /// Bound on challenges awaiting an answer.
+    pub max_outstanding_challenges: usize,
+    /// Bound on the replay cache.
+    pub replay_cache_capacity: usize,
+    /// Sustained datagrams per second per source (IPv4 address or IPv6 /64).
+    pub rate_per_second: u32,
+    /// Burst per source.
+    pub rate_burst: u32,
+    /// Bound on the number of sources tracked by the rate limiter.
+    pub max_rate_sources: usize,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            timestamp_window_secs: 120,
+            challenge_lifetime_ms: 30_000,
+            max_outstanding_challenges: 1_024,
+            replay_cache_capacity: 8_192,
+            rate_per_second: 20,
+            rate_burst: 40,
+            max_rate_sources: 4_096,
+        }
+    }
+}
+
+/// Fresh random bytes for one call: the AEAD nonce of the datagram it produces, and a challenge
+/// (or Goodbye nonce). Passed in so the state machine stays deterministic under test.
+#[derive(Clone)]
+pub struct Entropy {
+    pub nonce: [u8; NONCE_LEN],
+    pub token: [u8; CHALLENGE_LEN],
+}
+
+/// Bytes of randomness in one [`Entropy`].
+pub const ENTROPY_LEN: usize = NONCE_LEN + CHALLENGE_LEN;
+
+impl Entropy {
+    pub fn from_bytes(bytes: [u8; ENTROPY_LEN]) -> Self {
+        let mut nonce = [0u8; NONCE_LEN];
+        let mut token = [0u8; CHALLENGE_LEN];
+        nonce.copy_from_slice(&bytes[..NONCE_LEN]);
+        token.copy_from_slice(&bytes[NONCE_LEN..]);
+        Self { nonce, token }
+    }
+
+    /// From the operating system's random source.
+    pub fn from_os() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; ENTROPY_LEN];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// The token as a challenge: never all-zero, because zero means "no challenge".
+    fn challenge(&self) -> [u8; CHALLENGE_LEN] {
+        let mut challenge = self.token;
+        if challenge == [0; CHALLENGE_LEN] {
+            challenge[0] = 1;
+        }
+        challenge
+    }
+}
+
+impl fmt::Debug for Entropy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Entropy(<redacted>)")
+    }
+}
+
+/// Why a datagram was dropped. Every drop is counted under exactly one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The source exceeded its token bucket; no crypto was done.
+    RateLimited,
+    TooLarge,
+    TooShort,
+    BadMagic,
+    UnknownType,
+    /// Not sealed under our exchange key: another mesh, or a forgery.
+    BadAead,
+    /// The plaintext did not decode (bounds, lengths, unknown values).
+    Malformed,
+    /// The authenticated header type differs from the plaintext's.
+    TypeMismatch,
+    /// Claims to come from our own key (a reflection or a loop).
+    FromSelf,
+    /// Timestamp outside the window.
+    StaleTimestamp,
+    /// A Hello or Goodbye addressed to another member.
+    NotForUs,
+    /// Already acted upon.
+    Replay,
+    /// A Hello answering no live challenge of ours (expired, consumed, or never issued).
+    UnknownChallenge,
+    /// The sender's key is a low-order point; no proof is possible.
+    WeakKey,
+    /// The key-possession MAC did not verify.
+    BadMac,
+    /// The record's public key is not the sender's.
+    RecordKeyMismatch,
+    /// The record's mesh addresses are not derived from its key and counter.
+    BadMeshAddress,
+    /// The replay cache is full of live entries; refused rather than risk a replay.
+    ReplayCacheFull,
+}
+
+impl DropReason {
+    pub const ALL: [Self; 18] = [
+        Self::RateLimited,
+        Self::TooLarge,
+        Self::TooShort,
+        Self::BadMagic,
+        Self::UnknownType,
+        Self::BadAead,
+        Self::Malformed,
+        Self::TypeMismatch,
+        Self::FromSelf,
+        Self::StaleTimestamp,
+        Self::NotForUs,
+        Self::Replay,
+        Self::UnknownChallenge,
+        Self::WeakKey,
+        Self::BadMac,
+        Self::RecordKeyMismatch,
+        Self::BadMeshAddress,
+        Self::ReplayCacheFull,
+    ];
+
+    /// A stable name for metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::TooLarge => "too_large",
+            Self::TooShort => "too_short",
+            Self::BadMagic => "bad_magic",
+            Self::UnknownType => "unknown_type",
+            Self::BadAead => "bad_aead",
+            Self::Malformed => "malformed",
+            Self::TypeMismatch => "type_mismatch",
+            Self::FromSelf => "from_self",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::NotForUs => "not_for_us",
+            Self::Replay => "replay",
+            Self::UnknownChallenge => "unknown_challenge",
+            Self::WeakKey => "weak_key",
+            Self::BadMac => "bad_mac",
+            Self::RecordKeyMismatch => "record_key_mismatch",
+            Self::BadMeshAddress => "bad_mesh_address",
+            Self::ReplayCacheFull => "replay_cache_full",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<OpenError> for DropReason {
+    fn from(error: OpenError) -> Self {
+        match error {
+            OpenError::TooLarge(_) => Self::TooLarge,
+            OpenError::TooShort(_) => Self::TooShort,
+            OpenError::BadMagic => Self::BadMagic,
+            OpenError::UnknownType(_) => Self::UnknownType,
+            OpenError::BadAead => Self::BadAead,
+        }
+    }
+}
+
+/// Counts of dropped datagrams per reason, and of datagrams that cost an AEAD open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; DropReason::ALL.len()],
+    aead_opens: u64,
+}
+
+impl DropCounters {
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Datagrams that passed the rate limiter and the cheap header checks and were handed to
+    /// the AEAD (whether or not they opened).
+    pub fn aead_opens(&self) -> u64 {
+        self.aead_opens
+    }
+
+    /// Non-zero counters, for metrics.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|&reason| (reason, self.get(reason)))
+            .filter(|&(_, count)| count > 0)
+    }
+
+    fn count(&mut self, reason: DropReason) {
+        let slot = &mut self.counts[reason.index()];
+        *slot = slot.saturating_add(1);
+    }
+}
+
+/// What the shell learns from a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member proved its key and sent this record. `from` is the observed source address, a
+    /// candidate endpoint in its own right (NAT mapping as seen from here).
+    Verified { record: Record, from: SocketAddr },
+    /// A member announced it is leaving.
+    Goodbye { key: PublicKey },
+}
+
+/// The outcome of [`Exchange::handle`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Handled {
+    /// A datagram to send back to the source address.
+    pub reply: Option<Vec<u8>>,
+    pub event: Option<Event>,
+    /// Set when the datagram was dropped (and counted).
+    pub dropped: Option<DropReason>,
+}
+
+/// Why our own record cannot be announced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("record names key {record}, but our key is {ours}")]
+    KeyMismatch { record: String, ours: String },
+    #[error("record's mesh addresses are not derived from our key and counter {0}")]
+    BadMeshAddress(u8),
+}
+
+/// Why a message to a specific member cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("key {0} is a low-order point; no shared secret exists")]
+    WeakPeerKey(String),
+}
+
+/// One member's side of the exchange protocol.
+pub struct Exchange {
+    keys: MeshKeys,
+    private_key: PrivateKey,
+    public_key: PublicKey,
+    exchange_key: Zeroizing<[u8; 32]>,
+    gate: Gate,
+    record: Record,
+    config: ExchangeConfig,
+    challenges: Challenges,
+    replay: ReplayCache,
+    limiter: RateLimiter,
+    drops: DropCounters,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("public_key", &self.public_key)
+            .field("config", &self.config)
+            .field("drops", &self.drops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    /// `record` must be ours: our public key, and mesh addresses derived from it.
+    pub fn new(
+        keys: &MeshKeys,
+        private_key: PrivateKey,
+        record: Record,
+        config: ExchangeConfig,
+    ) -> Result<Self, RecordError> {
+        let public_key = private_key.public_key();
+        check_own_record(keys, &public_key, &record)?;
+        let exchange_key = Zeroizing::new(keys.exchange_key());
+        Ok(Self {
+            keys: keys.clone(),
+            gate: Gate::new(&exchange_key),
+            exchange_key,
+            private_key,
+            public_key,
+            record,
+            challenges: Challenges::new(
+                config.max_outstanding_challenges,
+                config.challenge_lifetime_ms,
+            ),
+            replay: ReplayCache::new(config.replay_cache_capacity),
+            limiter: RateLimiter::new(
+                config.rate_per_second,
+                config.rate_burst,
+                config.max_rate_sources,
+            ),
+            config,
+            drops: DropCounters::default(),
+        })
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Replaces our record (after a reload, new endpoints, a re-address). To push it, probe the
+    /// members again: each answers with a Hello that asks for ours.
+    pub fn set_record(&mut self, record: Record) -> Result<(), RecordError> {
+        check_own_record(&self.keys, &self.public_key, &record)?;
+        self.record = record;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// A Probe to send to a candidate address. Its challenge stays answerable for
+    /// `challenge_lifetime_ms`, by any member, once.
+    pub fn probe(&mut self, now: Millis, entropy: Entropy) -> Vec<u8> {
+        let challenge = entropy.challenge();
+        self.challenges.issue(now, challenge, None);
+        let probe = Message::Probe(Probe {
+            sender: self.public_key,
+            timestamp: now / 1000,
+            challenge,
+        });
+        self.seal(&probe, &entropy.nonce)
+    }
+
+    /// A Goodbye for the member `to` (one per member: the MAC is pairwise).
+    pub fn goodbye(
+        &mut self,
+        to: &PublicKey,
+        now: Millis,
+        entropy: Entropy,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let key = proof::mac_key(&self.private_key, to, &self.exchange_key)
+            .ok_or_else(|| ExchangeError::WeakPeerKey(to.short()))?;
+        let mut goodbye = Goodbye {
+            sender: self.public_key,
+            recipient: *to,
+            timestamp: now / 1000,
+            nonce: entropy.token,
+            mac: [0; MAC_LEN],
+        };
+        let plaintext = encode_infallible(&Message::Goodbye(goodbye.clone()));
+        goodbye.mac = proof::compute(&key, transcript(&plaintext));
+        Ok(self.seal(&Message::Goodbye(goodbye), &entropy.nonce))
+    }
+
+    /// Processes one received datagram. Never panics; a dropped datagram is counted in
+    /// [`Exchange::stats`] and named in [`Handled::dropped`].
+    pub fn handle(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        datagram: &[u8],
+        entropy: Entropy,
+    ) -> Handled {
+        match self.handle_inner(now, from, datagram, &entropy) {
+            Ok(handled) => handled,
+            Err(reason) => {
+                self.drops.count(reason);
+                Handled {
+                    dropped: Some(reason),
+                    ..Handled::default()
+                }
+            }
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        datagram: &[u8],
+        entropy: &Entropy,
+    ) -> Result<Handled, DropReason> {
+        if !self.limiter.allow(now, from.ip()) {
+            return Err(DropReason::RateLimited);
+        }
+        crate::seal::precheck(datagram)?;
+        self.drops.aead_opens += 1;
+        let (header_type, plaintext) = self.gate.open(datagram)?;
+        let message = codec::decode_message(&plaintext).map_err(|_| DropReason::Malformed)?;
+        if message.msg_type() != header_type {
+            return Err(DropReason::TypeMismatch);
+        }
+        if *message.sender() == self.public_key {
+            return Err(DropReason::FromSelf);
+        }
+        if !self.fresh(now, message.timestamp()) {
+            return Err(DropReason::StaleTimestamp);
+        }
+        match message {
+            Message::Probe(probe) => self.on_probe(now, &probe, entropy),
+            Message::Hello(hello) => self.on_hello(now, from, &hello, &plaintext, entropy),
+            Message::Goodbye(goodbye) => self.on_goodbye(now, &goodbye, &plaintext),
+        }
+    }
+
+    /// Answers with our record and a challenge of our own, so the prober proves itself too.
+    fn on_probe(
+        &mut self,
+        now: Millis,
+        probe: &Probe,
+        entropy: &Entropy,
+    ) -> Result<Handled, DropReason> {
+        if self.replay.contains(now, &probe.sender, &probe.challenge) {
+            return Err(DropReason::Replay);
+        }
+        let key = proof::mac_key(&self.private_key, &probe.sender, &self.exchange_key)
+            .ok_or(DropReason::WeakKey)?;
+        // A replayed Probe would make us send a Hello (ten times its size) to whatever source
+        // address the replayer forged; remembering Probes bounds that to once per capture.
+        self.replay
+            .insert(
+                now,
+                probe.sender,
+                probe.challenge,
+                self.replay_expiry(now, probe.timestamp),
+            )
+            .map_err(|_| DropReason::ReplayCacheFull)?;
+        let challenge = entropy.challenge();
+        self.challenges.issue(now, challenge, Some(probe.sender));
+        let reply = self.hello(now, &key, probe.sender, probe.challenge, challenge, entropy);
+        Ok(Handled {
+            reply: Some(reply),
+            ..Handled::default()
+        })
+    }
+
+    fn on_hello(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        hello: &Hello,
+        plaintext: &[u8],
+        entropy: &Entropy,
+    ) -> Result<Handled, DropReason> {
+        if hello.recipient != self.public_key {
+            return Err(DropReason::NotForUs);
+        }
+        if self.replay.contains(now, &hello.sender, &hello.echo) {
+            return Err(DropReason::Replay);
+        }
+        if !self
+            .challenges
+            .is_answerable(now, &hello.echo, &hello.sender)
+        {
+            return Err(DropReason::UnknownChallenge);
+        }
+        let key = proof::mac_key(&self.private_key, &hello.sender, &self.exchange_key)
+            .ok_or(DropReason::WeakKey)?;
+        if !proof::verify(&key, transcript(plaintext), &hello.mac) {
+            return Err(DropReason::BadMac);
+        }
+        let record = &hello.record;
+        if record.public_key != hello.sender {
+            return Err(DropReason::RecordKeyMismatch);
+        }
+        let claimed = MeshAddresses {
+            ipv4: record.mesh_ipv4,
+            ipv6: record.mesh_ipv6,
+        };
+        if !claimed.verify(&self.keys, &hello.sender, record.collision_counter) {
+            return Err(DropReason::BadMeshAddress);
+        }
+
+        // Accepted. The challenge is single-use; a failed MAC above did not consume it, so an
+        // insider racing a bogus answer cannot burn another member's handshake.
+        self.challenges.consume(&hello.echo);
+        // Consuming the challenge already defeats replays; the cache entry only lets a replay be
+        // counted as one, so a full cache is not a reason to refuse.
+        let _ = self.replay.insert(
+            now,
+            hello.sender,
+            hello.echo,
+            self.replay_expiry(now, hello.timestamp),
+        );
+        let reply = (hello.challenge != [0; CHALLENGE_LEN]).then(|| {
+            self.hello(
+                now,
+                &key,
+                hello.sender,
+                hello.challenge,
+                [0; CHALLENGE_LEN],
+                entropy,
+            )
+        });
+        Ok(Handled {
+            reply,
+            event: Some(Event::Verified {
+                record: hello.record.clone(),
+                from,
+            }),
+            dropped: None,
+        })
+    }
+
+    fn on_goodbye(
+        &mut self,
+        now: Millis,
+        goodbye: &Goodbye,
+        plaintext: &[u8],
+    ) -> Result<Handled, DropReason> {
+        if goodbye.recipient != self.public_key {
+            return Err(DropReason::NotForUs);
+        }
+        if self.replay.contains(now, &goodbye.sender, &goodbye.nonce) {
+            return Err(DropReason::Replay);
+        }
+        let key = proof::mac_key(&self.private_key, &goodbye.sender, &self.exchange_key)
+            .ok_or(DropReason::WeakKey)?;
+        if !proof::verify(&key, transcript(plaintext), &goodbye.mac) {
+            return Err(DropReason::BadMac);
+        }
+        // Here the cache is the only replay defence, so a full cache refuses the Goodbye.
+        self.replay
+            .insert(
+                now,
+                goodbye.sender,
+                goodbye.nonce,
+                self.replay_expiry(now, goodbye.timestamp),
+            )
+            .map_err(|_| DropReason::ReplayCacheFull)?;
+        Ok(Handled {
+            event: Some(Event::Goodbye {
+                key: goodbye.sender,
+            }),
+            ..Handled::default()
+        })
+    }
+
+    fn hello(
+        &self,
+        now: Millis,
+        key: &[u8; 32],
+        recipient: PublicKey,
+        echo: [u8; CHALLENGE_LEN],
+        challenge: [u8; CHALLENGE_LEN],
+        entropy: &Entropy,
+    ) -> Vec<u8> {
+        let mut hello = Hello {
+            sender: self.public_key,
+            recipient,
+            timestamp: now / 1000,
+            echo,
+            challenge,
+            record: self.record.clone(),
+            mac: [0; MAC_LEN],
+        };
+        let plaintext = encode_infallible(&Message::Hello(hello.clone()));
+        hello.mac = proof::compute(key, transcript(&plaintext));
+        self.seal(&Message::Hello(hello), &entropy.nonce)
+    }
+
+    fn seal(&self, message: &Message, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+        let plaintext = encode_infallible(message);
+        self.gate
+            .seal(message.msg_type(), nonce, &plaintext)
+            .unwrap_or_else(|_| {
+                unreachable!("the largest legal message fits a datagram (see MAX_HELLO_LEN)")
+            })
+    }
+
+    /// `|timestamp - now| <= window`, in whole seconds.
+    fn fresh(&self, now: Millis, timestamp: u64) -> bool {
+        (now / 1000).abs_diff(timestamp) <= self.config.timestamp_window_secs
+    }
+
+    /// A message stamped `timestamp` passes the window until `timestamp + window`; remember it
+    /// at least that long (and at least a window from now).
+    fn replay_expiry(&self, now: Millis, timestamp: u64) -> Millis {
+        let window_ms = self.config.timestamp_window_secs.saturating_mul(1000);
+        timestamp
+            .saturating_mul(1000)
+            .max(now)
+            .saturating_add(window_ms)
+            .saturating_add(1000)
+    }
+}
+
+/// The MAC covers every plaintext byte before it; the MAC is always the last field.
+fn transcript(plaintext: &[u8]) -> &[u8] {
+    &plaintext[..plaintext.len().saturating_sub(MAC_LEN)]
+}
+
+/// Our own messages: the record was checked by `check_own_record` and challenges and echoes we
+/// put in are never zero, so encoding cannot fail.
+fn encode_infallible(message: &Message) -> Vec<u8> {
+    codec::encode_message(message)
+        .unwrap_or_else(|_| unreachable!("our record is checked when set; echoes are non-zero"))
+}
+
+fn check_own_record(
+    keys: &MeshKeys,
+    public_key: &PublicKey,
+    record: &Record,
+) -> Result<(), RecordError> {
+    codec::check_record(record)?;
+    if record.public_key != *public_key {
+        return Err(RecordError::KeyMismatch {
+            record: record.public_key.short(),
+            ours: public_key.short(),
+        });
+    }
+    let claimed = MeshAddresses {
+        ipv4: record.mesh_ipv4,
+        ipv6: record.mesh_ipv6,
+    };
+    if !claimed.verify(keys, public_key, record.collision_counter) {
+        return Err(RecordError::BadMeshAddress(record.collision_counter));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_indexed_in_order() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
+    }
+
+    #[test]
+    fn zero_entropy_still_gives_a_challenge() {
+        let entropy = Entropy::from_bytes([0; ENTROPY_LEN]);
+        assert_ne!(entropy.challenge(), [0; CHALLENGE_LEN]);
+        assert!(!format!("{entropy:?}").contains('0'));
+    }
+}
