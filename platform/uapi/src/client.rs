@@ -111,3 +111,92 @@ impl UapiClient {
 pub fn socket_path(socket_dir: &Path, interface: &str) -> PathBuf {
     socket_dir.join(format!("{interface}.sock"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead as _;
+    use std::os::unix::net::UnixListener;
+
+    /// Serves one connection: reads the request up to its blank line, answers `reply`.
+    fn serve_once(dir: &Path, reply: &'static str) -> std::thread::JoinHandle<String> {
+        let listener = UnixListener::bind(socket_path(dir, "wgtest0")).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\n" {
+                    break;
+                }
+                request.push_str(&line);
+            }
+            (&stream).write_all(reply.as_bytes()).unwrap();
+            request
+        })
+    }
+
+    #[test]
+    fn get_reads_up_to_the_blank_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // The server keeps the connection open after answering, as wireguard-go does.
+        let server = serve_once(dir.path(), "listen_port=4242\nerrno=0\n\n");
+        let client = UapiClient::new(dir.path(), "wgtest0");
+        let state = client.get().unwrap();
+        assert_eq!(state.listen_port, 4242);
+        assert_eq!(server.join().unwrap(), "get=1\n");
+    }
+
+    #[test]
+    fn set_reports_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve_once(dir.path(), "errno=-22\n\n");
+        let client = UapiClient::new(dir.path(), "wgtest0");
+        let update = DeviceUpdate {
+            listen_port: Some(1),
+            ..DeviceUpdate::default()
+        };
+        let err = client.set(&update).unwrap_err();
+        assert!(matches!(err, UapiError::Errno { errno: -22 }), "{err}");
+        assert_eq!(server.join().unwrap(), "set=1\nlisten_port=1\n");
+    }
+
+    #[test]
+    fn silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _listener = UnixListener::bind(socket_path(dir.path(), "wgtest0")).unwrap();
+        let client =
+            UapiClient::new(dir.path(), "wgtest0").with_timeout(Duration::from_millis(100));
+        let err = client.get().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UapiError::Io {
+                    operation: "read",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!client.is_alive());
+    }
+
+    #[test]
+    fn missing_socket_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = UapiClient::new(dir.path(), "wgtest0");
+        let err = client.get().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UapiError::Io {
+                    operation: "connect",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("wgtest0.sock"), "{err}");
+    }
+}
