@@ -34,6 +34,9 @@ fn kernel_wireguard_smoke_in_vm() {
         "VM-PASS: kernel-wireguard-ping",
         "VM-PASS: kernel-wireguard-handshake",
     ] {
-        assert!(stdout.contains(marker), "missing {marker:?} in the VM console");
+        assert!(
+            stdout.contains(marker),
+            "missing {marker:?} in the VM console"
+        );
     }
 }

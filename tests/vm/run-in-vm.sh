@@ -84,9 +84,9 @@ fi
         deb=$(ls "$cache/${kpkg}_${kver_deb//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
         if [[ -z $deb ]]; then
             log "downloading $kpkg $kver_deb into $cache"
-            (cd "$cache" && apt-get download -q "$kpkg=$kver_deb" 2>&1 | grep -v 'couldn.t be accessed by user' >&2) \
+            (cd "$cache" && apt-get download -q "$kpkg=$kver_deb" 2>&1 | { grep -v 'couldn.t be accessed by user' >&2 || true; }) \
                 || die "apt-get download $kpkg=$kver_deb failed"
-            deb=$(ls "$cache/${kpkg}_"*.deb | head -n1)
+            deb=$(ls "$cache/${kpkg}_${kver_deb//:/%3a}_"*.deb | head -n1)
         fi
         tmp=$(mktemp -d "$cache/.extract.XXXXXX")
         dpkg -x "$deb" "$tmp"
@@ -107,11 +107,15 @@ vmlinuz=$kdir/boot/vmlinuz-$kver
 # ------------------------------------------------------------------ initramfs
 work=$(mktemp -d "${TMPDIR:-/tmp}/wgmesh-vm.XXXXXX")
 cleanup() {
-    local pid
-    for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done
+    # On an interrupted run, stop qemu (timeout forwards the signal to it).
+    if [[ -f $work/qemu.pid ]]; then
+        kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
+        wait || true # for the console pipeline to drain before its files go
+    fi
     if [[ ${WGMESH_VM_KEEP:-0} == 1 ]]; then log "kept work dir $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 root=$work/root
 
 # Merged-/usr layout, everything executable in /usr/bin:
@@ -217,30 +221,38 @@ console=$work/console.log
 log "kernel $kver ($(basename "$kdir")), initramfs $(du -h "$initrd" | cut -f1), script $script${*:+, extra: $*}"
 start=$EPOCHREALTIME
 elapsed() { awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-set +e
-# -accel tcg: /dev/kvm exists on the build machine but nested KVM fails.
-timeout --foreground -k 5 "$qemu_timeout" qemu-system-x86_64 \
-    -accel tcg -cpu max -m "${WGMESH_VM_MEM:-1024}" -smp "${WGMESH_VM_SMP:-2}" \
-    -nographic -no-reboot -nodefaults -serial stdio -monitor none -display none \
-    -kernel "$vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 |
+# The pipeline runs in the background so that a SIGTERM/SIGINT to this script is
+# handled at once (bash defers traps until a foreground command finishes).
+{
+    # -accel tcg: /dev/kvm exists on the build machine but nested KVM fails.
+    timeout -k 5 "$qemu_timeout" qemu-system-x86_64 \
+        -accel tcg -cpu max -m "${WGMESH_VM_MEM:-1024}" -smp "${WGMESH_VM_SMP:-2}" \
+        -nographic -no-reboot -nodefaults -serial stdio -monitor none -display none \
+        -kernel "$vmlinuz" -initrd "$initrd" \
+        -append "console=ttyS0 quiet panic=-1" </dev/null &
+    echo $! >"$work/qemu.pid"
+    rc=0; wait $! || rc=$?
+    echo "$rc" >"$work/qemu.rc"
+} 2>&1 |
+    # Strip SeaBIOS's terminal resets and escape codes so markers start their lines.
+    sed -u -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r$//' |
     while IFS= read -r line; do
-        line=${line%$'\r'}
         printf '%s\n' "$line"
         printf '%s\n' "$line" >>"$console"
         case $line in
             VM-PASS:* | VM-RESULT:*) echo "run-in-vm: [+$(elapsed)s since qemu start] $line" >&2 ;;
         esac
-    done
-status=("${PIPESTATUS[@]}")
-set -e
+    done &
+wait $! || true
+rm -f "$work/qemu.pid"
+qemu_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo "?")
 total=$(elapsed)
 [[ -z ${WGMESH_VM_LOG:-} ]] || cp "$console" "$WGMESH_VM_LOG"
 
-[[ ${status[0]} -eq 124 ]] && log "qemu timed out after ${qemu_timeout}s"
+[[ $qemu_rc == 124 ]] && log "qemu timed out after ${qemu_timeout}s"
 if grep -qx 'VM-RESULT: PASS' "$console" 2>/dev/null; then
     log "PASS: kernel $kver, ${total}s from qemu start to exit"
     exit 0
 fi
-log "FAIL: kernel $kver, ${total}s, qemu exit ${status[0]}, result: $(grep -m1 '^VM-RESULT:' "$console" 2>/dev/null || echo none)"
+log "FAIL: kernel $kver, ${total}s, qemu exit $qemu_rc, result: $(grep -m1 '^VM-RESULT:' "$console" 2>/dev/null || echo none)"
 exit 1
