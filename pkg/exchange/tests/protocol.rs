@@ -1,5 +1,11 @@
 //! The protocol end to end between `Exchange`s, and every way a datagram can be refused.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 mod common;
 
 use common::*;
@@ -316,10 +322,12 @@ fn impersonating_another_member_fails_the_mac() {
     assert!(matches!(handled.event, Some(Event::Verified { .. })));
 }
 
+type Tamper = Box<dyn Fn(&mut Record)>;
+
 #[test]
 fn records_must_belong_to_the_sender_and_derive_their_addresses() {
     let (mut a, mut b, c) = (member(1), member(2), member(3));
-    let attempts: [(Box<dyn Fn(&mut Record)>, DropReason); 5] = [
+    let attempts: [(Tamper, DropReason); 5] = [
         (
             Box::new(|r| r.mesh_ipv4 = Ipv4Addr::new(10, 0, 0, 1)),
             DropReason::BadMeshAddress,

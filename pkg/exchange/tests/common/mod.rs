@@ -2,6 +2,10 @@
 //! entropy, and a hand-rolled message forger for the attack tests.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test fixtures: a failure here is a test failure"
+)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
