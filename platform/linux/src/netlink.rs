@@ -227,3 +227,69 @@ pub fn error_errno(error: &io::Error) -> Option<i32> {
             .and_then(NetlinkError::errno)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{DoneMessage, ErrorMessage, NLM_F_MULTIPART};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::LinkMessage;
+    use std::num::NonZeroI32;
+
+    fn reply(payload: NetlinkPayload<RouteNetlinkMessage>, sequence: u32) -> Vec<u8> {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = sequence;
+        header.flags = NLM_F_MULTIPART;
+        let mut message = NetlinkMessage::new(header, payload);
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        bytes
+    }
+
+    fn link(index: u32) -> NetlinkPayload<RouteNetlinkMessage> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(message))
+    }
+
+    #[test]
+    fn dump_collects_until_done_and_skips_stale_replies() {
+        let mut datagram = reply(link(1), 7);
+        datagram.extend(reply(link(99), 6)); // a late answer to an earlier request
+        datagram.extend(reply(link(2), 7));
+        let mut replies = Vec::new();
+        assert!(!parse_replies(&datagram, 7, Request::Dump, &mut replies).unwrap());
+        let done = reply(NetlinkPayload::Done(DoneMessage::default()), 7);
+        assert!(parse_replies(&done, 7, Request::Dump, &mut replies).unwrap());
+        let indexes: Vec<u32> = replies
+            .iter()
+            .map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => l.header.index,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(indexes, [1, 2]);
+    }
+
+    #[test]
+    fn errors_keep_the_errno() {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(-libc::EEXIST);
+        let bytes = reply(NetlinkPayload::Error(error), 3);
+        let mut replies: Vec<RouteNetlinkMessage> = Vec::new();
+        let error = parse_replies(&bytes, 3, Request::Do(0), &mut replies).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        let wrapped = with_context(error, "adding 10.0.0.1/16");
+        assert_eq!(wrapped.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(error_errno(&wrapped), Some(libc::EEXIST));
+        assert!(
+            wrapped.to_string().starts_with("adding 10.0.0.1/16: "),
+            "{wrapped}"
+        );
+
+        let ack = reply(NetlinkPayload::Error(ErrorMessage::default()), 4);
+        assert!(parse_replies(&ack, 4, Request::Do(0), &mut replies).unwrap());
+    }
+}
