@@ -1,14 +1,11 @@
 //! Command-line flags (DESIGN.md §5).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "wgmesh",
-    version,
-    about = "Share a secret, get a WireGuard mesh."
-)]
+#[command(name = "wgmesh", version, about = "Share a secret, get a WireGuard mesh.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,6 +17,20 @@ pub enum Command {
     Secret,
     /// Print the network parameters a secret derives to (offline).
     Derive(DeriveArgs),
+    /// Run the daemon in the foreground.
+    Up(Box<UpArgs>),
+    /// Show the running daemon's identity and peers.
+    Status(QueryArgs),
+    /// List the running daemon's peers.
+    Peers(QueryArgs),
+    /// Re-read the reload file (SIGHUP) and report whether it was applied.
+    Reload(QueryArgs),
+    /// Stop the running daemon and wait until it is gone.
+    Down(QueryArgs),
+    /// Install the systemd unit and store the secret as a credential.
+    InstallService(InstallArgs),
+    /// Remove the systemd unit and the stored credential.
+    UninstallService(UninstallArgs),
 }
 
 /// Where the shared secret comes from. First found wins: --secret-file, the systemd credential,
@@ -34,6 +45,45 @@ pub struct SecretArgs {
     pub secret: Option<String>,
 }
 
+/// Which daemon and files a command concerns.
+#[derive(Debug, Args, Clone)]
+pub struct Location {
+    /// WireGuard interface name.
+    #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
+    pub interface: String,
+    /// Where the identity, reload file and peer cache live.
+    #[arg(long, default_value = "/var/lib/wgmesh", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Where the control socket and pid file live.
+    #[arg(long, default_value = "/run/wgmesh", value_name = "DIR")]
+    pub runtime_dir: PathBuf,
+}
+
+impl Location {
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join(format!("{}.sock", self.interface))
+    }
+
+    pub fn pid_path(&self) -> PathBuf {
+        self.runtime_dir.join(format!("{}.pid", self.interface))
+    }
+
+    pub fn reload_path(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.reload", self.interface))
+    }
+}
+
+/// Linux interface names: 1-15 bytes, no '/', whitespace or ':' (IFNAMSIZ and dev_valid_name).
+fn parse_interface(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("interface name {name:?} must be 1 to 15 characters"));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!("interface name {name:?} may not contain '/', ':' or whitespace"));
+    }
+    Ok(name.to_owned())
+}
+
 #[derive(Debug, Args)]
 pub struct DeriveArgs {
     #[command(flatten)]
@@ -44,6 +94,114 @@ pub struct DeriveArgs {
     /// Collision counter for the node's IPv4 address (0-15).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=15))]
     pub collision_counter: u8,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub location: Location,
+    /// WireGuard listen port; if busy, the next free port is taken and logged.
+    #[arg(long, default_value_t = 51820)]
+    pub listen_port: u16,
+    /// Exchange-protocol port (default: derived from the secret).
+    #[arg(long)]
+    pub control_port: Option<u16>,
+    /// Subnets this host routes for the mesh, comma-separated CIDRs.
+    #[arg(long, value_name = "CIDR,...", default_value = "")]
+    pub advertise_routes: String,
+    /// Install routes other members advertise.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub accept_routes: bool,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// The wireguard-go binary for the userspace backend.
+    #[arg(long, default_value = "wireguard-go", value_name = "PATH")]
+    pub wireguard_go: PathBuf,
+    #[arg(long, default_value_t = 1420, value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    pub mtu: u32,
+    /// Static seeds: other members' control addresses, HOST:PORT, comma-separated.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub peer: Vec<String>,
+    /// Do not discover members by LAN multicast.
+    #[arg(long)]
+    pub no_lan: bool,
+    /// DHT bootstrap nodes, or `none`.
+    #[arg(long, value_name = "HOST:PORT,...|none")]
+    pub dht_bootstrap: Option<String>,
+    /// STUN servers, or `none`.
+    #[arg(long, value_name = "HOST:PORT,...|none")]
+    pub stun: Option<String>,
+    /// Offer to relay for members that cannot reach each other directly.
+    #[arg(long)]
+    pub relay: bool,
+    /// Leave the interface and peers in place on exit, so a restart does not drop tunnels.
+    #[arg(long)]
+    pub keep_interface: bool,
+    /// Serve metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub location: Location,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
+    pub interface: String,
+    /// Where unit files go.
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+    /// Where the secret is stored as a credential file (0600).
+    #[arg(long, default_value = "/etc/wgmesh", value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// Path of the wgmesh binary the unit runs.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
+    pub interface: String,
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+    #[arg(long, default_value = "/etc/wgmesh", value_name = "DIR")]
+    pub config_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

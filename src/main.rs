@@ -3,6 +3,9 @@
 
 mod cli;
 mod commands;
+mod control;
+mod daemon;
+mod logging;
 mod output;
 mod secret_source;
 

@@ -71,6 +71,9 @@ pub trait WireguardBackend: Send {
     fn apply(&mut self, update: &DeviceUpdate) -> Result<(), BackendError>;
     /// Removes the device (and stops a supervised process).
     fn remove_device(&mut self) -> Result<(), BackendError>;
+    /// Leaves the device running when the backend is dropped (`--keep-interface`), so the next
+    /// daemon adopts it. Kernel devices outlive the process anyway.
+    fn detach(&mut self) {}
 }
 
 /// An in-memory backend that counts writes, for unit tests of the logic above the device.

@@ -1,0 +1,97 @@
+//! The control socket protocol: one JSON request line, one JSON response line, over
+//! `<runtime-dir>/<iface>.sock` (0600, so only root talks to the daemon). Shared by the daemon
+//! (server) and the `status`/`peers`/`reload`/`down` commands (clients).
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Upper bound on a request line: requests are tiny; anything longer is not a client of ours.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Blocks until a reload newer than `after` has finished, then reports it.
+    WaitReload { after: u64 },
+}
+
+/// `status --json` (DESIGN.md §5). Keys are only ever added, never renamed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusReport {
+    pub interface: String,
+    pub backend: String,
+    pub public_key: String,
+    pub mesh_ipv4: String,
+    pub mesh_ipv6: String,
+    pub listen_port: u16,
+    pub control_port: u16,
+    pub advertised_routes: Vec<String>,
+    pub peers: Vec<PeerReport>,
+    pub pid: u32,
+    pub reload: ReloadReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerReport {
+    pub public_key: String,
+    pub mesh_ipv4: String,
+    pub mesh_ipv6: String,
+    pub endpoint: Option<String>,
+    pub last_handshake_unix: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub source: String,
+    pub routes: Vec<String>,
+}
+
+/// The outcome of the latest reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Counts finished reloads; `wgmesh reload` waits for it to pass the value it saw.
+    pub generation: u64,
+    pub ok: bool,
+    /// Why the file was rejected, or warnings (ignored keys, missing file).
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Response {
+    Status(Box<StatusReport>),
+    Reload(ReloadReport),
+    Error { error: String },
+}
+
+/// Why a client could not talk to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no wgmesh daemon is running on interface {interface} (no control socket at {path})")]
+    NotRunning { interface: String, path: String },
+    #[error("control socket {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("control socket {path}: unexpected response: {detail}")]
+    Protocol { path: String, detail: String },
+}
+
+/// Sends one request and reads the response.
+pub fn call(socket: &Path, interface: &str, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let path = socket.display().to_string();
+    let io = |source| ClientError::Io { path: path.clone(), source };
+    let mut stream = UnixStream::connect(socket).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning { interface: interface.to_owned(), path: path.clone() }
+        }
+        _ => io(err),
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Protocol { path: path.clone(), detail: e.to_string() })?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut response = String::new();
+    BufReader::new(stream).read_line(&mut response).map_err(io)?;
+    serde_json::from_str(&response).map_err(|err| ClientError::Protocol { path, detail: err.to_string() })
+}

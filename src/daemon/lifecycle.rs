@@ -1,0 +1,147 @@
+//! Pid file, single-instance check and systemd notifications.
+
+use anyhow::{Context as _, anyhow, bail};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The pid file of a running daemon; removed on drop.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+}
+
+/// Whether a process with this pid is alive (signal 0 probes without delivering anything).
+pub fn process_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Reads a pid file; `None` if missing or unparsable.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|pid: &i32| *pid > 0)
+}
+
+impl PidFile {
+    /// Claims `path` for this process. A live daemon holding it is an error; a stale file (its
+    /// process is gone) is replaced, as is a stale control socket beside it.
+    pub fn claim(path: &Path, socket: &Path, interface: &str) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .with_context(|| format!("cannot create runtime directory {}", dir.display()))?;
+        }
+        if let Some(pid) = read_pid(path) {
+            if pid != std::process::id() as i32 && process_alive(pid) {
+                bail!(
+                    "a wgmesh daemon (pid {pid}) already runs on interface {interface}; stop it with `wgmesh down --interface {interface}`"
+                );
+            }
+            tracing::info!(pid, path = %path.display(), "removing stale pid file");
+        }
+        match std::fs::remove_file(socket) {
+            Ok(()) => tracing::info!(path = %socket.display(), "removed stale control socket"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(anyhow!(err).context(format!("cannot remove stale socket {}", socket.display()))),
+        }
+        let tmp = path.with_extension("pid.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .with_context(|| format!("cannot write pid file {}", tmp.display()))?;
+        writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write pid file {}", path.display()))?;
+        Ok(Self { path: path.to_owned() })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if read_pid(&self.path) == Some(std::process::id() as i32) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET` (a path, or an abstract
+/// name written with a leading '@'). A no-op when not started by systemd.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    socket: Option<std::ffi::OsString>,
+}
+
+impl Notifier {
+    pub fn from_env() -> Self {
+        Self { socket: std::env::var_os("NOTIFY_SOCKET") }
+    }
+
+    pub fn notify(&self, state: &str) {
+        let Some(target) = &self.socket else { return };
+        if let Err(err) = send_notify(target, state) {
+            tracing::debug!(error = %err, "sd_notify failed");
+        }
+    }
+}
+
+fn send_notify(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let socket = UnixDatagram::unbound()?;
+    let bytes = target.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(Path::new(target))?,
+    };
+    socket.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in microseconds, for `RELOADING=1` + `MONOTONIC_USEC=`.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_claim_on_a_live_pid_is_refused_and_stale_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("wg0.pid");
+        let sock = dir.path().join("wg0.sock");
+        // A live foreign process: pid 1 always exists.
+        std::fs::write(&pid, "1\n").unwrap();
+        let err = PidFile::claim(&pid, &sock, "wg0").unwrap_err().to_string();
+        assert!(err.contains("already runs") && err.contains("pid 1"), "{err}");
+        // A dead one: a pid far above pid_max.
+        std::fs::write(&pid, "2147483000\n").unwrap();
+        std::fs::write(&sock, "").unwrap();
+        let claimed = PidFile::claim(&pid, &sock, "wg0").unwrap();
+        assert_eq!(read_pid(&pid), Some(std::process::id() as i32));
+        assert!(!sock.exists(), "stale socket must be removed");
+        drop(claimed);
+        assert!(!pid.exists());
+    }
+
+    #[test]
+    fn notify_reaches_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier { socket: Some(path.into_os_string()) };
+        notifier.notify("READY=1");
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+}

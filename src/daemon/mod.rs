@@ -1,0 +1,286 @@
+//! `wgmesh up`: the daemon (DESIGN.md §6). This module wires the parts together in the startup
+//! order the design fixes; each part lives in its own module.
+
+mod control_server;
+mod exchange_io;
+mod lifecycle;
+mod platform;
+mod reconcile;
+mod reload;
+mod state;
+
+pub use lifecycle::{process_alive, read_pid};
+
+use crate::cli::UpArgs;
+use crate::control::{ReloadReport, Response};
+use crate::{CliError, logging, secret_source};
+use anyhow::Context as _;
+use exchange_io::{Command, Discovery, ExchangeTask, LanDiscovery, StaticDiscovery};
+use lifecycle::{Notifier, PidFile};
+use reconcile::{LinkConfig, Reconciler};
+use state::{NodeInfo, Shared};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wgmesh_derive::{MeshAddresses, MeshKeys};
+use wgmesh_device::{DeviceOrigin, DeviceUpdate};
+use wgmesh_exchange::{Exchange, ExchangeConfig};
+use wgmesh_mesh::DeviceSettings;
+use wgmesh_state::{NodeIdentity, ensure_private_dir, identity_path};
+
+/// Reconcile timer (DESIGN.md §6 default).
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+/// Members unseen this long are removed (DESIGN.md §6 default).
+const MEMBER_TTL: Duration = Duration::from_secs(600);
+
+type SharedReconciler = Arc<Mutex<Reconciler>>;
+
+fn lock(reconciler: &SharedReconciler) -> std::sync::MutexGuard<'_, Reconciler> {
+    reconciler.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn run(args: UpArgs) -> Result<(), CliError> {
+    let log = logging::init(&args.log_level, args.log_format).map_err(CliError::usage)?;
+    let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
+        .map_err(CliError::usage)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::debug!(origin = %loaded.origin, "secret loaded");
+    let advertised = wgmesh_reload::parse_route_list(&args.advertise_routes)
+        .map_err(|err| CliError::usage(anyhow::anyhow!("--advertise-routes: {}", err.to_string().trim_start_matches("line 0: "))))?;
+    let keys = MeshKeys::derive(&loaded.secret);
+    drop(loaded);
+    let location = &args.location;
+    ensure_private_dir(&location.state_dir)?;
+    let (identity, created) = NodeIdentity::load_or_create(&identity_path(&location.state_dir, &location.interface), &keys)?;
+    tracing::info!(path = %identity.path().display(), public_key = %identity.public_key, created, "node identity");
+    let pid_file = PidFile::claim(&location.pid_path(), &location.socket_path(), &location.interface)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(daemon(args, keys, identity, advertised, log));
+    drop(pid_file);
+    result.map_err(CliError::from)
+}
+
+async fn daemon(
+    args: UpArgs,
+    keys: MeshKeys,
+    identity: NodeIdentity,
+    advertised: Vec<ipnet::IpNet>,
+    log: logging::LogHandle,
+) -> anyhow::Result<()> {
+    let interface = args.location.interface.clone();
+    let notifier = Notifier::from_env();
+    let addresses = MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
+    let private_key = keys.node_private_key(&identity.seed);
+    let mesh_prefixes = vec![ipnet::IpNet::V4(keys.ipv4_subnet()), ipnet::IpNet::V6(keys.ipv6_prefix())];
+
+    // Create or adopt the interface, then key and port.
+    let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
+    let mut backend = platform::select_backend(args.backend, &interface, &args.wireguard_go, &rtnl)?;
+    // wireguard-go takes a moment to come up; keep the runtime free meanwhile.
+    let (origin, mut backend) =
+        tokio::task::spawn_blocking(move || backend.ensure_device().map(|origin| (origin, backend)))
+            .await
+            .context("interface setup panicked")?
+            .context("cannot create the WireGuard interface")?;
+    let kind = backend.kind();
+    tracing::info!(%interface, backend = %kind, adopted = (origin == DeviceOrigin::Adopted), "WireGuard interface ready");
+    let current = backend.read().context("cannot read the WireGuard interface")?;
+    let listen_port = if origin == DeviceOrigin::Adopted && current.listen_port != 0 {
+        current.listen_port
+    } else {
+        let port = platform::free_udp_port(args.listen_port)?;
+        if port != args.listen_port {
+            tracing::warn!(requested = args.listen_port, using = port, "listen port busy; using the next free one");
+        }
+        port
+    };
+    let mut setup = DeviceUpdate::default();
+    if current.private_key.as_ref() != Some(&private_key) {
+        setup.private_key = Some(private_key.clone());
+    }
+    if current.listen_port != listen_port {
+        setup.listen_port = Some(listen_port);
+    }
+    if !setup.is_empty() {
+        backend.apply(&setup).context("cannot set the interface key and port")?;
+    }
+
+    // Addresses, MTU, up.
+    let link = LinkConfig {
+        interface: interface.clone(),
+        addresses: platform::interface_addresses(addresses.ipv4, addresses.ipv6).to_vec(),
+        managed: mesh_prefixes.clone(),
+        mtu: args.mtu,
+    };
+    let index = platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
+    let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), &interface, index);
+
+    let control_port = args.control_port.unwrap_or_else(|| keys.control_port());
+    let node = NodeInfo {
+        interface: interface.clone(),
+        backend: kind,
+        public_key: identity.public_key,
+        mesh_ipv4: addresses.ipv4,
+        mesh_ipv6: addresses.ipv6,
+        collision_counter: identity.collision_counter,
+        listen_port,
+        control_port,
+        mesh_prefixes,
+        accept_routes: args.accept_routes,
+        relay: args.relay,
+    };
+    let shared = Shared::default();
+    shared.lock().advertised = advertised.clone();
+    let settings = DeviceSettings {
+        private_key: private_key.clone(),
+        listen_port,
+        preshared_key: keys.preshared_key(),
+        persistent_keepalive: None,
+    };
+    let reconciler: SharedReconciler = Arc::new(Mutex::new(Reconciler::new(
+        backend,
+        rtnl.clone(),
+        routes,
+        link,
+        settings,
+        shared.clone(),
+        node.clone(),
+        MEMBER_TTL,
+    )));
+
+    // Control socket.
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (reload_tx, reload_rx) = watch::channel(ReloadReport { generation: 0, ok: true, messages: vec![] });
+    let listener = control_server::bind(&args.location.socket_path())?;
+    let status = StatusHandle { node: node.clone(), shared: shared.clone(), reconciler: reconciler.clone(), reloads: reload_rx.clone() };
+    tracker.spawn(control_server::serve(listener, status, reload_rx, cancel.clone()));
+
+    // Discovery and the exchange protocol.
+    let group = keys.lan_group();
+    let socket = exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
+        .with_context(|| format!("cannot bind control port {control_port}"))?;
+    let record = exchange_io::own_record(&node, &advertised);
+    let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
+        .context("cannot build our exchange record")?;
+    let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
+    if !args.no_lan {
+        discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((group, control_port)))));
+    }
+    if !args.peer.is_empty() {
+        discovery.push(Box::new(StaticDiscovery::new(args.peer.clone())));
+    }
+    let (command_tx, command_rx) = mpsc::channel(8);
+    let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
+    let task = ExchangeTask::new(socket, exchange, shared.clone(), node.clone(), discovery, command_rx, reconcile_tx.clone());
+    tracker.spawn(task.run(cancel.clone()));
+
+    // Reconcile loop.
+    tracker.spawn(reconcile_loop(reconciler.clone(), reconcile_rx, notifier.clone(), cancel.clone()));
+    notifier.notify("READY=1\nSTATUS=mesh running");
+    tracing::info!(%interface, mesh_ipv4 = %node.mesh_ipv4, mesh_ipv6 = %node.mesh_ipv6, listen_port, control_port, "wgmesh up");
+
+    let reload_ctx = reload::ReloadContext {
+        path: args.location.reload_path(),
+        shared: shared.clone(),
+        node: node.clone(),
+        log,
+        announce: command_tx.clone(),
+        reconcile: reconcile_tx,
+        reports: reload_tx,
+        notifier: notifier.clone(),
+    };
+    wait_for_signals(&reload_ctx).await;
+
+    // Shutdown: cancel, drain, goodbye, routes, interface.
+    notifier.notify("STOPPING=1");
+    tracing::info!("shutting down");
+    let (done_tx, done_rx) = oneshot::channel();
+    if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+    }
+    cancel.cancel();
+    tracker.close();
+    let force = tokio::spawn(async {
+        // A second signal forces exit while the drain runs.
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    let keep = args.keep_interface;
+    let reconciler_for_exit = reconciler.clone();
+    tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep)).await.ok();
+    force.abort();
+    let _ = std::fs::remove_file(args.location.socket_path());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM, handling SIGHUP reloads meanwhile.
+async fn wait_for_signals(reload: &reload::ReloadContext) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload.reload().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+}
+
+async fn reconcile_loop(
+    reconciler: SharedReconciler,
+    mut triggers: mpsc::Receiver<()>,
+    notifier: Notifier,
+    cancel: CancellationToken,
+) {
+    let mut timer = tokio::time::interval(RECONCILE_INTERVAL);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = timer.tick() => {}
+            Some(()) = triggers.recv() => {}
+        }
+        let worker = reconciler.clone();
+        let result = tokio::task::spawn_blocking(move || lock(&worker).run_once()).await;
+        match result {
+            Ok(Ok(_)) => notifier.notify("WATCHDOG=1"),
+            Ok(Err(err)) => tracing::warn!(error = format!("{err:#}"), "reconcile failed"),
+            Err(err) => tracing::error!(error = %err, "reconcile task panicked"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct StatusHandle {
+    node: NodeInfo,
+    shared: Shared,
+    reconciler: SharedReconciler,
+    reloads: watch::Receiver<ReloadReport>,
+}
+
+impl control_server::StatusSource for StatusHandle {
+    async fn status(&self) -> Response {
+        let worker = self.reconciler.clone();
+        let device = tokio::task::spawn_blocking(move || lock(&worker).read_device()).await.ok().flatten();
+        let reload = self.reloads.borrow().clone();
+        let report = state::status_report(&self.node, &self.shared.lock(), device.as_ref(), reload);
+        Response::Status(Box::new(report))
+    }
+}

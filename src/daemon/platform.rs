@@ -1,0 +1,126 @@
+//! Choosing the WireGuard backend and preparing the interface (Linux).
+
+use crate::cli::BackendChoice;
+use anyhow::{Context as _, anyhow, bail};
+use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wgmesh_device::WireguardBackend;
+use wgmesh_linux::{KernelBackend, Rtnl};
+use wgmesh_uapi::{UserspaceBackend, UserspaceConfig};
+
+/// Resolves a bare program name through `$PATH`, as a shell would.
+pub fn resolve_program(program: &Path) -> PathBuf {
+    if program.components().count() > 1 {
+        return program.to_owned();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| program.to_owned())
+}
+
+/// Picks the backend. `auto` prefers the kernel; an existing wireguard-go device for this
+/// interface (left by `--keep-interface`) is adopted through its socket whatever the kernel has.
+pub fn select_backend(
+    choice: BackendChoice,
+    interface: &str,
+    wireguard_go: &Path,
+    rtnl: &Arc<Rtnl>,
+) -> anyhow::Result<Box<dyn WireguardBackend>> {
+    let wireguard_go = resolve_program(wireguard_go);
+    let userspace = || {
+        let mut config = UserspaceConfig::new(interface);
+        config.wireguard_go = wireguard_go.clone();
+        Box::new(UserspaceBackend::new(config)) as Box<dyn WireguardBackend>
+    };
+    let kernel = || Box::new(KernelBackend::new(interface, rtnl.clone())) as Box<dyn WireguardBackend>;
+    match choice {
+        BackendChoice::Kernel => {
+            wgmesh_linux::probe_kernel_wireguard()
+                .map_err(|reason| anyhow!("--backend kernel: kernel WireGuard is unavailable: {reason}"))?;
+            Ok(kernel())
+        }
+        BackendChoice::Userspace => {
+            wgmesh_uapi::userspace_available(&wireguard_go)
+                .map_err(|reason| anyhow!("--backend userspace: wireguard-go cannot run: {reason}"))?;
+            Ok(userspace())
+        }
+        BackendChoice::Auto => {
+            let existing_userspace = UserspaceConfig::new(interface).socket_dir.join(format!("{interface}.sock"));
+            if existing_userspace.exists() && wgmesh_uapi::userspace_available(&wireguard_go).is_ok() {
+                let backend = userspace();
+                return Ok(backend);
+            }
+            match wgmesh_linux::probe_kernel_wireguard() {
+                Ok(()) => Ok(kernel()),
+                Err(reason) => {
+                    wgmesh_uapi::userspace_available(&wireguard_go).map_err(|userspace_reason| {
+                        anyhow!(
+                            "no WireGuard backend: kernel: {reason}; userspace: {userspace_reason} (install wireguard-go or load the wireguard module)"
+                        )
+                    })?;
+                    tracing::info!(%reason, wireguard_go = %wireguard_go.display(), "kernel WireGuard unavailable; using wireguard-go");
+                    Ok(userspace())
+                }
+            }
+        }
+    }
+}
+
+/// The first port from `preferred` on that no UDP socket holds (IPv4 and, where the host has
+/// it, IPv6). WireGuard binds both families, so both must be free.
+pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
+    for port in preferred..=u16::MAX {
+        let v4 = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).and_then(|s| {
+            s.set_only_v6(true)?;
+            s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
+        });
+        let v6_busy = matches!(&v6, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse);
+        if v4.is_ok() && !v6_busy {
+            return Ok(port);
+        }
+    }
+    bail!("no free UDP port at or above {preferred}")
+}
+
+/// The interface's addresses: the member's IPv4 in the /16 and IPv6 in the /64, so the kernel
+/// routes the whole mesh prefixes through the interface.
+pub fn interface_addresses(ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> [IpNet; 2] {
+    [
+        IpNet::new(ipv4.into(), 16).unwrap_or_else(|_| unreachable!("16 is a valid IPv4 prefix")),
+        IpNet::new(ipv6.into(), 64).unwrap_or_else(|_| unreachable!("64 is a valid IPv6 prefix")),
+    ]
+}
+
+/// Sets addresses, MTU and up state idempotently; returns the interface index.
+pub fn configure_link(
+    rtnl: &Rtnl,
+    interface: &str,
+    addresses: &[IpNet],
+    managed: &[IpNet],
+    mtu: u32,
+) -> anyhow::Result<u32> {
+    let link = rtnl
+        .link(interface)
+        .with_context(|| format!("{interface}: cannot read the link"))?
+        .ok_or_else(|| anyhow!("{interface}: the link disappeared"))?;
+    let changes = rtnl
+        .set_addresses(link.index, addresses, managed)
+        .with_context(|| format!("{interface}: cannot set addresses"))?;
+    if !changes.is_empty() {
+        tracing::info!(added = ?changes.added, removed = ?changes.removed, "interface addresses set");
+    }
+    if link.mtu != mtu {
+        rtnl.set_mtu(link.index, mtu).with_context(|| format!("{interface}: cannot set MTU {mtu}"))?;
+    }
+    if !link.up {
+        rtnl.set_up(link.index).with_context(|| format!("{interface}: cannot bring the link up"))?;
+    }
+    Ok(link.index)
+}
+

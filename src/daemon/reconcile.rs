@@ -1,0 +1,277 @@
+//! observe → diff → apply (DESIGN.md §6). Runs on a blocking thread: every step is a short
+//! netlink or UAPI round trip.
+
+use super::platform::configure_link;
+use super::state::{NodeInfo, Shared};
+use crate::logging::RepeatLimiter;
+use anyhow::Context as _;
+use ipnet::IpNet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wgmesh_device::{
+    DeviceOrigin, DeviceState, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend,
+    diff_device, diff_routes,
+};
+use wgmesh_linux::{InterfaceRoutes, Rtnl};
+use wgmesh_mesh::{DeviceSettings, LocalView, accept_routes, desired_device};
+
+/// Link settings, re-applied when a restarted wireguard-go recreated the TUN device.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub interface: String,
+    pub addresses: Vec<IpNet>,
+    pub managed: Vec<IpNet>,
+    pub mtu: u32,
+}
+
+/// What one pass changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub device_writes: usize,
+    pub route_writes: usize,
+}
+
+pub struct Reconciler {
+    pub backend: Box<dyn WireguardBackend>,
+    pub rtnl: Arc<Rtnl>,
+    pub routes: InterfaceRoutes,
+    pub link: LinkConfig,
+    pub settings: DeviceSettings,
+    pub shared: Shared,
+    pub node: NodeInfo,
+    pub member_ttl: Duration,
+    failures: RepeatLimiter,
+    rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").field("interface", &self.link.interface).finish_non_exhaustive()
+    }
+}
+
+fn unix_ms(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Reconciler {
+    pub fn new(
+        backend: Box<dyn WireguardBackend>,
+        rtnl: Arc<Rtnl>,
+        routes: InterfaceRoutes,
+        link: LinkConfig,
+        settings: DeviceSettings,
+        shared: Shared,
+        node: NodeInfo,
+        member_ttl: Duration,
+    ) -> Self {
+        Self {
+            backend,
+            rtnl,
+            routes,
+            link,
+            settings,
+            shared,
+            node,
+            member_ttl,
+            failures: RepeatLimiter::new(Duration::from_secs(60)),
+            rejected_logged: Vec::new(),
+        }
+    }
+
+    /// One pass. Errors are returned only when the device itself cannot be read; a failing
+    /// peer or route is logged (rate-limited) and the rest proceeds.
+    pub fn run_once(&mut self) -> anyhow::Result<Outcome> {
+        let mut outcome = Outcome::default();
+        if self.backend.ensure_device().context("WireGuard device")? == DeviceOrigin::Restarted {
+            tracing::warn!(interface = %self.link.interface, "wireguard-go had stopped; restarted it, restoring peers");
+            self.relink()?;
+        }
+        let observed = self.backend.read().context("reading the WireGuard device")?;
+        let now = SystemTime::now();
+        let connected = connected_networks(&self.link.interface);
+        let (desired, accepted) = {
+            let mut state = self.shared.lock();
+            for peer in &observed.peers {
+                let fresh = peer
+                    .last_handshake
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age < Duration::from_secs(180));
+                if fresh {
+                    state.members.touch(&peer.config.public_key, unix_ms(now));
+                }
+            }
+            for gone in state.members.expire(unix_ms(now), self.member_ttl.as_millis() as u64) {
+                tracing::info!(peer = %gone.public_key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member expired: unseen for too long");
+            }
+            let view = LocalView {
+                accept_routes: self.node.accept_routes,
+                mesh_prefixes: self.node.mesh_prefixes.clone(),
+                connected,
+                own_routes: state.advertised.clone(),
+            };
+            let accepted = accept_routes(&view, &state.members);
+            let desired = desired_device(&self.settings, &state.members, &accepted);
+            state.accepted = accepted.clone();
+            (desired, accepted)
+        };
+        self.log_rejections(&accepted.rejected);
+        let wanted_routes = accepted.all();
+        let update = diff_device(&observed, &desired, now);
+        if !update.is_empty() {
+            outcome.device_writes = self.apply(&update);
+        }
+        outcome.route_writes = self.sync_routes(&wanted_routes);
+        Ok(outcome)
+    }
+
+    /// Applies in one write; if the batch fails, peer by peer so one bad peer does not block
+    /// the others.
+    fn apply(&mut self, update: &DeviceUpdate) -> usize {
+        log_update(update);
+        match self.backend.apply(update) {
+            Ok(()) => {
+                self.failures.clear("device");
+                return 1;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "batch apply failed; applying peer by peer");
+            }
+        }
+        let mut writes = 0;
+        let header = DeviceUpdate { private_key: update.private_key.clone(), listen_port: update.listen_port, peers: vec![] };
+        if !header.is_empty() {
+            match self.backend.apply(&header) {
+                Ok(()) => writes += 1,
+                Err(err) => self.fail("device", &err),
+            }
+        }
+        for peer in &update.peers {
+            let single = DeviceUpdate { peers: vec![peer.clone()], ..DeviceUpdate::default() };
+            let key = format!("peer {}", peer.public_key.short());
+            match self.backend.apply(&single) {
+                Ok(()) => {
+                    writes += 1;
+                    self.failures.clear(&key);
+                }
+                Err(err) => self.fail(&key, &err),
+            }
+        }
+        writes
+    }
+
+    fn sync_routes(&mut self, wanted: &[IpNet]) -> usize {
+        let owned = match self.routes.owned_routes() {
+            Ok(owned) => owned,
+            Err(err) => {
+                self.fail("route dump", &err);
+                return 0;
+            }
+        };
+        let mut writes = 0;
+        for change in diff_routes(&owned, wanted) {
+            let key = format!("{change:?}");
+            let result = match change {
+                RouteChange::Add(route) => self.routes.add_route(route),
+                RouteChange::Remove(route) => self.routes.remove_route(route),
+            };
+            match result {
+                Ok(()) => {
+                    writes += 1;
+                    self.failures.clear(&key);
+                    match change {
+                        RouteChange::Add(route) => tracing::info!(%route, "route installed"),
+                        RouteChange::Remove(route) => tracing::info!(%route, "route removed"),
+                    }
+                }
+                Err(err) => self.fail(&key, &err),
+            }
+        }
+        writes
+    }
+
+    fn fail(&mut self, key: &str, err: &dyn std::fmt::Display) {
+        if let Some(suppressed) = self.failures.should_log(key, Instant::now()) {
+            tracing::warn!(what = key, error = %err, suppressed, "reconcile step failed");
+        }
+    }
+
+    fn log_rejections(&mut self, rejected: &[(wgmesh_keys::PublicKey, IpNet, wgmesh_mesh::RejectReason)]) {
+        let now: Vec<(wgmesh_keys::PublicKey, IpNet)> = rejected.iter().map(|(k, r, _)| (*k, *r)).collect();
+        for (key, route, reason) in rejected {
+            if !self.rejected_logged.contains(&(*key, *route)) {
+                tracing::warn!(peer = %key.short(), %route, %reason, "advertised route not installed");
+            }
+        }
+        self.rejected_logged = now;
+    }
+
+    /// After wireguard-go restarted: the TUN link is new, so addresses, MTU, up state and the
+    /// route owner's interface index must be set again.
+    fn relink(&mut self) -> anyhow::Result<()> {
+        let index = configure_link(&self.rtnl, &self.link.interface, &self.link.addresses, &self.link.managed, self.link.mtu)?;
+        self.routes = InterfaceRoutes::new(self.rtnl.clone(), &self.link.interface, index);
+        Ok(())
+    }
+
+    pub fn read_device(&mut self) -> Option<DeviceState> {
+        self.backend.read().ok()
+    }
+
+    /// Removes our routes, then the interface unless it is to be kept.
+    pub fn shutdown(&mut self, keep_interface: bool) {
+        if keep_interface {
+            self.backend.detach();
+            tracing::info!(interface = %self.link.interface, "keeping the interface, its peers and routes (--keep-interface)");
+            return;
+        }
+        if let Ok(owned) = self.routes.owned_routes() {
+            for route in owned {
+                if let Err(err) = self.routes.remove_route(route) {
+                    tracing::warn!(%route, error = %err, "cannot remove route");
+                }
+            }
+        }
+        if let Err(err) = self.backend.remove_device() {
+            tracing::warn!(error = %err, "cannot remove the interface");
+        }
+    }
+}
+
+fn log_update(update: &DeviceUpdate) {
+    for peer in &update.peers {
+        if peer.remove {
+            tracing::info!(peer = %peer.public_key.short(), "peer removed");
+        } else if peer.replace_allowed_ips && peer.preshared_key.is_some() {
+            tracing::info!(peer = %peer.public_key.short(), endpoint = ?peer.endpoint, allowed_ips = ?peer.allowed_ips, "peer added");
+        } else {
+            tracing::info!(peer = %peer.public_key.short(), endpoint = ?peer.endpoint, allowed_ips = ?peer.allowed_ips, "peer updated");
+        }
+    }
+}
+
+/// The networks directly connected to this host, except the mesh interface's own.
+pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut nets = Vec::new();
+    for ifaddr in addrs {
+        if ifaddr.interface_name == mesh_interface {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else { continue };
+        let net = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip()).ok().map(IpNet::V4)
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip()).ok().map(IpNet::V6)
+        } else {
+            None
+        };
+        if let Some(net) = net.map(|n| n.trunc()) {
+            // Loopback and link-local are not routes anyone advertises into a mesh.
+            if !net.addr().is_loopback() && !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+    }
+    nets
+}

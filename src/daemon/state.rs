@@ -1,0 +1,91 @@
+//! What the daemon's tasks share: the member table, our advertised routes, the last reload.
+
+use crate::control::{PeerReport, ReloadReport, StatusReport};
+use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::UNIX_EPOCH;
+use wgmesh_device::{BackendKind, DeviceState};
+use wgmesh_keys::PublicKey;
+use wgmesh_mesh::{AcceptedRoutes, MemberTable};
+
+/// Facts fixed at startup.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub interface: String,
+    pub backend: BackendKind,
+    pub public_key: PublicKey,
+    pub mesh_ipv4: Ipv4Addr,
+    pub mesh_ipv6: Ipv6Addr,
+    pub collision_counter: u8,
+    pub listen_port: u16,
+    pub control_port: u16,
+    pub mesh_prefixes: Vec<IpNet>,
+    pub accept_routes: bool,
+    pub relay: bool,
+}
+
+/// Mutable state behind one lock; every holder keeps it for microseconds (no IO under it).
+#[derive(Debug, Default)]
+pub struct MeshState {
+    pub members: MemberTable,
+    pub advertised: Vec<IpNet>,
+    pub accepted: AcceptedRoutes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<Mutex<MeshState>>);
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, MeshState> {
+        // Holders do no IO and cannot leave the table half-updated, so a poisoned lock (a panic
+        // elsewhere) still guards consistent data.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Builds `status --json` from the node, the mesh state and a fresh device read.
+pub fn status_report(
+    node: &NodeInfo,
+    state: &MeshState,
+    device: Option<&DeviceState>,
+    reload: ReloadReport,
+) -> StatusReport {
+    let peers = state
+        .members
+        .iter()
+        .map(|member| {
+            let observed = device.and_then(|d| d.peer(&member.public_key));
+            PeerReport {
+                public_key: member.public_key.to_base64(),
+                mesh_ipv4: member.mesh_ipv4.to_string(),
+                mesh_ipv6: member.mesh_ipv6.to_string(),
+                endpoint: observed
+                    .and_then(|p| p.config.endpoint)
+                    .or(member.endpoint)
+                    .map(|e| e.to_string()),
+                last_handshake_unix: observed
+                    .and_then(|p| p.last_handshake)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+                rx_bytes: observed.map_or(0, |p| p.rx_bytes),
+                tx_bytes: observed.map_or(0, |p| p.tx_bytes),
+                source: member.source.as_str().to_owned(),
+                routes: state.accepted.routes_of(&member.public_key).iter().map(ToString::to_string).collect(),
+            }
+        })
+        .collect();
+    StatusReport {
+        interface: node.interface.clone(),
+        backend: node.backend.to_string(),
+        public_key: node.public_key.to_base64(),
+        mesh_ipv4: node.mesh_ipv4.to_string(),
+        mesh_ipv6: node.mesh_ipv6.to_string(),
+        listen_port: node.listen_port,
+        control_port: node.control_port,
+        advertised_routes: state.advertised.iter().map(ToString::to_string).collect(),
+        peers,
+        pid: std::process::id(),
+        reload,
+    }
+}
