@@ -15,6 +15,11 @@ pub const DEFAULT_SOCKET_DIR: &str = "/var/run/wireguard";
 /// of milliseconds; a socket silent for this long belongs to a hung process.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Extra time a `set` may take per peer it touches, on top of the base timeout. wireguard-go
+/// sends a handshake initiation from inside the set for each peer whose keepalive turns on, and
+/// that `sendmsg` can block on a slow egress path (measured here: 10–30 ms per peer).
+pub const SET_TIMEOUT_PER_PEER: Duration = Duration::from_millis(50);
+
 /// Talks to `<socket_dir>/<interface>.sock`, one request per connection (wireguard-go serves
 /// several per connection, but a fresh connection per request leaves no state to go stale).
 #[derive(Debug, Clone)]
@@ -31,7 +36,8 @@ impl UapiClient {
         }
     }
 
-    /// Bounds each connect, read and write by `timeout`.
+    /// Bounds each exchange (writing the request and reading the whole answer) by `timeout`.
+    /// Connecting to a Unix socket does not wait unless its backlog is full.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -53,7 +59,11 @@ impl UapiClient {
     /// finishes the job.
     pub fn set(&self, update: &DeviceUpdate) -> Result<(), UapiError> {
         let request = protocol::render_set_request(update);
-        let response = self.exchange(&request)?;
+        let peers = u32::try_from(update.peers.len()).unwrap_or(u32::MAX);
+        let timeout = self
+            .timeout
+            .saturating_add(SET_TIMEOUT_PER_PEER.saturating_mul(peers));
+        let response = self.exchange_with_timeout(&request, timeout)?;
         protocol::parse_errno(&response)
     }
 
@@ -65,6 +75,14 @@ impl UapiClient {
 
     /// Sends one request and reads the answer up to its blank line.
     pub fn exchange(&self, request: &str) -> Result<Zeroizing<String>, UapiError> {
+        self.exchange_with_timeout(request, self.timeout)
+    }
+
+    fn exchange_with_timeout(
+        &self,
+        request: &str,
+        timeout: Duration,
+    ) -> Result<Zeroizing<String>, UapiError> {
         let io = |operation| {
             let socket = self.socket.clone();
             move |source| UapiError::Io {
@@ -73,17 +91,26 @@ impl UapiClient {
                 source,
             }
         };
+        let deadline = std::time::Instant::now() + timeout;
         let mut stream = UnixStream::connect(&self.socket).map_err(io("connect"))?;
         stream
-            .set_read_timeout(Some(self.timeout))
+            .set_read_timeout(Some(timeout))
             .map_err(io("set timeout"))?;
         stream
-            .set_write_timeout(Some(self.timeout))
+            .set_write_timeout(Some(timeout))
             .map_err(io("set timeout"))?;
         stream.write_all(request.as_bytes()).map_err(io("write"))?;
         let mut buffer = Zeroizing::new(Vec::with_capacity(4096));
         let mut chunk = Zeroizing::new([0u8; 16 * 1024]);
         loop {
+            // A total deadline, not a per-read one: a trickling peer cannot stretch it.
+            let remaining = deadline
+                .checked_duration_since(std::time::Instant::now())
+                .filter(|left| !left.is_zero())
+                .ok_or_else(|| io("read")(std::io::ErrorKind::TimedOut.into()))?;
+            stream
+                .set_read_timeout(Some(remaining))
+                .map_err(io("set timeout"))?;
             let read = stream.read(&mut chunk[..]).map_err(io("read"))?;
             if read == 0 {
                 break;

@@ -14,7 +14,9 @@ pub mod protocol;
 pub use backend::{
     ChildOutput, DEFAULT_WIREGUARD_GO, UserspaceBackend, UserspaceConfig, userspace_available,
 };
-pub use client::{DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, UapiClient, socket_path};
+pub use client::{
+    DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, SET_TIMEOUT_PER_PEER, UapiClient, socket_path,
+};
 pub use protocol::{
     MAX_RESPONSE_LEN, UapiError, parse_errno, parse_get_response, render_get_response,
     render_set_request,

@@ -4,6 +4,11 @@
 //! `--features root-tests`. /var/run/wireguard is shared by every network namespace and every
 //! concurrent test run, so each test takes a unique interface name.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers abort the test on any failure"
+)]
+
 use base64::Engine as _;
 use std::net::SocketAddr;
 use std::path::Path;
