@@ -111,7 +111,18 @@ impl UapiClient {
             stream
                 .set_read_timeout(Some(remaining))
                 .map_err(io("set timeout"))?;
-            let read = stream.read(&mut chunk[..]).map_err(io("read"))?;
+            let read = stream.read(&mut chunk[..]).map_err(|e| {
+                // A read timeout surfaces as EAGAIN; say what it means.
+                let e = if e.kind() == std::io::ErrorKind::WouldBlock {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no complete answer within {timeout:?}"),
+                    )
+                } else {
+                    e
+                };
+                io("read")(e)
+            })?;
             if read == 0 {
                 break;
             }

@@ -320,6 +320,26 @@ fn process_runs_in_its_own_process_group() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root and wireguard-go")]
+fn child_output_can_go_to_a_private_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let interface = interface_name();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("wireguard-go.log");
+    let mut backend = UserspaceBackend::new(UserspaceConfig {
+        output: ChildOutput::File(log.clone()),
+        log_level: "verbose".to_owned(),
+        ..UserspaceConfig::new(&interface)
+    });
+    backend.ensure_device().unwrap();
+    backend.remove_device().unwrap();
+    let metadata = std::fs::metadata(&log).unwrap();
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("UAPI listener started"), "{text}");
+}
+
+#[test]
 fn failing_binary_is_reported() {
     let interface = interface_name();
     let mut backend = UserspaceBackend::new(UserspaceConfig {
