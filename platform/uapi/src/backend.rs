@@ -230,9 +230,14 @@ impl UserspaceBackend {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
+                let hint = if link_exists(&self.config.interface) == Some(true) {
+                    " (an interface of that name exists without a wireguard-go socket)"
+                } else {
+                    ""
+                };
                 return Err(self.protocol_error(
                     "start wireguard-go",
-                    format!("exited with {status} before its socket answered"),
+                    format!("exited with {status} before its socket answered{hint}"),
                 ));
             }
             if Instant::now() >= deadline {
@@ -330,9 +335,8 @@ impl WireguardBackend for UserspaceBackend {
             if !self.had_device && self.child.is_none() {
                 tracing::info!(interface = %self.config.interface, "adopted running wireguard-go");
             }
-            let origin = DeviceOrigin::Adopted;
             self.had_device = true;
-            return Ok(origin);
+            return Ok(DeviceOrigin::Adopted);
         }
         // Dead, or alive but not answering (hung): replace it.
         self.stop_child()?;
