@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "wgmesh", version, about = "Share a secret, get a WireGuard mesh.")]
+#[command(
+    name = "wgmesh",
+    version,
+    about = "Share a secret, get a WireGuard mesh."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -76,10 +80,19 @@ impl Location {
 /// Linux interface names: 1-15 bytes, no '/', whitespace or ':' (IFNAMSIZ and dev_valid_name).
 fn parse_interface(name: &str) -> Result<String, String> {
     if name.is_empty() || name.len() > 15 {
-        return Err(format!("interface name {name:?} must be 1 to 15 characters"));
+        return Err(format!(
+            "interface name {name:?} must be 1 to 15 characters"
+        ));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(format!("interface name {name:?} may not contain '/', ':' or whitespace"));
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "interface name {name:?} may not contain '/', ':' or whitespace"
+        ));
     }
     Ok(name.to_owned())
 }

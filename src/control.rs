@@ -16,7 +16,9 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 pub enum Request {
     Status,
     /// Blocks until a reload newer than `after` has finished, then reports it.
-    WaitReload { after: u64 },
+    WaitReload {
+        after: u64,
+    },
 }
 
 /// `status --json` (DESIGN.md §5). Keys are only ever added, never renamed.
@@ -33,6 +35,15 @@ pub struct StatusReport {
     pub peers: Vec<PeerReport>,
     pub pid: u32,
     pub reload: ReloadReport,
+    pub reconcile: ReconcileCounters,
+}
+
+/// Reconcile totals since the daemon started: a steady mesh adds runs but no writes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileCounters {
+    pub runs: u64,
+    pub device_writes: u64,
+    pub route_writes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,26 +83,48 @@ pub enum ClientError {
     #[error("no wgmesh daemon is running on interface {interface} (no control socket at {path})")]
     NotRunning { interface: String, path: String },
     #[error("control socket {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("control socket {path}: unexpected response: {detail}")]
     Protocol { path: String, detail: String },
 }
 
 /// Sends one request and reads the response.
-pub fn call(socket: &Path, interface: &str, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+pub fn call(
+    socket: &Path,
+    interface: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
-    let io = |source| ClientError::Io { path: path.clone(), source };
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
     let mut stream = UnixStream::connect(socket).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            ClientError::NotRunning { interface: interface.to_owned(), path: path.clone() }
+            ClientError::NotRunning {
+                interface: interface.to_owned(),
+                path: path.clone(),
+            }
         }
         _ => io(err),
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Protocol { path: path.clone(), detail: e.to_string() })?;
+    let mut line = serde_json::to_string(request).map_err(|e| ClientError::Protocol {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut response = String::new();
-    BufReader::new(stream).read_line(&mut response).map_err(io)?;
-    serde_json::from_str(&response).map_err(|err| ClientError::Protocol { path, detail: err.to_string() })
+    BufReader::new(stream)
+        .read_line(&mut response)
+        .map_err(io)?;
+    serde_json::from_str(&response).map_err(|err| ClientError::Protocol {
+        path,
+        detail: err.to_string(),
+    })
 }

@@ -20,7 +20,10 @@ impl LogHandle {
 
 fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     if !wgmesh_reload::LOG_LEVELS.contains(&level) {
-        anyhow::bail!("invalid log level {level:?}: use one of {}", wgmesh_reload::LOG_LEVELS.join(", "));
+        anyhow::bail!(
+            "invalid log level {level:?}: use one of {}",
+            wgmesh_reload::LOG_LEVELS.join(", ")
+        );
     }
     Ok(EnvFilter::new(level))
 }
@@ -28,12 +31,20 @@ fn filter(level: &str) -> anyhow::Result<EnvFilter> {
 pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogHandle> {
     let (filter, handle) = reload::Layer::new(filter(level)?);
     let output = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => {
-            tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
-        }
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(output).try_init().context("cannot set up logging")?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .context("cannot set up logging")?;
     Ok(LogHandle(handle))
 }
 
@@ -47,7 +58,10 @@ pub struct RepeatLimiter {
 
 impl RepeatLimiter {
     pub fn new(interval: std::time::Duration) -> Self {
-        Self { interval, seen: std::collections::HashMap::new() }
+        Self {
+            interval,
+            seen: std::collections::HashMap::new(),
+        }
     }
 
     /// Returns `Some(suppressed)` when this occurrence should be logged.
@@ -87,11 +101,20 @@ mod tests {
         let start = Instant::now();
         assert_eq!(limiter.should_log("peer", start), Some(0));
         for i in 1..=10 {
-            assert_eq!(limiter.should_log("peer", start + Duration::from_secs(i * 5)), None);
+            assert_eq!(
+                limiter.should_log("peer", start + Duration::from_secs(i * 5)),
+                None
+            );
         }
         assert_eq!(limiter.should_log("other", start), Some(0));
-        assert_eq!(limiter.should_log("peer", start + Duration::from_secs(61)), Some(10));
+        assert_eq!(
+            limiter.should_log("peer", start + Duration::from_secs(61)),
+            Some(10)
+        );
         limiter.clear("peer");
-        assert_eq!(limiter.should_log("peer", start + Duration::from_secs(62)), Some(0));
+        assert_eq!(
+            limiter.should_log("peer", start + Duration::from_secs(62)),
+            Some(0)
+        );
     }
 }

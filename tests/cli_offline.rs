@@ -1,4 +1,8 @@
 //! The offline CLI as a user runs it: `wgmesh secret` and `wgmesh derive`.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -29,7 +33,14 @@ fn secret_file(dir: &Path, text: &str) -> String {
 fn derive_json_matches_the_golden_vector() {
     let dir = tempfile::tempdir().unwrap();
     let file = secret_file(dir.path(), &format!("{SECRET}\n"));
-    let out = wgmesh(&["derive", "--secret-file", &file, "--node-seed", SEED, "--json"]);
+    let out = wgmesh(&[
+        "derive",
+        "--secret-file",
+        &file,
+        "--node-seed",
+        SEED,
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Same values as pkg/derive/tests/golden.json: another machine prints exactly this.
@@ -46,7 +57,14 @@ fn derive_json_matches_the_golden_vector() {
             "mesh_ipv6": "fd9e:d6e6:719b:fab9:9d94:62f3:b284:8b5a",
         })
     );
-    let again = wgmesh(&["derive", "--secret-file", &file, "--node-seed", SEED, "--json"]);
+    let again = wgmesh(&[
+        "derive",
+        "--secret-file",
+        &file,
+        "--node-seed",
+        SEED,
+        "--json",
+    ]);
     assert_eq!(out.stdout, again.stdout);
 }
 
@@ -55,7 +73,14 @@ fn derive_never_prints_key_material() {
     let dir = tempfile::tempdir().unwrap();
     let file = secret_file(dir.path(), SECRET);
     let text = [
-        wgmesh(&["derive", "--secret-file", &file, "--node-seed", SEED, "--json"]),
+        wgmesh(&[
+            "derive",
+            "--secret-file",
+            &file,
+            "--node-seed",
+            SEED,
+            "--json",
+        ]),
         wgmesh(&["derive", "--secret-file", &file, "--node-seed", SEED]),
     ]
     .iter()
@@ -82,7 +107,10 @@ fn bad_secrets_exit_2_naming_the_problem() {
         ("", "secret is empty"),
         ("\n", "secret is empty"),
         ("http://v1/abcdefghijklmnopqrstuvwxyz", "scheme"),
-        ("wgmesh://v7/abcdefghijklmnopqrstuvwxyz", "unknown version \"v7\""),
+        (
+            "wgmesh://v7/abcdefghijklmnopqrstuvwxyz",
+            "unknown version \"v7\"",
+        ),
         ("wgmesh://v1/short", "at least 16"),
     ];
     for (content, needle) in cases {
@@ -90,7 +118,10 @@ fn bad_secrets_exit_2_naming_the_problem() {
         let out = wgmesh(&["derive", "--secret-file", &file]);
         assert_eq!(out.status.code(), Some(2), "{content:?}: {}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains(needle) && err.contains(&file), "{content:?}: {err}");
+        assert!(
+            err.contains(needle) && err.contains(&file),
+            "{content:?}: {err}"
+        );
     }
     let missing = dir.path().join("nope").display().to_string();
     let out = wgmesh(&["derive", "--secret-file", &missing]);
@@ -112,7 +143,10 @@ fn weak_and_argv_secrets_warn() {
     let err = stderr(&out);
     assert!(err.contains("process list"), "{err}");
     assert!(err.contains("not a 32-byte random token"), "{err}");
-    assert!(!err.contains("correct-horse"), "the warning must not repeat the secret: {err}");
+    assert!(
+        !err.contains("correct-horse"),
+        "the warning must not repeat the secret: {err}"
+    );
 }
 
 #[test]
@@ -125,7 +159,10 @@ fn environment_secret_is_used() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("10.139.0.0/16"));
-    assert!(stderr(&out).is_empty(), "a generated secret from the environment needs no warning");
+    assert!(
+        stderr(&out).is_empty(),
+        "a generated secret from the environment needs no warning"
+    );
 }
 
 #[test]
@@ -133,10 +170,17 @@ fn secret_prints_a_fresh_strong_uri() {
     let a = wgmesh(&["secret"]);
     let b = wgmesh(&["secret"]);
     let a = String::from_utf8(a.stdout).unwrap();
-    assert!(a.starts_with("wgmesh://v1/") && a.trim().len() == 12 + 43, "{a}");
+    assert!(
+        a.starts_with("wgmesh://v1/") && a.trim().len() == 12 + 43,
+        "{a}"
+    );
     assert_ne!(a, String::from_utf8(b.stdout).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let file = secret_file(dir.path(), &a);
     let out = wgmesh(&["derive", "--secret-file", &file]);
-    assert!(out.status.success() && stderr(&out).is_empty(), "{}", stderr(&out));
+    assert!(
+        out.status.success() && stderr(&out).is_empty(),
+        "{}",
+        stderr(&out)
+    );
 }

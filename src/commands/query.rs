@@ -10,13 +10,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn client_error(err: ClientError) -> CliError {
-    let code = if matches!(err, ClientError::NotRunning { .. }) { exit::NOT_RUNNING } else { exit::FAILURE };
-    CliError { code, error: err.into() }
+    let code = if matches!(err, ClientError::NotRunning { .. }) {
+        exit::NOT_RUNNING
+    } else {
+        exit::FAILURE
+    };
+    CliError {
+        code,
+        error: err.into(),
+    }
 }
 
 fn fetch_status(args: &QueryArgs) -> Result<StatusReport, CliError> {
     let socket = args.location.socket_path();
-    match control::call(&socket, &args.location.interface, &Request::Status, TIMEOUT).map_err(client_error)? {
+    match control::call(&socket, &args.location.interface, &Request::Status, TIMEOUT)
+        .map_err(client_error)?
+    {
         Response::Status(report) => Ok(*report),
         Response::Error { error } => Err(anyhow!("daemon: {error}").into()),
         Response::Reload(_) => Err(anyhow!("daemon answered status with a reload report").into()),
@@ -29,11 +38,24 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
         output::json(&serde_json::to_value(&report).map_err(anyhow::Error::from)?);
         return Ok(());
     }
-    output::line(format!("interface:   {} ({} backend, pid {})", report.interface, report.backend, report.pid));
+    output::line(format!(
+        "interface:   {} ({} backend, pid {})",
+        report.interface, report.backend, report.pid
+    ));
     output::line(format!("public key:  {}", report.public_key));
-    output::line(format!("mesh:        {}  {}", report.mesh_ipv4, report.mesh_ipv6));
-    output::line(format!("ports:       wireguard {}, control {}", report.listen_port, report.control_port));
-    let advertised = if report.advertised_routes.is_empty() { "-".to_owned() } else { report.advertised_routes.join(", ") };
+    output::line(format!(
+        "mesh:        {}  {}",
+        report.mesh_ipv4, report.mesh_ipv6
+    ));
+    output::line(format!(
+        "ports:       wireguard {}, control {}",
+        report.listen_port, report.control_port
+    ));
+    let advertised = if report.advertised_routes.is_empty() {
+        "-".to_owned()
+    } else {
+        report.advertised_routes.join(", ")
+    };
     output::line(format!("advertising: {advertised}"));
     output::line(format!("peers:       {}", report.peers.len()));
     if !report.peers.is_empty() {
@@ -54,8 +76,12 @@ pub fn peers(args: &QueryArgs) -> Result<(), CliError> {
 }
 
 fn ago(unix: Option<u64>) -> String {
-    let Some(then) = unix else { return "never".to_owned() };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let Some(then) = unix else {
+        return "never".to_owned();
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let secs = now.saturating_sub(then);
     match secs {
         0..60 => format!("{secs}s ago"),
@@ -73,9 +99,16 @@ fn bytes(n: u64) -> String {
 }
 
 fn print_peers(peers: &[PeerReport]) {
-    output::line(format!("{:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} ROUTES", "PEER", "MESH IPV4", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SOURCE"));
+    output::line(format!(
+        "{:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} ROUTES",
+        "PEER", "MESH IPV4", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SOURCE"
+    ));
     for peer in peers {
-        let routes = if peer.routes.is_empty() { "-".to_owned() } else { peer.routes.join(",") };
+        let routes = if peer.routes.is_empty() {
+            "-".to_owned()
+        } else {
+            peer.routes.join(",")
+        };
         output::line(format!(
             "{:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} {}",
             &peer.public_key[..8.min(peer.public_key.len())],
@@ -98,11 +131,21 @@ fn daemon_pid(args: &QueryArgs) -> Result<i32, CliError> {
 pub fn reload(args: &QueryArgs) -> Result<(), CliError> {
     let before = fetch_status(args)?;
     let pid = i32::try_from(before.pid).map_err(|_| anyhow!("daemon reported an invalid pid"))?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-        .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
-    let request = Request::WaitReload { after: before.reload.generation };
-    let report = match control::call(&args.location.socket_path(), &args.location.interface, &request, Duration::from_secs(20))
-        .map_err(client_error)?
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
+    let request = Request::WaitReload {
+        after: before.reload.generation,
+    };
+    let report = match control::call(
+        &args.location.socket_path(),
+        &args.location.interface,
+        &request,
+        Duration::from_secs(20),
+    )
+    .map_err(client_error)?
     {
         Response::Reload(report) => report,
         Response::Error { error } => return Err(anyhow!("daemon: {error}").into()),
@@ -110,18 +153,19 @@ pub fn reload(args: &QueryArgs) -> Result<(), CliError> {
     };
     if args.json {
         output::json(&serde_json::to_value(&report).map_err(anyhow::Error::from)?);
-    } else {
+    } else if report.ok {
         for message in &report.messages {
-            output::line(message);
+            output::warn(message);
         }
-        if report.ok {
-            output::line("reload applied");
-        }
+        output::line("reload applied");
     }
     if report.ok {
         Ok(())
     } else {
-        Err(CliError { code: exit::FAILURE, error: anyhow!("reload rejected: {}", report.messages.join("; ")) })
+        Err(CliError {
+            code: exit::FAILURE,
+            error: anyhow!("reload rejected: {}", report.messages.join("; ")),
+        })
     }
 }
 
@@ -129,14 +173,19 @@ pub fn down(args: &QueryArgs) -> Result<(), CliError> {
     let pid = match daemon_pid(args) {
         Ok(pid) => pid,
         // The socket is gone but a pid file may still name a live daemon (e.g. stuck at start).
-        Err(err) if err.code == exit::NOT_RUNNING => match read_pid(&args.location.pid_path()).filter(|p| process_alive(*p)) {
-            Some(pid) => pid,
-            None => return Err(err),
-        },
+        Err(err) if err.code == exit::NOT_RUNNING => {
+            match read_pid(&args.location.pid_path()).filter(|p| process_alive(*p)) {
+                Some(pid) => pid,
+                None => return Err(err),
+            }
+        }
         Err(err) => return Err(err),
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while process_alive(pid) && !is_zombie(pid) {
         if Instant::now() > deadline {
@@ -156,6 +205,9 @@ pub fn down(args: &QueryArgs) -> Result<(), CliError> {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }

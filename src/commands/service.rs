@@ -14,7 +14,10 @@ pub const UNIT_NAME: &str = "wgmesh@.service";
 pub fn render_unit(binary: &Path, config_dir: &Path) -> String {
     UNIT_TEMPLATE
         .replace("@BINARY@", &binary.display().to_string())
-        .replace("/etc/wgmesh/%i.secret", &format!("{}/%i.secret", config_dir.display()))
+        .replace(
+            "/etc/wgmesh/%i.secret",
+            &format!("{}/%i.secret", config_dir.display()),
+        )
 }
 
 fn credential_path(config_dir: &Path, interface: &str) -> PathBuf {
@@ -26,7 +29,10 @@ fn systemd_running() -> bool {
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("systemctl").args(args).status().context("cannot run systemctl")?;
+    let status = std::process::Command::new("systemctl")
+        .args(args)
+        .status()
+        .context("cannot run systemctl")?;
     if !status.success() {
         return Err(anyhow!("systemctl {} failed ({status})", args.join(" ")));
     }
@@ -34,7 +40,8 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub fn install(args: &InstallArgs) -> Result<(), CliError> {
-    let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process()).map_err(CliError::usage)?;
+    let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
+        .map_err(CliError::usage)?;
     for warning in &loaded.warnings {
         output::warn(warning);
     }
@@ -47,7 +54,8 @@ pub fn install(args: &InstallArgs) -> Result<(), CliError> {
     let mut text = loaded.secret.expose_uri();
     text.push('\n');
     atomic_write(&credential, text.as_bytes())?;
-    std::fs::create_dir_all(&args.unit_dir).with_context(|| format!("cannot create {}", args.unit_dir.display()))?;
+    std::fs::create_dir_all(&args.unit_dir)
+        .with_context(|| format!("cannot create {}", args.unit_dir.display()))?;
     let unit_path = args.unit_dir.join(UNIT_NAME);
     std::fs::write(&unit_path, render_unit(&binary, &args.config_dir))
         .with_context(|| format!("cannot write {}", unit_path.display()))?;
@@ -65,11 +73,17 @@ pub fn install(args: &InstallArgs) -> Result<(), CliError> {
             "started": started,
         }));
     } else {
-        output::line(format!("installed {} and the secret as credential {} (0600)", unit_path.display(), credential.display()));
+        output::line(format!(
+            "installed {} and the secret as credential {} (0600)",
+            unit_path.display(),
+            credential.display()
+        ));
         if started {
             output::line(format!("started {instance}"));
         } else {
-            output::line(format!("systemd is not running here; on the target run: systemctl daemon-reload && systemctl enable --now {instance}"));
+            output::line(format!(
+                "systemd is not running here; on the target run: systemctl daemon-reload && systemctl enable --now {instance}"
+            ));
         }
     }
     Ok(())
@@ -87,7 +101,11 @@ pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path.display().to_string()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(anyhow!(err).context(format!("cannot remove {}", path.display())).into()),
+            Err(err) => {
+                return Err(anyhow!(err)
+                    .context(format!("cannot remove {}", path.display()))
+                    .into());
+            }
         }
     }
     if systemd_running() {

@@ -19,7 +19,8 @@ pub trait StatusSource: Clone + Send + Sync + 'static {
 
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context as _;
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
     Ok(listener)
@@ -52,25 +53,38 @@ pub async fn serve<S: StatusSource>(
     }
 }
 
-async fn handle<S: StatusSource>(stream: UnixStream, status: S, mut reloads: watch::Receiver<ReloadReport>) {
+async fn handle<S: StatusSource>(
+    stream: UnixStream,
+    status: S,
+    mut reloads: watch::Receiver<ReloadReport>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES as u64));
     let response = match reader.read_line(&mut line).await {
-        Err(err) => Response::Error { error: format!("cannot read request: {err}") },
+        Err(err) => Response::Error {
+            error: format!("cannot read request: {err}"),
+        },
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Err(err) => Response::Error { error: format!("invalid request: {err}") },
+            Err(err) => Response::Error {
+                error: format!("invalid request: {err}"),
+            },
             Ok(Request::Status) => status.status().await,
             Ok(Request::WaitReload { after }) => {
-                let waited = tokio::time::timeout(RELOAD_WAIT, reloads.wait_for(|r| r.generation > after)).await;
+                let waited =
+                    tokio::time::timeout(RELOAD_WAIT, reloads.wait_for(|r| r.generation > after))
+                        .await;
                 match waited {
                     Ok(Ok(report)) => Response::Reload(report.clone()),
-                    _ => Response::Error { error: "timed out waiting for the reload to finish".to_owned() },
+                    _ => Response::Error {
+                        error: "timed out waiting for the reload to finish".to_owned(),
+                    },
                 }
             }
         },
     };
-    let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"error\":\"internal\"}".to_owned());
+    let mut text =
+        serde_json::to_string(&response).unwrap_or_else(|_| "{\"error\":\"internal\"}".to_owned());
     text.push('\n');
     let _ = write.write_all(text.as_bytes()).await;
 }

@@ -51,7 +51,11 @@ impl Discovery for LanDiscovery {
     /// Fast while starting (a lost first beacon costs a second, not a minute), then slow: a
     /// newcomer announces itself, so the steady mesh only needs beacons to notice partitions heal.
     fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 { Duration::from_secs(1) } else { Duration::from_secs(30) }
+        if self.polls < 5 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }
     }
 }
 
@@ -89,7 +93,11 @@ impl Discovery for StaticDiscovery {
     }
 
     fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 { Duration::from_secs(1) } else { Duration::from_secs(30) }
+        if self.polls < 5 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }
     }
 }
 
@@ -103,7 +111,9 @@ pub enum Command {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn entropy() -> Option<Entropy> {
@@ -119,7 +129,9 @@ fn entropy() -> Option<Entropy> {
 /// IPv4 addresses of the host's interfaces that can carry mesh traffic (not loopback, not the
 /// mesh interface itself), with their interface names.
 pub fn lan_addresses(mesh_interface: &str) -> Vec<(String, Ipv4Addr)> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     addrs
         .filter(|a| a.interface_name != mesh_interface)
         .filter_map(|a| {
@@ -134,7 +146,10 @@ pub fn own_record(node: &NodeInfo, advertised: &[ipnet::IpNet]) -> Record {
     let endpoints = lan_addresses(&node.interface)
         .into_iter()
         .take(wgmesh_exchange::MAX_ENDPOINTS)
-        .map(|(_, ip)| Endpoint { kind: EndpointKind::Lan, addr: SocketAddr::from((ip, node.listen_port)) })
+        .map(|(_, ip)| Endpoint {
+            kind: EndpointKind::Lan,
+            addr: SocketAddr::from((ip, node.listen_port)),
+        })
         .collect();
     Record {
         public_key: node.public_key,
@@ -144,13 +159,21 @@ pub fn own_record(node: &NodeInfo, advertised: &[ipnet::IpNet]) -> Record {
         endpoints,
         listen_port: node.listen_port,
         routes: advertised.to_vec(),
-        flags: if node.relay { wgmesh_exchange::FLAG_RELAY } else { 0 },
+        flags: if node.relay {
+            wgmesh_exchange::FLAG_RELAY
+        } else {
+            0
+        },
         timestamp: now_ms() / 1000,
     }
 }
 
 /// Binds the control socket: all IPv4 addresses, joined to the LAN group on every interface.
-pub fn bind_control(port: u16, group: Option<Ipv4Addr>, mesh_interface: &str) -> std::io::Result<UdpSocket> {
+pub fn bind_control(
+    port: u16,
+    group: Option<Ipv4Addr>,
+    mesh_interface: &str,
+) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     // Several daemons (on different interfaces, or in tests) may share a host; the group
     // membership needs the port bound by each of them.
@@ -184,7 +207,9 @@ pub struct ExchangeTask {
 
 impl std::fmt::Debug for ExchangeTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeTask").field("exchange", &self.exchange).finish_non_exhaustive()
+        f.debug_struct("ExchangeTask")
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +227,16 @@ impl ExchangeTask {
         commands: mpsc::Receiver<Command>,
         reconcile: mpsc::Sender<()>,
     ) -> Self {
-        Self { socket, exchange, shared, node, discovery, commands, reconcile, probed: HashMap::new() }
+        Self {
+            socket,
+            exchange,
+            shared,
+            node,
+            discovery,
+            commands,
+            reconcile,
+            probed: HashMap::new(),
+        }
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -211,7 +245,12 @@ impl ExchangeTask {
         let mut next_poll: Vec<tokio::time::Instant> = vec![start; self.discovery.len()];
         let mut next_refresh = start + MEMBER_REFRESH;
         loop {
-            let soonest = next_poll.iter().copied().min().unwrap_or(next_refresh).min(next_refresh);
+            let soonest = next_poll
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(next_refresh)
+                .min(next_refresh);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -234,13 +273,16 @@ impl ExchangeTask {
                 () = tokio::time::sleep_until(soonest) => {
                     let now = tokio::time::Instant::now();
                     let members = self.shared.lock().members.len();
-                    for i in 0..self.discovery.len() {
-                        if next_poll[i] <= now {
-                            let source = self.discovery[i].source();
-                            for addr in self.discovery[i].candidates() {
-                                self.probe(addr, source).await;
-                            }
-                            next_poll[i] = now + self.discovery[i].interval(members);
+                    let mut due = Vec::new();
+                    for (discovery, next) in self.discovery.iter_mut().zip(next_poll.iter_mut()) {
+                        if *next <= now {
+                            due.push((discovery.source(), discovery.candidates()));
+                            *next = now + discovery.interval(members);
+                        }
+                    }
+                    for (source, candidates) in due {
+                        for addr in candidates {
+                            self.probe(addr, source).await;
                         }
                     }
                     if next_refresh <= now {
@@ -285,8 +327,13 @@ impl ExchangeTask {
     }
 
     async fn probe_members(&mut self) {
-        let targets: Vec<SocketAddr> =
-            self.shared.lock().members.iter().filter_map(|m| m.control_addr).collect();
+        let targets: Vec<SocketAddr> = self
+            .shared
+            .lock()
+            .members
+            .iter()
+            .filter_map(|m| m.control_addr)
+            .collect();
         for addr in targets {
             self.probe(addr, Source::Static).await;
         }

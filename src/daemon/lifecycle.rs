@@ -18,7 +18,12 @@ pub fn process_alive(pid: i32) -> bool {
 
 /// Reads a pid file; `None` if missing or unparsable.
 pub fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|pid: &i32| *pid > 0)
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid: &i32| *pid > 0)
 }
 
 impl PidFile {
@@ -43,7 +48,10 @@ impl PidFile {
         match std::fs::remove_file(socket) {
             Ok(()) => tracing::info!(path = %socket.display(), "removed stale control socket"),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(anyhow!(err).context(format!("cannot remove stale socket {}", socket.display()))),
+            Err(err) => {
+                return Err(anyhow!(err)
+                    .context(format!("cannot remove stale socket {}", socket.display())));
+            }
         }
         let tmp = path.with_extension("pid.tmp");
         let mut file = std::fs::OpenOptions::new()
@@ -53,9 +61,13 @@ impl PidFile {
             .mode(0o644)
             .open(&tmp)
             .with_context(|| format!("cannot write pid file {}", tmp.display()))?;
-        writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write pid file {}", path.display()))?;
-        Ok(Self { path: path.to_owned() })
+        writeln!(file, "{}", std::process::id())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot write pid file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -76,7 +88,9 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn from_env() -> Self {
-        Self { socket: std::env::var_os("NOTIFY_SOCKET") }
+        Self {
+            socket: std::env::var_os("NOTIFY_SOCKET"),
+        }
     }
 
     pub fn notify(&self, state: &str) {
@@ -122,7 +136,10 @@ mod tests {
         // A live foreign process: pid 1 always exists.
         std::fs::write(&pid, "1\n").unwrap();
         let err = PidFile::claim(&pid, &sock, "wg0").unwrap_err().to_string();
-        assert!(err.contains("already runs") && err.contains("pid 1"), "{err}");
+        assert!(
+            err.contains("already runs") && err.contains("pid 1"),
+            "{err}"
+        );
         // A dead one: a pid far above pid_max.
         std::fs::write(&pid, "2147483000\n").unwrap();
         std::fs::write(&sock, "").unwrap();
@@ -138,7 +155,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier { socket: Some(path.into_os_string()) };
+        let notifier = Notifier {
+            socket: Some(path.into_os_string()),
+        };
         notifier.notify("READY=1");
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();

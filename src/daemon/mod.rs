@@ -33,8 +33,6 @@ use wgmesh_state::{NodeIdentity, ensure_private_dir, identity_path};
 
 /// Reconcile timer (DESIGN.md §6 default).
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
-/// Members unseen this long are removed (DESIGN.md §6 default).
-const MEMBER_TTL: Duration = Duration::from_secs(600);
 
 type SharedReconciler = Arc<Mutex<Reconciler>>;
 
@@ -50,15 +48,26 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
         tracing::warn!("{warning}");
     }
     tracing::debug!(origin = %loaded.origin, "secret loaded");
-    let advertised = wgmesh_reload::parse_route_list(&args.advertise_routes)
-        .map_err(|err| CliError::usage(anyhow::anyhow!("--advertise-routes: {}", err.to_string().trim_start_matches("line 0: "))))?;
+    let advertised = wgmesh_reload::parse_route_list(&args.advertise_routes).map_err(|err| {
+        CliError::usage(anyhow::anyhow!(
+            "--advertise-routes: {}",
+            err.to_string().trim_start_matches("line 0: ")
+        ))
+    })?;
     let keys = MeshKeys::derive(&loaded.secret);
     drop(loaded);
     let location = &args.location;
     ensure_private_dir(&location.state_dir)?;
-    let (identity, created) = NodeIdentity::load_or_create(&identity_path(&location.state_dir, &location.interface), &keys)?;
+    let (identity, created) = NodeIdentity::load_or_create(
+        &identity_path(&location.state_dir, &location.interface),
+        &keys,
+    )?;
     tracing::info!(path = %identity.path().display(), public_key = %identity.public_key, created, "node identity");
-    let pid_file = PidFile::claim(&location.pid_path(), &location.socket_path(), &location.interface)?;
+    let pid_file = PidFile::claim(
+        &location.pid_path(),
+        &location.socket_path(),
+        &location.interface,
+    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,26 +88,37 @@ async fn daemon(
     let notifier = Notifier::from_env();
     let addresses = MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
     let private_key = keys.node_private_key(&identity.seed);
-    let mesh_prefixes = vec![ipnet::IpNet::V4(keys.ipv4_subnet()), ipnet::IpNet::V6(keys.ipv6_prefix())];
+    let mesh_prefixes = vec![
+        ipnet::IpNet::V4(keys.ipv4_subnet()),
+        ipnet::IpNet::V6(keys.ipv6_prefix()),
+    ];
 
     // Create or adopt the interface, then key and port.
     let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
-    let mut backend = platform::select_backend(args.backend, &interface, &args.wireguard_go, &rtnl)?;
+    let mut backend =
+        platform::select_backend(args.backend, &interface, &args.wireguard_go, &rtnl)?;
     // wireguard-go takes a moment to come up; keep the runtime free meanwhile.
-    let (origin, mut backend) =
-        tokio::task::spawn_blocking(move || backend.ensure_device().map(|origin| (origin, backend)))
-            .await
-            .context("interface setup panicked")?
-            .context("cannot create the WireGuard interface")?;
+    let (origin, mut backend) = tokio::task::spawn_blocking(move || {
+        backend.ensure_device().map(|origin| (origin, backend))
+    })
+    .await
+    .context("interface setup panicked")?
+    .context("cannot create the WireGuard interface")?;
     let kind = backend.kind();
     tracing::info!(%interface, backend = %kind, adopted = (origin == DeviceOrigin::Adopted), "WireGuard interface ready");
-    let current = backend.read().context("cannot read the WireGuard interface")?;
+    let current = backend
+        .read()
+        .context("cannot read the WireGuard interface")?;
     let listen_port = if origin == DeviceOrigin::Adopted && current.listen_port != 0 {
         current.listen_port
     } else {
         let port = platform::free_udp_port(args.listen_port)?;
         if port != args.listen_port {
-            tracing::warn!(requested = args.listen_port, using = port, "listen port busy; using the next free one");
+            tracing::warn!(
+                requested = args.listen_port,
+                using = port,
+                "listen port busy; using the next free one"
+            );
         }
         port
     };
@@ -110,7 +130,9 @@ async fn daemon(
         setup.listen_port = Some(listen_port);
     }
     if !setup.is_empty() {
-        backend.apply(&setup).context("cannot set the interface key and port")?;
+        backend
+            .apply(&setup)
+            .context("cannot set the interface key and port")?;
     }
 
     // Addresses, MTU, up.
@@ -120,7 +142,8 @@ async fn daemon(
         managed: mesh_prefixes.clone(),
         mtu: args.mtu,
     };
-    let index = platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
+    let index =
+        platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
     let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), &interface, index);
 
     let control_port = args.control_port.unwrap_or_else(|| keys.control_port());
@@ -153,38 +176,68 @@ async fn daemon(
         settings,
         shared.clone(),
         node.clone(),
-        MEMBER_TTL,
     )));
 
     // Control socket.
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (reload_tx, reload_rx) = watch::channel(ReloadReport { generation: 0, ok: true, messages: vec![] });
+    let (reload_tx, reload_rx) = watch::channel(ReloadReport {
+        generation: 0,
+        ok: true,
+        messages: vec![],
+    });
     let listener = control_server::bind(&args.location.socket_path())?;
-    let status = StatusHandle { node: node.clone(), shared: shared.clone(), reconciler: reconciler.clone(), reloads: reload_rx.clone() };
-    tracker.spawn(control_server::serve(listener, status, reload_rx, cancel.clone()));
+    let status = StatusHandle {
+        node: node.clone(),
+        shared: shared.clone(),
+        reconciler: reconciler.clone(),
+        reloads: reload_rx.clone(),
+    };
+    tracker.spawn(control_server::serve(
+        listener,
+        status,
+        reload_rx,
+        cancel.clone(),
+    ));
 
     // Discovery and the exchange protocol.
     let group = keys.lan_group();
-    let socket = exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
-        .with_context(|| format!("cannot bind control port {control_port}"))?;
+    let socket =
+        exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
+            .with_context(|| format!("cannot bind control port {control_port}"))?;
     let record = exchange_io::own_record(&node, &advertised);
     let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
     if !args.no_lan {
-        discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((group, control_port)))));
+        discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((
+            group,
+            control_port,
+        )))));
     }
     if !args.peer.is_empty() {
         discovery.push(Box::new(StaticDiscovery::new(args.peer.clone())));
     }
     let (command_tx, command_rx) = mpsc::channel(8);
     let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
-    let task = ExchangeTask::new(socket, exchange, shared.clone(), node.clone(), discovery, command_rx, reconcile_tx.clone());
+    let task = ExchangeTask::new(
+        socket,
+        exchange,
+        shared.clone(),
+        node.clone(),
+        discovery,
+        command_rx,
+        reconcile_tx.clone(),
+    );
     tracker.spawn(task.run(cancel.clone()));
 
     // Reconcile loop.
-    tracker.spawn(reconcile_loop(reconciler.clone(), reconcile_rx, notifier.clone(), cancel.clone()));
+    tracker.spawn(reconcile_loop(
+        reconciler.clone(),
+        reconcile_rx,
+        notifier.clone(),
+        cancel.clone(),
+    ));
     notifier.notify("READY=1\nSTATUS=mesh running");
     tracing::info!(%interface, mesh_ipv4 = %node.mesh_ipv4, mesh_ipv6 = %node.mesh_ipv6, listen_port, control_port, "wgmesh up");
 
@@ -218,7 +271,9 @@ async fn daemon(
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     let keep = args.keep_interface;
     let reconciler_for_exit = reconciler.clone();
-    tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep)).await.ok();
+    tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep))
+        .await
+        .ok();
     force.abort();
     let _ = std::fs::remove_file(args.location.socket_path());
     tracing::info!("stopped");
@@ -228,9 +283,11 @@ async fn daemon(
 /// Waits for SIGINT/SIGTERM, handling SIGHUP reloads meanwhile.
 async fn wait_for_signals(reload: &reload::ReloadContext) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -278,9 +335,19 @@ struct StatusHandle {
 impl control_server::StatusSource for StatusHandle {
     async fn status(&self) -> Response {
         let worker = self.reconciler.clone();
-        let device = tokio::task::spawn_blocking(move || lock(&worker).read_device()).await.ok().flatten();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut reconciler = lock(&worker);
+            (reconciler.read_device(), reconciler.stats)
+        });
+        let (device, counters) = read.await.unwrap_or_default();
         let reload = self.reloads.borrow().clone();
-        let report = state::status_report(&self.node, &self.shared.lock(), device.as_ref(), reload);
+        let report = state::status_report(
+            &self.node,
+            &self.shared.lock(),
+            device.as_ref(),
+            reload,
+            counters,
+        );
         Response::Status(Box::new(report))
     }
 }

@@ -37,21 +37,28 @@ pub fn select_backend(
         config.wireguard_go = wireguard_go.clone();
         Box::new(UserspaceBackend::new(config)) as Box<dyn WireguardBackend>
     };
-    let kernel = || Box::new(KernelBackend::new(interface, rtnl.clone())) as Box<dyn WireguardBackend>;
+    let kernel =
+        || Box::new(KernelBackend::new(interface, rtnl.clone())) as Box<dyn WireguardBackend>;
     match choice {
         BackendChoice::Kernel => {
-            wgmesh_linux::probe_kernel_wireguard()
-                .map_err(|reason| anyhow!("--backend kernel: kernel WireGuard is unavailable: {reason}"))?;
+            wgmesh_linux::probe_kernel_wireguard().map_err(|reason| {
+                anyhow!("--backend kernel: kernel WireGuard is unavailable: {reason}")
+            })?;
             Ok(kernel())
         }
         BackendChoice::Userspace => {
-            wgmesh_uapi::userspace_available(&wireguard_go)
-                .map_err(|reason| anyhow!("--backend userspace: wireguard-go cannot run: {reason}"))?;
+            wgmesh_uapi::userspace_available(&wireguard_go).map_err(|reason| {
+                anyhow!("--backend userspace: wireguard-go cannot run: {reason}")
+            })?;
             Ok(userspace())
         }
         BackendChoice::Auto => {
-            let existing_userspace = UserspaceConfig::new(interface).socket_dir.join(format!("{interface}.sock"));
-            if existing_userspace.exists() && wgmesh_uapi::userspace_available(&wireguard_go).is_ok() {
+            let existing_userspace = UserspaceConfig::new(interface)
+                .socket_dir
+                .join(format!("{interface}.sock"));
+            if existing_userspace.exists()
+                && wgmesh_uapi::userspace_available(&wireguard_go).is_ok()
+            {
                 let backend = userspace();
                 return Ok(backend);
             }
@@ -76,10 +83,11 @@ pub fn select_backend(
 pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
     for port in preferred..=u16::MAX {
         let v4 = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
-        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).and_then(|s| {
-            s.set_only_v6(true)?;
-            s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
-        });
+        let v6 =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).and_then(|s| {
+                s.set_only_v6(true)?;
+                s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
+            });
         let v6_busy = matches!(&v6, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse);
         if v4.is_ok() && !v6_busy {
             return Ok(port);
@@ -116,11 +124,12 @@ pub fn configure_link(
         tracing::info!(added = ?changes.added, removed = ?changes.removed, "interface addresses set");
     }
     if link.mtu != mtu {
-        rtnl.set_mtu(link.index, mtu).with_context(|| format!("{interface}: cannot set MTU {mtu}"))?;
+        rtnl.set_mtu(link.index, mtu)
+            .with_context(|| format!("{interface}: cannot set MTU {mtu}"))?;
     }
     if !link.up {
-        rtnl.set_up(link.index).with_context(|| format!("{interface}: cannot bring the link up"))?;
+        rtnl.set_up(link.index)
+            .with_context(|| format!("{interface}: cannot bring the link up"))?;
     }
     Ok(link.index)
 }
-

@@ -3,6 +3,7 @@
 
 use super::platform::configure_link;
 use super::state::{NodeInfo, Shared};
+use crate::control::ReconcileCounters;
 use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
@@ -14,6 +15,9 @@ use wgmesh_device::{
 };
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
 use wgmesh_mesh::{DeviceSettings, LocalView, accept_routes, desired_device};
+
+/// Members unseen this long are removed (DESIGN.md §6 default).
+const MEMBER_TTL: Duration = Duration::from_secs(600);
 
 /// Link settings, re-applied when a restarted wireguard-go recreated the TUN device.
 #[derive(Debug, Clone)]
@@ -39,19 +43,22 @@ pub struct Reconciler {
     pub settings: DeviceSettings,
     pub shared: Shared,
     pub node: NodeInfo,
-    pub member_ttl: Duration,
+    pub stats: ReconcileCounters,
     failures: RepeatLimiter,
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
 }
 
 impl std::fmt::Debug for Reconciler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconciler").field("interface", &self.link.interface).finish_non_exhaustive()
+        f.debug_struct("Reconciler")
+            .field("interface", &self.link.interface)
+            .finish_non_exhaustive()
     }
 }
 
 fn unix_ms(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Reconciler {
@@ -63,7 +70,6 @@ impl Reconciler {
         settings: DeviceSettings,
         shared: Shared,
         node: NodeInfo,
-        member_ttl: Duration,
     ) -> Self {
         Self {
             backend,
@@ -73,7 +79,7 @@ impl Reconciler {
             settings,
             shared,
             node,
-            member_ttl,
+            stats: ReconcileCounters::default(),
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
         }
@@ -87,7 +93,10 @@ impl Reconciler {
             tracing::warn!(interface = %self.link.interface, "wireguard-go had stopped; restarted it, restoring peers");
             self.relink()?;
         }
-        let observed = self.backend.read().context("reading the WireGuard device")?;
+        let observed = self
+            .backend
+            .read()
+            .context("reading the WireGuard device")?;
         let now = SystemTime::now();
         let connected = connected_networks(&self.link.interface);
         let (desired, accepted) = {
@@ -101,7 +110,10 @@ impl Reconciler {
                     state.members.touch(&peer.config.public_key, unix_ms(now));
                 }
             }
-            for gone in state.members.expire(unix_ms(now), self.member_ttl.as_millis() as u64) {
+            for gone in state
+                .members
+                .expire(unix_ms(now), MEMBER_TTL.as_millis() as u64)
+            {
                 tracing::info!(peer = %gone.public_key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member expired: unseen for too long");
             }
             let view = LocalView {
@@ -122,6 +134,9 @@ impl Reconciler {
             outcome.device_writes = self.apply(&update);
         }
         outcome.route_writes = self.sync_routes(&wanted_routes);
+        self.stats.runs += 1;
+        self.stats.device_writes += outcome.device_writes as u64;
+        self.stats.route_writes += outcome.route_writes as u64;
         Ok(outcome)
     }
 
@@ -139,7 +154,11 @@ impl Reconciler {
             }
         }
         let mut writes = 0;
-        let header = DeviceUpdate { private_key: update.private_key.clone(), listen_port: update.listen_port, peers: vec![] };
+        let header = DeviceUpdate {
+            private_key: update.private_key.clone(),
+            listen_port: update.listen_port,
+            peers: vec![],
+        };
         if !header.is_empty() {
             match self.backend.apply(&header) {
                 Ok(()) => writes += 1,
@@ -147,7 +166,10 @@ impl Reconciler {
             }
         }
         for peer in &update.peers {
-            let single = DeviceUpdate { peers: vec![peer.clone()], ..DeviceUpdate::default() };
+            let single = DeviceUpdate {
+                peers: vec![peer.clone()],
+                ..DeviceUpdate::default()
+            };
             let key = format!("peer {}", peer.public_key.short());
             match self.backend.apply(&single) {
                 Ok(()) => {
@@ -196,8 +218,12 @@ impl Reconciler {
         }
     }
 
-    fn log_rejections(&mut self, rejected: &[(wgmesh_keys::PublicKey, IpNet, wgmesh_mesh::RejectReason)]) {
-        let now: Vec<(wgmesh_keys::PublicKey, IpNet)> = rejected.iter().map(|(k, r, _)| (*k, *r)).collect();
+    fn log_rejections(
+        &mut self,
+        rejected: &[(wgmesh_keys::PublicKey, IpNet, wgmesh_mesh::RejectReason)],
+    ) {
+        let now: Vec<(wgmesh_keys::PublicKey, IpNet)> =
+            rejected.iter().map(|(k, r, _)| (*k, *r)).collect();
         for (key, route, reason) in rejected {
             if !self.rejected_logged.contains(&(*key, *route)) {
                 tracing::warn!(peer = %key.short(), %route, %reason, "advertised route not installed");
@@ -209,7 +235,13 @@ impl Reconciler {
     /// After wireguard-go restarted: the TUN link is new, so addresses, MTU, up state and the
     /// route owner's interface index must be set again.
     fn relink(&mut self) -> anyhow::Result<()> {
-        let index = configure_link(&self.rtnl, &self.link.interface, &self.link.addresses, &self.link.managed, self.link.mtu)?;
+        let index = configure_link(
+            &self.rtnl,
+            &self.link.interface,
+            &self.link.addresses,
+            &self.link.managed,
+            self.link.mtu,
+        )?;
         self.routes = InterfaceRoutes::new(self.rtnl.clone(), &self.link.interface, index);
         Ok(())
     }
@@ -252,17 +284,25 @@ fn log_update(update: &DeviceUpdate) {
 
 /// The networks directly connected to this host, except the mesh interface's own.
 pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     let mut nets = Vec::new();
     for ifaddr in addrs {
         if ifaddr.interface_name == mesh_interface {
             continue;
         }
-        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else { continue };
+        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else {
+            continue;
+        };
         let net = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip()).ok().map(IpNet::V4)
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V4)
         } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip()).ok().map(IpNet::V6)
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V6)
         } else {
             None
         };

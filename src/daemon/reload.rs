@@ -22,10 +22,15 @@ pub struct ReloadContext {
 
 impl ReloadContext {
     pub async fn reload(&self) {
-        self.notifier.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.notifier
+            .notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         let (ok, messages) = self.apply().await;
         let generation = self.reports.borrow().generation + 1;
-        self.reports.send_replace(ReloadReport { generation, ok, messages });
+        self.reports.send_replace(ReloadReport {
+            generation,
+            ok,
+            messages,
+        });
         self.notifier.notify("READY=1");
     }
 
@@ -55,7 +60,9 @@ impl ReloadContext {
         // Validated as a whole; from here on every change is one that cannot fail halfway.
         let mut messages = Vec::new();
         for (line, key) in &file.ignored {
-            let message = format!("reload file {path}: line {line}: {key} cannot change while running; restart to apply it");
+            let message = format!(
+                "reload file {path}: line {line}: {key} cannot change while running; restart to apply it"
+            );
             tracing::warn!("{message}");
             messages.push(message);
         }
@@ -75,7 +82,10 @@ impl ReloadContext {
             if changed {
                 tracing::info!(routes = ?routes, "advertised routes changed");
                 let record = own_record(&self.node, &routes);
-                let _ = self.announce.send(Command::Announce(Box::new(record))).await;
+                let _ = self
+                    .announce
+                    .send(Command::Announce(Box::new(record)))
+                    .await;
             }
         }
         let _ = self.reconcile.try_send(());

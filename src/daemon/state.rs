@@ -1,6 +1,6 @@
 //! What the daemon's tasks share: the member table, our advertised routes, the last reload.
 
-use crate::control::{PeerReport, ReloadReport, StatusReport};
+use crate::control::{PeerReport, ReconcileCounters, ReloadReport, StatusReport};
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,6 +50,7 @@ pub fn status_report(
     state: &MeshState,
     device: Option<&DeviceState>,
     reload: ReloadReport,
+    reconcile: ReconcileCounters,
 ) -> StatusReport {
     let peers = state
         .members
@@ -71,7 +72,12 @@ pub fn status_report(
                 rx_bytes: observed.map_or(0, |p| p.rx_bytes),
                 tx_bytes: observed.map_or(0, |p| p.tx_bytes),
                 source: member.source.as_str().to_owned(),
-                routes: state.accepted.routes_of(&member.public_key).iter().map(ToString::to_string).collect(),
+                routes: state
+                    .accepted
+                    .routes_of(&member.public_key)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             }
         })
         .collect();
@@ -87,5 +93,6 @@ pub fn status_report(
         peers,
         pid: std::process::id(),
         reload,
+        reconcile,
     }
 }

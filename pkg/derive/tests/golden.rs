@@ -1,6 +1,10 @@
 //! Golden vectors (DESIGN.md §3). `golden.json` was generated once from this implementation and
 //! reviewed by hand (see docs/derivation.md). A change that alters any value breaks every deployed
 //! mesh: it needs a protocol version bump, never a regenerated file.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use serde::Deserialize;
 use wgmesh_derive::{MeshAddresses, MeshKeys, NodeSeed, Secret};

@@ -1,4 +1,8 @@
 //! Properties of the derivation that must hold for every secret and key.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -87,7 +91,7 @@ proptest! {
         prop_assert_eq!(a.ipv6_prefix(), b.ipv6_prefix());
         prop_assert_eq!(a.control_port(), b.control_port());
         prop_assert!((51_821..52_821).contains(&a.control_port()));
-        prop_assert_eq!(a.lan_group().octets()[..2], [239, 192]);
+        prop_assert_eq!(&a.lan_group().octets()[..2], &[239u8, 192][..]);
         prop_assert_eq!(a.preshared_key(), b.preshared_key());
     }
 }

@@ -167,9 +167,11 @@ mod tests {
 
     #[test]
     fn host_bits_and_order_do_not_count_as_differences() {
-        let mut observed = DeviceState::default();
-        observed.private_key = Some(PrivateKey::from_bytes_clamped([1; 32]));
-        observed.listen_port = 51820;
+        let mut observed = DeviceState {
+            private_key: Some(PrivateKey::from_bytes_clamped([1; 32])),
+            listen_port: 51820,
+            ..DeviceState::default()
+        };
         let mut current = peer(2, "192.0.2.1:1", &["10.0.0.2/32", "192.168.1.0/24"]);
         current.allowed_ips.reverse();
         observed.peers.push(PeerState::new(current));

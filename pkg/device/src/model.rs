@@ -80,8 +80,7 @@ impl DeviceState {
         for peer in &mut self.peers {
             peer.config.normalise();
         }
-        self.peers
-            .sort_by(|a, b| a.config.public_key.cmp(&b.config.public_key));
+        self.peers.sort_by_key(|p| p.config.public_key);
     }
 
     /// The semantics of an update, shared by the fake backend and the diff's property tests:

@@ -503,17 +503,22 @@ impl Exchange {
             return Err(DropReason::BadMeshAddress);
         }
 
-        // Accepted. The challenge is single-use; a failed MAC above did not consume it, so an
-        // insider racing a bogus answer cannot burn another member's handshake.
-        self.challenges.consume(&hello.echo);
-        // Consuming the challenge already defeats replays; the cache entry only lets a replay be
-        // counted as one, so a full cache is not a reason to refuse.
-        let _ = self.replay.insert(
-            now,
-            hello.sender,
-            hello.echo,
-            self.replay_expiry(now, hello.timestamp),
-        );
+        // Accepted. A failed MAC above consumed nothing, so an insider racing a bogus answer
+        // cannot burn another member's handshake.
+        let expiry = self.replay_expiry(now, hello.timestamp);
+        if self.challenges.is_open(&hello.echo) {
+            // A Probe to the LAN group is answered by every member that hears it: the challenge
+            // stays live, and the replay cache is what stops a second answer from the same
+            // sender, so a full cache must refuse.
+            self.replay
+                .insert(now, hello.sender, hello.echo, expiry)
+                .map_err(|_| DropReason::ReplayCacheFull)?;
+        } else {
+            // Bound to one member: consuming it defeats replays; the cache entry only lets a
+            // replay be counted as one, so a full cache is not a reason to refuse.
+            self.challenges.consume(&hello.echo);
+            let _ = self.replay.insert(now, hello.sender, hello.echo, expiry);
+        }
         let reply = (hello.challenge != [0; CHALLENGE_LEN]).then(|| {
             self.hello(
                 now,

@@ -64,7 +64,9 @@ struct Outstanding {
     peer: Option<PublicKey>,
 }
 
-/// Challenges we issued and not yet saw answered. Single-use: consumed by the first valid answer.
+/// Challenges we issued and not yet saw answered. A challenge bound to one member is consumed by
+/// its valid answer; an open one (in a Probe to an address or the LAN group) stays answerable by
+/// every member until it expires, each member once (the replay cache remembers who answered).
 #[derive(Debug)]
 pub(crate) struct Challenges {
     capacity: usize,
@@ -111,6 +113,14 @@ impl Challenges {
         self.outstanding.get(token).is_some_and(|c| {
             c.expires_ms > now_ms && c.peer.as_ref().is_none_or(|peer| peer == sender)
         })
+    }
+
+    /// Whether `token` is open to any member (sent in our own Probe, possibly to the LAN group,
+    /// where several members answer the same challenge).
+    pub(crate) fn is_open(&self, token: &Token) -> bool {
+        self.outstanding
+            .get(token)
+            .is_some_and(|c| c.peer.is_none())
     }
 
     pub(crate) fn consume(&mut self, token: &Token) {

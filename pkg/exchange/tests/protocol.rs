@@ -560,3 +560,31 @@ fn debug_output_never_shows_key_material() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn one_lan_probe_is_answered_by_every_member_but_each_only_once() {
+    // A Probe to the LAN group reaches every member; each must be able to complete its
+    // handshake with the prober from that one challenge.
+    let (mut a, mut b, mut c) = (member(1), member(2), member(3));
+    let probe = a.exchange.probe(NOW, entropy());
+    let hello_b = b
+        .exchange
+        .handle(NOW, a.addr, &probe, entropy())
+        .reply
+        .expect("B answers");
+    let hello_c = c
+        .exchange
+        .handle(NOW, a.addr, &probe, entropy())
+        .reply
+        .expect("C answers");
+    for (hello, from) in [(&hello_b, b.addr), (&hello_c, c.addr)] {
+        let handled = a.exchange.handle(NOW, from, hello, entropy());
+        assert!(
+            matches!(handled.event, Some(Event::Verified { .. })),
+            "{handled:?}"
+        );
+    }
+    // A second answer from the same member to the same challenge is a replay.
+    let replay = a.exchange.handle(NOW + 10, b.addr, &hello_b, entropy());
+    assert_eq!(dropped(&replay), DropReason::Replay);
+}

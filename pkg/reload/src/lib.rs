@@ -58,11 +58,21 @@ pub enum ReloadError {
     #[error("line {line}: unknown key {key:?} (reloadable keys: {})", RELOADABLE.join(", "))]
     UnknownKey { line: usize, key: String },
     #[error("line {line}: key {key:?} appears twice (first on line {first})")]
-    Duplicate { line: usize, key: String, first: usize },
-    #[error("line {line}: advertise-routes: {value:?} is not a CIDR (like 192.168.1.0/24 or fd00::/64)")]
+    Duplicate {
+        line: usize,
+        key: String,
+        first: usize,
+    },
+    #[error(
+        "line {line}: advertise-routes: {value:?} is not a CIDR (like 192.168.1.0/24 or fd00::/64)"
+    )]
     BadCidr { line: usize, value: String },
     #[error("line {line}: advertise-routes: {value} has host bits set; did you mean {network}?")]
-    HostBits { line: usize, value: String, network: String },
+    HostBits {
+        line: usize,
+        value: String,
+        network: String,
+    },
     #[error("line {line}: advertise-routes: at most {MAX_ADVERTISED_ROUTES} routes, found {count}")]
     TooManyRoutes { line: usize, count: usize },
     #[error("line {line}: log-level: {value:?} is not one of {}", LOG_LEVELS.join(", "))]
@@ -96,12 +106,19 @@ impl FromStr for ReloadFile {
                 continue;
             }
             let Some((key, value)) = content.split_once('=') else {
-                return Err(ReloadError::NotKeyValue { line, text: content.to_owned() });
+                return Err(ReloadError::NotKeyValue {
+                    line,
+                    text: content.to_owned(),
+                });
             };
             let key = key.trim().to_ascii_lowercase().replace('_', "-");
             let value = value.trim();
             if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
-                return Err(ReloadError::Duplicate { line, key, first: *first });
+                return Err(ReloadError::Duplicate {
+                    line,
+                    key,
+                    first: *first,
+                });
             }
             seen.push((key.clone(), line));
             match key.as_str() {
@@ -109,7 +126,10 @@ impl FromStr for ReloadFile {
                 "log-level" => {
                     let level = value.to_ascii_lowercase();
                     if !LOG_LEVELS.contains(&level.as_str()) {
-                        return Err(ReloadError::BadLogLevel { line, value: value.to_owned() });
+                        return Err(ReloadError::BadLogLevel {
+                            line,
+                            value: value.to_owned(),
+                        });
                     }
                     file.log_level = Some(level);
                 }
@@ -124,8 +144,10 @@ impl FromStr for ReloadFile {
 fn parse_routes(line: usize, value: &str) -> Result<Vec<IpNet>, ReloadError> {
     let mut routes = Vec::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let net: IpNet =
-            item.parse().map_err(|_| ReloadError::BadCidr { line, value: item.to_owned() })?;
+        let net: IpNet = item.parse().map_err(|_| ReloadError::BadCidr {
+            line,
+            value: item.to_owned(),
+        })?;
         if net.trunc() != net {
             return Err(ReloadError::HostBits {
                 line,
@@ -138,7 +160,10 @@ fn parse_routes(line: usize, value: &str) -> Result<Vec<IpNet>, ReloadError> {
         }
     }
     if routes.len() > MAX_ADVERTISED_ROUTES {
-        return Err(ReloadError::TooManyRoutes { line, count: routes.len() });
+        return Err(ReloadError::TooManyRoutes {
+            line,
+            count: routes.len(),
+        });
     }
     Ok(routes)
 }
@@ -165,7 +190,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             file.advertise_routes,
-            Some(vec!["192.168.77.0/24".parse().unwrap(), "fd00:77::/64".parse().unwrap()])
+            Some(vec![
+                "192.168.77.0/24".parse().unwrap(),
+                "fd00:77::/64".parse().unwrap()
+            ])
         );
         assert_eq!(file.log_level.as_deref(), Some("debug"));
         assert_eq!(file.ignored, vec![(5, "listen-port".to_owned())]);
@@ -173,14 +201,21 @@ mod tests {
 
     #[test]
     fn empty_value_clears_and_missing_key_keeps() {
-        assert_eq!(parse("advertise-routes=").unwrap().advertise_routes, Some(vec![]));
+        assert_eq!(
+            parse("advertise-routes=").unwrap().advertise_routes,
+            Some(vec![])
+        );
         assert_eq!(parse("# nothing\n").unwrap(), ReloadFile::default());
     }
 
     #[test]
     fn errors_name_the_line() {
         let cases: &[(&str, usize, &str)] = &[
-            ("log-level=info\nadvertise-routes=10.0.0.0/33", 2, "not a CIDR"),
+            (
+                "log-level=info\nadvertise-routes=10.0.0.0/33",
+                2,
+                "not a CIDR",
+            ),
             ("\n\nadvertise-routes=192.168.1.1/24", 3, "host bits"),
             ("frobnicate=1", 1, "unknown key \"frobnicate\""),
             ("advertise-routes", 1, "expected KEY=VALUE"),
@@ -198,9 +233,14 @@ mod tests {
 
     #[test]
     fn too_many_routes_are_refused() {
-        let many: Vec<String> = (0..=MAX_ADVERTISED_ROUTES).map(|i| format!("10.{i}.0.0/16")).collect();
+        let many: Vec<String> = (0..=MAX_ADVERTISED_ROUTES)
+            .map(|i| format!("10.{i}.0.0/16"))
+            .collect();
         let err = parse(&format!("advertise-routes={}", many.join(","))).unwrap_err();
-        assert!(matches!(err, ReloadError::TooManyRoutes { line: 1, count: 33 }));
+        assert!(matches!(
+            err,
+            ReloadError::TooManyRoutes { line: 1, count: 33 }
+        ));
     }
 
     proptest! {
