@@ -3,6 +3,7 @@
 
 use crate::cli::LogFormat;
 use anyhow::Context as _;
+use std::io::IsTerminal as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry, reload};
@@ -32,6 +33,7 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogHandle> {
     let (filter, handle) = reload::Layer::new(filter(level)?);
     let output = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

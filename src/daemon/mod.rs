@@ -34,6 +34,10 @@ use wgmesh_state::{NodeIdentity, ensure_private_dir, identity_path};
 /// Reconcile timer (DESIGN.md §6 default).
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// After adopting a device, peers and routes we have not yet re-verified are kept this long, so
+/// a `--keep-interface` restart does not drop tunnels while discovery catches up.
+const ADOPTION_GRACE: Duration = Duration::from_secs(30);
+
 type SharedReconciler = Arc<Mutex<Reconciler>>;
 
 fn lock(reconciler: &SharedReconciler) -> std::sync::MutexGuard<'_, Reconciler> {
@@ -95,8 +99,23 @@ async fn daemon(
 
     // Create or adopt the interface, then key and port.
     let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
-    let mut backend =
-        platform::select_backend(args.backend, &interface, &args.wireguard_go, &rtnl)?;
+    // A wireguard-go that outlives us (--keep-interface) must not write into our closed stderr.
+    let child_output = if args.keep_interface {
+        let log = args
+            .location
+            .state_dir
+            .join(format!("{interface}.wireguard-go.log"));
+        wgmesh_uapi::ChildOutput::File(log)
+    } else {
+        wgmesh_uapi::ChildOutput::Log
+    };
+    let mut backend = platform::select_backend(
+        args.backend,
+        &interface,
+        &args.wireguard_go,
+        child_output,
+        &rtnl,
+    )?;
     // wireguard-go takes a moment to come up; keep the runtime free meanwhile.
     let (origin, mut backend) = tokio::task::spawn_blocking(move || {
         backend.ensure_device().map(|origin| (origin, backend))
@@ -177,6 +196,9 @@ async fn daemon(
         shared.clone(),
         node.clone(),
     )));
+    if origin == DeviceOrigin::Adopted {
+        lock(&reconciler).hold_removals(ADOPTION_GRACE);
+    }
 
     // Control socket.
     let cancel = CancellationToken::new();
@@ -256,15 +278,29 @@ async fn daemon(
     // Shutdown: cancel, drain, goodbye, routes, interface.
     notifier.notify("STOPPING=1");
     tracing::info!("shutting down");
-    let (done_tx, done_rx) = oneshot::channel();
-    if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+    // With --keep-interface the tunnels stay up for the next run: no goodbye, or peers would
+    // drop us.
+    if !args.keep_interface {
+        let (done_tx, done_rx) = oneshot::channel();
+        if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+        }
     }
     cancel.cancel();
     tracker.close();
     let force = tokio::spawn(async {
         // A second signal forces exit while the drain runs.
-        let _ = tokio::signal::ctrl_c().await;
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::warn!("second signal: exiting now");
         std::process::exit(1);
     });

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wgmesh_device::WireguardBackend;
 use wgmesh_linux::{KernelBackend, Rtnl};
-use wgmesh_uapi::{UserspaceBackend, UserspaceConfig};
+use wgmesh_uapi::{ChildOutput, UserspaceBackend, UserspaceConfig};
 
 /// Resolves a bare program name through `$PATH`, as a shell would.
 pub fn resolve_program(program: &Path) -> PathBuf {
@@ -29,12 +29,14 @@ pub fn select_backend(
     choice: BackendChoice,
     interface: &str,
     wireguard_go: &Path,
+    child_output: ChildOutput,
     rtnl: &Arc<Rtnl>,
 ) -> anyhow::Result<Box<dyn WireguardBackend>> {
     let wireguard_go = resolve_program(wireguard_go);
     let userspace = || {
         let mut config = UserspaceConfig::new(interface);
         config.wireguard_go = wireguard_go.clone();
+        config.output = child_output.clone();
         Box::new(UserspaceBackend::new(config)) as Box<dyn WireguardBackend>
     };
     let kernel =

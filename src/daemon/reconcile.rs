@@ -44,6 +44,8 @@ pub struct Reconciler {
     pub shared: Shared,
     pub node: NodeInfo,
     pub stats: ReconcileCounters,
+    /// Until then, nothing is removed (see [`Reconciler::hold_removals`]).
+    hold_removals_until: Option<Instant>,
     failures: RepeatLimiter,
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
 }
@@ -80,8 +82,27 @@ impl Reconciler {
             shared,
             node,
             stats: ReconcileCounters::default(),
+            hold_removals_until: None,
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
+        }
+    }
+
+    /// Keeps peers and routes that are not (yet) desired for `grace`: after adopting a device
+    /// the member table starts empty, and removing everything until discovery refills it would
+    /// drop the tunnels `--keep-interface` kept.
+    pub fn hold_removals(&mut self, grace: Duration) {
+        self.hold_removals_until = Some(Instant::now() + grace);
+    }
+
+    fn holding_removals(&mut self) -> bool {
+        match self.hold_removals_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                self.hold_removals_until = None;
+                false
+            }
+            None => false,
         }
     }
 
@@ -129,11 +150,15 @@ impl Reconciler {
         };
         self.log_rejections(&accepted.rejected);
         let wanted_routes = accepted.all();
-        let update = diff_device(&observed, &desired, now);
+        let mut update = diff_device(&observed, &desired, now);
+        let holding = self.holding_removals();
+        if holding {
+            update.peers.retain(|peer| !peer.remove);
+        }
         if !update.is_empty() {
             outcome.device_writes = self.apply(&update);
         }
-        outcome.route_writes = self.sync_routes(&wanted_routes);
+        outcome.route_writes = self.sync_routes(&wanted_routes, holding);
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
@@ -182,7 +207,7 @@ impl Reconciler {
         writes
     }
 
-    fn sync_routes(&mut self, wanted: &[IpNet]) -> usize {
+    fn sync_routes(&mut self, wanted: &[IpNet], keep_unwanted: bool) -> usize {
         let owned = match self.routes.owned_routes() {
             Ok(owned) => owned,
             Err(err) => {
@@ -191,7 +216,11 @@ impl Reconciler {
             }
         };
         let mut writes = 0;
-        for change in diff_routes(&owned, wanted) {
+        let changes = diff_routes(&owned, wanted);
+        for change in changes
+            .into_iter()
+            .filter(|c| !(keep_unwanted && matches!(c, RouteChange::Remove(_))))
+        {
             let key = format!("{change:?}");
             let result = match change {
                 RouteChange::Add(route) => self.routes.add_route(route),

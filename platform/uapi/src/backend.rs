@@ -311,6 +311,10 @@ impl UserspaceBackend {
 }
 
 impl WireguardBackend for UserspaceBackend {
+    fn detach(&mut self) {
+        UserspaceBackend::detach(self);
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Userspace
     }

@@ -1,0 +1,421 @@
+//! The daemon's lifecycle and its defences, in namespaces with real wireguard-go: restarts,
+//! supervision, isolation between meshes, garbage on the control port, secret hygiene.
+//! Needs root; run with `--features root-tests`.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+mod common;
+
+use common::{Lab, wait_until};
+use std::process::Command;
+use std::time::Duration;
+use wgmesh_derive::{MeshKeys, NodeSeed, Secret};
+
+const FORMATION: Duration = Duration::from_secs(60);
+
+fn identity(node: &common::Node) -> serde_json::Value {
+    let path = node.state_dir().join(format!("{}.json", node.interface));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn kill_9_and_restart_keeps_identity_and_the_mesh_heals() {
+    let mut lab = Lab::new(3);
+    lab.start_all(&[]);
+    lab.wait_for_full_mesh(FORMATION);
+    let before = lab.nodes[1].status_ok();
+
+    lab.nodes[1].kill9();
+    // A second daemon on a live interface is refused; here the first is dead, so the stale pid
+    // file and socket are cleaned up and the restart succeeds.
+    lab.nodes[1].start(&[]);
+    lab.wait_for_full_mesh(FORMATION);
+    let after = lab.nodes[1].status_ok();
+    for key in ["public_key", "mesh_ipv4", "mesh_ipv6"] {
+        assert_eq!(before[key], after[key], "{key} changed across a restart");
+    }
+    wait_until(FORMATION, "all pairs to ping after the restart", || {
+        lab.all_pairs_ping()
+    });
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn second_daemon_on_the_same_interface_is_refused() {
+    let mut lab = Lab::new(1);
+    lab.nodes[0].start(&[]);
+    wait_until(FORMATION, "node up", || lab.nodes[0].status().is_some());
+    let node = &lab.nodes[0];
+    let out = node.wgmesh(&[
+        "up",
+        "--secret-file",
+        &node.secret_file.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already runs on interface"), "{err}");
+    assert!(
+        node.status().is_some(),
+        "the first daemon must keep running"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn keep_interface_restart_loses_no_pings() {
+    let mut lab = Lab::new(2);
+    lab.start_all(&["--keep-interface"]);
+    lab.wait_for_full_mesh(FORMATION);
+    let target = lab.nodes[1].status_ok()["mesh_ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(FORMATION, "first ping", || lab.nodes[0].ping(&target));
+
+    // 60 pings, one every 100 ms, while node 2's daemon restarts gracefully.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.nodes[0].ns,
+            "ping",
+            "-i",
+            "0.1",
+            "-c",
+            "60",
+            "-W",
+            "1",
+            &target,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.nodes[1].stop();
+    lab.nodes[1].start(&["--keep-interface"]);
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("keep-interface restart: {summary}");
+    assert!(
+        summary.contains("60 received") && summary.contains(" 0% packet loss"),
+        "{text}"
+    );
+    wait_until(FORMATION, "restarted daemon adopted the device", || {
+        lab.nodes[1]
+            .status()
+            .is_some_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 1))
+    });
+    assert!(
+        lab.nodes[1].log().contains("adopted=true"),
+        "{}",
+        lab.nodes[1].log()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_killed_wireguard_go_is_restarted_with_its_peers() {
+    let mut lab = Lab::new(2);
+    lab.start_all(&[]);
+    lab.wait_for_full_mesh(FORMATION);
+    let target = lab.nodes[0].status_ok()["mesh_ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(FORMATION, "first ping", || lab.nodes[1].ping(&target));
+    let pattern = format!("wireguard-go -f {}$", lab.nodes[1].interface);
+    assert!(
+        Command::new("pkill")
+            .args(["-9", "-f", &pattern])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(FORMATION, "ping after wireguard-go restarted", || {
+        lab.nodes[1].ping(&target)
+    });
+    let status = lab.nodes[1].status_ok();
+    assert_eq!(status["peers"].as_array().unwrap().len(), 1);
+    assert!(
+        lab.nodes[1].log().contains("wireguard-go had stopped"),
+        "{}",
+        lab.nodes[1].log()
+    );
+}
+
+/// Run in node 3's namespace: catch one genuine LAN beacon from node 2, then throw replays of
+/// it, every truncation of it and random bytes of many sizes at node 1's control port.
+const ABUSER: &str = r#"
+import os, socket, sys
+group, port, local, source, target = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+r.bind(("", port))
+r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(local))
+r.settimeout(30)
+while True:
+    beacon, (ip, _) = r.recvfrom(2048)
+    if ip == source:
+        break
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a = (target, port)
+for _ in range(100):
+    s.sendto(beacon, a)
+for i in range(len(beacon)):
+    s.sendto(beacon[:i], a)
+for n in [0, 1, 4, 29, 45, 101, 102, 500, 1200, 1500, 9000]:
+    s.sendto(os.urandom(n), a)
+    s.sendto(b"WGM1" + bytes([1, 2, 3]) + os.urandom(n), a)
+print(len(beacon))
+"#;
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn another_secret_never_joins_and_garbage_changes_nothing() {
+    let mut lab = Lab::new(3);
+    let derived = common::run(
+        common::wgmesh_bin(),
+        &[
+            "derive",
+            "--json",
+            "--secret-file",
+            &lab.nodes[0].secret_file.display().to_string(),
+        ],
+    );
+    let derived: serde_json::Value = serde_json::from_slice(&derived.stdout).unwrap();
+    let (group, port) = (
+        derived["lan_group"].as_str().unwrap(),
+        derived["control_port"].to_string(),
+    );
+    // Node 3 holds a different secret on the same bridge, and watches the mesh's LAN group.
+    let other = lab.dir.path().join("other-secret");
+    std::fs::write(
+        &other,
+        common::run(common::wgmesh_bin(), &["secret"]).stdout,
+    )
+    .unwrap();
+    lab.nodes[2].secret_file = other;
+    let (local, source, target) = (
+        lab.nodes[2].lan_ip.clone(),
+        lab.nodes[1].lan_ip.clone(),
+        lab.nodes[0].lan_ip.clone(),
+    );
+    let abuser = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.nodes[2].ns,
+            "python3",
+            "-c",
+            ABUSER,
+            group,
+            &port,
+            &local,
+            &source,
+            &target,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.start_all(&[]);
+    let out = abuser.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "abuser failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "replayed a {}-byte genuine beacon",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+
+    for node in &lab.nodes[..2] {
+        let status = node.status_ok();
+        assert_eq!(
+            status["peers"].as_array().unwrap().len(),
+            1,
+            "node {}: {status}",
+            node.index
+        );
+    }
+    assert!(
+        lab.nodes[2].status_ok()["peers"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "another mesh joined"
+    );
+    let v4 = lab.nodes[1].status_ok()["mesh_ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(FORMATION, "ping after garbage", || lab.nodes[0].ping(&v4));
+    for node in &lab.nodes {
+        assert!(!node.log().contains("panicked"), "{}", node.log());
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn no_key_material_in_argv_environment_or_debug_logs() {
+    let mut lab = Lab::new(2);
+    lab.start_all(&[
+        "--log-level",
+        "debug",
+        "--advertise-routes",
+        "192.168.55.0/24",
+    ]);
+    lab.wait_for_full_mesh(FORMATION);
+    let target = lab.nodes[0].status_ok()["mesh_ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(FORMATION, "ping", || lab.nodes[1].ping(&target));
+    std::fs::write(
+        lab.nodes[0].reload_path(),
+        "log-level=trace\nadvertise-routes=\n",
+    )
+    .unwrap();
+    assert!(lab.nodes[0].wgmesh(&["reload"]).status.success());
+    std::thread::sleep(Duration::from_secs(2));
+
+    let secret_text = std::fs::read_to_string(&lab.nodes[0].secret_file).unwrap();
+    let secret = Secret::parse(&secret_text).unwrap();
+    let keys = MeshKeys::derive(&secret);
+    let mut forbidden = vec![
+        secret_text.trim().to_owned(),
+        secret_text
+            .trim()
+            .trim_start_matches("wgmesh://v1/")
+            .to_owned(),
+        hex(keys.preshared_key().expose_bytes()),
+        base64(keys.preshared_key().expose_bytes()),
+        hex(&keys.exchange_key()),
+    ];
+    for node in &lab.nodes {
+        let seed = NodeSeed::from_hex(identity(node)["node_seed"].as_str().unwrap()).unwrap();
+        let private = keys.node_private_key(&seed);
+        forbidden.push(hex(private.expose_bytes()));
+        forbidden.push(base64(private.expose_bytes()));
+    }
+
+    let mut haystacks = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        for file in ["cmdline", "environ"] {
+            if let Ok(bytes) = std::fs::read(entry.path().join(file)) {
+                haystacks.push((
+                    format!("{}/{file}", entry.path().display()),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    for node in &lab.nodes {
+        haystacks.push((format!("node {} log", node.index), node.log()));
+        haystacks.push((
+            format!("node {} status", node.index),
+            node.status_ok().to_string(),
+        ));
+    }
+    assert!(
+        haystacks
+            .iter()
+            .any(|(name, text)| name.ends_with("log") && text.contains("DEBUG")),
+        "debug logging was not on"
+    );
+    for (name, text) in &haystacks {
+        for secret in &forbidden {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{name} contains key material"
+            );
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64(bytes: &[u8; 32]) -> String {
+    wgmesh_keys::PublicKey::from_bytes(*bytes).to_base64()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn busy_listen_port_moves_to_the_next_and_forced_kernel_backend_explains() {
+    let mut lab = Lab::new(1);
+    let node = &mut lab.nodes[0];
+    // Hold 51820 in the node's namespace.
+    let holder = Command::new("ip")
+        .args(["netns", "exec", &node.ns, "python3", "-c", "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',51820))\ntime.sleep(60)"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    node.start(&[]);
+    wait_until(FORMATION, "node up", || node.status().is_some());
+    assert_eq!(node.status_ok()["listen_port"], 51821);
+    assert!(node.log().contains("listen port busy"), "{}", node.log());
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    if wgmesh_linux::kernel_wireguard_available() {
+        return;
+    }
+    let state = lab.dir.path().join("nokernel");
+    let out = node.exec(
+        common::wgmesh_bin(),
+        &[
+            "up",
+            "--backend",
+            "kernel",
+            "--secret-file",
+            &node.secret_file.display().to_string(),
+            "--interface",
+            "wgmnokernel",
+            "--state-dir",
+            &state.join("state").display().to_string(),
+            "--runtime-dir",
+            &state.join("run").display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--backend kernel: kernel WireGuard is unavailable"),
+        "{err}"
+    );
+}
