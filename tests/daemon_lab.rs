@@ -52,9 +52,18 @@ fn kill_9_and_restart_keeps_identity_and_the_mesh_heals() {
 )]
 fn second_daemon_on_the_same_interface_is_refused() {
     let mut lab = Lab::new(1);
-    lab.nodes[0].start(&[]);
+    lab.nodes[0].start(&["--log-format", "json"]);
     wait_until(FORMATION, "node up", || lab.nodes[0].status().is_some());
     let node = &lab.nodes[0];
+    // Structured logs: every line one JSON object with a level and a message.
+    for line in node.log().lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
     let out = node.wgmesh(&[
         "up",
         "--secret-file",
