@@ -282,7 +282,7 @@ impl ExchangeTask {
                     }
                     for (source, candidates) in due {
                         for addr in candidates {
-                            self.probe(addr, source).await;
+                            self.probe(addr, Some(source)).await;
                         }
                     }
                     if next_refresh <= now {
@@ -294,13 +294,17 @@ impl ExchangeTask {
         }
     }
 
-    async fn probe(&mut self, addr: SocketAddr, source: Source) {
+    /// Probes `addr`; `source` (if any) is how the address was discovered, reported for the
+    /// member that answers. Refresh probes to known members pass `None`.
+    async fn probe(&mut self, addr: SocketAddr, source: Option<Source>) {
         let Some(entropy) = entropy() else { return };
         let datagram = self.exchange.probe(now_ms(), entropy);
         if addr.ip().is_multicast() {
             self.send_multicast(&datagram, addr).await;
         } else {
-            self.probed.entry(addr.ip()).or_insert(source);
+            if let Some(source) = source {
+                self.probed.entry(addr.ip()).or_insert(source);
+            }
             self.send(&datagram, addr).await;
         }
     }
@@ -335,7 +339,7 @@ impl ExchangeTask {
             .filter_map(|m| m.control_addr)
             .collect();
         for addr in targets {
-            self.probe(addr, Source::Static).await;
+            self.probe(addr, None).await;
         }
     }
 

@@ -38,6 +38,9 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// a `--keep-interface` restart does not drop tunnels while discovery catches up.
 const ADOPTION_GRACE: Duration = Duration::from_secs(30);
 
+/// Keepalive for peers behind a router (the interval wg-quick users know from `PersistentKeepalive`).
+const NAT_KEEPALIVE_SECS: u16 = 25;
+
 type SharedReconciler = Arc<Mutex<Reconciler>>;
 
 fn lock(reconciler: &SharedReconciler) -> std::sync::MutexGuard<'_, Reconciler> {
@@ -185,7 +188,7 @@ async fn daemon(
         private_key: private_key.clone(),
         listen_port,
         preshared_key: keys.preshared_key(),
-        persistent_keepalive: None,
+        persistent_keepalive: NAT_KEEPALIVE_SECS,
     };
     let reconciler: SharedReconciler = Arc::new(Mutex::new(Reconciler::new(
         backend,

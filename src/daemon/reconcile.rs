@@ -144,7 +144,8 @@ impl Reconciler {
                 own_routes: state.advertised.clone(),
             };
             let accepted = accept_routes(&view, &state.members);
-            let desired = desired_device(&self.settings, &state.members, &accepted);
+            let desired =
+                desired_device(&self.settings, &state.members, &accepted, &view.connected);
             state.accepted = accepted.clone();
             (desired, accepted)
         };

@@ -18,8 +18,22 @@ pub struct DeviceSettings {
     pub private_key: PrivateKey,
     pub listen_port: u16,
     pub preshared_key: PresharedKey,
-    /// Keepalive for peers that need one (behind NAT); `None` on a plain LAN.
-    pub persistent_keepalive: Option<u16>,
+    /// Keepalive (seconds) for peers that need one: those reached across a router, where a NAT
+    /// or stateful firewall forgets an idle mapping. Peers on a directly connected network get
+    /// none, so an idle LAN mesh sends nothing.
+    pub persistent_keepalive: u16,
+}
+
+/// The keepalive a member's peer gets: none on a directly connected network, else the setting.
+pub fn keepalive_for(
+    member: &Member,
+    connected: &[ipnet::IpNet],
+    settings: &DeviceSettings,
+) -> Option<u16> {
+    let on_link = member
+        .endpoint
+        .is_some_and(|e| connected.iter().any(|net| net.contains(&e.ip())));
+    (!on_link && settings.persistent_keepalive > 0).then_some(settings.persistent_keepalive)
 }
 
 /// The device wgmesh wants: one peer per live member, each with the PSK, its mesh addresses and
@@ -28,6 +42,7 @@ pub fn desired_device(
     settings: &DeviceSettings,
     members: &MemberTable,
     accepted: &AcceptedRoutes,
+    connected: &[ipnet::IpNet],
 ) -> DesiredDevice {
     let peers = members
         .iter()
@@ -41,7 +56,7 @@ pub fn desired_device(
                 preshared_key: Some(settings.preshared_key.clone()),
                 endpoint: member.endpoint,
                 allowed_ips,
-                persistent_keepalive: settings.persistent_keepalive,
+                persistent_keepalive: keepalive_for(member, connected, settings),
                 ..PeerConfig::new(member.public_key)
             };
             peer.normalise();
@@ -52,5 +67,64 @@ pub fn desired_device(
         private_key: settings.private_key.clone(),
         listen_port: settings.listen_port,
         peers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::members::tests::member;
+
+    fn settings() -> DeviceSettings {
+        DeviceSettings {
+            private_key: PrivateKey::from_bytes_clamped([1; 32]),
+            listen_port: 51820,
+            preshared_key: PresharedKey::from_bytes([2; 32]),
+            persistent_keepalive: 25,
+        }
+    }
+
+    #[test]
+    fn every_member_becomes_a_peer_with_psk_addresses_and_accepted_routes() {
+        let mut table = MemberTable::default();
+        let mut a = member(1);
+        a.routes = vec![
+            "192.168.77.0/24".parse().unwrap(),
+            "0.0.0.0/0".parse().unwrap(),
+        ];
+        table.upsert(a.clone());
+        let mut far = member(2);
+        far.endpoint = Some("203.0.113.9:51820".parse().unwrap());
+        table.upsert(far.clone());
+        let view = LocalView {
+            accept_routes: true,
+            connected: vec!["192.0.2.0/24".parse().unwrap()],
+            ..LocalView::default()
+        };
+        let accepted = accept_routes(&view, &table);
+        let device = desired_device(&settings(), &table, &accepted, &view.connected);
+        assert_eq!(device.peers.len(), 2);
+        let peer_a = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == a.public_key)
+            .unwrap();
+        assert_eq!(
+            peer_a.preshared_key,
+            Some(PresharedKey::from_bytes([2; 32]))
+        );
+        let ips: Vec<String> = peer_a.allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.1.0.1/32", "192.168.77.0/24", "fd00::1/128"]);
+        assert_eq!(peer_a.persistent_keepalive, None, "same LAN: no keepalive");
+        let peer_far = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == far.public_key)
+            .unwrap();
+        assert_eq!(
+            peer_far.persistent_keepalive,
+            Some(25),
+            "across a router: keepalive"
+        );
     }
 }
