@@ -1,0 +1,27 @@
+//! `wgmesh-lab`: helpers for test labs and benchmarks, not for production hosts.
+//!
+//! - `wgmesh-lab dht-testnet ARGS...`: a local mainline DHT for NAT labs.
+//! - `wgmesh-lab stun-server ARGS...`: a minimal RFC 5389 STUN responder.
+#![expect(clippy::print_stderr, reason = "a lab tool reports errors on stderr")]
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("usage: wgmesh-lab dht-testnet|stun-server ARGS...");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "dht-testnet" => wgmesh_dht::lab::run_testnet(rest),
+        "stun-server" => wgmesh_nat::lab::run_stun_server(rest),
+        other => Err(format!("unknown command {other:?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wgmesh-lab: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
