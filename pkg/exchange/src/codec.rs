@@ -33,6 +33,16 @@ pub const MAX_RECORD_LEN: usize =
 pub const HELLO_FIXED_LEN: usize = 1 + 2 * KEY_LEN + 8 + 2 * CHALLENGE_LEN + MAC_LEN;
 /// The largest legal Hello plaintext.
 pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_RECORD_LEN;
+/// Gossip carries at most this many second-hand entries per datagram.
+pub const MAX_GOSSIP_ENTRIES: usize = 6;
+/// A gossiped record carries at most this many endpoints and no routes: routes from a member
+/// apply only after a direct exchange with it (DESIGN.md §8 point 4).
+pub const MAX_GOSSIP_ENDPOINTS: usize = 4;
+/// `control address | record (no routes, few endpoints)`.
+pub const MAX_GOSSIP_ENTRY_LEN: usize =
+    (1 + 16 + 2) + RECORD_FIXED_LEN + MAX_GOSSIP_ENDPOINTS * MAX_ENDPOINT_LEN;
+/// `type | sender | timestamp | n_entries | entries`.
+pub const MAX_GOSSIP_LEN: usize = 1 + KEY_LEN + 8 + 1 + MAX_GOSSIP_ENTRIES * MAX_GOSSIP_ENTRY_LEN;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -43,6 +53,7 @@ pub enum MsgType {
     Probe,
     Hello,
     Goodbye,
+    Gossip,
 }
 
 impl MsgType {
@@ -51,6 +62,7 @@ impl MsgType {
             Self::Probe => 1,
             Self::Hello => 2,
             Self::Goodbye => 3,
+            Self::Gossip => 4,
         }
     }
 
@@ -59,6 +71,7 @@ impl MsgType {
             1 => Some(Self::Probe),
             2 => Some(Self::Hello),
             3 => Some(Self::Goodbye),
+            4 => Some(Self::Gossip),
             _ => None,
         }
     }
@@ -100,12 +113,33 @@ pub struct Goodbye {
     pub mac: [u8; MAC_LEN],
 }
 
+/// One member as another member knows it: second-hand, so only as trustworthy as WireGuard's own
+/// key authentication makes it (no routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipEntry {
+    /// The address the member's exchange protocol answered the gossiping member from.
+    pub control: SocketAddr,
+    /// Its record, without routes and with at most [`MAX_GOSSIP_ENDPOINTS`] endpoints.
+    pub record: Record,
+}
+
+/// What a member knows about other members, so a mesh converges even where each member found
+/// only one other. Authenticated by the secret gate only; receivers verify each entry's mesh
+/// addresses and act on it only by probing the member or installing it without routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gossip {
+    pub sender: PublicKey,
+    pub timestamp: u64,
+    pub entries: Vec<GossipEntry>,
+}
+
 /// A decoded plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Probe(Probe),
     Hello(Hello),
     Goodbye(Goodbye),
+    Gossip(Gossip),
 }
 
 impl Message {
@@ -114,6 +148,7 @@ impl Message {
             Self::Probe(_) => MsgType::Probe,
             Self::Hello(_) => MsgType::Hello,
             Self::Goodbye(_) => MsgType::Goodbye,
+            Self::Gossip(_) => MsgType::Gossip,
         }
     }
 
@@ -122,6 +157,7 @@ impl Message {
             Self::Probe(m) => &m.sender,
             Self::Hello(m) => &m.sender,
             Self::Goodbye(m) => &m.sender,
+            Self::Gossip(m) => &m.sender,
         }
     }
 
@@ -130,6 +166,7 @@ impl Message {
             Self::Probe(m) => m.timestamp,
             Self::Hello(m) => m.timestamp,
             Self::Goodbye(m) => m.timestamp,
+            Self::Gossip(m) => m.timestamp,
         }
     }
 }
@@ -145,6 +182,10 @@ pub enum EncodeError {
     NonCanonicalRoute(IpNet),
     #[error("a challenge must not be all-zero")]
     ZeroChallenge,
+    #[error("gossip has {0} entries; at most {MAX_GOSSIP_ENTRIES} fit a datagram")]
+    TooManyGossipEntries(usize),
+    #[error("a gossiped record must carry no routes and at most {MAX_GOSSIP_ENDPOINTS} endpoints")]
+    GossipRecordTooBig,
 }
 
 /// Why a plaintext was refused.
@@ -172,6 +213,10 @@ pub enum DecodeError {
     NonCanonicalRoute,
     #[error("a challenge or echo that must be set is all-zero")]
     ZeroChallenge,
+    #[error("{0} gossip entries; at most {MAX_GOSSIP_ENTRIES} are allowed")]
+    TooManyGossipEntries(u8),
+    #[error("a gossiped record carries routes or too many endpoints")]
+    GossipRecordTooBig,
 }
 
 /// Encodes a message. The MAC field is written as given; see [`crate::proof`] for computing it.
@@ -205,6 +250,24 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(&m.timestamp.to_be_bytes());
             out.extend_from_slice(&m.nonce);
             out.extend_from_slice(&m.mac);
+        }
+        Message::Gossip(m) => {
+            if m.entries.len() > MAX_GOSSIP_ENTRIES {
+                return Err(EncodeError::TooManyGossipEntries(m.entries.len()));
+            }
+            out.extend_from_slice(m.sender.as_bytes());
+            out.extend_from_slice(&m.timestamp.to_be_bytes());
+            out.push(m.entries.len() as u8);
+            for entry in &m.entries {
+                if !entry.record.routes.is_empty()
+                    || entry.record.endpoints.len() > MAX_GOSSIP_ENDPOINTS
+                {
+                    return Err(EncodeError::GossipRecordTooBig);
+                }
+                encode_ip(entry.control.ip(), &mut out);
+                out.extend_from_slice(&entry.control.port().to_be_bytes());
+                encode_record(&entry.record, &mut out)?;
+            }
         }
     }
     Ok(out)
@@ -309,6 +372,32 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
             nonce: r.array()?,
             mac: r.array()?,
         }),
+        MsgType::Gossip => {
+            let sender = r.key()?;
+            let timestamp = r.u64()?;
+            let count = r.u8()?;
+            if usize::from(count) > MAX_GOSSIP_ENTRIES {
+                return Err(DecodeError::TooManyGossipEntries(count));
+            }
+            let mut entries = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let ip = r.ip()?;
+                let port = r.u16()?;
+                let record = decode_record(&mut r)?;
+                if !record.routes.is_empty() || record.endpoints.len() > MAX_GOSSIP_ENDPOINTS {
+                    return Err(DecodeError::GossipRecordTooBig);
+                }
+                entries.push(GossipEntry {
+                    control: SocketAddr::new(ip, port),
+                    record,
+                });
+            }
+            Message::Gossip(Gossip {
+                sender,
+                timestamp,
+                entries,
+            })
+        }
     };
     if !r.rest.is_empty() {
         return Err(DecodeError::TrailingBytes(r.rest.len()));

@@ -1,7 +1,10 @@
 //! The state machine: datagrams in, datagrams and membership events out. No sockets, no clock,
 //! no ambient randomness: the shell passes `now`, the source address and fresh random bytes.
 
-use crate::codec::{self, CHALLENGE_LEN, EncodeError, Goodbye, Hello, MAC_LEN, Message, Probe};
+use crate::codec::{
+    self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
+    MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
+};
 use crate::limiter::RateLimiter;
 use crate::proof;
 use crate::record::Record;
@@ -127,10 +130,13 @@ pub enum DropReason {
     BadMeshAddress,
     /// The replay cache is full of live entries; refused rather than risk a replay.
     ReplayCacheFull,
+    /// One entry of a Gossip named us or had addresses not derived from its key (the rest of the
+    /// datagram is still used).
+    BadGossipEntry,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::RateLimited,
         Self::TooLarge,
         Self::TooShort,
@@ -149,6 +155,7 @@ impl DropReason {
         Self::RecordKeyMismatch,
         Self::BadMeshAddress,
         Self::ReplayCacheFull,
+        Self::BadGossipEntry,
     ];
 
     /// A stable name for metrics and logs.
@@ -172,6 +179,7 @@ impl DropReason {
             Self::RecordKeyMismatch => "record_key_mismatch",
             Self::BadMeshAddress => "bad_mesh_address",
             Self::ReplayCacheFull => "replay_cache_full",
+            Self::BadGossipEntry => "bad_gossip_entry",
         }
     }
 
@@ -242,6 +250,14 @@ pub enum Event {
     Verified { record: Record, from: SocketAddr },
     /// A member announced it is leaving.
     Goodbye { key: PublicKey },
+    /// A member told us about others. Entries whose mesh addresses do not derive from their key,
+    /// or that name us, were removed. `sender` is a claim: the shell acts only on gossip from a
+    /// member it has verified, and only by probing or installing peers without routes.
+    Gossip {
+        sender: PublicKey,
+        from: SocketAddr,
+        entries: Vec<GossipEntry>,
+    },
 }
 
 /// The outcome of [`Exchange::handle`].
@@ -384,6 +400,55 @@ impl Exchange {
         Ok(self.seal(&Message::Goodbye(goodbye), &entropy.nonce))
     }
 
+    /// A Gossip datagram carrying `entries` (at most [`MAX_GOSSIP_ENTRIES`]; routes are stripped
+    /// and endpoints trimmed to [`MAX_GOSSIP_ENDPOINTS`] here).
+    pub fn gossip(&self, entries: &[GossipEntry], now: Millis, entropy: Entropy) -> Vec<u8> {
+        let entries = entries
+            .iter()
+            .take(MAX_GOSSIP_ENTRIES)
+            .map(|entry| {
+                let mut entry = entry.clone();
+                entry.record.routes.clear();
+                entry.record.endpoints.truncate(MAX_GOSSIP_ENDPOINTS);
+                entry
+            })
+            .collect();
+        let gossip = Message::Gossip(Gossip {
+            sender: self.public_key,
+            timestamp: now / 1000,
+            entries,
+        });
+        self.seal(&gossip, &entropy.nonce)
+    }
+
+    fn on_gossip(&mut self, from: SocketAddr, gossip: Gossip) -> Handled {
+        let entries: Vec<GossipEntry> = gossip
+            .entries
+            .into_iter()
+            .filter(|entry| {
+                let record = &entry.record;
+                let claimed = MeshAddresses {
+                    ipv4: record.mesh_ipv4,
+                    ipv6: record.mesh_ipv6,
+                };
+                let valid = record.public_key != self.public_key
+                    && claimed.verify(&self.keys, &record.public_key, record.collision_counter);
+                if !valid {
+                    self.drops.count(DropReason::BadGossipEntry);
+                }
+                valid
+            })
+            .collect();
+        Handled {
+            event: Some(Event::Gossip {
+                sender: gossip.sender,
+                from,
+                entries,
+            }),
+            ..Handled::default()
+        }
+    }
+
     /// Processes one received datagram. Never panics; a dropped datagram is counted in
     /// [`Exchange::stats`] and named in [`Handled::dropped`].
     pub fn handle(
@@ -432,6 +497,7 @@ impl Exchange {
             Message::Probe(probe) => self.on_probe(now, &probe, entropy),
             Message::Hello(hello) => self.on_hello(now, from, &hello, &plaintext, entropy),
             Message::Goodbye(goodbye) => self.on_goodbye(now, &goodbye, &plaintext),
+            Message::Gossip(gossip) => Ok(self.on_gossip(from, gossip)),
         }
     }
 

@@ -17,7 +17,8 @@ mod replay;
 mod seal;
 
 pub use codec::{
-    CHALLENGE_LEN, DecodeError, EncodeError, GOODBYE_LEN, Goodbye, Hello, MAC_LEN, MAX_HELLO_LEN,
+    CHALLENGE_LEN, DecodeError, EncodeError, GOODBYE_LEN, Goodbye, Gossip, GossipEntry, Hello,
+    MAC_LEN, MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, MAX_GOSSIP_LEN, MAX_HELLO_LEN,
     MAX_RECORD_LEN, Message, MsgType, PROBE_LEN, Probe, decode_message, decode_record_exact,
     encode_message, encode_record,
 };
@@ -34,3 +35,6 @@ pub use seal::{
 /// The largest datagram the protocol produces: a Hello with a record at every bound.
 pub const MAX_HELLO_DATAGRAM_LEN: usize = OVERHEAD + MAX_HELLO_LEN;
 const _: () = assert!(MAX_HELLO_DATAGRAM_LEN <= MAX_DATAGRAM_LEN);
+/// The largest Gossip datagram.
+pub const MAX_GOSSIP_DATAGRAM_LEN: usize = OVERHEAD + MAX_GOSSIP_LEN;
+const _: () = assert!(MAX_GOSSIP_DATAGRAM_LEN <= MAX_DATAGRAM_LEN);

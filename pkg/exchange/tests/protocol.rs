@@ -588,3 +588,67 @@ fn one_lan_probe_is_answered_by_every_member_but_each_only_once() {
     let replay = a.exchange.handle(NOW + 10, b.addr, &hello_b, entropy());
     assert_eq!(dropped(&replay), DropReason::Replay);
 }
+
+#[test]
+fn gossip_carries_verified_entries_and_drops_forged_ones() {
+    let (a, b, c) = (member(1), member(2), member(3));
+    let mut good = c.exchange.record().clone();
+    good.routes.clear();
+    let entry = wgmesh_exchange::GossipEntry {
+        control: c.addr,
+        record: good.clone(),
+    };
+    let mut forged = good.clone();
+    forged.mesh_ipv4 = std::net::Ipv4Addr::new(10, 0, 0, 1);
+    let forged = wgmesh_exchange::GossipEntry {
+        control: c.addr,
+        record: forged,
+    };
+    let about_b = wgmesh_exchange::GossipEntry {
+        control: b.addr,
+        record: b.exchange.record().clone(),
+    };
+    let datagram = a
+        .exchange
+        .gossip(&[entry.clone(), forged, about_b], NOW, entropy());
+    assert!(datagram.len() <= MAX_DATAGRAM_LEN);
+    let mut b = b;
+    let handled = b.exchange.handle(NOW, a.addr, &datagram, entropy());
+    assert_eq!(handled.reply, None);
+    match handled.event {
+        Some(Event::Gossip {
+            sender,
+            from,
+            entries,
+        }) => {
+            assert_eq!(sender, *a.exchange.public_key());
+            assert_eq!(from, a.addr);
+            assert_eq!(entries, vec![entry], "forged and self entries are removed");
+        }
+        other => panic!("expected gossip, got {other:?}"),
+    }
+    assert_eq!(b.exchange.stats().get(DropReason::BadGossipEntry), 2);
+}
+
+#[test]
+fn the_largest_gossip_fits_a_datagram() {
+    let a = member(1);
+    let keys = mesh();
+    let entries: Vec<_> = (2..8u8)
+        .map(|n| {
+            let m = member(n);
+            let mut record = max_record(keys, m.public_key);
+            record
+                .endpoints
+                .truncate(wgmesh_exchange::MAX_GOSSIP_ENDPOINTS);
+            record.routes.clear();
+            wgmesh_exchange::GossipEntry {
+                control: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 9),
+                record,
+            }
+        })
+        .collect();
+    let datagram = a.exchange.gossip(&entries, NOW, entropy());
+    assert_eq!(datagram.len(), wgmesh_exchange::MAX_GOSSIP_DATAGRAM_LEN);
+    assert!(datagram.len() <= MAX_DATAGRAM_LEN);
+}
