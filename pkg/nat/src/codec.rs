@@ -123,7 +123,7 @@ pub fn is_stun(datagram: &[u8]) -> bool {
     let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
     header[0] & 0xC0 == 0
         && header[4..8] == MAGIC_COOKIE.to_be_bytes()
-        && length % 4 == 0
+        && length & 3 == 0
         && HEADER_LEN + length == datagram.len()
 }
 
@@ -412,7 +412,7 @@ impl MessageBuilder {
         self.bytes.extend_from_slice(&attr_type.to_be_bytes());
         self.bytes.extend_from_slice(&len.to_be_bytes());
         self.bytes.extend_from_slice(&value[..usize::from(len)]);
-        while self.bytes.len() % 4 != 0 {
+        while self.bytes.len() & 3 != 0 {
             self.bytes.push(0);
         }
     }

@@ -109,7 +109,7 @@ impl StunServer {
         &self.local_addrs
     }
 
-    /// Ask the threads to stop and wait for them (at most about [`STOP_POLL`]).
+    /// Ask the threads to stop and wait for them (at most about 200 ms).
     pub fn stop(mut self) {
         self.stop_and_join();
     }

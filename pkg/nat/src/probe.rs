@@ -101,10 +101,11 @@ impl StunProbe {
         for &server in &self.servers {
             let transaction_id = rng();
             let for_server = self.pending.iter().filter(|p| p.server == server).count();
-            if for_server >= MAX_PENDING_PER_SERVER
-                && let Some(oldest) = self.pending.iter().position(|p| p.server == server)
-            {
-                self.pending.remove(oldest);
+            if for_server >= MAX_PENDING_PER_SERVER {
+                // `pending` is in issue order, so the first match is the oldest.
+                if let Some(oldest) = self.pending.iter().position(|p| p.server == server) {
+                    self.pending.remove(oldest);
+                }
             }
             self.pending.push(Pending {
                 transaction_id,
