@@ -1,9 +1,17 @@
-//! Placeholder: DHT rendezvous (see the issue brief).
+//! Rendezvous on the BitTorrent mainline DHT (DESIGN.md §8): every member announces its control
+//! port under an infohash only holders of the secret can compute, one per hour, and looks up the
+//! infohashes of hours `e-1, e, e+1` to find the others. What it yields are candidate control
+//! addresses; membership is decided by the exchange protocol.
+//!
+//! - [`schedule`]: when to announce and look up (pure, clock injected).
+//! - [`nodes_file`]: DHT nodes saved between runs.
+//! - [`DhtRendezvous`]: the blocking service thread the daemon starts.
+//! - [`lab`]: a local DHT testnet for labs and tests.
 
-/// Runs a local DHT testnet for labs; see `wgmesh-lab dht-testnet`.
-pub mod lab {
-    /// Placeholder until implemented.
-    pub fn run_testnet(_args: &[String]) -> Result<(), String> {
-        Err("not implemented yet".to_owned())
-    }
-}
+pub mod lab;
+pub mod nodes_file;
+mod rendezvous;
+pub mod schedule;
+
+pub use rendezvous::{DhtConfig, DhtError, DhtHandle, DhtRendezvous, DhtStatus, InfohashFn};
+pub use schedule::Pacing;

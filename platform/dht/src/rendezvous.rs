@@ -1,0 +1,629 @@
+//! The rendezvous service: one thread that owns a mainline DHT node, announces our control port
+//! under the hourly infohash and streams the peers it finds to the daemon.
+//!
+//! mainline is blocking at the edges (its builder binds and its bootstrap list needs DNS), so all
+//! of it lives on a dedicated thread; the daemon only touches the [`DhtHandle`], whose methods
+//! never block except [`DhtHandle::stop`], which joins the thread.
+
+use crate::nodes_file;
+use crate::schedule::{Due, Pacing, Schedule};
+use futures_lite::{StreamExt, future};
+use mainline::async_dht::{AsyncDht, GetStream};
+use mainline::{Dht, Id};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Maps an epoch hour to the 20-byte infohash announced and looked up for it. The daemon passes
+/// `move |hour| keys.dht_infohash(hour)` (DESIGN.md §3).
+pub type InfohashFn = Box<dyn Fn(u64) -> [u8; 20] + Send>;
+
+/// Everything the rendezvous thread needs. Build with [`DhtConfig::new`] and set fields.
+pub struct DhtConfig {
+    /// Infohash for an epoch hour.
+    pub infohash: InfohashFn,
+    /// The control port announced (explicitly: DHT nodes store `source IP : this port`).
+    pub announce_port: u16,
+    /// Bootstrap nodes as `HOST:PORT`, resolved on the DHT thread. Empty means mainline's public
+    /// routers ([`mainline::DEFAULT_BOOTSTRAP_NODES`]). To run without the DHT, don't start it.
+    pub bootstrap: Vec<String>,
+    /// Local address of the DHT socket. `None`: all IPv4 interfaces, port 6881 if free, else
+    /// an ephemeral port. Port 0: an ephemeral port.
+    pub bind: Option<SocketAddrV4>,
+    /// Where DHT nodes are kept between runs (`<state-dir>/<iface>.dht-nodes.json`). They are
+    /// used as extra bootstrap nodes, so a restart does not depend on the public routers.
+    pub nodes_file: Option<PathBuf>,
+    /// Lookup and announce intervals.
+    pub pacing: Pacing,
+    /// How long mainline waits for one DHT node's answer (its default is 2 s).
+    pub request_timeout: Duration,
+}
+
+impl DhtConfig {
+    /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing.
+    pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
+        Self {
+            infohash: Box::new(infohash),
+            announce_port,
+            bootstrap: Vec::new(),
+            bind: None,
+            nodes_file: None,
+            pacing: Pacing::default(),
+            request_timeout: mainline::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for DhtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DhtConfig")
+            .field("announce_port", &self.announce_port)
+            .field("bootstrap", &self.bootstrap)
+            .field("bind", &self.bind)
+            .field("nodes_file", &self.nodes_file)
+            .field("pacing", &self.pacing)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the rendezvous could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("cannot start the DHT thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A snapshot of the rendezvous state, for `wgmesh status` and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtStatus {
+    /// The DHT socket's local address, once bound.
+    pub local_addr: Option<SocketAddrV4>,
+    /// Whether the last announce reached at least one DHT node.
+    pub announced: bool,
+    /// Lookup rounds completed.
+    pub lookups: u64,
+    /// Fast pacing is on.
+    pub fast: bool,
+}
+
+/// Starts the rendezvous thread.
+#[derive(Debug)]
+pub struct DhtRendezvous;
+
+impl DhtRendezvous {
+    /// Starts the rendezvous; candidate control addresses arrive on the returned receiver as
+    /// soon as any DHT node reports them (deduplicated within a lookup round, so the same member
+    /// comes again in the next round). The receiver may be dropped; candidates are then lost.
+    pub fn start(config: DhtConfig) -> Result<(DhtHandle, mpsc::Receiver<SocketAddr>), DhtError> {
+        let (tx, rx) = mpsc::channel();
+        let handle = Self::start_with(config, move |addr| {
+            let _ = tx.send(addr);
+        })?;
+        Ok((handle, rx))
+    }
+
+    /// Like [`DhtRendezvous::start`], but calls `on_candidate` on the DHT thread for each
+    /// candidate (e.g. `move |a| { let _ = tokio_tx.send(a); }` with an unbounded tokio sender).
+    /// It must not block for long: lookups wait for it.
+    pub fn start_with(
+        config: DhtConfig,
+        on_candidate: impl FnMut(SocketAddr) + Send + 'static,
+    ) -> Result<DhtHandle, DhtError> {
+        let (commands_tx, commands_rx) = flume::unbounded();
+        let status = Arc::new(Mutex::new(DhtStatus {
+            fast: true,
+            ..DhtStatus::default()
+        }));
+        let worker = Worker {
+            schedule: Schedule::new(config.pacing),
+            config,
+            commands: commands_rx,
+            on_candidate: Box::new(on_candidate),
+            status: Arc::clone(&status),
+            dht: None,
+            announce_ok: None,
+            last_save: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("wgmesh-dht".to_owned())
+            .spawn(move || worker.run())
+            .map_err(DhtError::Thread)?;
+        Ok(DhtHandle {
+            commands: commands_tx,
+            status,
+            thread: Some(thread),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    SetFast(bool),
+    SetAnnouncePort(u16),
+    Stop,
+}
+
+/// Controls a running rendezvous. Dropping it stops the thread without waiting for it.
+#[derive(Debug)]
+pub struct DhtHandle {
+    commands: flume::Sender<Command>,
+    status: Arc<Mutex<DhtStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DhtHandle {
+    /// Fast pacing (a member is missing, or the daemon just started) or slow pacing (the mesh is
+    /// complete and stable). Switching to fast looks up at once if the last lookup is older than
+    /// the fast interval.
+    pub fn set_fast(&self, fast: bool) {
+        let _ = self.commands.send(Command::SetFast(fast));
+    }
+
+    /// Changes the announced control port and re-announces at once.
+    pub fn set_announce_port(&self, port: u16) {
+        let _ = self.commands.send(Command::SetAnnouncePort(port));
+    }
+
+    pub fn status(&self) -> DhtStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the thread and waits for it: in-flight queries are abandoned, known nodes saved.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("DHT thread panicked");
+        }
+    }
+}
+
+impl Drop for DhtHandle {
+    fn drop(&mut self) {
+        // Never join here: a drop may run on an async runtime thread.
+        let _ = self.commands.send(Command::Stop);
+    }
+}
+
+type CandidateSink = Box<dyn FnMut(SocketAddr) + Send>;
+
+/// Delay before retrying when the DHT node could not be created (no bootstrap node resolved,
+/// bind failed); doubles up to the maximum.
+const BUILD_RETRY_MIN: Duration = Duration::from_secs(5);
+const BUILD_RETRY_MAX: Duration = Duration::from_secs(300);
+/// Known nodes are saved at most this often (and at stop).
+const SAVE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+struct Worker {
+    config: DhtConfig,
+    schedule: Schedule,
+    commands: flume::Receiver<Command>,
+    on_candidate: CandidateSink,
+    status: Arc<Mutex<DhtStatus>>,
+    dht: Option<AsyncDht>,
+    /// Outcome of the last announce, to log changes rather than every failure.
+    announce_ok: Option<bool>,
+    last_save: Option<Instant>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+impl Worker {
+    fn run(mut self) {
+        if let Flow::Continue = self.start_node() {
+            self.serve();
+        }
+        self.maybe_save(true);
+        tracing::debug!("DHT rendezvous stopped");
+    }
+
+    /// Creates the DHT node, retrying with backoff until it works or a stop arrives.
+    fn start_node(&mut self) -> Flow {
+        let mut retry = BUILD_RETRY_MIN;
+        loop {
+            if let Flow::Stop = self.build() {
+                return Flow::Stop;
+            }
+            if self.dht.is_some() {
+                return Flow::Continue;
+            }
+            if let Flow::Stop = self.wait_commands(retry) {
+                return Flow::Stop;
+            }
+            retry = (retry * 2).min(BUILD_RETRY_MAX);
+        }
+    }
+
+    /// Announces and looks up as the schedule says until a stop arrives.
+    fn serve(&mut self) {
+        loop {
+            let due = self.schedule.poll(unix_now());
+            if due != Due::default() {
+                if let Flow::Stop = self.round(due) {
+                    return;
+                }
+                self.maybe_save(false);
+            }
+            let sleep = self.schedule.sleep_for(unix_now());
+            if let Flow::Stop = self.wait_commands(sleep) {
+                return;
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Stop => return Flow::Stop,
+            Command::SetFast(fast) => {
+                if fast != self.schedule.is_fast() {
+                    tracing::debug!(fast, "DHT lookup pacing changed");
+                }
+                self.schedule.set_fast(fast);
+                self.update_status(|s| s.fast = fast);
+            }
+            Command::SetAnnouncePort(port) => {
+                if port != self.config.announce_port {
+                    self.config.announce_port = port;
+                    self.schedule.reannounce_now();
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sleeps up to `timeout`, applying commands as they come; returns early after any command
+    /// so the schedule is re-evaluated.
+    fn wait_commands(&mut self, timeout: Duration) -> Flow {
+        match self.commands.recv_timeout(timeout) {
+            Ok(command) => {
+                let flow = self.apply(command);
+                if let Flow::Stop = flow {
+                    return flow;
+                }
+                while let Ok(command) = self.commands.try_recv() {
+                    if let Flow::Stop = self.apply(command) {
+                        return Flow::Stop;
+                    }
+                }
+                Flow::Continue
+            }
+            Err(flume::RecvTimeoutError::Timeout) => Flow::Continue,
+            // Every handle is gone: nobody can stop us any more, so stop now.
+            Err(flume::RecvTimeoutError::Disconnected) => Flow::Stop,
+        }
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut DhtStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Resolves the bootstrap list (on a helper thread, so a hanging resolver cannot delay a
+    /// stop) and creates the DHT node.
+    fn build(&mut self) -> Flow {
+        let saved = match &self.config.nodes_file {
+            Some(path) => nodes_file::load(path).unwrap_or_else(|err| {
+                tracing::warn!(%err, "ignoring saved DHT nodes");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let names = bootstrap_names(&self.config.bootstrap);
+        let (tx, rx) = flume::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("wgmesh-dht-dns".to_owned())
+            .spawn(move || {
+                let _ = tx.send(resolve(&names));
+            });
+        let mut resolved = Vec::new();
+        if spawned.is_ok() {
+            loop {
+                let dns = async { Ok(rx.recv_async().await) };
+                let command = async { Err(self.commands.recv_async().await) };
+                match future::block_on(future::or(dns, command)) {
+                    Ok(Ok(addrs)) => {
+                        resolved = addrs;
+                        break;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(Ok(command)) => {
+                        if let Flow::Stop = self.apply(command) {
+                            return Flow::Stop;
+                        }
+                    }
+                    Err(Err(_)) => return Flow::Stop,
+                }
+            }
+        }
+        let bootstrap = merge_bootstrap(&resolved, &saved);
+        if bootstrap.is_empty() {
+            tracing::warn!(
+                configured = ?self.config.bootstrap,
+                "no DHT bootstrap node could be resolved and none was saved; retrying"
+            );
+            return Flow::Continue;
+        }
+        let mut builder = Dht::builder();
+        builder
+            .bootstrap(&bootstrap)
+            .request_timeout(self.config.request_timeout);
+        if let Some(bind) = self.config.bind {
+            builder.bind_address(*bind.ip()).port(bind.port());
+        }
+        match builder.build() {
+            Ok(dht) => {
+                let dht = dht.as_async();
+                let info = future::block_on(dht.info());
+                let local = info.local_addr();
+                tracing::info!(%local, bootstrap = bootstrap.len(), saved = saved.len(), "DHT node started");
+                self.update_status(|s| s.local_addr = Some(local));
+                self.dht = Some(dht);
+            }
+            Err(err) => {
+                tracing::warn!(%err, bind = ?self.config.bind, "cannot create the DHT node; retrying");
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Announces and looks up concurrently; returns early on a stop command.
+    fn round(&mut self, due: Due) -> Flow {
+        let Some(dht) = self.dht.clone() else {
+            return Flow::Continue;
+        };
+        let port = self.config.announce_port;
+        let infohash = &self.config.infohash;
+        let announce = async {
+            let hour = due.announce?;
+            Some(
+                dht.announce_peer(Id::from(infohash(hour)), Some(port))
+                    .await,
+            )
+        };
+        let sink = RefCell::new(RoundSink::new(self.on_candidate.as_mut()));
+        let lookup = async {
+            let Some(hours) = due.lookup else {
+                return false;
+            };
+            let mut targets: Vec<[u8; 20]> = Vec::with_capacity(3);
+            for hour in hours {
+                let hash = infohash(hour);
+                if !targets.contains(&hash) {
+                    targets.push(hash);
+                }
+            }
+            let mut streams = targets
+                .into_iter()
+                .map(|hash| dht.get_peers(Id::from(hash)));
+            let drain = |stream: Option<GetStream<Vec<SocketAddrV4>>>| {
+                let sink = &sink;
+                async move {
+                    let Some(mut stream) = stream else { return };
+                    while let Some(batch) = stream.next().await {
+                        sink.borrow_mut().deliver(&batch);
+                    }
+                }
+            };
+            let (a, b, c) = (streams.next(), streams.next(), streams.next());
+            future::zip(future::zip(drain(a), drain(b)), drain(c)).await;
+            true
+        };
+        let commands = &self.commands;
+        let pending = RefCell::new(Vec::new());
+        let stop = async {
+            loop {
+                match commands.recv_async().await {
+                    Ok(Command::Stop) | Err(_) => return None,
+                    Ok(other) => pending.borrow_mut().push(other),
+                }
+            }
+        };
+        let work = async { Some(future::zip(announce, lookup).await) };
+        let outcome = future::block_on(future::or(work, stop));
+        let found = sink.into_inner().found;
+        for command in pending.into_inner() {
+            if let Flow::Stop = self.apply(command) {
+                return Flow::Stop;
+            }
+        }
+        let Some((announced, looked_up)) = outcome else {
+            return Flow::Stop;
+        };
+        if let Some(result) = announced {
+            self.record_announce(result);
+        }
+        if looked_up {
+            tracing::debug!(found, "DHT lookup round done");
+            self.update_status(|s| s.lookups += 1);
+        }
+        Flow::Continue
+    }
+
+    fn record_announce(&mut self, result: Result<Id, mainline::errors::PutQueryError>) {
+        let ok = result.is_ok();
+        self.schedule.announce_done(ok);
+        self.update_status(|s| s.announced = ok);
+        let changed = self.announce_ok != Some(ok);
+        self.announce_ok = Some(ok);
+        match result {
+            Ok(_) if changed => {
+                tracing::info!(port = self.config.announce_port, "announced on the DHT");
+            }
+            Err(err) if changed => tracing::warn!(%err, "DHT announce failed; retrying"),
+            Err(err) => tracing::debug!(%err, "DHT announce failed again"),
+            Ok(_) => {}
+        }
+    }
+
+    fn maybe_save(&mut self, force: bool) {
+        let (Some(path), Some(dht)) = (&self.config.nodes_file, &self.dht) else {
+            return;
+        };
+        if !force && self.last_save.is_some_and(|t| t.elapsed() < SAVE_INTERVAL) {
+            return;
+        }
+        let nodes: Vec<SocketAddrV4> = future::block_on(dht.to_bootstrap())
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if nodes.is_empty() {
+            // Keep the previous file rather than replacing it with nothing.
+            return;
+        }
+        match nodes_file::save(path, &nodes) {
+            Ok(()) => {
+                self.last_save = Some(Instant::now());
+                tracing::debug!(path = %path.display(), nodes = nodes.len(), "saved DHT nodes");
+            }
+            Err(err) => {
+                // Retry at the next interval, not at every round.
+                self.last_save = Some(Instant::now());
+                tracing::warn!(%err, "cannot save DHT nodes");
+            }
+        }
+    }
+}
+
+/// Delivers each address once per lookup round.
+struct RoundSink<'a> {
+    on_candidate: &'a mut dyn FnMut(SocketAddr),
+    seen: HashSet<SocketAddrV4>,
+    found: usize,
+}
+
+impl<'a> RoundSink<'a> {
+    fn new(on_candidate: &'a mut dyn FnMut(SocketAddr)) -> Self {
+        Self {
+            on_candidate,
+            seen: HashSet::new(),
+            found: 0,
+        }
+    }
+
+    fn deliver(&mut self, batch: &[SocketAddrV4]) {
+        for addr in batch {
+            if self.seen.insert(*addr) {
+                self.found += 1;
+                (self.on_candidate)(SocketAddr::V4(*addr));
+            }
+        }
+    }
+}
+
+/// The names to resolve: the configured list, or mainline's public routers when it is empty.
+pub(crate) fn bootstrap_names(configured: &[String]) -> Vec<String> {
+    if configured.is_empty() {
+        mainline::DEFAULT_BOOTSTRAP_NODES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    } else {
+        configured.to_vec()
+    }
+}
+
+/// Resolves `HOST:PORT` names to IPv4 addresses (mainline speaks IPv4 only); failures are logged
+/// and skipped.
+fn resolve(names: &[String]) -> Vec<SocketAddrV4> {
+    let mut out = Vec::new();
+    for name in names {
+        match name.to_socket_addrs() {
+            Ok(addrs) => {
+                let before = out.len();
+                out.extend(addrs.filter_map(|a| match a {
+                    SocketAddr::V4(v4) => Some(v4),
+                    SocketAddr::V6(_) => None,
+                }));
+                if out.len() == before {
+                    tracing::debug!(%name, "DHT bootstrap node has no IPv4 address");
+                }
+            }
+            Err(err) => tracing::debug!(%name, %err, "cannot resolve DHT bootstrap node"),
+        }
+    }
+    out
+}
+
+/// Resolved bootstrap nodes followed by saved nodes, without duplicates.
+pub(crate) fn merge_bootstrap(resolved: &[SocketAddrV4], saved: &[SocketAddrV4]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    resolved
+        .iter()
+        .chain(saved)
+        .filter(|a| seen.insert(**a))
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_bootstrap_means_public_routers() {
+        let names = bootstrap_names(&[]);
+        assert_eq!(names.len(), mainline::DEFAULT_BOOTSTRAP_NODES.len());
+        assert!(names.iter().any(|n| n.starts_with("router.bittorrent.com")));
+        let own = vec!["10.200.0.1:4000".to_owned()];
+        assert_eq!(bootstrap_names(&own), own);
+    }
+
+    #[test]
+    fn resolve_skips_bad_names_and_keeps_ipv4() {
+        let names = vec![
+            "127.0.0.1:6881".to_owned(),
+            "not a host name:1".to_owned(),
+            "[::1]:6881".to_owned(),
+            "no-port".to_owned(),
+        ];
+        assert_eq!(resolve(&names), vec!["127.0.0.1:6881".parse().unwrap()]);
+    }
+
+    #[test]
+    fn saved_nodes_extend_the_bootstrap_list() {
+        let a: SocketAddrV4 = "192.0.2.1:6881".parse().unwrap();
+        let b: SocketAddrV4 = "192.0.2.2:6881".parse().unwrap();
+        assert_eq!(
+            merge_bootstrap(&[a], &[b, a]),
+            vec!["192.0.2.1:6881", "192.0.2.2:6881"]
+        );
+        assert!(merge_bootstrap(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn round_sink_dedupes_within_a_round() {
+        let mut got = Vec::new();
+        {
+            let mut cb = |a| got.push(a);
+            let mut sink = RoundSink::new(&mut cb);
+            let a: SocketAddrV4 = "192.0.2.1:5000".parse().unwrap();
+            let b: SocketAddrV4 = "192.0.2.2:5000".parse().unwrap();
+            sink.deliver(&[a, b]);
+            sink.deliver(&[b, a]);
+            assert_eq!(sink.found, 2);
+        }
+        assert_eq!(got.len(), 2);
+    }
+}
