@@ -8,10 +8,13 @@
 //! - [`DhtRendezvous`]: the blocking service thread the daemon starts.
 //! - [`lab`]: a local DHT testnet for labs and tests.
 
+mod bootstrap;
+mod config;
 pub mod lab;
 pub mod nodes_file;
 mod rendezvous;
 pub mod schedule;
 
-pub use rendezvous::{DhtConfig, DhtError, DhtHandle, DhtRendezvous, DhtStatus, InfohashFn};
+pub use config::{DhtConfig, DhtError, DhtStatus, InfohashFn};
+pub use rendezvous::{DhtHandle, DhtRendezvous};
 pub use schedule::Pacing;

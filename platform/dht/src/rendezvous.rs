@@ -5,92 +5,19 @@
 //! of it lives on a dedicated thread; the daemon only touches the [`DhtHandle`], whose methods
 //! never block except [`DhtHandle::stop`], which joins the thread.
 
+use crate::bootstrap::{bootstrap_names, merge_bootstrap, resolve};
+use crate::config::{DhtConfig, DhtError, DhtStatus};
 use crate::nodes_file;
-use crate::schedule::{Due, Pacing, Schedule};
+use crate::schedule::{Due, Schedule};
 use futures_lite::{StreamExt, future};
 use mainline::async_dht::{AsyncDht, GetStream};
 use mainline::{Dht, Id};
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fmt;
-use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
-use std::path::PathBuf;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Maps an epoch hour to the 20-byte infohash announced and looked up for it. The daemon passes
-/// `move |hour| keys.dht_infohash(hour)` (DESIGN.md §3).
-pub type InfohashFn = Box<dyn Fn(u64) -> [u8; 20] + Send>;
-
-/// Everything the rendezvous thread needs. Build with [`DhtConfig::new`] and set fields.
-pub struct DhtConfig {
-    /// Infohash for an epoch hour.
-    pub infohash: InfohashFn,
-    /// The control port announced (explicitly: DHT nodes store `source IP : this port`).
-    pub announce_port: u16,
-    /// Bootstrap nodes as `HOST:PORT`, resolved on the DHT thread. Empty means mainline's public
-    /// routers ([`mainline::DEFAULT_BOOTSTRAP_NODES`]). To run without the DHT, don't start it.
-    pub bootstrap: Vec<String>,
-    /// Local address of the DHT socket. `None`: all IPv4 interfaces, port 6881 if free, else
-    /// an ephemeral port. Port 0: an ephemeral port.
-    pub bind: Option<SocketAddrV4>,
-    /// Where DHT nodes are kept between runs (`<state-dir>/<iface>.dht-nodes.json`). They are
-    /// used as extra bootstrap nodes, so a restart does not depend on the public routers.
-    pub nodes_file: Option<PathBuf>,
-    /// Lookup and announce intervals.
-    pub pacing: Pacing,
-    /// How long mainline waits for one DHT node's answer (its default is 2 s).
-    pub request_timeout: Duration,
-}
-
-impl DhtConfig {
-    /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing.
-    pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
-        Self {
-            infohash: Box::new(infohash),
-            announce_port,
-            bootstrap: Vec::new(),
-            bind: None,
-            nodes_file: None,
-            pacing: Pacing::default(),
-            request_timeout: mainline::DEFAULT_REQUEST_TIMEOUT,
-        }
-    }
-}
-
-impl fmt::Debug for DhtConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DhtConfig")
-            .field("announce_port", &self.announce_port)
-            .field("bootstrap", &self.bootstrap)
-            .field("bind", &self.bind)
-            .field("nodes_file", &self.nodes_file)
-            .field("pacing", &self.pacing)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why the rendezvous could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DhtError {
-    #[error("cannot start the DHT thread: {0}")]
-    Thread(#[source] std::io::Error),
-}
-
-/// A snapshot of the rendezvous state, for `wgmesh status` and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DhtStatus {
-    /// The DHT socket's local address, once bound.
-    pub local_addr: Option<SocketAddrV4>,
-    /// Whether the last announce reached at least one DHT node.
-    pub announced: bool,
-    /// Lookup rounds completed.
-    pub lookups: u64,
-    /// Fast pacing is on.
-    pub fast: bool,
-}
 
 /// Starts the rendezvous thread.
 #[derive(Debug)]
@@ -440,7 +367,14 @@ impl Worker {
                 }
             }
         };
-        let work = async { Some(future::zip(announce, lookup).await) };
+        // The lookup goes first: mainline runs one iterative query per target, and a get_peers
+        // for this hour started after the announce would join the announce's get_value query
+        // and see no peers. Started first, the announce reuses the get_peers query's nodes and
+        // tokens instead of walking the DHT a second time.
+        let work = async {
+            let (looked_up, announced) = future::zip(lookup, announce).await;
+            Some((announced, looked_up))
+        };
         let outcome = future::block_on(future::or(work, stop));
         let found = sink.into_inner().found;
         for command in pending.into_inner() {
@@ -532,85 +466,9 @@ impl<'a> RoundSink<'a> {
     }
 }
 
-/// The names to resolve: the configured list, or mainline's public routers when it is empty.
-pub(crate) fn bootstrap_names(configured: &[String]) -> Vec<String> {
-    if configured.is_empty() {
-        mainline::DEFAULT_BOOTSTRAP_NODES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    } else {
-        configured.to_vec()
-    }
-}
-
-/// Resolves `HOST:PORT` names to IPv4 addresses (mainline speaks IPv4 only); failures are logged
-/// and skipped.
-fn resolve(names: &[String]) -> Vec<SocketAddrV4> {
-    let mut out = Vec::new();
-    for name in names {
-        match name.to_socket_addrs() {
-            Ok(addrs) => {
-                let before = out.len();
-                out.extend(addrs.filter_map(|a| match a {
-                    SocketAddr::V4(v4) => Some(v4),
-                    SocketAddr::V6(_) => None,
-                }));
-                if out.len() == before {
-                    tracing::debug!(%name, "DHT bootstrap node has no IPv4 address");
-                }
-            }
-            Err(err) => tracing::debug!(%name, %err, "cannot resolve DHT bootstrap node"),
-        }
-    }
-    out
-}
-
-/// Resolved bootstrap nodes followed by saved nodes, without duplicates.
-pub(crate) fn merge_bootstrap(resolved: &[SocketAddrV4], saved: &[SocketAddrV4]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    resolved
-        .iter()
-        .chain(saved)
-        .filter(|a| seen.insert(**a))
-        .map(ToString::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_bootstrap_means_public_routers() {
-        let names = bootstrap_names(&[]);
-        assert_eq!(names.len(), mainline::DEFAULT_BOOTSTRAP_NODES.len());
-        assert!(names.iter().any(|n| n.starts_with("router.bittorrent.com")));
-        let own = vec!["10.200.0.1:4000".to_owned()];
-        assert_eq!(bootstrap_names(&own), own);
-    }
-
-    #[test]
-    fn resolve_skips_bad_names_and_keeps_ipv4() {
-        let names = vec![
-            "127.0.0.1:6881".to_owned(),
-            "not a host name:1".to_owned(),
-            "[::1]:6881".to_owned(),
-            "no-port".to_owned(),
-        ];
-        assert_eq!(resolve(&names), vec!["127.0.0.1:6881".parse().unwrap()]);
-    }
-
-    #[test]
-    fn saved_nodes_extend_the_bootstrap_list() {
-        let a: SocketAddrV4 = "192.0.2.1:6881".parse().unwrap();
-        let b: SocketAddrV4 = "192.0.2.2:6881".parse().unwrap();
-        assert_eq!(
-            merge_bootstrap(&[a], &[b, a]),
-            vec!["192.0.2.1:6881", "192.0.2.2:6881"]
-        );
-        assert!(merge_bootstrap(&[], &[]).is_empty());
-    }
 
     #[test]
     fn round_sink_dedupes_within_a_round() {

@@ -173,3 +173,23 @@ fn announces_current_hour_and_looks_up_three_hours() {
         assert_eq!(asked[..4], expected[..]);
     }
 }
+
+#[test]
+fn first_lookup_round_finds_an_existing_member() {
+    // Regression: the first round announces and looks up the same hour; the lookup must not be
+    // swallowed by the announce's own query, or a new member waits a whole interval.
+    let net = testnet();
+    let (b, _rx_b) = DhtRendezvous::start(config(6, 40_041, &net.bootstrap)).unwrap();
+    let start = Instant::now();
+    while !b.status().announced && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut slow = config(6, 40_042, &net.bootstrap);
+    slow.pacing.fast_lookup = Duration::from_secs(600);
+    let (a, rx_a) = DhtRendezvous::start(slow).unwrap();
+    // Within 5 s, while the next round is 600 s away: found by the first round.
+    let took = wait_for(&rx_a, "127.0.0.1:40041", Duration::from_secs(5));
+    eprintln!("first result after {took:?}");
+    a.stop();
+    b.stop();
+}

@@ -1,0 +1,80 @@
+//! What the daemon configures, what can go wrong at start, and what it can observe.
+
+use crate::schedule::Pacing;
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Maps an epoch hour to the 20-byte infohash announced and looked up for it. The daemon passes
+/// `move |hour| keys.dht_infohash(hour)` (DESIGN.md §3).
+pub type InfohashFn = Box<dyn Fn(u64) -> [u8; 20] + Send>;
+
+/// Everything the rendezvous thread needs. Build with [`DhtConfig::new`] and set fields.
+pub struct DhtConfig {
+    /// Infohash for an epoch hour.
+    pub infohash: InfohashFn,
+    /// The control port announced (explicitly: DHT nodes store `source IP : this port`).
+    pub announce_port: u16,
+    /// Bootstrap nodes as `HOST:PORT`, resolved on the DHT thread. Empty means mainline's public
+    /// routers ([`mainline::DEFAULT_BOOTSTRAP_NODES`]). To run without the DHT, don't start it.
+    pub bootstrap: Vec<String>,
+    /// Local address of the DHT socket. `None`: all IPv4 interfaces, port 6881 if free, else
+    /// an ephemeral port. Port 0: an ephemeral port.
+    pub bind: Option<SocketAddrV4>,
+    /// Where DHT nodes are kept between runs (`<state-dir>/<iface>.dht-nodes.json`). They are
+    /// used as extra bootstrap nodes, so a restart does not depend on the public routers.
+    pub nodes_file: Option<PathBuf>,
+    /// Lookup and announce intervals.
+    pub pacing: Pacing,
+    /// How long mainline waits for one DHT node's answer (its default is 2 s).
+    pub request_timeout: Duration,
+}
+
+impl DhtConfig {
+    /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing.
+    pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
+        Self {
+            infohash: Box::new(infohash),
+            announce_port,
+            bootstrap: Vec::new(),
+            bind: None,
+            nodes_file: None,
+            pacing: Pacing::default(),
+            request_timeout: mainline::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for DhtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DhtConfig")
+            .field("announce_port", &self.announce_port)
+            .field("bootstrap", &self.bootstrap)
+            .field("bind", &self.bind)
+            .field("nodes_file", &self.nodes_file)
+            .field("pacing", &self.pacing)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the rendezvous could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("cannot start the DHT thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A snapshot of the rendezvous state, for `wgmesh status` and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtStatus {
+    /// The DHT socket's local address, once bound.
+    pub local_addr: Option<SocketAddrV4>,
+    /// Whether the last announce reached at least one DHT node.
+    pub announced: bool,
+    /// Lookup rounds completed.
+    pub lookups: u64,
+    /// Fast pacing is on.
+    pub fast: bool,
+}
