@@ -11,6 +11,7 @@
     reason = "test harness: a failure is a test failure, and logs go to the test output"
 )]
 
+pub mod nat;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,319 @@
+//! Hosts behind real NAT routers (tests/common/nat.rs): first that the lab's NATs behave like
+//! the ones on the internet, then (once the daemon has DHT, STUN and relay support) a mesh that
+//! forms across them. Needs root; run with `--features root-tests` (scripts/test.sh does).
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "test helpers: a failure is a test failure, and what they saw goes to the test output"
+)]
+
+mod common;
+
+use common::nat::{NatLab, NatMode, PUB_IP, PUB_IP2, RELAY_IP};
+use common::wait_until;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const FORMATION: Duration = Duration::from_secs(90);
+
+/// In `pub`: answers each datagram on 198.18.0.1:3478/3479 with the source it saw, and sends
+/// the same source an unsolicited datagram from two other endpoints (another IP; the same IP,
+/// another port) that a NAT must not let through.
+const OBSERVER: &str = r#"
+import select, socket
+def bound(ip, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, port))
+    return s
+servers = [bound("198.18.0.1", 3478), bound("198.18.0.1", 3479)]
+strangers = [bound("198.18.0.2", 3478), bound("198.18.0.1", 3480)]
+print("READY", flush=True)
+while True:
+    ready, _, _ = select.select(servers, [], [])
+    for s in ready:
+        data, addr = s.recvfrom(2048)
+        s.sendto(("%s:%d" % addr).encode(), addr)
+        for stranger in strangers:
+            stranger.sendto(b"unsolicited", addr)
+"#;
+
+/// In a host: from source port argv[1], one datagram to each observer port; prints JSON with
+/// what each port saw as our source and any datagram from elsewhere.
+const CLIENT: &str = r#"
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(0.2)
+for port in (3478, 3479):
+    s.sendto(b"hello", ("198.18.0.1", port))
+seen, other = {}, []
+deadline = time.time() + 1.5
+while time.time() < deadline:
+    try:
+        data, addr = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if addr[0] == "198.18.0.1" and addr[1] in (3478, 3479):
+        seen[str(addr[1])] = data.decode()
+    else:
+        other.append("%s:%d" % addr)
+print(json.dumps({"seen": seen, "other": other}))
+"#;
+
+/// The source (`IP`, port) `pub` saw from host K on each observer port, and any unsolicited
+/// datagram that got through.
+fn observe(lab: &NatLab, host: usize, source_port: u16) -> ((String, u16), (String, u16), Value) {
+    let node = &lab.hosts[host - 1];
+    let out = node.exec("python3", &["-c", CLIENT, &source_port.to_string()]);
+    assert!(
+        out.status.success(),
+        "client in h{host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mapped = |port: &str| {
+        let text = report["seen"][port]
+            .as_str()
+            .unwrap_or_else(|| panic!("h{host}: no answer from port {port}: {report}"));
+        let (ip, port) = text.rsplit_once(':').unwrap();
+        (ip.to_owned(), port.parse::<u16>().unwrap())
+    };
+    (mapped("3478"), mapped("3479"), report["other"].clone())
+}
+
+/// Checks host K's mapping against its router's mode; returns the two mapped ports.
+fn assert_nat_mapping(lab: &NatLab, host: usize, source_port: u16) -> (u16, u16) {
+    let router = lab.router_of(host);
+    let ((ip1, port1), (ip2, port2), other) = observe(lab, host, source_port);
+    eprintln!(
+        "h{host} ({}) behind nat{} ({:?}): :{source_port} seen as {ip1}:{port1} and {ip2}:{port2}",
+        lab.hosts[host - 1].lan_ip,
+        router.index,
+        router.mode
+    );
+    assert_eq!(
+        ip1, router.wan_ip,
+        "h{host}: source not the router's WAN IP"
+    );
+    assert_eq!(ip2, router.wan_ip);
+    match router.mode {
+        NatMode::PortPreserving => {
+            assert_eq!(port1, source_port, "h{host}: port not preserved");
+            assert_eq!(
+                port2, source_port,
+                "h{host}: mapping depends on the destination"
+            );
+        }
+        NatMode::Random => assert!(
+            port1 != port2 || port1 != source_port,
+            "h{host}: random NAT kept one port for both destinations"
+        ),
+    }
+    assert_eq!(
+        other,
+        serde_json::json!([]),
+        "h{host}: unsolicited datagrams crossed the NAT"
+    );
+    (port1, port2)
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn nat_topology_behaves() {
+    let start = Instant::now();
+    let mut lab = NatLab::new(&[
+        NatMode::PortPreserving,
+        NatMode::Random,
+        NatMode::PortPreserving,
+    ]);
+    eprintln!(
+        "NAT lab {} with 3 routers built in {:?}",
+        lab.id,
+        start.elapsed()
+    );
+    let pub_ns = lab.pub_ns.clone();
+    lab.spawn_ready(&pub_ns, "observer", "python3", &["-u", "-c", OBSERVER]);
+
+    for k in 1..=3 {
+        let host = &lab.hosts[k - 1];
+        assert_eq!(host.lan_ip, format!("10.{k}.0.2"));
+        for ip in [PUB_IP, PUB_IP2, RELAY_IP] {
+            assert!(host.ping(ip), "h{k} cannot ping {ip}");
+        }
+        assert_nat_mapping(&lab, k, 40000 + u16::try_from(k).unwrap());
+    }
+    // Another flow through the random NAT: fresh ports again.
+    assert_nat_mapping(&lab, 2, 40012);
+
+    // Nothing on the internet reaches a host unsolicited, even with a route to its LAN.
+    let relay = &lab.relay;
+    assert!(relay.ping(PUB_IP));
+    for router in &lab.routers {
+        let k = router.index;
+        assert!(relay.ping(&router.wan_ip), "relay cannot ping nat{k}'s WAN");
+        let lan = format!("10.{k}.0.0/24");
+        assert!(
+            !relay.ping(&format!("10.{k}.0.2")),
+            "no route, yet h{k} answered"
+        );
+        common::run(
+            "ip",
+            &["-n", &relay.ns, "route", "add", &lan, "via", &router.wan_ip],
+        );
+        assert!(
+            !relay.ping(&format!("10.{k}.0.2")),
+            "nat{k} forwarded an unsolicited ping to h{k}"
+        );
+        common::run("ip", &["-n", &relay.ns, "route", "del", &lan]);
+    }
+
+    // Blocking a host's internet drops only its traffic to `pub`.
+    lab.block_internet(1);
+    assert!(!lab.hosts[0].ping(PUB_IP), "h1 reaches pub while blocked");
+    assert!(
+        lab.hosts[0].ping(RELAY_IP),
+        "block cut h1 off the relay too"
+    );
+    assert!(lab.hosts[2].ping(PUB_IP), "block on h1 hit h3");
+    lab.unblock_internet(1);
+    assert!(lab.hosts[0].ping(PUB_IP), "h1 still blocked after unblock");
+
+    // h3 roams from nat3 to nat1 and back, keeping its namespace (where a daemon would run).
+    let roam_start = Instant::now();
+    lab.roam(3, 1);
+    eprintln!("h3 roamed to nat1 in {:?}", roam_start.elapsed());
+    assert_eq!(lab.hosts[2].lan_ip, "10.1.0.103");
+    assert_eq!(lab.router_of(3).index, 1);
+    assert!(lab.hosts[2].ping(PUB_IP), "h3 offline after roaming");
+    assert!(
+        lab.hosts[0].ping("10.1.0.103"),
+        "h1 and h3 share nat1's LAN"
+    );
+    assert_nat_mapping(&lab, 3, 40003);
+    // A block follows the host.
+    lab.block_internet(3);
+    lab.roam(3, 2);
+    assert_eq!(lab.router_of(3).mode, NatMode::Random);
+    assert!(!lab.hosts[2].ping(PUB_IP), "block lost when h3 roamed");
+    lab.unblock_internet(3);
+    assert_nat_mapping(&lab, 3, 40003);
+    lab.roam(3, 3);
+    assert_eq!(lab.hosts[2].lan_ip, "10.3.0.2");
+    assert_nat_mapping(&lab, 3, 40003);
+    eprintln!("NAT topology test done in {:?}", start.elapsed());
+}
+
+/// In a host: a STUN binding request (RFC 5389) from source port argv[1] to each `HOST:PORT`
+/// in argv[2:]; prints the XOR-MAPPED-ADDRESS of each answer, one `IP:PORT` a line.
+const STUN_CLIENT: &str = r#"
+import os, socket, struct, sys
+MAGIC = 0x2112A442
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(2)
+for server in sys.argv[2:]:
+    host, port = server.rsplit(":", 1)
+    tid = os.urandom(12)
+    s.sendto(struct.pack("!HHI", 1, 0, MAGIC) + tid, (host, int(port)))
+    data, _ = s.recvfrom(2048)
+    assert data[8:20] == tid and struct.unpack("!H", data[:2])[0] == 0x0101, data
+    at = 20
+    while at < len(data):
+        kind, length = struct.unpack("!HH", data[at:at + 4])
+        if kind == 0x0020:
+            xport, xaddr = struct.unpack("!HI", data[at + 6:at + 12])
+            print("%s:%d" % (socket.inet_ntoa(struct.pack("!I", xaddr ^ MAGIC)), xport ^ (MAGIC >> 16)))
+        at += 4 + (length + 3) // 4 * 4
+"#;
+
+/// In a host: a mainline DHT `ping` query (BEP 5; the `mainline` crate wants a 4-byte
+/// transaction id) to argv[1]; exits 0 on a response.
+const DHT_PING: &str = r#"
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t4:aaaa1:y1:qe", (host, int(port)))
+data, _ = s.recvfrom(2048)
+sys.exit(0 if b"1:y1:r" in data else 1)
+"#;
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn lab_dht_and_stun_serve_hosts_behind_nat() {
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::Random]);
+    let start = Instant::now();
+    let bootstrap = lab.start_dht(5);
+    let dht_ready = start.elapsed();
+    let stun = lab.start_stun();
+    eprintln!(
+        "dht-testnet READY in {dht_ready:?} ({bootstrap:?}), stun-server {:?} later",
+        start.elapsed() - dht_ready
+    );
+    assert!(
+        bootstrap.iter().all(|a| a.starts_with("198.18.0.1:")),
+        "{bootstrap:?}"
+    );
+    for k in 1..=2 {
+        let node = &lab.hosts[k - 1];
+        let out = node.exec("python3", &["-c", DHT_PING, &bootstrap[0]]);
+        assert!(out.status.success(), "h{k}: no DHT pong: {out:?}");
+        let mut args = vec!["-c", STUN_CLIENT, "41000"];
+        args.extend(stun.iter().map(String::as_str));
+        let out = node.exec("python3", &args);
+        assert!(out.status.success(), "h{k}: STUN failed: {out:?}");
+        let mapped: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        eprintln!("h{k} STUN-mapped as {mapped:?}");
+        let wan = &lab.routers[k - 1].wan_ip;
+        assert_eq!(mapped.len(), 2);
+        assert!(mapped.iter().all(|m| m.starts_with(&format!("{wan}:"))));
+        match lab.routers[k - 1].mode {
+            NatMode::PortPreserving => {
+                assert!(mapped.iter().all(|m| *m == format!("{wan}:41000")));
+            }
+            NatMode::Random => assert!(mapped[0] != mapped[1] || !mapped[0].ends_with(":41000")),
+        }
+    }
+}
+
+/// How the daemon-level NAT tests start things: a DHT testnet and STUN servers in `pub`, a
+/// relay on the internet, three hosts behind NATs (one symmetric), no LAN discovery.
+#[test]
+#[ignore = "pending daemon DHT support"]
+fn three_hosts_mesh_over_dht_and_stun() {
+    let mut lab = NatLab::new(&[
+        NatMode::PortPreserving,
+        NatMode::PortPreserving,
+        NatMode::Random,
+    ]);
+    let bootstrap = lab.start_dht(10).join(",");
+    let stun = lab.start_stun().join(",");
+    let flags = ["--no-lan", "--dht-bootstrap", &bootstrap, "--stun", &stun];
+    let start = Instant::now();
+    lab.relay.start(&[&flags[..], &["--relay"][..]].concat());
+    for host in &mut lab.hosts {
+        host.start(&flags);
+    }
+    let formed = lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
+        lab.all_pairs_ping()
+    });
+    eprintln!(
+        "NAT mesh: full membership in {formed:?}, all-pairs ping in {:?}",
+        start.elapsed()
+    );
+    for host in &lab.hosts {
+        let status = host.status_ok();
+        assert_eq!(status["peers"].as_array().unwrap().len(), 3, "{status}");
+    }
+}
