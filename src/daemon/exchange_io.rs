@@ -2,104 +2,22 @@
 //! addresses (DESIGN.md §8). The pure protocol is `wgmesh_exchange::Exchange`; this is its
 //! socket, its clock and its randomness.
 
-use super::state::{NodeInfo, Shared};
+use super::discovery::Discovery;
+use super::state::{NodeInfo, OwnAddresses, Shared};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use wgmesh_exchange::{Endpoint, EndpointKind, Entropy, Event, Exchange, Record};
+use wgmesh_derive::{MeshAddresses, MeshKeys};
+use wgmesh_exchange::{Endpoint, EndpointKind, Entropy, Event, Exchange, GossipEntry, Record};
+use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, Source};
+use wgmesh_state::NodeIdentity;
 
 /// Largest datagram the protocol produces; bigger ones are read truncated and dropped.
 const MAX_DATAGRAM: usize = 1500;
-
-/// A source of candidate control addresses (LAN multicast, static seeds; later the DHT and the
-/// peer cache). Polled by the exchange task on the source's own schedule.
-pub trait Discovery: Send + Sync {
-    fn source(&self) -> Source;
-    /// Addresses to probe now.
-    fn candidates(&mut self) -> Vec<SocketAddr>;
-    /// How long until the next poll, given how many members are known.
-    fn interval(&self, members: usize) -> Duration;
-}
-
-/// LAN multicast on the secret-derived group: the probe itself is the (encrypted) beacon.
-#[derive(Debug)]
-pub struct LanDiscovery {
-    pub group: SocketAddr,
-    polls: u32,
-}
-
-impl LanDiscovery {
-    pub fn new(group: SocketAddr) -> Self {
-        Self { group, polls: 0 }
-    }
-}
-
-impl Discovery for LanDiscovery {
-    fn source(&self) -> Source {
-        Source::Lan
-    }
-
-    fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.polls = self.polls.saturating_add(1);
-        vec![self.group]
-    }
-
-    /// Fast while starting (a lost first beacon costs a second, not a minute), then slow: a
-    /// newcomer announces itself, so the steady mesh only needs beacons to notice partitions heal.
-    fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        }
-    }
-}
-
-/// Operator-given `--peer HOST:PORT` seeds, resolved on every poll (DNS may change).
-#[derive(Debug)]
-pub struct StaticDiscovery {
-    pub seeds: Vec<String>,
-    polls: u32,
-}
-
-impl StaticDiscovery {
-    pub fn new(seeds: Vec<String>) -> Self {
-        Self { seeds, polls: 0 }
-    }
-}
-
-impl Discovery for StaticDiscovery {
-    fn source(&self) -> Source {
-        Source::Static
-    }
-
-    fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.polls = self.polls.saturating_add(1);
-        use std::net::ToSocketAddrs as _;
-        self.seeds
-            .iter()
-            .flat_map(|seed| match seed.to_socket_addrs() {
-                Ok(addrs) => addrs.collect::<Vec<_>>(),
-                Err(err) => {
-                    tracing::debug!(%seed, error = %err, "cannot resolve static peer");
-                    Vec::new()
-                }
-            })
-            .collect()
-    }
-
-    fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        }
-    }
-}
 
 /// Requests from other tasks.
 #[derive(Debug)]
@@ -142,7 +60,7 @@ pub fn lan_addresses(mesh_interface: &str) -> Vec<(String, Ipv4Addr)> {
 }
 
 /// Our record: key, addresses, LAN endpoints, advertised routes.
-pub fn own_record(node: &NodeInfo, advertised: &[ipnet::IpNet]) -> Record {
+pub fn own_record(node: &NodeInfo, own: &OwnAddresses, advertised: &[ipnet::IpNet]) -> Record {
     let endpoints = lan_addresses(&node.interface)
         .into_iter()
         .take(wgmesh_exchange::MAX_ENDPOINTS)
@@ -153,9 +71,9 @@ pub fn own_record(node: &NodeInfo, advertised: &[ipnet::IpNet]) -> Record {
         .collect();
     Record {
         public_key: node.public_key,
-        collision_counter: node.collision_counter,
-        mesh_ipv4: node.mesh_ipv4,
-        mesh_ipv6: node.mesh_ipv6,
+        collision_counter: own.collision_counter,
+        mesh_ipv4: own.ipv4,
+        mesh_ipv6: own.ipv6,
         endpoints,
         listen_port: node.listen_port,
         routes: advertised.to_vec(),
@@ -201,8 +119,11 @@ pub struct ExchangeTask {
     pub discovery: Vec<Box<dyn Discovery>>,
     pub commands: mpsc::Receiver<Command>,
     pub reconcile: mpsc::Sender<()>,
+    /// Kept to persist a new collision counter.
+    pub identity: NodeIdentity,
+    pub keys: MeshKeys,
     /// Which source an address was probed from, to tell status how a member was found.
-    probed: HashMap<IpAddr, Source>,
+    pub probed: HashMap<IpAddr, Source>,
 }
 
 impl std::fmt::Debug for ExchangeTask {
@@ -218,27 +139,6 @@ impl std::fmt::Debug for ExchangeTask {
 const MEMBER_REFRESH: Duration = Duration::from_secs(60);
 
 impl ExchangeTask {
-    pub fn new(
-        socket: UdpSocket,
-        exchange: Exchange,
-        shared: Shared,
-        node: NodeInfo,
-        discovery: Vec<Box<dyn Discovery>>,
-        commands: mpsc::Receiver<Command>,
-        reconcile: mpsc::Sender<()>,
-    ) -> Self {
-        Self {
-            socket,
-            exchange,
-            shared,
-            node,
-            discovery,
-            commands,
-            reconcile,
-            probed: HashMap::new(),
-        }
-    }
-
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let start = tokio::time::Instant::now();
@@ -370,18 +270,32 @@ impl ExchangeTask {
             self.send(reply, from).await;
         }
         match handled.event {
-            Some(Event::Verified { record, from }) => self.on_verified(record, from),
+            Some(Event::Verified { record, from }) => self.on_verified(record, from).await,
             Some(Event::Goodbye { key }) => {
                 if let Some(gone) = self.shared.lock().members.remove(&key) {
                     tracing::info!(peer = %key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member said goodbye");
                 }
                 let _ = self.reconcile.try_send(());
             }
+            Some(Event::Gossip {
+                sender,
+                from,
+                entries,
+            }) => self.on_gossip(sender, from, entries).await,
             None => {}
         }
     }
 
-    fn on_verified(&mut self, record: Record, from: SocketAddr) {
+    async fn on_verified(&mut self, record: Record, from: SocketAddr) {
+        let own = self.shared.lock().own;
+        if record.mesh_ipv4 == own.ipv4 {
+            self.on_collision(&record).await;
+            if record.public_key > self.node.public_key {
+                // It re-addresses itself (DESIGN.md §3); until then it is not installed, or its
+                // /32 would shadow ours.
+                return;
+            }
+        }
         let source = self.probed.get(&from.ip()).copied().unwrap_or(Source::Lan);
         let member = Member {
             public_key: record.public_key,
@@ -402,12 +316,150 @@ impl ExchangeTask {
             MemberChange::New => {
                 tracing::info!(peer = %record.public_key.short(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
                 let _ = self.reconcile.try_send(());
+                self.gossip_about_newcomer(&record.public_key).await;
             }
             MemberChange::Updated => {
                 tracing::info!(peer = %record.public_key.short(), routes = ?record.routes, "member updated");
                 let _ = self.reconcile.try_send(());
             }
             MemberChange::Refreshed => {}
+        }
+    }
+
+    /// Two members derived the same IPv4. The one with the greater public key moves to the next
+    /// collision counter, persists it and re-announces (DESIGN.md §3).
+    async fn on_collision(&mut self, other: &Record) {
+        if other.public_key > self.node.public_key {
+            tracing::info!(peer = %other.public_key.short(), mesh_ipv4 = %other.mesh_ipv4, "IPv4 collision; the other member re-addresses");
+            return;
+        }
+        let next = self.identity.collision_counter + 1;
+        if next > wgmesh_derive::MAX_COLLISION_COUNTER {
+            tracing::error!(peer = %other.public_key.short(), "IPv4 collision and no collision counter left; keeping the address");
+            return;
+        }
+        if let Err(err) = self.identity.set_collision_counter(next, &self.keys) {
+            tracing::error!(error = %err, "cannot persist the new collision counter; keeping the address");
+            return;
+        }
+        let addresses = MeshAddresses::derive(&self.keys, &self.node.public_key, next);
+        let own = OwnAddresses {
+            ipv4: addresses.ipv4,
+            ipv6: addresses.ipv6,
+            collision_counter: next,
+        };
+        let advertised = {
+            let mut state = self.shared.lock();
+            let old = state.own.ipv4;
+            state.own = own;
+            tracing::warn!(peer = %other.public_key.short(), old = %old, new = %own.ipv4, counter = next, "IPv4 collision: re-addressed");
+            state.advertised.clone()
+        };
+        if let Err(err) = self
+            .exchange
+            .set_record(own_record(&self.node, &own, &advertised))
+        {
+            tracing::error!(error = %err, "cannot announce the new address");
+        }
+        let _ = self.reconcile.try_send(());
+        self.probe_members().await;
+        // The member we collided with is not in our table (it was not installed): tell it too.
+        if let Some(addr) = self.probed_addr_of(other) {
+            self.probe(addr, None).await;
+        }
+    }
+
+    fn probed_addr_of(&self, record: &Record) -> Option<SocketAddr> {
+        record
+            .endpoints
+            .first()
+            .map(|e| SocketAddr::new(e.addr.ip(), self.node.control_port))
+    }
+
+    /// What we know of `member`, as a gossip entry.
+    fn gossip_entry(member: &Member) -> Option<GossipEntry> {
+        let control = member.control_addr?;
+        let endpoint = member.endpoint?;
+        Some(GossipEntry {
+            control,
+            record: Record {
+                public_key: member.public_key,
+                collision_counter: member.collision_counter,
+                mesh_ipv4: member.mesh_ipv4,
+                mesh_ipv6: member.mesh_ipv6,
+                endpoints: vec![Endpoint {
+                    kind: EndpointKind::Observed,
+                    addr: endpoint,
+                }],
+                listen_port: endpoint.port(),
+                routes: Vec::new(),
+                flags: if member.relay_offered {
+                    wgmesh_exchange::FLAG_RELAY
+                } else {
+                    0
+                },
+                timestamp: member.last_seen_ms / 1000,
+            },
+        })
+    }
+
+    /// Tells a newcomer about everyone we know, and everyone about the newcomer, so a mesh
+    /// converges even where each member found only one other (DESIGN.md §8).
+    async fn gossip_about_newcomer(&mut self, newcomer: &PublicKey) {
+        let (others, about_newcomer): (Vec<(SocketAddr, GossipEntry)>, Option<GossipEntry>) = {
+            let state = self.shared.lock();
+            let others = state
+                .members
+                .iter()
+                .filter(|m| m.public_key != *newcomer)
+                .filter_map(|m| Some((m.control_addr?, Self::gossip_entry(m)?)))
+                .collect();
+            (
+                others,
+                state.members.get(newcomer).and_then(Self::gossip_entry),
+            )
+        };
+        let Some(about_newcomer) = about_newcomer else {
+            return;
+        };
+        let newcomer_addr = about_newcomer.control;
+        let entries: Vec<GossipEntry> = others.iter().map(|(_, e)| e.clone()).collect();
+        for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
+            let Some(entropy) = entropy() else { return };
+            let datagram = self.exchange.gossip(chunk, now_ms(), entropy);
+            self.send(&datagram, newcomer_addr).await;
+        }
+        for (addr, _) in &others {
+            let Some(entropy) = entropy() else { return };
+            let datagram =
+                self.exchange
+                    .gossip(std::slice::from_ref(&about_newcomer), now_ms(), entropy);
+            self.send(&datagram, *addr).await;
+        }
+    }
+
+    /// Gossip from a verified member: probe every member it names that we do not know yet.
+    /// Gossip from anyone else is ignored (the secret gate alone is not membership).
+    async fn on_gossip(&mut self, sender: PublicKey, from: SocketAddr, entries: Vec<GossipEntry>) {
+        let unknown: Vec<SocketAddr> = {
+            let state = self.shared.lock();
+            if state
+                .members
+                .get(&sender)
+                .is_none_or(|m| m.control_addr.map(|a| a.ip()) != Some(from.ip()))
+            {
+                tracing::debug!(%from, "gossip from a non-member ignored");
+                return;
+            }
+            entries
+                .iter()
+                .filter(|e| state.members.get(&e.record.public_key).is_none())
+                .map(|e| e.control)
+                .collect()
+        };
+        for addr in unknown {
+            tracing::debug!(%addr, "probing a member learned by gossip");
+            self.probe(addr, Some(Source::Gossip)).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! order the design fixes; each part lives in its own module.
 
 mod control_server;
+mod discovery;
 mod exchange_io;
 mod lifecycle;
 mod platform;
@@ -15,10 +16,11 @@ use crate::cli::UpArgs;
 use crate::control::{ReloadReport, Response};
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
-use exchange_io::{Command, Discovery, ExchangeTask, LanDiscovery, StaticDiscovery};
+use discovery::{Discovery, LanDiscovery, StaticDiscovery};
+use exchange_io::{Command, ExchangeTask};
 use lifecycle::{Notifier, PidFile};
 use reconcile::{LinkConfig, Reconciler};
-use state::{NodeInfo, Shared};
+use state::{NodeInfo, OwnAddresses, Shared};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -173,17 +175,18 @@ async fn daemon(
         interface: interface.clone(),
         backend: kind,
         public_key: identity.public_key,
-        mesh_ipv4: addresses.ipv4,
-        mesh_ipv6: addresses.ipv6,
-        collision_counter: identity.collision_counter,
         listen_port,
         control_port,
         mesh_prefixes,
         accept_routes: args.accept_routes,
         relay: args.relay,
     };
-    let shared = Shared::default();
-    shared.lock().advertised = advertised.clone();
+    let own = OwnAddresses {
+        ipv4: addresses.ipv4,
+        ipv6: addresses.ipv6,
+        collision_counter: identity.collision_counter,
+    };
+    let shared = Shared::new(own, advertised.clone());
     let settings = DeviceSettings {
         private_key: private_key.clone(),
         listen_port,
@@ -230,7 +233,7 @@ async fn daemon(
     let socket =
         exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
-    let record = exchange_io::own_record(&node, &advertised);
+    let record = exchange_io::own_record(&node, &own, &advertised);
     let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
@@ -245,15 +248,18 @@ async fn daemon(
     }
     let (command_tx, command_rx) = mpsc::channel(8);
     let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
-    let task = ExchangeTask::new(
+    let task = ExchangeTask {
         socket,
         exchange,
-        shared.clone(),
-        node.clone(),
+        shared: shared.clone(),
+        node: node.clone(),
         discovery,
-        command_rx,
-        reconcile_tx.clone(),
-    );
+        commands: command_rx,
+        reconcile: reconcile_tx.clone(),
+        identity,
+        keys: keys.clone(),
+        probed: std::collections::HashMap::new(),
+    };
     tracker.spawn(task.run(cancel.clone()));
 
     // Reconcile loop.
@@ -264,7 +270,7 @@ async fn daemon(
         cancel.clone(),
     ));
     notifier.notify("READY=1\nSTATUS=mesh running");
-    tracing::info!(%interface, mesh_ipv4 = %node.mesh_ipv4, mesh_ipv6 = %node.mesh_ipv6, listen_port, control_port, "wgmesh up");
+    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, "wgmesh up");
 
     let reload_ctx = reload::ReloadContext {
         path: args.location.reload_path(),

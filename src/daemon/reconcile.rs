@@ -114,6 +114,13 @@ impl Reconciler {
             tracing::warn!(interface = %self.link.interface, "wireguard-go had stopped; restarted it, restoring peers");
             self.relink()?;
         }
+        let own = self.shared.lock().own;
+        let addresses = super::platform::interface_addresses(own.ipv4, own.ipv6).to_vec();
+        if addresses != self.link.addresses {
+            // Re-addressed after an IPv4 collision: the stale mesh address goes with it.
+            self.link.addresses = addresses;
+            self.relink()?;
+        }
         let observed = self
             .backend
             .read()

@@ -81,7 +81,8 @@ impl ReloadContext {
             };
             if changed {
                 tracing::info!(routes = ?routes, "advertised routes changed");
-                let record = own_record(&self.node, &routes);
+                let own = self.shared.lock().own;
+                let record = own_record(&self.node, &own, &routes);
                 let _ = self
                     .announce
                     .send(Command::Announce(Box::new(record)))

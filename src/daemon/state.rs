@@ -15,9 +15,6 @@ pub struct NodeInfo {
     pub interface: String,
     pub backend: BackendKind,
     pub public_key: PublicKey,
-    pub mesh_ipv4: Ipv4Addr,
-    pub mesh_ipv6: Ipv6Addr,
-    pub collision_counter: u8,
     pub listen_port: u16,
     pub control_port: u16,
     pub mesh_prefixes: Vec<IpNet>,
@@ -25,18 +22,36 @@ pub struct NodeInfo {
     pub relay: bool,
 }
 
+/// Our own mesh addresses; they change only when an IPv4 collision makes us re-address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnAddresses {
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    pub collision_counter: u8,
+}
+
 /// Mutable state behind one lock; every holder keeps it for microseconds (no IO under it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MeshState {
+    pub own: OwnAddresses,
     pub members: MemberTable,
     pub advertised: Vec<IpNet>,
     pub accepted: AcceptedRoutes,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Shared(Arc<Mutex<MeshState>>);
 
 impl Shared {
+    pub fn new(own: OwnAddresses, advertised: Vec<IpNet>) -> Self {
+        Self(Arc::new(Mutex::new(MeshState {
+            own,
+            members: MemberTable::default(),
+            advertised,
+            accepted: AcceptedRoutes::default(),
+        })))
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, MeshState> {
         // Holders do no IO and cannot leave the table half-updated, so a poisoned lock (a panic
         // elsewhere) still guards consistent data.
@@ -85,8 +100,8 @@ pub fn status_report(
         interface: node.interface.clone(),
         backend: node.backend.to_string(),
         public_key: node.public_key.to_base64(),
-        mesh_ipv4: node.mesh_ipv4.to_string(),
-        mesh_ipv6: node.mesh_ipv6.to_string(),
+        mesh_ipv4: state.own.ipv4.to_string(),
+        mesh_ipv6: state.own.ipv6.to_string(),
         listen_port: node.listen_port,
         control_port: node.control_port,
         advertised_routes: state.advertised.iter().map(ToString::to_string).collect(),

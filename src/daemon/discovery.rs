@@ -1,0 +1,92 @@
+//! Discovery sources (DESIGN.md §8): each yields candidate control addresses, which the exchange
+//! task probes. Membership itself is decided by the exchange protocol, never by a source.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use wgmesh_mesh::Source;
+
+/// A source of candidate control addresses (LAN multicast, static seeds; later the DHT and the
+/// peer cache). Polled by the exchange task on the source's own schedule.
+pub trait Discovery: Send + Sync {
+    fn source(&self) -> Source;
+    /// Addresses to probe now.
+    fn candidates(&mut self) -> Vec<SocketAddr>;
+    /// How long until the next poll, given how many members are known.
+    fn interval(&self, members: usize) -> Duration;
+}
+
+/// LAN multicast on the secret-derived group: the probe itself is the (encrypted) beacon.
+#[derive(Debug)]
+pub struct LanDiscovery {
+    pub group: SocketAddr,
+    polls: u32,
+}
+
+impl LanDiscovery {
+    pub fn new(group: SocketAddr) -> Self {
+        Self { group, polls: 0 }
+    }
+}
+
+impl Discovery for LanDiscovery {
+    fn source(&self) -> Source {
+        Source::Lan
+    }
+
+    fn candidates(&mut self) -> Vec<SocketAddr> {
+        self.polls = self.polls.saturating_add(1);
+        vec![self.group]
+    }
+
+    /// Fast while starting (a lost first beacon costs a second, not a minute), then slow: a
+    /// newcomer announces itself, so the steady mesh only needs beacons to notice partitions heal.
+    fn interval(&self, _members: usize) -> Duration {
+        if self.polls < 5 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }
+    }
+}
+
+/// Operator-given `--peer HOST:PORT` seeds, resolved on every poll (DNS may change).
+#[derive(Debug)]
+pub struct StaticDiscovery {
+    pub seeds: Vec<String>,
+    polls: u32,
+}
+
+impl StaticDiscovery {
+    pub fn new(seeds: Vec<String>) -> Self {
+        Self { seeds, polls: 0 }
+    }
+}
+
+impl Discovery for StaticDiscovery {
+    fn source(&self) -> Source {
+        Source::Static
+    }
+
+    fn candidates(&mut self) -> Vec<SocketAddr> {
+        self.polls = self.polls.saturating_add(1);
+        use std::net::ToSocketAddrs as _;
+        self.seeds
+            .iter()
+            .flat_map(|seed| match seed.to_socket_addrs() {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(err) => {
+                    tracing::debug!(%seed, error = %err, "cannot resolve static peer");
+                    Vec::new()
+                }
+            })
+            .collect()
+    }
+
+    fn interval(&self, _members: usize) -> Duration {
+        if self.polls < 5 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }
+    }
+}
