@@ -428,3 +428,129 @@ fn busy_listen_port_moves_to_the_next_and_forced_kernel_backend_explains() {
         "{err}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_restarted_node_rejoins_from_its_peer_cache_alone() {
+    let mut lab = Lab::new(3);
+    let derived = common::run(
+        common::wgmesh_bin(),
+        &[
+            "derive",
+            "--json",
+            "--secret-file",
+            &lab.nodes[0].secret_file.display().to_string(),
+        ],
+    );
+    let port =
+        serde_json::from_slice::<serde_json::Value>(&derived.stdout).unwrap()["control_port"]
+            .clone();
+    let seeds: Vec<String> = lab
+        .nodes
+        .iter()
+        .map(|n| format!("{}:{port}", n.lan_ip))
+        .collect();
+    let seeds = seeds.join(",");
+    for node in &mut lab.nodes {
+        node.start(&["--no-lan", "--peer", &seeds]);
+    }
+    lab.wait_for_full_mesh(FORMATION);
+    let cache = lab.nodes[2]
+        .state_dir()
+        .join(format!("{}.peers.json", lab.nodes[2].interface));
+    wait_until(FORMATION, "peer cache written", || {
+        std::fs::read_to_string(&cache).is_ok_and(|t| t.matches("public_key").count() == 2)
+    });
+    // No LAN discovery, no seeds: only the cache knows where the others are.
+    lab.nodes[2].stop();
+    lab.nodes[2].start(&["--no-lan"]);
+    lab.wait_for_full_mesh(FORMATION);
+    for peer in lab.nodes[2].status_ok()["peers"].as_array().unwrap() {
+        assert_eq!(peer["source"], "cache", "{peer}");
+    }
+    wait_until(FORMATION, "all pairs ping", || lab.all_pairs_ping());
+}
+
+/// Two node seeds whose public keys derive the same mesh IPv4 at collision counter 0.
+fn colliding_seeds(keys: &MeshKeys) -> (NodeSeed, NodeSeed) {
+    let mut seen = std::collections::HashMap::new();
+    for i in 0u32.. {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        let seed = NodeSeed::from_bytes(bytes);
+        let ip = wgmesh_derive::mesh_ipv4(keys, &keys.node_public_key(&seed), 0);
+        if let Some(other) = seen.insert(ip, seed.clone()) {
+            return (other, seed);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_forced_ipv4_collision_is_resolved_by_the_greater_key() {
+    let mut lab = Lab::new(2);
+    let keys = MeshKeys::derive(
+        &Secret::parse(&std::fs::read_to_string(&lab.nodes[0].secret_file).unwrap()).unwrap(),
+    );
+    let (a, b) = colliding_seeds(&keys);
+    for (node, seed) in lab.nodes.iter().zip([&a, &b]) {
+        let state = node.state_dir();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let path = state.join(format!("{}.json", node.interface));
+        let identity = serde_json::json!({
+            "version": 1,
+            "node_seed": seed.to_hex(),
+            "public_key": keys.node_public_key(seed).to_base64(),
+            "collision_counter": 0,
+            "network_id": hex(&keys.network_id()),
+        });
+        std::fs::write(&path, identity.to_string()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let same = wgmesh_derive::mesh_ipv4(&keys, &keys.node_public_key(&a), 0);
+    lab.start_all(&[]);
+    lab.wait_for_full_mesh(FORMATION);
+    let greater = if keys.node_public_key(&a) > keys.node_public_key(&b) {
+        0
+    } else {
+        1
+    };
+    let moved = &lab.nodes[greater];
+    let kept = &lab.nodes[1 - greater];
+    wait_until(FORMATION, "the greater key to re-address", || {
+        identity(moved)["collision_counter"] == 1
+    });
+    assert_eq!(identity(kept)["collision_counter"], 0);
+    assert_eq!(kept.status_ok()["mesh_ipv4"], same.to_string());
+    let new_ip = moved.status_ok()["mesh_ipv4"].as_str().unwrap().to_owned();
+    assert_ne!(new_ip, same.to_string());
+    let mesh_route = format!("{}.{}.0.0/16", same.octets()[0], same.octets()[1]);
+    assert!(
+        moved
+            .routes(&["dev", &moved.interface])
+            .contains(&mesh_route),
+        "{}",
+        moved.routes(&[])
+    );
+    let addrs = String::from_utf8_lossy(
+        &moved
+            .exec("ip", &["-4", "addr", "show", &moved.interface])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        addrs.contains(&new_ip) && !addrs.contains(&format!("{same}/")),
+        "{addrs}"
+    );
+    wait_until(FORMATION, "both ping each other", || lab.all_pairs_ping());
+}

@@ -90,3 +90,43 @@ impl Discovery for StaticDiscovery {
         }
     }
 }
+
+/// The peer cache: members seen in earlier runs, probed first on start so a restart rejoins
+/// before (or without) any other source. Only useful while starting, so it falls silent after.
+#[derive(Debug)]
+pub struct CacheDiscovery {
+    pub addrs: Vec<SocketAddr>,
+    polls: u32,
+}
+
+impl CacheDiscovery {
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        Self { addrs, polls: 0 }
+    }
+}
+
+/// Polls of the cache: once a second for ten seconds.
+const CACHE_POLLS: u32 = 10;
+
+impl Discovery for CacheDiscovery {
+    fn source(&self) -> Source {
+        Source::Cache
+    }
+
+    fn candidates(&mut self) -> Vec<SocketAddr> {
+        self.polls = self.polls.saturating_add(1);
+        if self.polls > CACHE_POLLS {
+            Vec::new()
+        } else {
+            self.addrs.clone()
+        }
+    }
+
+    fn interval(&self, _members: usize) -> Duration {
+        if self.polls < CACHE_POLLS {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::cli::UpArgs;
 use crate::control::{ReloadReport, Response};
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
-use discovery::{Discovery, LanDiscovery, StaticDiscovery};
+use discovery::{CacheDiscovery, Discovery, LanDiscovery, StaticDiscovery};
 use exchange_io::{Command, ExchangeTask};
 use lifecycle::{Notifier, PidFile};
 use reconcile::{LinkConfig, Reconciler};
@@ -237,6 +237,25 @@ async fn daemon(
     let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
+    let cache_path = wgmesh_state::peer_cache_path(&args.location.state_dir, &interface);
+    let cached = match wgmesh_state::load_peer_cache(&cache_path) {
+        Ok(wgmesh_state::CacheLoad::Loaded(peers)) => peers,
+        Ok(wgmesh_state::CacheLoad::Missing) => Vec::new(),
+        Ok(wgmesh_state::CacheLoad::MovedAside { to, reason }) => {
+            tracing::warn!(path = %cache_path.display(), moved_to = %to.display(), %reason, "unreadable peer cache moved aside");
+            Vec::new()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the peer cache; starting without it");
+            Vec::new()
+        }
+    };
+    let cached_addrs: Vec<SocketAddr> = cached.iter().filter_map(|c| c.control_addr).collect();
+    if !cached_addrs.is_empty() {
+        tracing::info!(peers = cached_addrs.len(), "probing cached peers first");
+        discovery.push(Box::new(CacheDiscovery::new(cached_addrs)));
+    }
+    lock(&reconciler).set_peer_cache(cache_path, cached);
     if !args.no_lan {
         discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((
             group,

@@ -44,6 +44,9 @@ pub struct Reconciler {
     pub shared: Shared,
     pub node: NodeInfo,
     pub stats: ReconcileCounters,
+    /// `<state-dir>/<iface>.peers.json` and what was last written to it.
+    pub cache_path: Option<std::path::PathBuf>,
+    cached: Vec<wgmesh_state::CachedPeer>,
     /// Until then, nothing is removed (see [`Reconciler::hold_removals`]).
     hold_removals_until: Option<Instant>,
     failures: RepeatLimiter,
@@ -83,6 +86,8 @@ impl Reconciler {
             node,
             stats: ReconcileCounters::default(),
             hold_removals_until: None,
+            cache_path: None,
+            cached: Vec::new(),
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
         }
@@ -167,6 +172,7 @@ impl Reconciler {
             outcome.device_writes = self.apply(&update);
         }
         outcome.route_writes = self.sync_routes(&wanted_routes, holding);
+        self.update_peer_cache(now);
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
@@ -267,6 +273,60 @@ impl Reconciler {
             }
         }
         self.rejected_logged = now;
+    }
+
+    /// Seeds the cache with what was loaded at start, so entries of members not (yet) back are
+    /// kept rather than dropped by the first write.
+    pub fn set_peer_cache(
+        &mut self,
+        path: std::path::PathBuf,
+        loaded: Vec<wgmesh_state::CachedPeer>,
+    ) {
+        self.cache_path = Some(path);
+        self.cached = loaded;
+    }
+
+    /// Merges the members into the cache and writes it when an address changed. Entries unseen
+    /// for a week are dropped; members that left stay, since they may come back.
+    fn update_peer_cache(&mut self, now: SystemTime) {
+        const CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
+        let Some(path) = self.cache_path.clone() else {
+            return;
+        };
+        let now_s = unix_ms(now) / 1000;
+        let mut next = self.cached.clone();
+        for member in self.shared.lock().members.iter() {
+            let entry = wgmesh_state::CachedPeer {
+                public_key: member.public_key,
+                mesh_ipv4: member.mesh_ipv4,
+                mesh_ipv6: member.mesh_ipv6,
+                control_addr: member.control_addr,
+                endpoint: member.endpoint,
+                last_seen_unix: member.last_seen_ms / 1000,
+            };
+            match next.iter_mut().find(|c| c.public_key == entry.public_key) {
+                Some(existing) => *existing = entry,
+                None => next.push(entry),
+            }
+        }
+        next.retain(|c| now_s.saturating_sub(c.last_seen_unix) < CACHE_TTL_SECS);
+        next.sort_by_key(|c| c.public_key);
+        // Only addresses matter to a restart; last-seen times alone do not justify a write.
+        let addresses = |c: &[wgmesh_state::CachedPeer]| {
+            c.iter()
+                .map(|p| (p.public_key, p.control_addr, p.endpoint))
+                .collect::<Vec<_>>()
+        };
+        if addresses(&next) == addresses(&self.cached) {
+            return;
+        }
+        match wgmesh_state::save_peer_cache(&path, &next) {
+            Ok(()) => {
+                self.failures.clear("peer cache");
+                self.cached = next;
+            }
+            Err(err) => self.fail("peer cache", &err),
+        }
     }
 
     /// After wireguard-go restarted: the TUN link is new, so addresses, MTU, up state and the

@@ -166,22 +166,10 @@ impl Rtnl {
     ) -> io::Result<AddressChanges> {
         let current = self.addresses(index)?;
         let mut changes = AddressChanges::default();
-        for address in desired {
-            if current.contains(address) || changes.added.contains(address) {
-                continue;
-            }
-            match self.request(
-                RouteNetlinkMessage::NewAddress(address_message(index, *address)),
-                Request::Do(NLM_F_CREATE | NLM_F_EXCL),
-            ) {
-                Ok(_) => changes.added.push(*address),
-                Err(e) if is_errno(&e, &[libc::EEXIST]) => {}
-                Err(e) => {
-                    return Err(with_context(e, format!("link {index}: adding {address}")));
-                }
-            }
-        }
-        for address in current {
+        // Stale addresses go first: with `promote_secondaries` off (the kernel default), deleting
+        // the primary IPv4 address of a subnet also deletes every secondary one in it, so a new
+        // address added before the old one is removed (a re-address within the /16) would vanish.
+        for &address in &current {
             let stale = !desired.contains(&address)
                 && managed
                     .iter()
@@ -197,6 +185,21 @@ impl Rtnl {
                 Err(e) if is_errno(&e, &[libc::EADDRNOTAVAIL, libc::ENOENT, libc::ESRCH]) => {}
                 Err(e) => {
                     return Err(with_context(e, format!("link {index}: removing {address}")));
+                }
+            }
+        }
+        for address in desired {
+            if current.contains(address) || changes.added.contains(address) {
+                continue;
+            }
+            match self.request(
+                RouteNetlinkMessage::NewAddress(address_message(index, *address)),
+                Request::Do(NLM_F_CREATE | NLM_F_EXCL),
+            ) {
+                Ok(_) => changes.added.push(*address),
+                Err(e) if is_errno(&e, &[libc::EEXIST]) => {}
+                Err(e) => {
+                    return Err(with_context(e, format!("link {index}: adding {address}")));
                 }
             }
         }
