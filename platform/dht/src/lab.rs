@@ -10,8 +10,12 @@
 //! `/dev/null`, so `wgmesh-lab dht-testnet ... &` in a script (whose background jobs read
 //! `/dev/null`) keeps running.
 
+use futures_lite::future;
+use mainline::Dht;
+use mainline::async_dht::AsyncDht;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: wgmesh-lab dht-testnet [--bind IPV4] [--nodes N]";
 const DEFAULT_NODES: usize = 10;
@@ -76,18 +80,106 @@ fn stdin_is_dev_null() -> bool {
     }
 }
 
+/// Per-request timeout of testnet nodes: every node is local, so a missing answer means a gone
+/// client, and waiting mainline's default 2 s for it only slows queries down.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long to wait for every node to know the others before reporting READY anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// A running local DHT; dropping it shuts every node down.
+#[derive(Debug)]
+pub struct LabTestnet {
+    /// `HOST:PORT` of every node; any of them bootstraps a client.
+    pub bootstrap: Vec<String>,
+    nodes: Vec<AsyncDht>,
+}
+
+/// Starts `count` server-mode nodes on `bind`, each bootstrapped to all the others.
+///
+/// Not mainline's own `Testnet`: its nodes have an empty bootstrap list, and mainline then adds
+/// every client that sends a `find_node` to the routing table (its rule for the first node of
+/// a new DHT). In a lab, daemons come and go; those entries would stay, and every lookup would
+/// then wait on dead clients. With a bootstrap list, nodes only add nodes that answered them,
+/// as on the public DHT.
+pub fn start_testnet(bind: Ipv4Addr, count: usize) -> Result<LabTestnet, String> {
+    if count == 0 {
+        return Err("a testnet needs at least one node".to_owned());
+    }
+    // Reserve the ports first so every node can list all the others before they exist.
+    let sockets = (0..count)
+        .map(|_| UdpSocket::bind((bind, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("cannot bind UDP on {bind}: {err}"))?;
+    let addrs = sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("cannot read a local address: {err}"))?;
+    drop(sockets);
+    let mut nodes = Vec::with_capacity(count);
+    for (i, addr) in addrs.iter().enumerate() {
+        let others: Vec<&String> = addrs.iter().filter(|a| *a != addr).collect();
+        let port = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("unexpected local address {addr}"))?;
+        let mut builder = Dht::builder();
+        builder
+            .server_mode()
+            .bind_address(bind)
+            .port(port)
+            .request_timeout(REQUEST_TIMEOUT);
+        if others.is_empty() {
+            builder.no_bootstrap();
+        } else {
+            builder.bootstrap(&others);
+        }
+        let node = builder
+            .build()
+            .map_err(|err| format!("cannot start DHT node {i} on {addr}: {err}"))?;
+        nodes.push(node.as_async());
+    }
+    // Each node asked the others for itself as it started, but the later ones did not exist
+    // yet. Ask again now that all are up, for a random target: a query for the node's own id
+    // would join the startup query still waiting on those early requests. The bootstrap nodes
+    // answer and so enter the routing table. Then wait until each node knows the rest.
+    std::thread::scope(|scope| {
+        for node in &nodes {
+            scope.spawn(|| future::block_on(node.find_node(mainline::Id::random())));
+        }
+    });
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    // A k-bucket holds 20 nodes, so in a large testnet a node cannot know every other one.
+    let want = count.saturating_sub(1).min(16);
+    while Instant::now() < deadline {
+        let settled = nodes
+            .iter()
+            .all(|n| future::block_on(n.to_bootstrap()).len() >= want);
+        if settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(LabTestnet {
+        bootstrap: addrs,
+        nodes,
+    })
+}
+
+impl LabTestnet {
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
 /// Runs the testnet until killed or until stdin reaches end of file.
 pub fn run_testnet(args: &[String]) -> Result<(), String> {
     let args = parse_args(args)?;
-    let testnet = mainline::Testnet::builder(args.nodes)
-        .bind_address(args.bind)
-        .build()
-        .map_err(|err| {
-            format!(
-                "cannot start a {}-node DHT on {}: {err}",
-                args.nodes, args.bind
-            )
-        })?;
+    let testnet = start_testnet(args.bind, args.nodes)?;
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
         for node in &testnet.bootstrap {

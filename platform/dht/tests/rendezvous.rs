@@ -20,11 +20,8 @@ fn infohash_for(secret: u8) -> impl Fn(u64) -> [u8; 20] + Send + 'static {
     }
 }
 
-fn testnet() -> mainline::Testnet {
-    mainline::Testnet::builder(5)
-        .bind_address(std::net::Ipv4Addr::LOCALHOST)
-        .build()
-        .unwrap()
+fn testnet() -> wgmesh_dht::lab::LabTestnet {
+    wgmesh_dht::lab::start_testnet(std::net::Ipv4Addr::LOCALHOST, 5).unwrap()
 }
 
 fn config(secret: u8, port: u16, bootstrap: &[String]) -> DhtConfig {
