@@ -33,6 +33,10 @@ pub struct StatusReport {
     pub control_port: u16,
     pub advertised_routes: Vec<String>,
     pub peers: Vec<PeerReport>,
+    /// What STUN tells about the path to the internet ("disabled" with `--stun none`).
+    pub nat_type: String,
+    /// Our public address as STUN saw it (the control port's mapping).
+    pub public_endpoint: Option<String>,
     pub pid: u32,
     pub reload: ReloadReport,
     pub reconcile: ReconcileCounters,

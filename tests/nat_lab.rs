@@ -286,34 +286,76 @@ fn lab_dht_and_stun_serve_hosts_behind_nat() {
     }
 }
 
-/// How the daemon-level NAT tests start things: a DHT testnet and STUN servers in `pub`, a
-/// relay on the internet, three hosts behind NATs (one symmetric), no LAN discovery.
-#[test]
-#[ignore = "pending daemon DHT support"]
-fn three_hosts_mesh_over_dht_and_stun() {
-    let mut lab = NatLab::new(&[
-        NatMode::PortPreserving,
-        NatMode::PortPreserving,
-        NatMode::Random,
-    ]);
+/// Starts the DHT and STUN in `pub`; returns the flags every daemon of the lab gets.
+fn internet_flags(lab: &mut NatLab) -> Vec<String> {
     let bootstrap = lab.start_dht(10).join(",");
     let stun = lab.start_stun().join(",");
-    let flags = ["--no-lan", "--dht-bootstrap", &bootstrap, "--stun", &stun];
-    let start = Instant::now();
-    lab.relay.start(&[&flags[..], &["--relay"][..]].concat());
+    [
+        "--no-lan",
+        "--log-level",
+        "debug",
+        "--dht-bootstrap",
+        &bootstrap,
+        "--stun",
+        &stun,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn with(flags: &[String], extra: &[&str]) -> Vec<String> {
+    flags
+        .iter()
+        .cloned()
+        .chain(extra.iter().map(|s| (*s).to_owned()))
+        .collect()
+}
+
+fn start(node: &mut common::Node, flags: &[String]) {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    node.start(&flags);
+}
+
+/// A public relay host and two hosts behind port-preserving NATs find each other through the
+/// local DHT alone (LAN discovery off) and ping directly.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
+    let flags = internet_flags(&mut lab);
+    let begin = Instant::now();
+    start(&mut lab.relay, &with(&flags, &["--relay"]));
     for host in &mut lab.hosts {
-        host.start(&flags);
+        start(host, &flags);
     }
     let formed = lab.wait_for_full_mesh(FORMATION);
     wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
         lab.all_pairs_ping()
     });
     eprintln!(
-        "NAT mesh: full membership in {formed:?}, all-pairs ping in {:?}",
-        start.elapsed()
+        "NAT lab (port-preserving): membership in {formed:?}, all-pairs ping after {:?}",
+        begin.elapsed()
     );
     for host in &lab.hosts {
         let status = host.status_ok();
-        assert_eq!(status["peers"].as_array().unwrap().len(), 3, "{status}");
+        assert_eq!(status["nat_type"], "port-preserving NAT", "{status}");
+        assert_eq!(
+            status["public_endpoint"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next(),
+            Some(lab.router_of(host.index).wan_ip.as_str())
+        );
+        for peer in status["peers"].as_array().unwrap() {
+            assert!(
+                ["dht", "gossip"].contains(&peer["source"].as_str().unwrap()),
+                "{peer}"
+            );
+        }
     }
 }

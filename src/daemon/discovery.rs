@@ -130,3 +130,53 @@ impl Discovery for CacheDiscovery {
         }
     }
 }
+
+/// The mainline DHT rendezvous (DESIGN.md §8): it runs on its own thread (its builder resolves
+/// DNS and its client blocks) and hands candidate control addresses to the exchange task through
+/// a channel the task selects on, so an idle daemon is not woken to poll it.
+#[derive(Debug)]
+pub struct DhtLink {
+    handle: wgmesh_dht::DhtHandle,
+    control_port: u16,
+}
+
+impl DhtLink {
+    pub fn start(
+        keys: &wgmesh_derive::MeshKeys,
+        control_port: u16,
+        bootstrap: Vec<String>,
+        nodes_file: std::path::PathBuf,
+    ) -> Result<(Self, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>), wgmesh_dht::DhtError>
+    {
+        let keys = keys.clone();
+        let mut config =
+            wgmesh_dht::DhtConfig::new(move |hour| keys.dht_infohash(hour), control_port);
+        config.bootstrap = bootstrap;
+        config.nodes_file = Some(nodes_file);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let handle = wgmesh_dht::DhtRendezvous::start_with(config, move |addr| {
+            let _ = tx.send(addr);
+        })?;
+        Ok((
+            Self {
+                handle,
+                control_port,
+            },
+            rx,
+        ))
+    }
+
+    /// Announce again now (our public address may have changed).
+    pub fn reannounce(&self) {
+        self.handle.set_announce_port(self.control_port);
+    }
+
+    /// Fast lookups while the mesh is forming or a member is missing; slow once it is stable.
+    pub fn set_fast(&self, fast: bool) {
+        self.handle.set_fast(fast);
+    }
+
+    pub fn stop(self) {
+        self.handle.stop();
+    }
+}

@@ -2,8 +2,9 @@
 //! addresses (DESIGN.md §8). The pure protocol is `wgmesh_exchange::Exchange`; this is its
 //! socket, its clock and its randomness.
 
-use super::discovery::Discovery;
-use super::state::{NodeInfo, OwnAddresses, Shared};
+use super::discovery::{DhtLink, Discovery};
+use super::nat::{NatView, NatWatch};
+use super::state::{MeshState, NodeInfo, OwnAddresses, Shared};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,8 @@ pub enum Command {
     Announce(Box<Record>),
     /// Say goodbye to every member, then report back.
     Goodbye(oneshot::Sender<()>),
+    /// The STUN servers, resolved.
+    StunServers(Vec<SocketAddr>),
 }
 
 pub fn now_ms() -> u64 {
@@ -59,16 +62,28 @@ pub fn lan_addresses(mesh_interface: &str) -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
-/// Our record: key, addresses, LAN endpoints, advertised routes.
-pub fn own_record(node: &NodeInfo, own: &OwnAddresses, advertised: &[ipnet::IpNet]) -> Record {
-    let endpoints = lan_addresses(&node.interface)
+/// Our record: key, addresses, candidate endpoints (the STUN-mapped one first, then LAN
+/// addresses), advertised routes.
+pub fn own_record(node: &NodeInfo, state: &MeshState) -> Record {
+    let own = &state.own;
+    let stun = state.public_endpoint.map(|public| Endpoint {
+        kind: EndpointKind::Stun,
+        // The mapping STUN saw is the control port's; with a port-preserving NAT the WireGuard
+        // port maps to itself on the same public address.
+        addr: SocketAddr::new(public.ip(), node.listen_port),
+    });
+    let lan = lan_addresses(&node.interface)
         .into_iter()
-        .take(wgmesh_exchange::MAX_ENDPOINTS)
         .map(|(_, ip)| Endpoint {
             kind: EndpointKind::Lan,
             addr: SocketAddr::from((ip, node.listen_port)),
-        })
+        });
+    let endpoints = stun
+        .into_iter()
+        .chain(lan)
+        .take(wgmesh_exchange::MAX_ENDPOINTS)
         .collect();
+    let advertised = &state.advertised;
     Record {
         public_key: node.public_key,
         collision_counter: own.collision_counter,
@@ -124,6 +139,20 @@ pub struct ExchangeTask {
     pub keys: MeshKeys,
     /// Which source an address was probed from, to tell status how a member was found.
     pub probed: HashMap<IpAddr, Source>,
+    pub nat: NatWatch,
+    /// The LAN group, when LAN discovery is on (rejoined when addresses change).
+    pub lan_group: Option<std::net::Ipv4Addr>,
+    /// The DHT rendezvous, when enabled (re-announced when addresses change).
+    pub dht: Option<DhtLink>,
+    /// Candidates from the DHT thread.
+    pub dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
+    /// When the member table last gained a member; the DHT looks up fast until it has been
+    /// stable for a while.
+    pub last_join: tokio::time::Instant,
+    /// Repeated probes to addresses learned second-hand: both sides start punching when gossip
+    /// reaches them, and the first datagrams of each side usually hit the other's NAT before its
+    /// own outbound mapping exists.
+    pub punches: Vec<(tokio::time::Instant, SocketAddr)>,
 }
 
 impl std::fmt::Debug for ExchangeTask {
@@ -131,6 +160,21 @@ impl std::fmt::Debug for ExchangeTask {
         f.debug_struct("ExchangeTask")
             .field("exchange", &self.exchange)
             .finish_non_exhaustive()
+    }
+}
+
+/// When to probe a gossiped address again (ms after the first probe).
+const PUNCH_RETRIES: [u64; 4] = [500, 1_000, 2_000, 4_000];
+
+/// The mesh counts as stable (slow DHT lookups) once no member has joined for this long.
+const DHT_SETTLE: Duration = Duration::from_secs(120);
+
+async fn recv_candidate(
+    rx: &mut Option<mpsc::UnboundedReceiver<SocketAddr>>,
+) -> Option<SocketAddr> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -150,13 +194,24 @@ impl ExchangeTask {
                 .copied()
                 .min()
                 .unwrap_or(next_refresh)
-                .min(next_refresh);
+                .min(next_refresh)
+                .min(self.nat.next_deadline())
+                .min(
+                    self.punches
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .min()
+                        .unwrap_or(next_refresh),
+                );
             tokio::select! {
                 () = cancel.cancelled() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from).await,
                     Err(err) => tracing::debug!(error = %err, "control socket receive failed"),
                 },
+                Some(addr) = recv_candidate(&mut self.dht_candidates) => {
+                    self.probe(addr, Some(Source::Dht)).await;
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Announce(record)) => {
                         if let Err(err) = self.exchange.set_record(*record) {
@@ -168,6 +223,7 @@ impl ExchangeTask {
                         self.goodbye_all().await;
                         let _ = done.send(());
                     }
+                    Some(Command::StunServers(servers)) => self.nat.set_servers(servers),
                     None => break,
                 },
                 () = tokio::time::sleep_until(soonest) => {
@@ -188,9 +244,31 @@ impl ExchangeTask {
                     if next_refresh <= now {
                         self.probe_members().await;
                         next_refresh = now + MEMBER_REFRESH;
+                        if let Some(dht) = &self.dht {
+                            let members = self.shared.lock().members.len();
+                            dht.set_fast(members == 0 || now.duration_since(self.last_join) < DHT_SETTLE);
+                        }
+                    }
+                    if self.nat.addresses_changed(now) {
+                        self.on_addresses_changed().await;
+                        // Rediscover at once on the new network.
+                        next_poll.iter_mut().for_each(|t| *t = now);
+                    }
+                    let due: Vec<SocketAddr> =
+                        self.punches.iter().filter(|(t, _)| *t <= now).map(|(_, a)| *a).collect();
+                    self.punches.retain(|(t, _)| *t > now);
+                    for addr in due {
+                        self.probe(addr, Some(Source::Gossip)).await;
+                    }
+                    for (server, request) in self.nat.due_requests(now) {
+                        self.send(&request, server).await;
                     }
                 }
             }
+        }
+        if let Some(dht) = self.dht.take() {
+            // Stopping joins the DHT thread, which saves the known nodes for the next start.
+            let _ = tokio::task::spawn_blocking(move || dht.stop()).await;
         }
     }
 
@@ -261,6 +339,14 @@ impl ExchangeTask {
     }
 
     async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        // STUN shares the socket; its first two bits are 00, ours ("WGM1") are 01.
+        if wgmesh_nat::is_stun(datagram) {
+            if let Some(view) = self.nat.on_stun(from, datagram) {
+                tracing::info!(nat = %view.nat_type, public = ?view.public_endpoint, "NAT mapping learned");
+                self.announce_changed_endpoints(view).await;
+            }
+            return;
+        }
         let Some(entropy) = entropy() else { return };
         let handled = self.exchange.handle(now_ms(), from, datagram, entropy);
         if let Some(reason) = handled.dropped {
@@ -296,7 +382,15 @@ impl ExchangeTask {
                 return;
             }
         }
-        let source = self.probed.get(&from.ip()).copied().unwrap_or(Source::Lan);
+        // Not probed by address: found by our LAN beacon if it sits on our LAN, otherwise it
+        // contacted us first (found by its own discovery, not ours).
+        let source = self.probed.get(&from.ip()).copied().unwrap_or_else(|| {
+            let on_lan = self.lan_group.is_some()
+                && super::reconcile::connected_networks(&self.node.interface)
+                    .iter()
+                    .any(|net| net.contains(&from.ip()));
+            if on_lan { Source::Lan } else { Source::Inbound }
+        });
         let member = Member {
             public_key: record.public_key,
             mesh_ipv4: record.mesh_ipv4,
@@ -315,6 +409,7 @@ impl ExchangeTask {
         match change {
             MemberChange::New => {
                 tracing::info!(peer = %record.public_key.short(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
+                self.last_join = tokio::time::Instant::now();
                 let _ = self.reconcile.try_send(());
                 self.gossip_about_newcomer(&record.public_key).await;
             }
@@ -324,6 +419,40 @@ impl ExchangeTask {
             }
             MemberChange::Refreshed => {}
         }
+    }
+
+    /// Our underlay addresses changed (a laptop moved networks): rejoin the LAN group on the new
+    /// interfaces, tell every member our new endpoints; STUN starts over on its own.
+    async fn on_addresses_changed(&mut self) {
+        tracing::info!("host addresses changed; re-announcing");
+        if let Some(group) = self.lan_group {
+            for (name, ip) in lan_addresses(&self.node.interface) {
+                if let Err(err) =
+                    socket2::SockRef::from(&self.socket).join_multicast_v4(&group, &ip)
+                {
+                    tracing::debug!(interface = %name, error = %err, "cannot join the LAN group");
+                }
+            }
+        }
+        let view = self.nat.view().clone();
+        self.announce_changed_endpoints(view).await;
+        if let Some(dht) = &self.dht {
+            dht.reannounce();
+        }
+    }
+
+    /// Records the NAT view, rebuilds our record with the new endpoints and pushes it.
+    async fn announce_changed_endpoints(&mut self, view: NatView) {
+        let record = {
+            let mut state = self.shared.lock();
+            state.nat_type = view.nat_type;
+            state.public_endpoint = view.public_endpoint;
+            own_record(&self.node, &state)
+        };
+        if let Err(err) = self.exchange.set_record(record) {
+            tracing::error!(error = %err, "cannot announce new endpoints");
+        }
+        self.probe_members().await;
     }
 
     /// Two members derived the same IPv4. The one with the greater public key moves to the next
@@ -348,17 +477,14 @@ impl ExchangeTask {
             ipv6: addresses.ipv6,
             collision_counter: next,
         };
-        let advertised = {
+        let record = {
             let mut state = self.shared.lock();
             let old = state.own.ipv4;
             state.own = own;
             tracing::warn!(peer = %other.public_key.short(), old = %old, new = %own.ipv4, counter = next, "IPv4 collision: re-addressed");
-            state.advertised.clone()
+            own_record(&self.node, &state)
         };
-        if let Err(err) = self
-            .exchange
-            .set_record(own_record(&self.node, &own, &advertised))
-        {
+        if let Err(err) = self.exchange.set_record(record) {
             tracing::error!(error = %err, "cannot announce the new address");
         }
         let _ = self.reconcile.try_send(());
@@ -457,9 +583,15 @@ impl ExchangeTask {
                 .map(|e| e.control)
                 .collect()
         };
+        let now = tokio::time::Instant::now();
         for addr in unknown {
             tracing::debug!(%addr, "probing a member learned by gossip");
             self.probe(addr, Some(Source::Gossip)).await;
+            if !self.punches.iter().any(|(_, a)| *a == addr) {
+                for secs in PUNCH_RETRIES {
+                    self.punches.push((now + Duration::from_millis(secs), addr));
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ mod control_server;
 mod discovery;
 mod exchange_io;
 mod lifecycle;
+mod nat;
 mod platform;
 mod reconcile;
 mod reload;
@@ -16,7 +17,7 @@ use crate::cli::UpArgs;
 use crate::control::{ReloadReport, Response};
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
-use discovery::{CacheDiscovery, Discovery, LanDiscovery, StaticDiscovery};
+use discovery::{CacheDiscovery, DhtLink, Discovery, LanDiscovery, StaticDiscovery};
 use exchange_io::{Command, ExchangeTask};
 use lifecycle::{Notifier, PidFile};
 use reconcile::{LinkConfig, Reconciler};
@@ -39,6 +40,9 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// After adopting a device, peers and routes we have not yet re-verified are kept this long, so
 /// a `--keep-interface` restart does not drop tunnels while discovery catches up.
 const ADOPTION_GRACE: Duration = Duration::from_secs(30);
+
+/// STUN servers used when `--stun` is not given (public, well known; `--stun none` disables).
+const DEFAULT_STUN_SERVERS: &[&str] = &["stun.l.google.com:19302", "stun.cloudflare.com:3478"];
 
 /// Keepalive for peers behind a router (the interval wg-quick users know from `PersistentKeepalive`).
 const NAT_KEEPALIVE_SECS: u16 = 25;
@@ -233,7 +237,7 @@ async fn daemon(
     let socket =
         exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
-    let record = exchange_io::own_record(&node, &own, &advertised);
+    let record = exchange_io::own_record(&node, &shared.lock());
     let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
@@ -265,6 +269,23 @@ async fn daemon(
     if !args.peer.is_empty() {
         discovery.push(Box::new(StaticDiscovery::new(args.peer.clone())));
     }
+    let stun_servers = nat::server_list(args.stun.as_deref(), DEFAULT_STUN_SERVERS);
+    let (dht, dht_candidates) = match nat::server_list(args.dht_bootstrap.as_deref(), &[]) {
+        None => (None, None),
+        Some(bootstrap) => {
+            let nodes_file = args
+                .location
+                .state_dir
+                .join(format!("{interface}.dht-nodes.json"));
+            match DhtLink::start(&keys, control_port, bootstrap, nodes_file) {
+                Ok((link, rx)) => (Some(link), Some(rx)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start the DHT; continuing without it");
+                    (None, None)
+                }
+            }
+        }
+    };
     let (command_tx, command_rx) = mpsc::channel(8);
     let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
     let task = ExchangeTask {
@@ -278,7 +299,20 @@ async fn daemon(
         identity,
         keys: keys.clone(),
         probed: std::collections::HashMap::new(),
+        nat: nat::NatWatch::new(&interface, control_port, stun_servers.is_some()),
+        lan_group: (!args.no_lan).then_some(group),
+        dht,
+        dht_candidates,
+        last_join: tokio::time::Instant::now(),
+        punches: Vec::new(),
     };
+    if let Some(servers) = stun_servers {
+        let commands = command_tx.clone();
+        tokio::spawn(async move {
+            let resolved = nat::resolve(servers).await;
+            let _ = commands.send(Command::StunServers(resolved)).await;
+        });
+    }
     tracker.spawn(task.run(cancel.clone()));
 
     // Reconcile loop.

@@ -81,8 +81,7 @@ impl ReloadContext {
             };
             if changed {
                 tracing::info!(routes = ?routes, "advertised routes changed");
-                let own = self.shared.lock().own;
-                let record = own_record(&self.node, &own, &routes);
+                let record = own_record(&self.node, &self.shared.lock());
                 let _ = self
                     .announce
                     .send(Command::Announce(Box::new(record)))

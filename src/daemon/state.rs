@@ -34,6 +34,10 @@ pub struct OwnAddresses {
 #[derive(Debug)]
 pub struct MeshState {
     pub own: OwnAddresses,
+    /// Our public mapping as STUN reports it, when there is one to advertise.
+    pub public_endpoint: Option<std::net::SocketAddr>,
+    /// "disabled", "unknown", "open", "port-preserving NAT", ... (see `wgmesh_nat::NatType`).
+    pub nat_type: String,
     pub members: MemberTable,
     pub advertised: Vec<IpNet>,
     pub accepted: AcceptedRoutes,
@@ -46,6 +50,8 @@ impl Shared {
     pub fn new(own: OwnAddresses, advertised: Vec<IpNet>) -> Self {
         Self(Arc::new(Mutex::new(MeshState {
             own,
+            public_endpoint: None,
+            nat_type: "unknown".to_owned(),
             members: MemberTable::default(),
             advertised,
             accepted: AcceptedRoutes::default(),
@@ -106,6 +112,8 @@ pub fn status_report(
         control_port: node.control_port,
         advertised_routes: state.advertised.iter().map(ToString::to_string).collect(),
         peers,
+        nat_type: state.nat_type.clone(),
+        public_endpoint: state.public_endpoint.map(|e| e.to_string()),
         pid: std::process::id(),
         reload,
         reconcile,

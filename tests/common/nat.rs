@@ -206,7 +206,10 @@ impl NatLab {
             ],
         );
         // Masquerade out of the WAN; inbound is forwarded only for flows the LAN started (the
-        // conntrack entry a NAT mapping is), so unsolicited traffic never reaches a host.
+        // conntrack entry a NAT mapping is), so unsolicited traffic never reaches a host. The
+        // router itself drops unsolicited WAN traffic too, as home routers do: accepting it would
+        // confirm a conntrack entry for the probe's address pair, and the host's own later flow to
+        // that peer would then clash with it and be given a random port.
         let rules = format!(
             "table ip wgmesh_nat {{
                 chain postrouting {{
@@ -216,6 +219,12 @@ impl NatLab {
                 chain forward {{
                     type filter hook forward priority filter; policy accept;
                     iifname \"wan0\" ct state established,related accept
+                    iifname \"wan0\" drop
+                }}
+                chain input {{
+                    type filter hook input priority filter; policy accept;
+                    iifname \"wan0\" ct state established,related accept
+                    iifname \"wan0\" icmp type echo-request accept
                     iifname \"wan0\" drop
                 }}
             }}\n",

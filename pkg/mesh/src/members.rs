@@ -14,6 +14,8 @@ pub enum Source {
     Dht,
     Cache,
     Gossip,
+    /// It contacted us first.
+    Inbound,
 }
 
 impl Source {
@@ -24,6 +26,7 @@ impl Source {
             Self::Dht => "dht",
             Self::Cache => "cache",
             Self::Gossip => "gossip",
+            Self::Inbound => "inbound",
         }
     }
 }

@@ -1,0 +1,198 @@
+//! NAT awareness on the control socket: STUN rounds (RFC 5389 via `wgmesh-nat`) and noticing
+//! that the host's own addresses changed (roaming), which calls for a new round at once.
+
+use super::exchange_io::lan_addresses;
+use std::net::{IpAddr, SocketAddr};
+use tokio::time::{Duration, Instant};
+use wgmesh_nat::{
+    MAX_ATTEMPTS_PER_ROUND, NatType, REPROBE_INTERVAL_MS, RETRY_INTERVAL_MS, StunProbe,
+};
+
+/// How often the host's addresses are compared with the last look. A timer the daemon already
+/// needs for nothing else would be better (netlink address events); a poll this slow costs 12
+/// wakeups a minute and bounds the roaming reaction to about this long.
+pub const ADDRESS_CHECK: Duration = Duration::from_secs(5);
+
+/// What changed after a STUN answer or an address change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatView {
+    pub nat_type: String,
+    pub public_endpoint: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub struct NatWatch {
+    interface: String,
+    control_port: u16,
+    probe: Option<StunProbe>,
+    next_stun: Option<Instant>,
+    attempts: u32,
+    addresses: Vec<IpAddr>,
+    next_address_check: Instant,
+    view: NatView,
+}
+
+impl NatWatch {
+    pub fn new(interface: &str, control_port: u16, stun_enabled: bool) -> Self {
+        let addresses = local_ips(interface);
+        Self {
+            interface: interface.to_owned(),
+            control_port,
+            probe: None,
+            next_stun: None,
+            attempts: 0,
+            addresses,
+            next_address_check: Instant::now() + ADDRESS_CHECK,
+            view: NatView {
+                nat_type: if stun_enabled { "unknown" } else { "disabled" }.to_owned(),
+                public_endpoint: None,
+            },
+        }
+    }
+
+    /// The STUN servers, once resolved; starts a round at once.
+    pub fn set_servers(&mut self, servers: Vec<SocketAddr>) {
+        if servers.is_empty() {
+            return;
+        }
+        self.probe = Some(StunProbe::new(servers).with_local_ips(self.addresses.clone()));
+        self.next_stun = Some(Instant::now());
+        self.attempts = 0;
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        self.next_stun
+            .map_or(self.next_address_check, |t| t.min(self.next_address_check))
+    }
+
+    /// STUN requests due now (sent from the control socket).
+    pub fn due_requests(&mut self, now: Instant) -> Vec<(SocketAddr, [u8; 20])> {
+        let (Some(probe), Some(at)) = (self.probe.as_mut(), self.next_stun) else {
+            return Vec::new();
+        };
+        if at > now {
+            return Vec::new();
+        }
+        let requests = probe.requests(super::exchange_io::now_ms(), transaction_id);
+        self.attempts += 1;
+        let wait = if probe.all_answered() || self.attempts >= MAX_ATTEMPTS_PER_ROUND {
+            self.attempts = 0;
+            REPROBE_INTERVAL_MS
+        } else {
+            RETRY_INTERVAL_MS
+        };
+        self.next_stun = Some(now + Duration::from_millis(wait));
+        requests
+    }
+
+    /// Feeds a STUN datagram; returns the new view when it changed.
+    pub fn on_stun(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<NatView> {
+        let probe = self.probe.as_mut()?;
+        probe.on_datagram(from, datagram, super::exchange_io::now_ms())?;
+        if probe.all_answered() {
+            self.attempts = 0;
+        }
+        let view = NatView {
+            nat_type: probe.nat_type(self.control_port).to_string(),
+            public_endpoint: match probe.nat_type(self.control_port) {
+                // A mapping that depends on the destination is useless to anyone else.
+                NatType::EndpointDependent => None,
+                _ => probe.public_endpoint(),
+            },
+        };
+        (view != self.view).then(|| {
+            self.view = view.clone();
+            view
+        })
+    }
+
+    /// Whether the host's addresses changed since the last look (checked every
+    /// [`ADDRESS_CHECK`]); if so, STUN starts over at once.
+    pub fn addresses_changed(&mut self, now: Instant) -> bool {
+        if now < self.next_address_check {
+            return false;
+        }
+        self.next_address_check = now + ADDRESS_CHECK;
+        let current = local_ips(&self.interface);
+        if current == self.addresses {
+            return false;
+        }
+        self.addresses = current;
+        if let Some(probe) = self.probe.as_mut() {
+            probe.reset();
+            probe.set_local_ips(self.addresses.clone());
+            self.next_stun = Some(now);
+            self.attempts = 0;
+        }
+        true
+    }
+
+    pub fn view(&self) -> &NatView {
+        &self.view
+    }
+}
+
+fn local_ips(interface: &str) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = lan_addresses(interface)
+        .into_iter()
+        .map(|(_, ip)| IpAddr::V4(ip))
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn transaction_id() -> [u8; 12] {
+    let mut id = [0u8; 12];
+    // A failed OS random source leaves a zero id: the request still works, it is only guessable.
+    let _ = getrandom::fill(&mut id);
+    id
+}
+
+/// Resolves `HOST:PORT` servers off the runtime (DNS is blocking). Unresolvable ones are skipped.
+pub async fn resolve(servers: Vec<String>) -> Vec<SocketAddr> {
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs as _;
+        servers
+            .iter()
+            .filter_map(|s| match s.to_socket_addrs() {
+                Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
+                Err(err) => {
+                    tracing::info!(server = %s, error = %err, "cannot resolve server");
+                    None
+                }
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// `--stun`/`--dht-bootstrap` values: absent → the defaults, `none` → disabled.
+pub fn server_list(spec: Option<&str>, defaults: &[&str]) -> Option<Vec<String>> {
+    match spec.map(str::trim) {
+        None => Some(defaults.iter().map(|s| (*s).to_owned()).collect()),
+        Some("none") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(server_list(Some("none"), &["a:1"]), None);
+        assert_eq!(server_list(None, &["a:1"]), Some(vec!["a:1".to_owned()]));
+        assert_eq!(
+            server_list(Some("b:2, c:3,"), &["a:1"]),
+            Some(vec!["b:2".to_owned(), "c:3".to_owned()])
+        );
+    }
+}
