@@ -73,6 +73,7 @@ impl DhtRendezvous {
 enum Command {
     SetFast(bool),
     SetAnnouncePort(u16),
+    Reannounce,
     Stop,
 }
 
@@ -92,9 +93,15 @@ impl DhtHandle {
         let _ = self.commands.send(Command::SetFast(fast));
     }
 
-    /// Changes the announced control port and re-announces at once.
+    /// Sets the announced control port and announces at once, even if the port is unchanged.
     pub fn set_announce_port(&self, port: u16) {
         let _ = self.commands.send(Command::SetAnnouncePort(port));
+    }
+
+    /// Announces again at once (our public address may have changed: the DHT stores the
+    /// address the announce comes from).
+    pub fn reannounce(&self) {
+        let _ = self.commands.send(Command::Reannounce);
     }
 
     pub fn status(&self) -> DhtStatus {
@@ -211,11 +218,10 @@ impl Worker {
                 self.schedule.set_fast(fast);
                 self.update_status(|s| s.fast = fast);
             }
+            Command::Reannounce => self.schedule.reannounce_now(),
             Command::SetAnnouncePort(port) => {
-                if port != self.config.announce_port {
-                    self.config.announce_port = port;
-                    self.schedule.reannounce_now();
-                }
+                self.config.announce_port = port;
+                self.schedule.reannounce_now();
             }
         }
         Flow::Continue
