@@ -55,6 +55,12 @@ const DUPLICATES_ALLOWED: &[&str] = &[
     "rustix",
     // RustCrypto crates mid-migration: chacha20poly1305 0.10 uses 0.2, newer blake3/argon2 use 0.3.
     "cpufeatures",
+    // mainline 8 (the DHT) signs with ed25519-dalek 3 on the RustCrypto 0.11 generation, while
+    // x25519-dalek 2 and argon2 0.5 are still on the previous one.
+    "curve25519-dalek",
+    "digest",
+    "block-buffer",
+    "crypto-common",
 ];
 
 fn satisfies(expression: &str) -> bool {

@@ -359,3 +359,202 @@ fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
         }
     }
 }
+
+fn control_port(lab: &NatLab) -> u64 {
+    let derived = common::run(
+        common::wgmesh_bin(),
+        &[
+            "derive",
+            "--json",
+            "--secret-file",
+            &lab.relay.secret_file.display().to_string(),
+        ],
+    );
+    serde_json::from_slice::<serde_json::Value>(&derived.stdout).unwrap()["control_port"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Only the relay and host 1 reach the DHT; host 2 knows just the relay (a static seed) and
+/// still meets host 1 through gossip. Restarted with neither DHT nor seed, host 2 rejoins from
+/// its peer cache.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn gossip_joins_a_host_without_the_dht_and_the_cache_rejoins_it() {
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
+    let flags = internet_flags(&mut lab);
+    lab.block_internet(2);
+    let seed = format!("{RELAY_IP}:{}", control_port(&lab));
+    start(&mut lab.relay, &flags);
+    start(&mut lab.hosts[0], &flags);
+    let begin = Instant::now();
+    start(&mut lab.hosts[1], &with(&flags, &["--peer", &seed]));
+    lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping", || lab.all_pairs_ping());
+    eprintln!(
+        "partial discovery: host without DHT joined everyone in {:?}",
+        begin.elapsed()
+    );
+    let status = lab.hosts[1].status_ok();
+    let h1_key = lab.hosts[0].status_ok()["public_key"].clone();
+    let via = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["public_key"] == h1_key)
+        .unwrap()["source"]
+        .clone();
+    assert!(
+        via == "gossip" || via == "inbound",
+        "host 1 reached host 2 by {via}"
+    );
+
+    let cache = lab.hosts[1]
+        .state_dir()
+        .join(format!("{}.peers.json", lab.hosts[1].interface));
+    wait_until(FORMATION, "peer cache written", || {
+        std::fs::read_to_string(&cache).is_ok_and(|t| t.matches("public_key").count() == 2)
+    });
+    lab.hosts[1].stop();
+    let begin = Instant::now();
+    start(&mut lab.hosts[1], &flags);
+    lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping after the restart", || {
+        lab.all_pairs_ping()
+    });
+    eprintln!(
+        "restart from cache (no DHT, no seed): rejoined in {:?}",
+        begin.elapsed()
+    );
+}
+
+/// Host 1 moves to another NAT router while running; the mesh recovers without a restart.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_host_that_changes_networks_recovers_without_a_restart() {
+    let mut lab = NatLab::new(&[
+        NatMode::PortPreserving,
+        NatMode::PortPreserving,
+        NatMode::PortPreserving,
+    ]);
+    let flags = internet_flags(&mut lab);
+    start(&mut lab.relay, &flags);
+    start(&mut lab.hosts[0], &flags);
+    start(&mut lab.hosts[1], &flags);
+    lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping", || lab.all_pairs_ping());
+    let ips = lab.mesh_ips();
+    let (relay_ip, h1_ip, h2_ip) = (ips[0].0.clone(), ips[1].0.clone(), ips[2].0.clone());
+
+    lab.roam(1, 3);
+    let begin = Instant::now();
+    wait_until(
+        FORMATION,
+        "host 1 to reach the relay and host 2 again, both ways",
+        || {
+            lab.hosts[0].ping(&relay_ip)
+                && lab.hosts[0].ping(&h2_ip)
+                && lab.relay.ping(&h1_ip)
+                && lab.hosts[1].ping(&h1_ip)
+        },
+    );
+    let recovered = begin.elapsed();
+    eprintln!("roaming: connectivity restored {recovered:?} after the move");
+    let status = lab.hosts[0].status_ok();
+    let wan = lab.router_of(1).wan_ip.clone();
+    wait_until(
+        Duration::from_secs(15),
+        "STUN to see the new router",
+        || {
+            lab.hosts[0].status_ok()["public_endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&format!("{wan}:")))
+        },
+    );
+    assert!(status["peers"].as_array().unwrap().len() == 2);
+    if std::env::var_os("WGMESH_DUMP").is_some() {
+        eprintln!("{}", lab.dump_logs());
+    }
+}
+
+/// DHT and STUN traffic of a steady 3-node mesh, counted at the "internet" namespace.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn idle_mesh_dht_and_stun_traffic_is_small() {
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
+    let flags = internet_flags(&mut lab);
+    start(&mut lab.relay, &flags);
+    for host in &mut lab.hosts {
+        start(host, &flags);
+    }
+    lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping", || lab.all_pairs_ping());
+    // Let the DHT settle into slow pacing (no member joined for two minutes is "stable"; the
+    // first minute after forming is reported separately).
+    let counters = "table inet wgmesh_count {
+        chain input {
+            type filter hook input priority filter; policy accept;
+            udp dport { 3478, 3479 } counter name stun
+            udp dport != { 3478, 3479 } counter name dht
+        }
+        counter stun {}
+        counter dht {}
+    }\n";
+    let path = lab.dir.path().join("count.nft");
+    std::fs::write(&path, counters).unwrap();
+    common::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.pub_ns,
+            "nft",
+            "-f",
+            &path.display().to_string(),
+        ],
+    );
+    let read = |name: &str| -> u64 {
+        let out = common::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &lab.pub_ns,
+                "nft",
+                "list",
+                "counter",
+                "inet",
+                "wgmesh_count",
+                name,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("packets ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let mut minutes = Vec::new();
+    for _ in 0..3 {
+        let (stun0, dht0) = (read("stun"), read("dht"));
+        std::thread::sleep(Duration::from_secs(60));
+        minutes.push((read("stun") - stun0, read("dht") - dht0));
+    }
+    eprintln!(
+        "idle 3-node mesh, datagrams per minute received by the DHT/STUN host (stun, dht): {minutes:?}"
+    );
+    let (stun, dht) = minutes[2];
+    // Slow pacing: STUN every 5 min per node (2 servers), one DHT lookup round per 5 min per node.
+    assert!(stun <= 12, "STUN datagrams in a steady minute: {stun}");
+    assert!(dht <= 300, "DHT datagrams in a steady minute: {dht}");
+}

@@ -153,6 +153,8 @@ pub struct ExchangeTask {
     /// reaches them, and the first datagrams of each side usually hit the other's NAT before its
     /// own outbound mapping exists.
     pub punches: Vec<(tokio::time::Instant, SocketAddr)>,
+    /// Link and address changes on the host (from rtnetlink).
+    pub link_events: mpsc::Receiver<()>,
 }
 
 impl std::fmt::Debug for ExchangeTask {
@@ -209,6 +211,7 @@ impl ExchangeTask {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from).await,
                     Err(err) => tracing::debug!(error = %err, "control socket receive failed"),
                 },
+                Some(()) = self.link_events.recv() => self.nat.link_event(tokio::time::Instant::now()),
                 Some(addr) = recv_candidate(&mut self.dht_candidates) => {
                     self.probe(addr, Some(Source::Dht)).await;
                 }
@@ -258,7 +261,8 @@ impl ExchangeTask {
                         self.punches.iter().filter(|(t, _)| *t <= now).map(|(_, a)| *a).collect();
                     self.punches.retain(|(t, _)| *t > now);
                     for addr in due {
-                        self.probe(addr, Some(Source::Gossip)).await;
+                        let through_tunnel = self.node.mesh_prefixes.iter().any(|n| n.contains(&addr.ip()));
+                        self.probe(addr, (!through_tunnel).then_some(Source::Gossip)).await;
                     }
                     for (server, request) in self.nat.due_requests(now) {
                         self.send(&request, server).await;
@@ -391,19 +395,40 @@ impl ExchangeTask {
                     .any(|net| net.contains(&from.ip()));
             if on_lan { Source::Lan } else { Source::Inbound }
         });
+        // An exchange that came through the tunnel (from a mesh address) says nothing about the
+        // member's underlay: keep what we know, or we would point WireGuard at itself.
+        let through_tunnel = self
+            .node
+            .mesh_prefixes
+            .iter()
+            .any(|net| net.contains(&from.ip()));
+        let (endpoint, control_addr) = if through_tunnel {
+            let state = self.shared.lock();
+            let known = state.members.get(&record.public_key);
+            (
+                known.and_then(|m| m.endpoint),
+                known.and_then(|m| m.control_addr).or(Some(from)),
+            )
+        } else {
+            // The address its exchange reached us from is on a path that works; WireGuard
+            // listens on the same host at its own port.
+            (
+                Some(SocketAddr::new(from.ip(), record.listen_port)),
+                Some(from),
+            )
+        };
         let member = Member {
             public_key: record.public_key,
             mesh_ipv4: record.mesh_ipv4,
             mesh_ipv6: record.mesh_ipv6,
             collision_counter: record.collision_counter,
-            // The address its exchange reached us from is on a path that works; WireGuard
-            // listens on the same host at its own port.
-            endpoint: Some(SocketAddr::new(from.ip(), record.listen_port)),
-            control_addr: Some(from),
+            endpoint,
+            control_addr,
             routes: record.routes.clone(),
             source,
             relay_offered: record.relay_offered(),
             last_seen_ms: now_ms(),
+            moved_at_ms: 0,
         };
         let change = self.shared.lock().members.upsert(member);
         match change {
@@ -414,8 +439,10 @@ impl ExchangeTask {
                 self.gossip_about_newcomer(&record.public_key).await;
             }
             MemberChange::Updated => {
-                tracing::info!(peer = %record.public_key.short(), routes = ?record.routes, "member updated");
+                tracing::info!(peer = %record.public_key.short(), %from, routes = ?record.routes, "member updated");
                 let _ = self.reconcile.try_send(());
+                // It may have moved: the others learn its new address from us.
+                self.gossip_about_newcomer(&record.public_key).await;
             }
             MemberChange::Refreshed => {}
         }
@@ -425,6 +452,40 @@ impl ExchangeTask {
     /// interfaces, tell every member our new endpoints; STUN starts over on its own.
     async fn on_addresses_changed(&mut self) {
         tracing::info!("host addresses changed; re-announcing");
+        // Punch towards every member from the new address: their NATs only let us in once
+        // their side has sent to us too, which gossip through a reachable member triggers.
+        let now = tokio::time::Instant::now();
+        let members: Vec<SocketAddr> = self
+            .shared
+            .lock()
+            .members
+            .iter()
+            .filter_map(|m| m.control_addr)
+            .collect();
+        for addr in members {
+            for ms in PUNCH_RETRIES {
+                self.punches.push((now + Duration::from_millis(ms), addr));
+            }
+        }
+        // And through the tunnels: a datagram to a member's mesh address makes WireGuard send
+        // from our new address at once, so the member roams its endpoint to us and our NAT
+        // opens for its answer, instead of both waiting for the next keepalive (up to 25 s).
+        let inside: Vec<SocketAddr> = {
+            let mut state = self.shared.lock();
+            state.refresh_endpoints = true;
+            state
+                .members
+                .iter()
+                .map(|m| SocketAddr::new(IpAddr::V4(m.mesh_ipv4), self.node.control_port))
+                .collect()
+        };
+        let _ = self.reconcile.try_send(());
+        // After the reconcile above has unpinned WireGuard's source addresses.
+        for addr in inside {
+            for ms in [300, 1_000] {
+                self.punches.push((now + Duration::from_millis(ms), addr));
+            }
+        }
         if let Some(group) = self.lan_group {
             for (name, ip) in lan_addresses(&self.node.interface) {
                 if let Err(err) =
@@ -579,7 +640,13 @@ impl ExchangeTask {
             }
             entries
                 .iter()
-                .filter(|e| state.members.get(&e.record.public_key).is_none())
+                // Unknown members, and known ones seen at a new address (they moved).
+                .filter(|e| {
+                    state
+                        .members
+                        .get(&e.record.public_key)
+                        .is_none_or(|m| m.control_addr != Some(e.control))
+                })
                 .map(|e| e.control)
                 .collect()
         };

@@ -286,6 +286,16 @@ async fn daemon(
             }
         }
     };
+    let (link_tx, link_events) = mpsc::channel(1);
+    if let Err(err) = wgmesh_linux::watch_links_and_addresses(move || {
+        // Coalesced: one pending notice is enough, the receiver re-reads everything.
+        !matches!(
+            link_tx.try_send(()),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    }) {
+        tracing::warn!(error = %err, "no link/address events; noticing network changes by polling");
+    }
     let (command_tx, command_rx) = mpsc::channel(8);
     let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
     let task = ExchangeTask {
@@ -305,6 +315,7 @@ async fn daemon(
         dht_candidates,
         last_join: tokio::time::Instant::now(),
         punches: Vec::new(),
+        link_events,
     };
     if let Some(servers) = stun_servers {
         let commands = command_tx.clone();

@@ -8,10 +8,11 @@ use wgmesh_nat::{
     MAX_ATTEMPTS_PER_ROUND, NatType, REPROBE_INTERVAL_MS, RETRY_INTERVAL_MS, StunProbe,
 };
 
-/// How often the host's addresses are compared with the last look. A timer the daemon already
-/// needs for nothing else would be better (netlink address events); a poll this slow costs 12
-/// wakeups a minute and bounds the roaming reaction to about this long.
-pub const ADDRESS_CHECK: Duration = Duration::from_secs(5);
+/// How often the host's addresses are compared with the last look when no link or address event
+/// said so: rtnetlink events trigger the check at once; this poll only backs them up.
+pub const ADDRESS_CHECK: Duration = Duration::from_secs(60);
+/// How long a burst of link events is given to settle.
+const EVENT_SETTLE: Duration = Duration::from_millis(300);
 
 /// What changed after a STUN answer or an address change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +107,15 @@ impl NatWatch {
         })
     }
 
+    /// A link, address or route changed: look again shortly. Such changes come in bursts (an
+    /// address, then its routes, then the default route); acting on the first message would
+    /// announce a network that cannot route yet.
+    pub fn link_event(&mut self, now: Instant) {
+        self.next_address_check = self.next_address_check.min(now + EVENT_SETTLE);
+    }
+
     /// Whether the host's addresses changed since the last look (checked every
-    /// [`ADDRESS_CHECK`]); if so, STUN starts over at once.
+    /// [`ADDRESS_CHECK`], and shortly after link events); if so, STUN starts over at once.
     pub fn addresses_changed(&mut self, now: Instant) -> bool {
         if now < self.next_address_check {
             return false;

@@ -164,6 +164,26 @@ impl Reconciler {
         self.log_rejections(&accepted.rejected);
         let wanted_routes = accepted.all();
         let mut update = diff_device(&observed, &desired, now);
+        self.follow_moved_members(&observed, &desired, &mut update);
+        if std::mem::take(&mut self.shared.lock().refresh_endpoints) {
+            for peer in &observed.peers {
+                let Some(endpoint) = peer.config.endpoint else {
+                    continue;
+                };
+                match update
+                    .peers
+                    .iter_mut()
+                    .find(|p| p.public_key == peer.config.public_key)
+                {
+                    Some(change) if change.remove || change.endpoint.is_some() => {}
+                    Some(change) => change.endpoint = Some(endpoint),
+                    None => update.peers.push(wgmesh_device::PeerUpdate {
+                        endpoint: Some(endpoint),
+                        ..wgmesh_device::PeerUpdate::new(peer.config.public_key)
+                    }),
+                }
+            }
+        }
         let holding = self.holding_removals();
         if holding {
             update.peers.retain(|peer| !peer.remove);
@@ -177,6 +197,45 @@ impl Reconciler {
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
         Ok(outcome)
+    }
+
+    /// The diff keeps a recently handshook peer's endpoint (WireGuard roamed it there). A member
+    /// that has since been verified from a new address has moved, and a handshake from before
+    /// the move says nothing about its new endpoint: point WireGuard at the new one.
+    fn follow_moved_members(
+        &self,
+        observed: &DeviceState,
+        desired: &wgmesh_device::DesiredDevice,
+        update: &mut DeviceUpdate,
+    ) {
+        let state = self.shared.lock();
+        for want in &desired.peers {
+            let (Some(member), Some(current), Some(endpoint)) = (
+                state.members.get(&want.public_key),
+                observed.peer(&want.public_key),
+                want.endpoint,
+            ) else {
+                continue;
+            };
+            let handshake_ms = current.last_handshake.map_or(0, unix_ms);
+            if member.moved_at_ms == 0
+                || handshake_ms >= member.moved_at_ms
+                || current.config.endpoint == Some(endpoint)
+            {
+                continue;
+            }
+            match update
+                .peers
+                .iter_mut()
+                .find(|p| p.public_key == want.public_key)
+            {
+                Some(change) => change.endpoint = Some(endpoint),
+                None => update.peers.push(wgmesh_device::PeerUpdate {
+                    endpoint: Some(endpoint),
+                    ..wgmesh_device::PeerUpdate::new(want.public_key)
+                }),
+            }
+        }
     }
 
     /// Applies in one write; if the batch fails, peer by peer so one bad peer does not block

@@ -36,6 +36,10 @@ pub struct MeshState {
     pub own: OwnAddresses,
     /// Our public mapping as STUN reports it, when there is one to advertise.
     pub public_endpoint: Option<std::net::SocketAddr>,
+    /// Set when the host's own addresses changed: the next reconcile re-sets every peer's
+    /// endpoint, which clears the source address WireGuard pinned for it (its "sticky socket"
+    /// would keep sending from an address the host no longer has).
+    pub refresh_endpoints: bool,
     /// "disabled", "unknown", "open", "port-preserving NAT", ... (see `wgmesh_nat::NatType`).
     pub nat_type: String,
     pub members: MemberTable,
@@ -51,6 +55,7 @@ impl Shared {
         Self(Arc::new(Mutex::new(MeshState {
             own,
             public_endpoint: None,
+            refresh_endpoints: false,
             nat_type: "unknown".to_owned(),
             members: MemberTable::default(),
             advertised,

@@ -48,6 +48,10 @@ pub struct Member {
     pub relay_offered: bool,
     /// Milliseconds since the Unix epoch of the last verified exchange.
     pub last_seen_ms: u64,
+    /// When a verified exchange last came from a new address (the member moved networks), in
+    /// Unix milliseconds; 0 if never. A WireGuard handshake older than this does not vouch for
+    /// the old endpoint any more.
+    pub moved_at_ms: u64,
 }
 
 /// What an upsert changed, so the daemon reconciles only on news.
@@ -76,6 +80,13 @@ impl MemberTable {
             }
             Some(existing) => {
                 member.source = existing.source;
+                member.moved_at_ms = if existing.control_addr.is_some()
+                    && member.control_addr.map(|a| a.ip()) != existing.control_addr.map(|a| a.ip())
+                {
+                    member.last_seen_ms
+                } else {
+                    existing.moved_at_ms
+                };
                 let relevant = |m: &Member| {
                     (
                         m.mesh_ipv4,
@@ -155,6 +166,7 @@ pub(crate) mod tests {
             source: Source::Lan,
             relay_offered: false,
             last_seen_ms: 1_000,
+            moved_at_ms: 0,
         }
     }
 
@@ -171,7 +183,18 @@ pub(crate) mod tests {
             Some(Source::Lan)
         );
         seen_again.routes.push("192.168.1.0/24".parse().unwrap());
-        assert_eq!(table.upsert(seen_again), MemberChange::Updated);
+        assert_eq!(table.upsert(seen_again.clone()), MemberChange::Updated);
+        assert_eq!(
+            table.get(&seen_again.public_key).map(|m| m.moved_at_ms),
+            Some(0)
+        );
+        seen_again.control_addr = Some("198.51.100.1:51900".parse().unwrap());
+        seen_again.last_seen_ms = 3_000;
+        assert_eq!(table.upsert(seen_again.clone()), MemberChange::Updated);
+        assert_eq!(
+            table.get(&seen_again.public_key).map(|m| m.moved_at_ms),
+            Some(3_000)
+        );
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //!
 //! Every socket belongs to the network namespace of the thread that opened it.
 
+mod events;
 mod kernel;
 mod netlink;
 mod route;
 mod rtnl;
 pub mod wg_message;
 
+pub use events::watch_links_and_addresses;
 pub use kernel::{KernelBackend, kernel_wireguard_available, probe_kernel_wireguard};
 pub use netlink::{NetlinkError, error_errno};
 pub use route::{InterfaceRoutes, ROUTE_PROTOCOL, delete_route_message, route_message};
