@@ -61,6 +61,8 @@ pub struct PeerReport {
     pub tx_bytes: u64,
     pub source: String,
     pub routes: Vec<String>,
+    /// The member (public key) this peer's traffic goes through when no direct path works.
+    pub relayed_via: Option<String>,
 }
 
 /// The outcome of the latest reload.

@@ -117,7 +117,10 @@ fn print_peers(peers: &[PeerReport]) {
             ago(peer.last_handshake_unix),
             bytes(peer.rx_bytes),
             bytes(peer.tx_bytes),
-            peer.source,
+            match &peer.relayed_via {
+                Some(via) => format!("{} via {}", peer.source, &via[..8.min(via.len())]),
+                None => peer.source.clone(),
+            },
             routes,
         ));
     }

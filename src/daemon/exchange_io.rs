@@ -155,6 +155,9 @@ pub struct ExchangeTask {
     pub punches: Vec<(tokio::time::Instant, SocketAddr)>,
     /// Link and address changes on the host (from rtnetlink).
     pub link_events: mpsc::Receiver<()>,
+    /// Members we heard of only through gossip and could not reach directly yet: after
+    /// [`RELAY_AFTER`] they are reached through a member that offers to relay.
+    pub second_hand: HashMap<PublicKey, (GossipEntry, tokio::time::Instant)>,
 }
 
 impl std::fmt::Debug for ExchangeTask {
@@ -165,11 +168,15 @@ impl std::fmt::Debug for ExchangeTask {
     }
 }
 
+/// How long a member heard of through gossip gets to answer directly before its traffic goes
+/// through a relay.
+const RELAY_AFTER: Duration = Duration::from_secs(6);
+
 /// When to probe a gossiped address again (ms after the first probe).
 const PUNCH_RETRIES: [u64; 4] = [500, 1_000, 2_000, 4_000];
 
 /// The mesh counts as stable (slow DHT lookups) once no member has joined for this long.
-const DHT_SETTLE: Duration = Duration::from_secs(120);
+const DHT_SETTLE: Duration = Duration::from_secs(60);
 
 async fn recv_candidate(
     rx: &mut Option<mpsc::UnboundedReceiver<SocketAddr>>,
@@ -202,6 +209,13 @@ impl ExchangeTask {
                     self.punches
                         .iter()
                         .map(|(t, _)| *t)
+                        .min()
+                        .unwrap_or(next_refresh),
+                )
+                .min(
+                    self.second_hand
+                        .values()
+                        .map(|(_, since)| *since + RELAY_AFTER)
                         .min()
                         .unwrap_or(next_refresh),
                 );
@@ -264,6 +278,7 @@ impl ExchangeTask {
                         let through_tunnel = self.node.mesh_prefixes.iter().any(|n| n.contains(&addr.ip()));
                         self.probe(addr, (!through_tunnel).then_some(Source::Gossip)).await;
                     }
+                    self.relay_unreachable(now).await;
                     for (server, request) in self.nat.due_requests(now) {
                         self.send(&request, server).await;
                     }
@@ -318,7 +333,14 @@ impl ExchangeTask {
             .lock()
             .members
             .iter()
-            .filter_map(|m| m.control_addr)
+            .flat_map(|m| {
+                // A relayed member is probed directly (is a direct path there now?) and through
+                // the tunnel (which keeps it verified and its routes current).
+                let inside = m
+                    .relay_via
+                    .map(|_| SocketAddr::new(IpAddr::V4(m.mesh_ipv4), self.node.control_port));
+                m.control_addr.into_iter().chain(inside)
+            })
             .collect();
         for addr in targets {
             self.probe(addr, None).await;
@@ -402,21 +424,44 @@ impl ExchangeTask {
             .mesh_prefixes
             .iter()
             .any(|net| net.contains(&from.ip()));
-        let (endpoint, control_addr) = if through_tunnel {
+        let (endpoint, control_addr, relay_via) = if through_tunnel {
             let state = self.shared.lock();
             let known = state.members.get(&record.public_key);
+            let relay_via = match known {
+                Some(m) => m.relay_via,
+                None => state
+                    .members
+                    .iter()
+                    .find(|m| m.relay_offered && m.relay_via.is_none())
+                    .map(|m| m.public_key),
+            };
+            if known.is_none() && relay_via.is_none() {
+                return;
+            }
             (
                 known.and_then(|m| m.endpoint),
                 known.and_then(|m| m.control_addr).or(Some(from)),
+                relay_via,
             )
         } else {
             // The address its exchange reached us from is on a path that works; WireGuard
             // listens on the same host at its own port.
+            if let Some(via) = self
+                .shared
+                .lock()
+                .members
+                .get(&record.public_key)
+                .and_then(|m| m.relay_via)
+            {
+                tracing::info!(peer = %record.public_key.short(), relay = %via.short(), %from, "direct path found; no longer relayed");
+            }
             (
                 Some(SocketAddr::new(from.ip(), record.listen_port)),
                 Some(from),
+                None,
             )
         };
+        self.second_hand.remove(&record.public_key);
         let member = Member {
             public_key: record.public_key,
             mesh_ipv4: record.mesh_ipv4,
@@ -429,6 +474,7 @@ impl ExchangeTask {
             relay_offered: record.relay_offered(),
             last_seen_ms: now_ms(),
             moved_at_ms: 0,
+            relay_via,
         };
         let change = self.shared.lock().members.upsert(member);
         match change {
@@ -445,6 +491,62 @@ impl ExchangeTask {
                 self.gossip_about_newcomer(&record.public_key).await;
             }
             MemberChange::Refreshed => {}
+        }
+    }
+
+    /// Members heard of through gossip that did not answer directly within [`RELAY_AFTER`] are
+    /// reached through a member offering to relay (both behind endpoint-dependent NAT, so no
+    /// hole can be punched). Their underlay control address stays known, so the periodic member
+    /// probe keeps trying the direct path; the first direct exchange ends the relaying.
+    async fn relay_unreachable(&mut self, now: tokio::time::Instant) {
+        let due: Vec<PublicKey> = self
+            .second_hand
+            .iter()
+            .filter(|(_, (_, since))| *since + RELAY_AFTER <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            let Some((entry, _)) = self.second_hand.remove(&key) else {
+                continue;
+            };
+            let relay = {
+                let state = self.shared.lock();
+                if state.members.get(&key).is_some() {
+                    continue;
+                }
+                state
+                    .members
+                    .iter()
+                    .find(|m| m.relay_offered && m.relay_via.is_none())
+                    .map(|m| m.public_key)
+            };
+            let Some(relay) = relay else {
+                tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
+                continue;
+            };
+            let record = &entry.record;
+            let member = Member {
+                public_key: key,
+                mesh_ipv4: record.mesh_ipv4,
+                mesh_ipv6: record.mesh_ipv6,
+                collision_counter: record.collision_counter,
+                endpoint: record.endpoints.first().map(|e| e.addr),
+                control_addr: Some(entry.control),
+                routes: Vec::new(),
+                source: Source::Gossip,
+                relay_offered: record.relay_offered(),
+                last_seen_ms: now_ms(),
+                moved_at_ms: 0,
+                relay_via: Some(relay),
+            };
+            self.shared.lock().members.upsert(member);
+            tracing::info!(peer = %key.short(), mesh_ipv4 = %record.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
+            let _ = self.reconcile.try_send(());
+            // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
+            let inside = SocketAddr::new(IpAddr::V4(record.mesh_ipv4), self.node.control_port);
+            for ms in [300, 1_000, 2_000] {
+                self.punches.push((now + Duration::from_millis(ms), inside));
+            }
         }
     }
 
@@ -651,6 +753,16 @@ impl ExchangeTask {
                 .collect()
         };
         let now = tokio::time::Instant::now();
+        {
+            let state = self.shared.lock();
+            for entry in &entries {
+                if state.members.get(&entry.record.public_key).is_none() {
+                    self.second_hand
+                        .entry(entry.record.public_key)
+                        .or_insert((entry.clone(), now));
+                }
+            }
+        }
         for addr in unknown {
             tracing::debug!(%addr, "probing a member learned by gossip");
             self.probe(addr, Some(Source::Gossip)).await;

@@ -173,6 +173,10 @@ async fn daemon(
     let index =
         platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
     let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), &interface, index);
+    if args.relay {
+        platform::enable_relay_forwarding(&interface)?;
+        tracing::info!(%interface, "relaying for members without a direct path (IPv4 forwarding on this interface)");
+    }
 
     let control_port = args.control_port.unwrap_or_else(|| keys.control_port());
     let node = NodeInfo {
@@ -316,6 +320,7 @@ async fn daemon(
         last_join: tokio::time::Instant::now(),
         punches: Vec::new(),
         link_events,
+        second_hand: std::collections::HashMap::new(),
     };
     if let Some(servers) = stun_servers {
         let commands = command_tx.clone();

@@ -135,3 +135,10 @@ pub fn configure_link(
     }
     Ok(link.index)
 }
+
+/// `--relay`: forward IPv4 between peers of the mesh interface, and only there (the input
+/// interface's `forwarding` flag decides for IPv4; the host's other interfaces are untouched).
+pub fn enable_relay_forwarding(interface: &str) -> anyhow::Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
+    std::fs::write(&path, "1").with_context(|| format!("cannot enable forwarding ({path})"))
+}

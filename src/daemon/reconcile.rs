@@ -399,6 +399,9 @@ impl Reconciler {
             self.link.mtu,
         )?;
         self.routes = InterfaceRoutes::new(self.rtnl.clone(), &self.link.interface, index);
+        if self.node.relay {
+            super::platform::enable_relay_forwarding(&self.link.interface)?;
+        }
         Ok(())
     }
 

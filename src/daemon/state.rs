@@ -98,6 +98,7 @@ pub fn status_report(
                 rx_bytes: observed.map_or(0, |p| p.rx_bytes),
                 tx_bytes: observed.map_or(0, |p| p.tx_bytes),
                 source: member.source.as_str().to_owned(),
+                relayed_via: member.relay_via.map(|k| k.to_base64()),
                 routes: state
                     .accepted
                     .routes_of(&member.public_key)

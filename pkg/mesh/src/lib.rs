@@ -10,7 +10,7 @@ pub use members::{Member, MemberChange, MemberTable, Source};
 pub use routes::{AcceptedRoutes, LocalView, RejectReason, accept_routes};
 
 use wgmesh_device::{DesiredDevice, PeerConfig};
-use wgmesh_keys::{PresharedKey, PrivateKey};
+use wgmesh_keys::{PresharedKey, PrivateKey, PublicKey};
 
 /// Everything the desired device needs besides the members.
 #[derive(Debug, Clone)]
@@ -44,25 +44,45 @@ pub fn desired_device(
     accepted: &AcceptedRoutes,
     connected: &[ipnet::IpNet],
 ) -> DesiredDevice {
-    let peers = members
-        .iter()
-        .map(|member| {
-            let mut allowed_ips = vec![
-                ipnet::IpNet::from(std::net::IpAddr::V4(member.mesh_ipv4)),
-                ipnet::IpNet::from(std::net::IpAddr::V6(member.mesh_ipv6)),
-            ];
-            allowed_ips.extend(accepted.routes_of(&member.public_key).iter().copied());
-            let mut peer = PeerConfig {
+    // Allowed IPs are exclusive per peer. Two members that derived the same IPv4 are resolved by
+    // the higher key re-addressing itself; until it has, the lower key keeps the /32.
+    let mut claimed_v4 = std::collections::HashSet::new();
+    let mut addresses = |member: &Member| {
+        let mut ips = vec![ipnet::IpNet::from(std::net::IpAddr::V6(member.mesh_ipv6))];
+        if claimed_v4.insert(member.mesh_ipv4) {
+            ips.push(ipnet::IpNet::from(std::net::IpAddr::V4(member.mesh_ipv4)));
+        }
+        ips.extend(accepted.routes_of(&member.public_key).iter().copied());
+        ips
+    };
+    let mut peers: Vec<PeerConfig> = Vec::new();
+    let mut relayed: Vec<(PublicKey, Vec<ipnet::IpNet>)> = Vec::new();
+    for member in members.iter() {
+        let allowed_ips = addresses(member);
+        match member.relay_via {
+            // Reached through a relay: its addresses become the relay's allowed IPs, so
+            // WireGuard sends its traffic to the relay, which forwards it.
+            Some(relay) if members.get(&relay).is_some_and(|r| r.relay_via.is_none()) => {
+                relayed.push((relay, allowed_ips));
+            }
+            Some(_) => {}
+            None => peers.push(PeerConfig {
                 preshared_key: Some(settings.preshared_key.clone()),
                 endpoint: member.endpoint,
                 allowed_ips,
                 persistent_keepalive: keepalive_for(member, connected, settings),
                 ..PeerConfig::new(member.public_key)
-            };
-            peer.normalise();
-            peer
-        })
-        .collect();
+            }),
+        }
+    }
+    for (relay, ips) in relayed {
+        if let Some(peer) = peers.iter_mut().find(|p| p.public_key == relay) {
+            peer.allowed_ips.extend(ips);
+        }
+    }
+    for peer in &mut peers {
+        peer.normalise();
+    }
     DesiredDevice {
         private_key: settings.private_key.clone(),
         listen_port: settings.listen_port,
@@ -125,6 +145,53 @@ mod tests {
             peer_far.persistent_keepalive,
             Some(25),
             "across a router: keepalive"
+        );
+    }
+
+    #[test]
+    fn relayed_members_ride_on_their_relay_and_collisions_keep_one_owner() {
+        let mut table = MemberTable::default();
+        let relay = member(1);
+        table.upsert(relay.clone());
+        let mut far = member(2);
+        far.relay_via = Some(relay.public_key);
+        far.routes = vec!["192.168.9.0/24".parse().unwrap()];
+        table.upsert(far.clone());
+        let mut twin = member(3);
+        twin.mesh_ipv4 = relay.mesh_ipv4;
+        table.upsert(twin.clone());
+        let view = LocalView {
+            accept_routes: true,
+            ..LocalView::default()
+        };
+        let accepted = accept_routes(&view, &table);
+        let device = desired_device(&settings(), &table, &accepted, &[]);
+        assert_eq!(
+            device.peers.len(),
+            2,
+            "the relayed member is not a peer of its own"
+        );
+        let via = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == relay.public_key)
+            .unwrap();
+        for ip in ["10.1.0.1/32", "10.1.0.2/32", "192.168.9.0/24"] {
+            assert!(
+                via.allowed_ips.contains(&ip.parse().unwrap()),
+                "{ip} not via the relay"
+            );
+        }
+        let twin_peer = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == twin.public_key)
+            .unwrap();
+        assert!(
+            !twin_peer
+                .allowed_ips
+                .contains(&"10.1.0.1/32".parse().unwrap()),
+            "the lower key keeps the /32"
         );
     }
 }

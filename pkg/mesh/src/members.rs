@@ -52,6 +52,8 @@ pub struct Member {
     /// Unix milliseconds; 0 if never. A WireGuard handshake older than this does not vouch for
     /// the old endpoint any more.
     pub moved_at_ms: u64,
+    /// Reached through this member (a relay) because no direct path works.
+    pub relay_via: Option<PublicKey>,
 }
 
 /// What an upsert changed, so the daemon reconciles only on news.
@@ -95,6 +97,7 @@ impl MemberTable {
                         m.control_addr,
                         m.routes.clone(),
                         m.relay_offered,
+                        m.relay_via,
                     )
                 };
                 let change = if relevant(existing) == relevant(&member) {
@@ -167,6 +170,7 @@ pub(crate) mod tests {
             relay_offered: false,
             last_seen_ms: 1_000,
             moved_at_ms: 0,
+            relay_via: None,
         }
     }
 
