@@ -149,6 +149,8 @@ pub struct ExchangeTask {
     /// When the member table last gained a member; the DHT looks up fast until it has been
     /// stable for a while.
     pub last_join: tokio::time::Instant,
+    /// Members at the last refresh; fewer now means one went missing.
+    pub members_seen: usize,
     /// Repeated probes to addresses learned second-hand: both sides start punching when gossip
     /// reaches them, and the first datagrams of each side usually hit the other's NAT before its
     /// own outbound mapping exists.
@@ -262,7 +264,13 @@ impl ExchangeTask {
                         self.probe_members().await;
                         next_refresh = now + MEMBER_REFRESH;
                         if let Some(dht) = &self.dht {
+                            // Fast while forming, and again when a member went missing (it may
+                            // be back at a new address), until the mesh has been stable a while.
                             let members = self.shared.lock().members.len();
+                            if members < self.members_seen {
+                                self.last_join = now;
+                            }
+                            self.members_seen = members;
                             dht.set_fast(members == 0 || now.duration_since(self.last_join) < DHT_SETTLE);
                         }
                     }

@@ -318,6 +318,7 @@ async fn daemon(
         dht,
         dht_candidates,
         last_join: tokio::time::Instant::now(),
+        members_seen: 0,
         punches: Vec::new(),
         link_events,
         second_hand: std::collections::HashMap::new(),

@@ -56,6 +56,7 @@ impl DhtRendezvous {
             dht: None,
             announce_ok: None,
             last_save: None,
+            bootstrap_failures: 0,
         };
         let thread = std::thread::Builder::new()
             .name("wgmesh-dht".to_owned())
@@ -152,6 +153,8 @@ struct Worker {
     /// Outcome of the last announce, to log changes rather than every failure.
     announce_ok: Option<bool>,
     last_save: Option<Instant>,
+    /// Failed attempts to find a bootstrap node: the first is a warning, retries are not news.
+    bootstrap_failures: u32,
 }
 
 enum Flow {
@@ -292,10 +295,18 @@ impl Worker {
         }
         let bootstrap = merge_bootstrap(&resolved, &saved);
         if bootstrap.is_empty() {
-            tracing::warn!(
-                configured = ?self.config.bootstrap,
-                "no DHT bootstrap node could be resolved and none was saved; retrying"
-            );
+            if self.bootstrap_failures == 0 {
+                tracing::warn!(
+                    configured = ?self.config.bootstrap,
+                    "no DHT bootstrap node could be resolved and none was saved; retrying with backoff"
+                );
+            } else {
+                tracing::debug!(
+                    attempt = self.bootstrap_failures + 1,
+                    "DHT bootstrap still unresolved"
+                );
+            }
+            self.bootstrap_failures += 1;
             return Flow::Continue;
         }
         let mut builder = Dht::builder();
