@@ -562,6 +562,10 @@ impl ExchangeTask {
     /// interfaces, tell every member our new endpoints; STUN starts over on its own.
     async fn on_addresses_changed(&mut self) {
         tracing::info!("host addresses changed; re-announcing");
+        if let Some(servers) = self.nat.unresolved() {
+            let resolved = super::nat::resolve(servers).await;
+            self.nat.set_servers(resolved);
+        }
         // Punch towards every member from the new address: their NATs only let us in once
         // their side has sent to us too, which gossip through a reachable member triggers.
         let now = tokio::time::Instant::now();

@@ -313,7 +313,7 @@ async fn daemon(
         identity,
         keys: keys.clone(),
         probed: std::collections::HashMap::new(),
-        nat: nat::NatWatch::new(&interface, control_port, stun_servers.is_some()),
+        nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
         lan_group: (!args.no_lan).then_some(group),
         dht,
         dht_candidates,

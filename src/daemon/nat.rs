@@ -24,6 +24,9 @@ pub struct NatView {
 #[derive(Debug)]
 pub struct NatWatch {
     interface: String,
+    /// The configured STUN servers (`HOST:PORT`), kept to resolve again if DNS failed at start
+    /// (a host often boots before its network is up).
+    servers: Vec<String>,
     control_port: u16,
     probe: Option<StunProbe>,
     next_stun: Option<Instant>,
@@ -34,10 +37,12 @@ pub struct NatWatch {
 }
 
 impl NatWatch {
-    pub fn new(interface: &str, control_port: u16, stun_enabled: bool) -> Self {
+    pub fn new(interface: &str, control_port: u16, servers: Option<Vec<String>>) -> Self {
         let addresses = local_ips(interface);
+        let stun_enabled = servers.is_some();
         Self {
             interface: interface.to_owned(),
+            servers: servers.unwrap_or_default(),
             control_port,
             probe: None,
             next_stun: None,
@@ -59,6 +64,11 @@ impl NatWatch {
         self.probe = Some(StunProbe::new(servers).with_local_ips(self.addresses.clone()));
         self.next_stun = Some(Instant::now());
         self.attempts = 0;
+    }
+
+    /// The server names to resolve, if STUN is on but no server has resolved yet.
+    pub fn unresolved(&self) -> Option<Vec<String>> {
+        (self.probe.is_none() && !self.servers.is_empty()).then(|| self.servers.clone())
     }
 
     pub fn next_deadline(&self) -> Instant {
