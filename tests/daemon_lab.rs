@@ -205,16 +205,7 @@ print(len(beacon))
 )]
 fn another_secret_never_joins_and_garbage_changes_nothing() {
     let mut lab = Lab::new(3);
-    let derived = common::run(
-        common::wgmesh_bin(),
-        &[
-            "derive",
-            "--json",
-            "--secret-file",
-            &lab.nodes[0].secret_file.display().to_string(),
-        ],
-    );
-    let derived: serde_json::Value = serde_json::from_slice(&derived.stdout).unwrap();
+    let derived = common::derive(&lab.nodes[0].secret_file);
     let (group, port) = (
         derived["lan_group"].as_str().unwrap(),
         derived["control_port"].to_string(),
@@ -436,24 +427,7 @@ fn busy_listen_port_moves_to_the_next_and_forced_kernel_backend_explains() {
 )]
 fn a_restarted_node_rejoins_from_its_peer_cache_alone() {
     let mut lab = Lab::new(3);
-    let derived = common::run(
-        common::wgmesh_bin(),
-        &[
-            "derive",
-            "--json",
-            "--secret-file",
-            &lab.nodes[0].secret_file.display().to_string(),
-        ],
-    );
-    let port =
-        serde_json::from_slice::<serde_json::Value>(&derived.stdout).unwrap()["control_port"]
-            .clone();
-    let seeds: Vec<String> = lab
-        .nodes
-        .iter()
-        .map(|n| format!("{}:{port}", n.lan_ip))
-        .collect();
-    let seeds = seeds.join(",");
+    let seeds = common::seeds(&lab.nodes);
     for node in &mut lab.nodes {
         node.start(&["--no-lan", "--peer", &seeds]);
     }

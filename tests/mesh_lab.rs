@@ -267,27 +267,10 @@ fn routes_that_must_never_be_accepted_are_not_installed() {
 )]
 fn static_seeds_form_the_mesh_without_lan_discovery() {
     let mut lab = Lab::new(3);
-    let derived = common::run(
-        common::wgmesh_bin(),
-        &[
-            "derive",
-            "--json",
-            "--secret-file",
-            &lab.nodes[0].secret_file.display().to_string(),
-        ],
-    );
-    let port =
-        serde_json::from_slice::<serde_json::Value>(&derived.stdout).unwrap()["control_port"]
-            .clone();
-    let seeds: Vec<String> = lab
-        .nodes
-        .iter()
-        .map(|n| format!("{}:{port}", n.lan_ip))
-        .collect();
-    for i in 0..3 {
-        // Each node is told about the others (a node listed as its own seed ignores itself).
-        let list = seeds.join(",");
-        lab.nodes[i].start(&["--no-lan", "--peer", &list]);
+    let seeds = common::seeds(&lab.nodes);
+    for node in &mut lab.nodes {
+        // Each node is told about all (a node listed as its own seed ignores itself).
+        node.start(&["--no-lan", "--peer", &seeds]);
     }
     lab.wait_for_full_mesh(FORMATION);
     for node in &lab.nodes {

@@ -361,16 +361,7 @@ fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
 }
 
 fn control_port(lab: &NatLab) -> u64 {
-    let derived = common::run(
-        common::wgmesh_bin(),
-        &[
-            "derive",
-            "--json",
-            "--secret-file",
-            &lab.relay.secret_file.display().to_string(),
-        ],
-    );
-    serde_json::from_slice::<serde_json::Value>(&derived.stdout).unwrap()["control_port"]
+    common::derive(&lab.relay.secret_file)["control_port"]
         .as_u64()
         .unwrap()
 }

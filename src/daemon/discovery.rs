@@ -15,16 +15,43 @@ pub trait Discovery: Send + Sync {
     fn interval(&self, members: usize) -> Duration;
 }
 
+/// Fast polls while starting (a lost first datagram costs a second, not a minute), then slow: a
+/// newcomer announces itself, so a steady mesh only needs the slow polls to notice healed
+/// partitions.
+#[derive(Debug, Default)]
+struct Cadence {
+    polls: u32,
+}
+
+impl Cadence {
+    const FAST_POLLS: u32 = 5;
+
+    fn tick(&mut self) {
+        self.polls = self.polls.saturating_add(1);
+    }
+
+    fn interval(&self) -> Duration {
+        if self.polls < Self::FAST_POLLS {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }
+    }
+}
+
 /// LAN multicast on the secret-derived group: the probe itself is the (encrypted) beacon.
 #[derive(Debug)]
 pub struct LanDiscovery {
     pub group: SocketAddr,
-    polls: u32,
+    cadence: Cadence,
 }
 
 impl LanDiscovery {
     pub fn new(group: SocketAddr) -> Self {
-        Self { group, polls: 0 }
+        Self {
+            group,
+            cadence: Cadence::default(),
+        }
     }
 }
 
@@ -34,31 +61,66 @@ impl Discovery for LanDiscovery {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.polls = self.polls.saturating_add(1);
+        self.cadence.tick();
         vec![self.group]
     }
 
-    /// Fast while starting (a lost first beacon costs a second, not a minute), then slow: a
-    /// newcomer announces itself, so the steady mesh only needs beacons to notice partitions heal.
     fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        }
+        self.cadence.interval()
     }
 }
 
-/// Operator-given `--peer HOST:PORT` seeds, resolved on every poll (DNS may change).
+/// Operator-given `--peer HOST:PORT` seeds. Literal addresses are used as they are; host names
+/// are resolved on a helper thread at every poll (DNS may change, and a resolver can hang), and
+/// the latest answers are used, so the exchange task never blocks on DNS.
 #[derive(Debug)]
 pub struct StaticDiscovery {
-    pub seeds: Vec<String>,
-    polls: u32,
+    literal: Vec<SocketAddr>,
+    names: Vec<String>,
+    resolved: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    cadence: Cadence,
 }
 
 impl StaticDiscovery {
     pub fn new(seeds: Vec<String>) -> Self {
-        Self { seeds, polls: 0 }
+        let (literal, names): (Vec<_>, Vec<_>) = seeds
+            .into_iter()
+            .partition(|seed| seed.parse::<SocketAddr>().is_ok());
+        Self {
+            literal: literal.iter().filter_map(|s| s.parse().ok()).collect(),
+            names,
+            resolved: std::sync::Arc::default(),
+            cadence: Cadence::default(),
+        }
+    }
+
+    fn resolve_in_background(&self) {
+        if self.names.is_empty() {
+            return;
+        }
+        let names = self.names.clone();
+        let resolved = std::sync::Arc::clone(&self.resolved);
+        let spawned = std::thread::Builder::new()
+            .name("wgmesh-resolve".to_owned())
+            .spawn(move || {
+                use std::net::ToSocketAddrs as _;
+                let addrs: Vec<SocketAddr> = names
+                .iter()
+                .flat_map(|name| match name.to_socket_addrs() {
+                    Ok(addrs) => addrs.collect::<Vec<_>>(),
+                    Err(err) => {
+                        tracing::debug!(seed = %name, error = %err, "cannot resolve static peer");
+                        Vec::new()
+                    }
+                })
+                .collect();
+                *resolved
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = addrs;
+            });
+        if let Err(err) = spawned {
+            tracing::debug!(error = %err, "cannot start a resolver thread");
+        }
     }
 }
 
@@ -68,26 +130,18 @@ impl Discovery for StaticDiscovery {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.polls = self.polls.saturating_add(1);
-        use std::net::ToSocketAddrs as _;
-        self.seeds
-            .iter()
-            .flat_map(|seed| match seed.to_socket_addrs() {
-                Ok(addrs) => addrs.collect::<Vec<_>>(),
-                Err(err) => {
-                    tracing::debug!(%seed, error = %err, "cannot resolve static peer");
-                    Vec::new()
-                }
-            })
-            .collect()
+        self.cadence.tick();
+        self.resolve_in_background();
+        let resolved = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.literal.iter().copied().chain(resolved).collect()
     }
 
     fn interval(&self, _members: usize) -> Duration {
-        if self.polls < 5 {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        }
+        self.cadence.interval()
     }
 }
 

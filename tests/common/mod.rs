@@ -24,6 +24,33 @@ pub fn wgmesh_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wgmesh")
 }
 
+/// `wgmesh derive --json` for a secret file: the network every node of a lab derives.
+pub fn derive(secret_file: &Path) -> Value {
+    let out = run(
+        wgmesh_bin(),
+        &[
+            "derive",
+            "--json",
+            "--secret-file",
+            &secret_file.display().to_string(),
+        ],
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every node's control address, as `--peer` seeds.
+pub fn seeds(nodes: &[Node]) -> String {
+    let port = nodes
+        .first()
+        .map(|n| derive(&n.secret_file)["control_port"].clone())
+        .unwrap_or_default();
+    nodes
+        .iter()
+        .map(|n| format!("{}:{port}", n.lan_ip))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Runs a command, panicking with its output if it fails.
 pub fn run(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program)
