@@ -275,7 +275,11 @@ fn static_seeds_form_the_mesh_without_lan_discovery() {
     lab.wait_for_full_mesh(FORMATION);
     for node in &lab.nodes {
         for peer in peers(&node.status_ok()) {
-            assert_eq!(peer["source"], "static", "{peer}");
+            // Whoever probed first: our seed list, theirs (inbound), or a member's gossip.
+            assert!(
+                ["static", "inbound", "gossip"].contains(&peer["source"].as_str().unwrap()),
+                "{peer}"
+            );
         }
     }
     wait_until(FORMATION, "all pairs to ping", || lab.all_pairs_ping());
