@@ -497,6 +497,24 @@ impl ExchangeTask {
                 let _ = self.reconcile.try_send(());
                 // It may have moved: the others learn its new address from us.
                 self.gossip_about_newcomer(&record.public_key).await;
+                let moved = self
+                    .shared
+                    .lock()
+                    .members
+                    .get(&record.public_key)
+                    .is_some_and(|m| {
+                        m.moved_at_ms != 0 && now_ms().saturating_sub(m.moved_at_ms) < 5_000
+                    });
+                if moved && !through_tunnel {
+                    // Our NAT only lets its packets in once we have sent to its new address:
+                    // after the reconcile points WireGuard there, send through the tunnel.
+                    let inside =
+                        SocketAddr::new(IpAddr::V4(record.mesh_ipv4), self.node.control_port);
+                    let now = tokio::time::Instant::now();
+                    for ms in [300, 1_000] {
+                        self.punches.push((now + Duration::from_millis(ms), inside));
+                    }
+                }
             }
             MemberChange::Refreshed => {}
         }

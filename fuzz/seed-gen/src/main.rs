@@ -1,0 +1,233 @@
+//! Writes the seed corpora for the fuzz targets from the real encoders (run from anywhere:
+//! `cargo run --manifest-path fuzz/seed-gen/Cargo.toml`). Deterministic: re-running rewrites the
+//! same files.
+
+#[path = "../../fixture/mesh.rs"]
+mod fixture;
+
+use fixture::*;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use wgmesh_derive::{MeshKeys, NodeSeed, Secret};
+use wgmesh_exchange::{
+    Endpoint, EndpointKind, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN, Message, MsgType, Probe,
+    encode_message, encode_record, seal,
+};
+use wgmesh_state::{CachedPeer, NodeIdentity, save_peer_cache};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) -> Result<()> {
+    let dir = corpus().join(target);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(name), bytes)?;
+    Ok(())
+}
+
+fn probe(id: u8) -> Message {
+    Message::Probe(Probe {
+        sender: public_key(id),
+        timestamp: NOW / 1000,
+        challenge: [0x11; 16],
+    })
+}
+
+fn hello(id: u8, challenge: [u8; 16]) -> Message {
+    Message::Hello(Hello {
+        sender: public_key(id),
+        recipient: public_key(TARGET_ID),
+        timestamp: NOW / 1000,
+        echo: [0x22; 16],
+        challenge,
+        record: record_for(id),
+        mac: [0; MAC_LEN],
+    })
+}
+
+fn goodbye(id: u8) -> Message {
+    Message::Goodbye(Goodbye {
+        sender: public_key(id),
+        recipient: public_key(TARGET_ID),
+        timestamp: NOW / 1000,
+        nonce: [0x33; 16],
+        mac: [0; MAC_LEN],
+    })
+}
+
+fn gossip(id: u8) -> Message {
+    let mut entries = Vec::new();
+    for other in [3u8, 4] {
+        let mut record = record_for(other);
+        record.routes.clear();
+        record.endpoints.push(Endpoint {
+            kind: EndpointKind::Stun,
+            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)), 4000),
+        });
+        entries.push(GossipEntry {
+            control: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, other)), 51900),
+            record,
+        });
+    }
+    Message::Gossip(Gossip {
+        sender: public_key(id),
+        timestamp: NOW / 1000,
+        entries,
+    })
+}
+
+fn exchange_seeds() -> Result<()> {
+    let messages = [
+        ("probe", probe(2)),
+        ("hello", hello(2, [0x44; 16])),
+        ("hello-no-challenge", hello(3, [0; 16])),
+        ("goodbye", goodbye(2)),
+        ("gossip", gossip(2)),
+    ];
+    let mut plaintexts = Vec::new();
+    for (name, message) in &messages {
+        let bytes = encode_message(message)?;
+        write("exchange_decode", &format!("{name}.bin"), &bytes)?;
+        plaintexts.push((*name, message.msg_type(), bytes));
+    }
+    let mut record = Vec::new();
+    encode_record(&record_for(2), &mut record)?;
+    write("exchange_decode", "record.bin", &record)?;
+
+    let step = |op, fix, signer, src, dt_ms, payload: &[u8], out: &mut Vec<u8>| {
+        encode_step(&Step { op, fix, signer, src, dt_ms, payload }, out);
+    };
+    let plain = |name: &str| -> Vec<u8> {
+        plaintexts
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, b)| b.clone())
+            .unwrap_or_default()
+    };
+    // Signer index 0 is member 2 (SIGNER_IDS).
+    // A member probes us; we answer with a Hello and a challenge; it answers that.
+    let mut input = Vec::new();
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("probe"), &mut input);
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("hello"), &mut input);
+    write("exchange_handle", "probe-then-hello", &input)?;
+    // We probe; a member answers with a Hello carrying a challenge of its own; it says goodbye.
+    let mut input = Vec::new();
+    step(OP_PROBE, 0, 0, 0, 0, &[], &mut input);
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("hello"), &mut input);
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("goodbye"), &mut input);
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("goodbye"), &mut input);
+    write("exchange_handle", "our-probe-hello-goodbye", &input)?;
+    // Gossip, a replayed probe, a stale message, and a raw datagram sealed by hand.
+    let mut input = Vec::new();
+    step(OP_SEALED, FIX_TIMESTAMP | FIX_SENDER, 0, 2, 10, &plain("gossip"), &mut input);
+    step(OP_SEALED, FIX_ALL, 1, 3, 10, &plain("probe"), &mut input);
+    step(OP_SEALED, FIX_ALL, 1, 3, 10, &plain("probe"), &mut input);
+    step(OP_TICK, 0, 0, 0, 600, &[], &mut input);
+    step(OP_SEALED, 0, 0, 2, 10, &plain("probe"), &mut input);
+    let sealed = seal(&mesh().exchange_key(), MsgType::Probe, &[7; 24], &plain("probe"))?;
+    step(OP_RAW, 0, 0, 0x85, 10, &sealed, &mut input);
+    write("exchange_handle", "gossip-replay-stale-raw", &input)?;
+    // One raw sealed datagram of each type (pre-gate paths, and type-mismatch via FIX_HEADER).
+    for (name, msg_type, bytes) in &plaintexts {
+        let sealed = seal(&mesh().exchange_key(), *msg_type, &[9; 24], bytes)?;
+        write("exchange_decode", &format!("{name}.sealed.bin"), &sealed)?;
+        let mut input = Vec::new();
+        step(OP_RAW, 0, 0, 4, 1, &sealed, &mut input);
+        step(OP_SEALED, FIX_ALL | FIX_HEADER, 2, 4, 1, bytes, &mut input);
+        write("exchange_handle", &format!("raw-{name}"), &input)?;
+    }
+    Ok(())
+}
+
+fn private_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("wgmesh-seed-gen-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+fn state_seeds() -> Result<()> {
+    let dir = private_dir("state")?;
+    // A real identity of the fuzz mesh, and one of another mesh (a secret rotation).
+    let path = dir.join("wg0.json");
+    NodeIdentity::load_or_create(&path, mesh())?;
+    write("identity_file", "identity.json", &fs::read(&path)?)?;
+    let other = MeshKeys::derive(&Secret::parse("wgmesh://v1/another-fuzz-secret-rotated")?);
+    let path = dir.join("wg1.json");
+    NodeIdentity::load_or_create(&path, &other)?;
+    write("identity_file", "identity-rotated.json", &fs::read(&path)?)?;
+    write(
+        "identity_file",
+        "future-version.json",
+        b"{\"version\": 2, \"node_seed\": \"\"}\n",
+    )?;
+    let seed = NodeSeed::from_bytes([5; 32]);
+    let json = format!(
+        "{{\"version\":1,\"node_seed\":\"{}\",\"public_key\":\"{}\",\"collision_counter\":3,\"network_id\":\"{}\"}}",
+        seed.to_hex(),
+        mesh().node_public_key(&seed).to_base64(),
+        mesh().network_id().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    write("identity_file", "counter-3.json", json.as_bytes())?;
+
+    let path = dir.join("wg0.peers.json");
+    let peers: Vec<CachedPeer> = [2u8, 3]
+        .iter()
+        .map(|&id| {
+            let record = record_for(id);
+            CachedPeer {
+                public_key: record.public_key,
+                mesh_ipv4: record.mesh_ipv4,
+                mesh_ipv6: record.mesh_ipv6,
+                control_addr: Some(source(id)),
+                endpoint: if id == 2 { Some(source(0x80 | id)) } else { None },
+                last_seen_unix: NOW / 1000,
+            }
+        })
+        .collect();
+    save_peer_cache(&path, &peers)?;
+    write("peer_cache", "two-peers.json", &fs::read(&path)?)?;
+    save_peer_cache(&path, &[])?;
+    write("peer_cache", "empty.json", &fs::read(&path)?)?;
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn stun_seeds() -> Result<()> {
+    let txid = *b"wgmesh-fuzz!";
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40000);
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9)), 40001);
+    write("stun", "response-v4.bin", &wgmesh_nat::binding_success_response(txid, v4))?;
+    write("stun", "response-v6.bin", &wgmesh_nat::binding_success_response(txid, v6))?;
+    write("stun", "request.bin", &wgmesh_nat::binding_request(txid))?;
+    Ok(())
+}
+
+fn text_seeds() -> Result<()> {
+    write(
+        "reload_file",
+        "full.reload",
+        b"# wgmesh reload file\nadvertise-routes = 192.168.77.0/24, fd00:77::/64\nlog-level=debug\n\
+          \n# restart-only keys are reported, not applied\nlisten-port=51820\n",
+    )?;
+    write("reload_file", "empty-routes.reload", b"ADVERTISE-ROUTES=\n")?;
+    write("secret", "uri", b"wgmesh://v1/q3Z8x1bO0mM2vF7kLrT9YwEaHc4JdNs6UgPiXoBl5eA\n")?;
+    write("secret", "bare-token", b"correct-horse-battery-staple\n")?;
+    write("secret", "wrong-version", b"wgmesh://v2/abcdefghijklmnopqrstuvwxyz")?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    exchange_seeds()?;
+    state_seeds()?;
+    stun_seeds()?;
+    text_seeds()?;
+    eprintln!("seeds written under {}", corpus().display());
+    Ok(())
+}
