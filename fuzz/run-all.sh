@@ -31,7 +31,7 @@ for target in $targets; do
     status=0
     cargo +nightly fuzz run "$target" "$work/corpus/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
-    last="$(grep -E '^#[0-9]+ +(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1 || true)"
+    last="$(grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1 || true)"
     execs="$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{print $2}' || true)"
     cov="$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")"
     ft="$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")"

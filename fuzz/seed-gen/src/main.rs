@@ -1,13 +1,13 @@
 //! Writes the seed corpora for the fuzz targets from the real encoders (run from anywhere:
-//! `cargo run --manifest-path fuzz/seed-gen/Cargo.toml`). Deterministic: re-running rewrites the
-//! same files.
+//! `cargo run --manifest-path fuzz/seed-gen/Cargo.toml`). Deterministic, except the two identity
+//! files made by `NodeIdentity::load_or_create`, which draw a fresh node seed each run.
 
 #[path = "../../fixture/mesh.rs"]
 mod fixture;
 
 use fixture::*;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use wgmesh_derive::{MeshKeys, NodeSeed, Secret};
@@ -195,6 +195,13 @@ fn state_seeds() -> Result<()> {
     write("peer_cache", "two-peers.json", &fs::read(&path)?)?;
     save_peer_cache(&path, &[])?;
     write("peer_cache", "empty.json", &fs::read(&path)?)?;
+
+    let path = dir.join("wg0.dht-nodes.json");
+    let nodes: Vec<SocketAddrV4> = (1..=3u8)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, i), 6881 + u16::from(i)))
+        .collect();
+    wgmesh_dht::nodes_file::save(&path, &nodes)?;
+    write("dht_nodes_file", "three-nodes.json", &fs::read(&path)?)?;
     fs::remove_dir_all(&dir)?;
     Ok(())
 }
