@@ -318,46 +318,23 @@ impl Lab {
         }
     }
 
+    fn running(&self) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| n.child.is_some()).collect()
+    }
+
     /// Waits until every running node's status lists every other running node.
     pub fn wait_for_full_mesh(&self, timeout: Duration) -> Duration {
-        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
-        wait_until(timeout, "every node to list every other node", || {
-            running.iter().all(|n| {
-                n.status()
-                    .and_then(|s| s["peers"].as_array().map(Vec::len))
-                    .is_some_and(|count| count == running.len() - 1)
-            })
-        })
+        wait_for_full_mesh(&self.running(), timeout)
     }
 
-    /// Mesh IPv4 and IPv6 of each node, from its status.
+    /// Mesh IPv4 and IPv6 of each running node, from its status.
     pub fn mesh_ips(&self) -> Vec<(String, String)> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                let s = n.status_ok();
-                (
-                    s["mesh_ipv4"].as_str().unwrap().to_owned(),
-                    s["mesh_ipv6"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        mesh_ips(&self.running())
     }
 
-    /// Whether every node pings every other over mesh IPv4 and IPv6 (in parallel).
+    /// Whether every running node pings every other over mesh IPv4 and IPv6 (in parallel).
     pub fn all_pairs_ping(&self) -> bool {
-        let ips = self.mesh_ips();
-        std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            for (i, node) in self.nodes.iter().enumerate() {
-                for (j, (v4, v6)) in ips.iter().enumerate() {
-                    if i != j {
-                        handles.push(scope.spawn(move || node.ping(v4) && node.ping(v6)));
-                    }
-                }
-            }
-            handles.into_iter().all(|h| h.join().unwrap_or(false))
-        })
+        all_pairs_ping(&self.running())
     }
 
     pub fn dump_logs(&self) -> String {
@@ -376,31 +353,80 @@ impl Drop for Lab {
                 eprintln!("--- node {} status: {:?}", node.index, node.status());
             }
         }
-        for node in &mut self.nodes {
-            if let Some(pid) = node.daemon_pid() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-        }
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            // A wireguard-go left behind by --keep-interface or a SIGKILLed daemon.
-            let _ = Command::new("pkill")
-                .args(["-f", &format!("wireguard-go -f {}$", node.interface)])
-                .status();
-            let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", node.interface));
+        stop_daemons(self.nodes.iter_mut().collect());
+        for node in &self.nodes {
             let _ = Command::new("ip").args(["netns", "del", &node.ns]).status();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .status();
+    }
+}
+
+/// Waits until every node's status lists every other node.
+pub fn wait_for_full_mesh(nodes: &[&Node], timeout: Duration) -> Duration {
+    wait_until(timeout, "every running node to list every other", || {
+        nodes.iter().all(|n| {
+            n.status()
+                .and_then(|s| s["peers"].as_array().map(Vec::len))
+                .is_some_and(|count| count == nodes.len() - 1)
+        })
+    })
+}
+
+/// Mesh IPv4 and IPv6 of each node, from its status.
+pub fn mesh_ips(nodes: &[&Node]) -> Vec<(String, String)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let s = n.status_ok();
+            (
+                s["mesh_ipv4"].as_str().unwrap().to_owned(),
+                s["mesh_ipv6"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Whether every node pings every other over mesh IPv4 and IPv6 (in parallel).
+pub fn all_pairs_ping(nodes: &[&Node]) -> bool {
+    let ips = mesh_ips(nodes);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for (j, (v4, v6)) in ips.iter().enumerate() {
+                if i != j {
+                    handles.push(scope.spawn(move || node.ping(v4) && node.ping(v6)));
+                }
+            }
+        }
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    })
+}
+
+/// SIGTERM to every daemon, then up to 5 s for each to exit before SIGKILL; then whatever a
+/// daemon can leave behind (a wireguard-go kept by --keep-interface or orphaned by SIGKILL, its
+/// socket).
+pub fn stop_daemons(nodes: Vec<&mut Node>) {
+    for node in &nodes {
+        if let Some(pid) = node.daemon_pid() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for node in nodes {
+        if let Some(mut child) = node.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("wireguard-go -f {}$", node.interface)])
+            .status();
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", node.interface));
     }
 }

@@ -14,8 +14,7 @@
 //! Names carry the same per-lab id as `Lab`'s, with their own prefixes, so NAT labs, plain labs
 //! and parallel tests never collide. Everything is torn down on drop, even after a failed assert.
 
-use super::{NEXT_LAB, Node, run, wait_until, wgmesh_bin};
-use serde_json::Value;
+use super::{NEXT_LAB, Node, run, wgmesh_bin};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -554,45 +553,17 @@ impl NatLab {
 
     /// Waits until every running node (relay included) lists every other running node.
     pub fn wait_for_full_mesh(&self, timeout: Duration) -> Duration {
-        let running = self.running();
-        wait_until(timeout, "every running node to list every other", || {
-            running.iter().all(|n| {
-                n.status()
-                    .and_then(|s| s["peers"].as_array().map(Vec::len))
-                    .is_some_and(|count| count == running.len() - 1)
-            })
-        })
+        super::wait_for_full_mesh(&self.running(), timeout)
     }
 
     /// Mesh IPv4 and IPv6 of each running node, from its status.
     pub fn mesh_ips(&self) -> Vec<(String, String)> {
-        self.running()
-            .iter()
-            .map(|n| {
-                let s: Value = n.status_ok();
-                (
-                    s["mesh_ipv4"].as_str().unwrap().to_owned(),
-                    s["mesh_ipv6"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        super::mesh_ips(&self.running())
     }
 
     /// Whether every running node pings every other over mesh IPv4 and IPv6 (in parallel).
     pub fn all_pairs_ping(&self) -> bool {
-        let running = self.running();
-        let ips = self.mesh_ips();
-        std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            for (i, node) in running.iter().enumerate() {
-                for (j, (v4, v6)) in ips.iter().enumerate() {
-                    if i != j {
-                        handles.push(scope.spawn(move || node.ping(v4) && node.ping(v6)));
-                    }
-                }
-            }
-            handles.into_iter().all(|h| h.join().unwrap_or(false))
-        })
+        super::all_pairs_ping(&self.running())
     }
 
     pub fn dump_logs(&self) -> String {
@@ -629,30 +600,11 @@ impl Drop for NatLab {
             let _ = helper.child.kill();
             let _ = helper.child.wait();
         }
-        let nodes = std::iter::once(&mut self.relay).chain(&mut self.hosts);
-        let nodes: Vec<&mut Node> = nodes.collect();
-        for node in &nodes {
-            if let Some(pid) = node.daemon_pid() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-        }
-        for node in nodes {
-            if let Some(mut child) = node.child.take() {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            // A wireguard-go left behind by --keep-interface or a SIGKILLed daemon.
-            let _ = Command::new("pkill")
-                .args(["-f", &format!("wireguard-go -f {}$", node.interface)])
-                .status();
-            let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", node.interface));
-        }
+        super::stop_daemons(
+            std::iter::once(&mut self.relay)
+                .chain(&mut self.hosts)
+                .collect(),
+        );
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
