@@ -410,7 +410,13 @@ fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
         .spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                tracing::info!(target: "wireguard_go", interface = %interface, "{line}");
+                // It runs with LOG_LEVEL=error, so what it prints is an error, except the boxed
+                // banner about kernel support that it prints at every start regardless.
+                if line.starts_with("ERROR") {
+                    tracing::warn!(target: "wireguard_go", interface = %interface, "{line}");
+                } else {
+                    tracing::debug!(target: "wireguard_go", interface = %interface, "{line}");
+                }
             }
         });
     if let Err(error) = spawned {
