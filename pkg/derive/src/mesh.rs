@@ -171,6 +171,10 @@ impl NodeSeed {
         if text.len() != 64 {
             return Err(SeedError::Length(text.len()));
         }
+        // `from_str_radix` alone would also accept a sign ("+5"), so check the digits first.
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SeedError::NotHex);
+        }
         let mut bytes = [0u8; 32];
         for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
             let pair = std::str::from_utf8(chunk).map_err(|_| SeedError::NotHex)?;

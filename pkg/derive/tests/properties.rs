@@ -112,4 +112,8 @@ fn bad_seeds_are_named() {
         "node seed must be 64 hex characters (32 bytes), got 3 characters"
     );
     assert!(NodeSeed::from_hex(&"zz".repeat(32)).is_err());
+    assert!(
+        NodeSeed::from_hex(&"+5".repeat(32)).is_err(),
+        "a sign is not a hex digit"
+    );
 }
