@@ -7,7 +7,7 @@ use super::nat::{NatView, NatWatch};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,9 +32,7 @@ pub enum Command {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    super::state::unix_ms(SystemTime::now())
 }
 
 fn entropy() -> Option<Entropy> {
@@ -283,8 +281,8 @@ impl ExchangeTask {
                         self.punches.iter().filter(|(t, _)| *t <= now).map(|(_, a)| *a).collect();
                     self.punches.retain(|(t, _)| *t > now);
                     for addr in due {
-                        let through_tunnel = self.node.mesh_prefixes.iter().any(|n| n.contains(&addr.ip()));
-                        self.probe(addr, (!through_tunnel).then_some(Source::Gossip)).await;
+                        let source = (!self.is_mesh_address(addr.ip())).then_some(Source::Gossip);
+                        self.probe(addr, source).await;
                     }
                     self.relay_unreachable(now).await;
                     for (server, request) in self.nat.due_requests(now) {
@@ -297,6 +295,26 @@ impl ExchangeTask {
             // Stopping joins the DHT thread, which saves the known nodes for the next start.
             let _ = tokio::task::spawn_blocking(move || dht.stop()).await;
         }
+    }
+
+    /// Whether `ip` is a mesh address: traffic from or to it goes through the tunnels.
+    fn is_mesh_address(&self, ip: IpAddr) -> bool {
+        self.node.mesh_prefixes.iter().any(|net| net.contains(&ip))
+    }
+
+    /// A member's control port reached through its tunnel.
+    fn tunnel_addr(&self, mesh_ipv4: std::net::Ipv4Addr) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(mesh_ipv4), self.node.control_port)
+    }
+
+    /// Probes `addr` again after each delay (milliseconds from now).
+    fn schedule_probes(&mut self, addr: SocketAddr, delays_ms: &[u64]) {
+        let now = tokio::time::Instant::now();
+        self.punches.extend(
+            delays_ms
+                .iter()
+                .map(|ms| (now + Duration::from_millis(*ms), addr)),
+        );
     }
 
     /// Probes `addr`; `source` (if any) is how the address was discovered, reported for the
@@ -427,11 +445,7 @@ impl ExchangeTask {
         });
         // An exchange that came through the tunnel (from a mesh address) says nothing about the
         // member's underlay: keep what we know, or we would point WireGuard at itself.
-        let through_tunnel = self
-            .node
-            .mesh_prefixes
-            .iter()
-            .any(|net| net.contains(&from.ip()));
+        let through_tunnel = self.is_mesh_address(from.ip());
         let (endpoint, control_addr, relay_via) = if through_tunnel {
             let state = self.shared.lock();
             let known = state.members.get(&record.public_key);
@@ -508,12 +522,7 @@ impl ExchangeTask {
                 if moved && !through_tunnel {
                     // Our NAT only lets its packets in once we have sent to its new address:
                     // after the reconcile points WireGuard there, send through the tunnel.
-                    let inside =
-                        SocketAddr::new(IpAddr::V4(record.mesh_ipv4), self.node.control_port);
-                    let now = tokio::time::Instant::now();
-                    for ms in [300, 1_000] {
-                        self.punches.push((now + Duration::from_millis(ms), inside));
-                    }
+                    self.schedule_probes(self.tunnel_addr(record.mesh_ipv4), &[300, 1_000]);
                 }
             }
             MemberChange::Refreshed => {}
@@ -569,10 +578,7 @@ impl ExchangeTask {
             tracing::info!(peer = %key.short(), mesh_ipv4 = %record.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
             let _ = self.reconcile.try_send(());
             // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
-            let inside = SocketAddr::new(IpAddr::V4(record.mesh_ipv4), self.node.control_port);
-            for ms in [300, 1_000, 2_000] {
-                self.punches.push((now + Duration::from_millis(ms), inside));
-            }
+            self.schedule_probes(self.tunnel_addr(record.mesh_ipv4), &[300, 1_000, 2_000]);
         }
     }
 
@@ -586,7 +592,6 @@ impl ExchangeTask {
         }
         // Punch towards every member from the new address: their NATs only let us in once
         // their side has sent to us too, which gossip through a reachable member triggers.
-        let now = tokio::time::Instant::now();
         let members: Vec<SocketAddr> = self
             .shared
             .lock()
@@ -595,9 +600,7 @@ impl ExchangeTask {
             .filter_map(|m| m.control_addr)
             .collect();
         for addr in members {
-            for ms in PUNCH_RETRIES {
-                self.punches.push((now + Duration::from_millis(ms), addr));
-            }
+            self.schedule_probes(addr, &PUNCH_RETRIES);
         }
         // And through the tunnels: a datagram to a member's mesh address makes WireGuard send
         // from our new address at once, so the member roams its endpoint to us and our NAT
@@ -608,15 +611,13 @@ impl ExchangeTask {
             state
                 .members
                 .iter()
-                .map(|m| SocketAddr::new(IpAddr::V4(m.mesh_ipv4), self.node.control_port))
+                .map(|m| self.tunnel_addr(m.mesh_ipv4))
                 .collect()
         };
         let _ = self.reconcile.try_send(());
         // After the reconcile above has unpinned WireGuard's source addresses.
         for addr in inside {
-            for ms in [300, 1_000] {
-                self.punches.push((now + Duration::from_millis(ms), addr));
-            }
+            self.schedule_probes(addr, &[300, 1_000]);
         }
         if let Some(group) = self.lan_group {
             for (name, ip) in lan_addresses(&self.node.interface) {
@@ -797,9 +798,7 @@ impl ExchangeTask {
             tracing::debug!(%addr, "probing a member learned by gossip");
             self.probe(addr, Some(Source::Gossip)).await;
             if !self.punches.iter().any(|(_, a)| *a == addr) {
-                for secs in PUNCH_RETRIES {
-                    self.punches.push((now + Duration::from_millis(secs), addr));
-                }
+                self.schedule_probes(addr, &PUNCH_RETRIES);
             }
         }
     }

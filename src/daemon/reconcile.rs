@@ -8,7 +8,7 @@ use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{
     DeviceOrigin, DeviceState, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend,
     diff_device, diff_routes,
@@ -61,10 +61,7 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
-fn unix_ms(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use super::state::unix_ms;
 
 impl Reconciler {
     pub fn new(

@@ -125,3 +125,9 @@ pub fn status_report(
         reconcile,
     }
 }
+
+/// Milliseconds since the Unix epoch (0 for a clock before it).
+pub fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
