@@ -1,0 +1,1021 @@
+//! The lab benchmark (issue 6): wgmesh in network namespaces with real wireguard-go, measured
+//! side by side with Nebula and a hand-configured wireguard-go tunnel in the same run.
+//!
+//! `sudo ./scripts/bench.sh` runs it (with the packages it needs) and renders BENCHMARKS.md;
+//! directly: `cargo bench --features root-tests --bench lab`. Every scenario writes one JSON row
+//! per measure to `$WGMESH_BENCH_OUT` (default `target/bench/lab.json`): the raw samples, the
+//! target, and the tool's version; `scripts/bench-report.py` turns them into the table.
+//! `WGMESH_BENCH_REPS` (default 5) sets the repetitions, `WGMESH_BENCH_ONLY` (comma-separated
+//! scenario names) a subset.
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::print_stdout,
+    reason = "a bench aborts on any failure and reports as it goes"
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Lab, Node, run, wait_until};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any single formation may take before the bench gives up on it.
+const GIVE_UP: Duration = Duration::from_secs(120);
+/// Listen port of the hand-made wireguard-go baseline (wgmesh's default is 51820).
+const BASELINE_PORT: &str = "51999";
+/// Nebula's underlay port.
+const NEBULA_PORT: u16 = 4242;
+
+fn main() {
+    if String::from_utf8_lossy(&run("id", &["-u"]).stdout).trim() != "0" {
+        println!("skipped: the lab bench needs root (network namespaces)");
+        return;
+    }
+    let reps: usize = std::env::var("WGMESH_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let only: Option<Vec<String>> = std::env::var("WGMESH_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == name));
+    let out_path = std::env::var_os("WGMESH_BENCH_OUT").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/lab.json"),
+        PathBuf::from,
+    );
+    let mut report = Report::default();
+    report.versions.insert("wgmesh".into(), wgmesh_version());
+    report
+        .versions
+        .insert("wireguard-go".into(), package_version("wireguard-go"));
+    report
+        .versions
+        .insert("nebula".into(), package_version("nebula"));
+    report
+        .versions
+        .insert("iperf3".into(), package_version("iperf3"));
+
+    // 25 mesh hosts, 5 joiners, and one host for the DHT testnet, on one bridge.
+    let mut lab = Lab::new(31);
+    let dht_host = 30;
+    if wanted("convergence") {
+        convergence(&mut lab, dht_host, reps, &mut report, wanted("nebula"));
+    }
+    if wanted("join") || wanted("routes") || wanted("restart") || wanted("idle") {
+        steady_mesh_scenarios(&mut lab, reps, &mut report, &wanted);
+    }
+    if wanted("dataplane") {
+        data_plane(&mut lab, reps, &mut report);
+    }
+    drop(lab);
+    report.write(&out_path);
+    println!("wrote {}", out_path.display());
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Value>,
+    versions: BTreeMap<String, String>,
+}
+
+impl Report {
+    /// One measure: `samples` in `unit`, with an optional target on the median.
+    fn row(&mut self, id: &str, scenario: &str, case: &str, unit: &str, samples: &[f64]) {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{scenario:<22} {case:<48} min {:>10.3} median {:>10.3} max {:>10.3} {unit}  ({} samples)",
+            sorted.first().copied().unwrap_or(f64::NAN),
+            median(&sorted),
+            sorted.last().copied().unwrap_or(f64::NAN),
+            sorted.len()
+        );
+        self.rows.push(json!({
+            "id": id, "scenario": scenario, "case": case, "unit": unit, "samples": samples,
+        }));
+    }
+
+    fn write(&self, path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let doc = json!({
+            "machine": machine(),
+            "versions": self.versions,
+            "rows": self.rows,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let kernel = String::from_utf8_lossy(&run("uname", &["-r"]).stdout)
+        .trim()
+        .to_owned();
+    json!({"cpu": cpu, "cores": cores, "memory_gib": mem_kib / 1024 / 1024, "kernel": kernel})
+}
+
+fn wgmesh_version() -> String {
+    let out = run(common::wgmesh_bin(), &["--version"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn package_version(package: &str) -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "not installed".into(),
+            |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reachability
+
+/// Whether `from` reaches every address in `targets` with one echo each (fping: one process
+/// for all targets, exit 0 only if every target answered).
+fn reaches_all(ns: &str, targets: &[String], timeout_ms: u32) -> bool {
+    if targets.is_empty() {
+        return true;
+    }
+    let timeout = timeout_ms.to_string();
+    let mut args = vec![
+        "netns", "exec", ns, "fping", "-q", "-c", "1", "-i", "1", "-t", &timeout,
+    ];
+    args.extend(targets.iter().map(String::as_str));
+    Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starting now, polls from every `(namespace, targets)` pair in parallel until each reaches all
+/// of its targets; returns, measured from `since`, when the last one first did.
+fn time_until_all_reach(since: Instant, probes: &[(String, Vec<String>)]) -> Duration {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = probes
+            .iter()
+            .map(|(ns, targets)| {
+                scope.spawn(move || {
+                    while !reaches_all(ns, targets, 300) {
+                        assert!(
+                            since.elapsed() < GIVE_UP,
+                            "{ns} did not reach {targets:?} within {GIVE_UP:?}"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    since.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+/// The mesh IPv4 and IPv6 of a started node, as soon as its control socket answers.
+fn mesh_addresses(node: &Node) -> [String; 2] {
+    let mut found = None;
+    wait_until(GIVE_UP, "the daemon's status", || {
+        found = node.status().and_then(|s| {
+            Some([
+                s["mesh_ipv4"].as_str()?.to_owned(),
+                s["mesh_ipv6"].as_str()?.to_owned(),
+            ])
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Every node pinging every other node's mesh IPv4 and IPv6.
+fn mesh_probes(nodes: &[&Node]) -> Vec<(String, Vec<String>)> {
+    let addresses: Vec<[String; 2]> = nodes.iter().map(|n| mesh_addresses(n)).collect();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let targets = addresses
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, a)| a.iter().cloned())
+                .collect();
+            (node.ns.clone(), targets)
+        })
+        .collect()
+}
+
+/// Stops the nodes' daemons and removes their state, so the next start forms from nothing
+/// (new keys, no peer cache).
+fn reset(nodes: &mut [Node]) {
+    common::stop_daemons(nodes.iter_mut().collect());
+    for node in nodes.iter() {
+        let _ = std::fs::remove_dir_all(node.state_dir());
+        let _ = std::fs::remove_file(node.log_path());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence
+
+fn convergence(
+    lab: &mut Lab,
+    dht_host: usize,
+    reps: usize,
+    report: &mut Report,
+    with_nebula: bool,
+) {
+    let mut dht = DhtTestnet::start(&lab.nodes[dht_host]);
+    let dht_flags = vec![
+        "--no-lan".to_owned(),
+        "--stun".to_owned(),
+        "none".to_owned(),
+        "--dht-bootstrap".to_owned(),
+        dht.bootstrap.join(","),
+    ];
+    let lan_flags = vec![
+        "--dht-bootstrap".to_owned(),
+        "none".to_owned(),
+        "--stun".to_owned(),
+        "none".to_owned(),
+    ];
+    let mut nebula = with_nebula.then(|| NebulaLab::new(10));
+    for n in [3usize, 10, 25] {
+        let mut lan = Vec::new();
+        let mut over_dht = Vec::new();
+        let mut nebula_samples = Vec::new();
+        for rep in 0..reps {
+            lan.push(form(lab, n, &lan_flags));
+            over_dht.push(form(lab, n, &dht_flags));
+            if n == 10
+                && let Some(nebula) = nebula.as_mut()
+            {
+                nebula_samples.push(nebula.form());
+            }
+            eprintln!(
+                "convergence N={n} rep {rep}: LAN {:.2}s DHT {:.2}s",
+                lan[rep], over_dht[rep]
+            );
+        }
+        report.row(
+            &format!("convergence_lan_{n}"),
+            "convergence",
+            &format!("wgmesh, LAN discovery, N={n}"),
+            "s",
+            &lan,
+        );
+        report.row(
+            &format!("convergence_dht_{n}"),
+            "convergence",
+            &format!("wgmesh, DHT only (local testnet), N={n}"),
+            "s",
+            &over_dht,
+        );
+        if !nebula_samples.is_empty() {
+            report.row(
+                &format!("convergence_nebula_{n}"),
+                "convergence",
+                &format!("Nebula, lighthouse + static host map, N={n}"),
+                "s",
+                &nebula_samples,
+            );
+        }
+    }
+    dht.stop();
+}
+
+/// Starts the first `n` nodes at once with `flags` and returns the seconds until every node
+/// pings every other over mesh IPv4 and IPv6.
+fn form(lab: &mut Lab, n: usize, flags: &[String]) -> f64 {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let since = Instant::now();
+    for node in &mut lab.nodes[..n] {
+        node.start(&flags);
+    }
+    let nodes: Vec<&Node> = lab.nodes[..n].iter().collect();
+    let probes = mesh_probes(&nodes);
+    let took = time_until_all_reach(since, &probes);
+    reset(&mut lab.nodes[..n]);
+    secs(took)
+}
+
+/// `wgmesh-lab dht-testnet` in one namespace of the lab.
+struct DhtTestnet {
+    child: Child,
+    bootstrap: Vec<String>,
+}
+
+impl DhtTestnet {
+    fn start(host: &Node) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.ns,
+                env!("CARGO_BIN_EXE_wgmesh-lab"),
+                "dht-testnet",
+                "--bind",
+                &host.lan_ip,
+                "--nodes",
+                "10",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut bootstrap = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.trim() == "READY" {
+                break;
+            }
+            bootstrap.push(line.trim().to_owned());
+        }
+        assert!(!bootstrap.is_empty(), "dht-testnet printed no nodes");
+        // Keep draining so the testnet never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, bootstrap }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nebula, side by side
+
+/// Nebula on its own bridge: node 1 is the lighthouse, every node's config names it in the
+/// static host map, the firewall passes everything.
+struct NebulaLab {
+    lab: Lab,
+    dir: PathBuf,
+    children: Vec<Child>,
+    overlay_ips: Vec<String>,
+}
+
+impl NebulaLab {
+    fn new(n: usize) -> Self {
+        let lab = Lab::new(n);
+        let dir = lab.dir.path().join("nebula");
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = |f: &str| dir.join(f).display().to_string();
+        run(
+            "nebula-cert",
+            &[
+                "ca",
+                "-name",
+                "wgmesh-bench",
+                "-out-crt",
+                &d("ca.crt"),
+                "-out-key",
+                &d("ca.key"),
+            ],
+        );
+        let overlay_ips: Vec<String> = (1..=n).map(|i| format!("10.77.0.{i}")).collect();
+        let lighthouse_lan = &lab.nodes[0].lan_ip;
+        for (i, node) in lab.nodes.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            run(
+                "nebula-cert",
+                &[
+                    "sign",
+                    "-ca-crt",
+                    &d("ca.crt"),
+                    "-ca-key",
+                    &d("ca.key"),
+                    "-name",
+                    &name,
+                    "-ip",
+                    &format!("{}/24", overlay_ips[i]),
+                    "-out-crt",
+                    &d(&format!("{name}.crt")),
+                    "-out-key",
+                    &d(&format!("{name}.key")),
+                ],
+            );
+            let lighthouse = i == 0;
+            let config = format!(
+                "pki:\n  ca: {ca}\n  cert: {crt}\n  key: {key}\n\
+                 static_host_map:\n  \"10.77.0.1\": [\"{lighthouse_lan}:{NEBULA_PORT}\"]\n\
+                 lighthouse:\n  am_lighthouse: {lighthouse}\n  interval: 60\n  hosts: [{hosts}]\n\
+                 listen:\n  host: 0.0.0.0\n  port: {NEBULA_PORT}\n\
+                 punchy:\n  punch: true\n\
+                 tun:\n  dev: nb{id}x{idx}\n  mtu: 1300\n\
+                 logging:\n  level: warning\n\
+                 firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n\
+                 \x20 inbound:\n    - port: any\n      proto: any\n      host: any\n",
+                ca = d("ca.crt"),
+                crt = d(&format!("{name}.crt")),
+                key = d(&format!("{name}.key")),
+                hosts = if lighthouse { "" } else { "\"10.77.0.1\"" },
+                id = lab.id,
+                idx = i + 1,
+            );
+            std::fs::write(dir.join(format!("{name}.yml")), config).unwrap();
+            let _ = node;
+        }
+        Self {
+            lab,
+            dir,
+            children: Vec::new(),
+            overlay_ips,
+        }
+    }
+
+    fn start(&mut self) {
+        for (i, node) in self.lab.nodes.iter().enumerate() {
+            let config = self.dir.join(format!("n{}.yml", i + 1));
+            let log = std::fs::File::create(self.dir.join(format!("n{}.log", i + 1))).unwrap();
+            let child = Command::new("ip")
+                .args(["netns", "exec", &node.ns, "nebula", "-config"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.children.push(child);
+        }
+    }
+
+    fn probes(&self) -> Vec<(String, Vec<String>)> {
+        self.lab
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let targets = self
+                    .overlay_ips
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, ip)| ip.clone())
+                    .collect();
+                (node.ns.clone(), targets)
+            })
+            .collect()
+    }
+
+    /// Starts every node at once; seconds until every node pings every other overlay IPv4.
+    fn form(&mut self) -> f64 {
+        let since = Instant::now();
+        self.start();
+        let took = time_until_all_reach(since, &self.probes());
+        self.stop();
+        secs(took)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    fn stop(&mut self) {
+        for child in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for mut child in self.children.drain(..) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NebulaLab {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A steady 10-node mesh: join, route propagation, restart disruption, idle footprint
+
+fn steady_mesh_scenarios(
+    lab: &mut Lab,
+    reps: usize,
+    report: &mut Report,
+    wanted: &dyn Fn(&str) -> bool,
+) {
+    let flags = [
+        "--keep-interface",
+        "--dht-bootstrap",
+        "none",
+        "--stun",
+        "none",
+    ];
+    let since = Instant::now();
+    for node in &mut lab.nodes[..10] {
+        node.start(&flags);
+    }
+    let ten: Vec<&Node> = lab.nodes[..10].iter().collect();
+    let probes = mesh_probes(&ten);
+    let formed = time_until_all_reach(since, &probes);
+    eprintln!("steady mesh of 10 formed in {formed:?}");
+
+    if wanted("join") {
+        join(lab, reps, &flags, report);
+    }
+    if wanted("routes") {
+        route_propagation(lab, reps, report);
+    }
+    if wanted("restart") {
+        restart_disruption(lab, reps, &flags, report);
+    }
+    if wanted("idle") {
+        idle_footprint(lab, report, wanted("nebula"));
+    }
+    reset(&mut lab.nodes[..10]);
+}
+
+/// A new node (fresh identity) joins the running 10-node mesh: seconds until it pings all ten
+/// and all ten ping it, over IPv4 and IPv6.
+fn join(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut Report) {
+    let mut samples = Vec::new();
+    for rep in 0..reps {
+        let joiner = 25 + rep;
+        let since = Instant::now();
+        lab.nodes[joiner].start(flags);
+        let mut nodes: Vec<&Node> = lab.nodes[..10].iter().collect();
+        nodes.push(&lab.nodes[joiner]);
+        let took = time_until_all_reach(since, &mesh_probes(&nodes));
+        eprintln!("join rep {rep}: {took:?}");
+        samples.push(secs(took));
+        reset(std::slice::from_mut(&mut lab.nodes[joiner]));
+        // The others drop the leaver on its Goodbye; wait so the next join starts from ten.
+        wait_until(GIVE_UP, "the mesh to forget the joiner", || {
+            lab.nodes[..10].iter().all(|n| {
+                n.status()
+                    .and_then(|s| s["peers"].as_array().map(Vec::len))
+                    .is_some_and(|c| c == 9)
+            })
+        });
+    }
+    report.row(
+        "join_10",
+        "join",
+        "wgmesh, new node into a 10-node mesh, LAN",
+        "s",
+        &samples,
+    );
+}
+
+/// `wgmesh reload` with a new route on node 1: seconds until the other nine have it in their
+/// routing tables.
+fn route_propagation(lab: &Lab, reps: usize, report: &mut Report) {
+    let origin = &lab.nodes[0];
+    let mut samples = Vec::new();
+    for rep in 0..reps {
+        let route = format!("10.201.{rep}.0/24");
+        std::fs::write(origin.reload_path(), format!("advertise-routes={route}\n")).unwrap();
+        let since = Instant::now();
+        let out = origin.wgmesh(&["reload"]);
+        assert!(
+            out.status.success(),
+            "reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let took = std::thread::scope(|scope| {
+            let handles: Vec<_> = lab.nodes[1..10]
+                .iter()
+                .map(|node| {
+                    let route = route.as_str();
+                    scope.spawn(move || {
+                        while !node
+                            .routes(&["proto", "77"])
+                            .lines()
+                            .any(|l| l.starts_with(route))
+                        {
+                            assert!(since.elapsed() < GIVE_UP, "route {route} never arrived");
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        since.elapsed()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        });
+        eprintln!("route propagation rep {rep}: {took:?}");
+        samples.push(secs(took));
+    }
+    std::fs::write(origin.reload_path(), "advertise-routes=\n").unwrap();
+    let _ = origin.wgmesh(&["reload"]);
+    report.row(
+        "routes_10",
+        "route propagation",
+        "wgmesh, reload on 1 node until 9 others route it",
+        "s",
+        &samples,
+    );
+}
+
+/// Graceful `--keep-interface` restart of node 2 while node 1 pings it every 100 ms.
+fn restart_disruption(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut Report) {
+    let mut lost = Vec::new();
+    for rep in 0..reps {
+        let [target, _] = mesh_addresses(&lab.nodes[1]);
+        let pinger = Command::new("ip")
+            .args(["netns", "exec", &lab.nodes[0].ns, "ping", "-n", "-q"])
+            .args(["-i", "0.1", "-c", "50", "-W", "1", &target])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        lab.nodes[1].stop();
+        lab.nodes[1].start(flags);
+        let out = pinger.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (sent, received) = ping_counts(&text);
+        eprintln!("restart rep {rep}: {sent} sent, {received} received");
+        lost.push((sent - received) as f64);
+        wait_until(GIVE_UP, "the restarted node to see the mesh", || {
+            lab.nodes[1]
+                .status()
+                .and_then(|s| s["peers"].as_array().map(Vec::len))
+                .is_some_and(|c| c == 9)
+        });
+    }
+    report.row(
+        "restart_lost",
+        "restart disruption",
+        "wgmesh, --keep-interface restart, pings every 100 ms (50 sent)",
+        "lost",
+        &lost,
+    );
+}
+
+fn ping_counts(summary: &str) -> (u64, u64) {
+    let line = summary
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let mut numbers = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().unwrap());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+/// What `/proc` says of one process (all threads).
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    rss_kib: u64,
+    cpu_ticks: u64,
+    voluntary_switches: u64,
+}
+
+fn proc_sample(pid: u32) -> ProcSample {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    let cpu_ticks = ticks(14).unwrap_or(0) + ticks(15).unwrap_or(0);
+    let voluntary_switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|t| {
+                    let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                    field(&s, "voluntary_ctxt_switches:")
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    ProcSample {
+        rss_kib: field(&status, "VmRSS:"),
+        cpu_ticks,
+        voluntary_switches,
+    }
+}
+
+fn wireguard_go_pid(interface: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("wireguard-go -f {interface}$")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Per process over the same window: RSS at the end (MiB), CPU % and voluntary context switches
+/// (wakeups) per minute.
+fn footprint(pids: &[u32], window: Duration, during: impl FnOnce()) -> [Vec<f64>; 3] {
+    let before: Vec<ProcSample> = pids.iter().map(|p| proc_sample(*p)).collect();
+    let since = Instant::now();
+    during();
+    let elapsed = since.elapsed().max(window);
+    let after: Vec<ProcSample> = pids.iter().map(|p| proc_sample(*p)).collect();
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let minutes = elapsed.as_secs_f64() / 60.0;
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    for (b, a) in before.iter().zip(&after) {
+        out[0].push(a.rss_kib as f64 / 1024.0);
+        out[1].push(
+            (a.cpu_ticks - b.cpu_ticks) as f64 / ticks_per_sec / elapsed.as_secs_f64() * 100.0,
+        );
+        out[2].push((a.voluntary_switches - b.voluntary_switches) as f64 / minutes);
+    }
+    out
+}
+
+/// The steady 10-node wgmesh mesh and a steady 10-node Nebula mesh, measured over the same 60 s.
+fn idle_footprint(lab: &Lab, report: &mut Report, with_nebula: bool) {
+    let window = Duration::from_secs(
+        std::env::var("WGMESH_BENCH_IDLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    );
+    let mut nebula = with_nebula.then(|| {
+        let mut nebula = NebulaLab::new(10);
+        nebula.start();
+        let probes = nebula.probes();
+        time_until_all_reach(Instant::now(), &probes);
+        nebula
+    });
+    // Let both settle after forming (wgmesh paces down; Nebula's handshakes finish).
+    std::thread::sleep(Duration::from_secs(10));
+    let daemons: Vec<u32> = lab.nodes[..10]
+        .iter()
+        .map(|n| n.daemon_pid().unwrap())
+        .collect();
+    let wireguard_go: Vec<u32> = lab.nodes[..10]
+        .iter()
+        .map(|n| wireguard_go_pid(&n.interface).unwrap())
+        .collect();
+    let nebula_pids = nebula.as_ref().map(NebulaLab::pids).unwrap_or_default();
+    let mut all = daemons.clone();
+    all.extend(&wireguard_go);
+    all.extend(&nebula_pids);
+    let [rss, cpu, wakeups] = footprint(&all, window, || std::thread::sleep(window));
+    let parts = [
+        ("wgmesh", "wgmesh daemon", 0..10),
+        ("wggo", "wireguard-go under wgmesh", 10..20),
+        ("nebula", "Nebula", 20..20 + nebula_pids.len()),
+    ];
+    let case_window = window.as_secs();
+    for (id, what, range) in parts {
+        if range.is_empty() {
+            continue;
+        }
+        report.row(
+            &format!("idle_rss_{id}"),
+            "idle footprint",
+            &format!("{what}: RSS, steady 10-node mesh"),
+            "MiB",
+            &rss[range.clone()],
+        );
+        report.row(
+            &format!("idle_cpu_{id}"),
+            "idle footprint",
+            &format!("{what}: CPU over {case_window} s"),
+            "%",
+            &cpu[range.clone()],
+        );
+        report.row(
+            &format!("idle_wakeups_{id}"),
+            "idle footprint",
+            &format!("{what}: wakeups (voluntary switches)"),
+            "/min",
+            &wakeups[range],
+        );
+    }
+    // Both parts of wgmesh's userspace data plane together, per host, against Nebula.
+    let sum = |v: &[f64]| -> Vec<f64> { (0..10).map(|i| v[i] + v[i + 10]).collect() };
+    report.row(
+        "idle_rss_wgmesh_total",
+        "idle footprint",
+        "wgmesh + wireguard-go: RSS per host",
+        "MiB",
+        &sum(&rss),
+    );
+    report.row(
+        "idle_cpu_wgmesh_total",
+        "idle footprint",
+        "wgmesh + wireguard-go: CPU per host",
+        "%",
+        &sum(&cpu),
+    );
+    if let Some(nebula) = nebula.as_mut() {
+        nebula.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data plane
+
+/// iperf3 between hosts 1 and 2: over the tunnel wgmesh made, and over a wireguard-go tunnel
+/// configured by hand with `wg` in the same two namespaces, alternating, in the same run.
+fn data_plane(lab: &mut Lab, reps: usize, report: &mut Report) {
+    let flags = ["--dht-bootstrap", "none", "--stun", "none"];
+    let (a, b) = (0, 1);
+    lab.nodes[a].start(&flags);
+    lab.nodes[b].start(&flags);
+    let pair: Vec<&Node> = vec![&lab.nodes[a], &lab.nodes[b]];
+    time_until_all_reach(Instant::now(), &mesh_probes(&pair));
+    let [mesh_b, _] = mesh_addresses(&lab.nodes[b]);
+    let baseline = Baseline::new(&lab.nodes[a], &lab.nodes[b], &lab.id);
+    let seconds = std::env::var("WGMESH_BENCH_IPERF_SECS").unwrap_or_else(|_| "5".into());
+    let mut via_wgmesh = Vec::new();
+    let mut via_baseline = Vec::new();
+    for rep in 0..reps {
+        via_wgmesh.push(iperf(&lab.nodes[a], &lab.nodes[b], &mesh_b, &seconds));
+        via_baseline.push(iperf(
+            &lab.nodes[a],
+            &lab.nodes[b],
+            &baseline.far_ip,
+            &seconds,
+        ));
+        eprintln!(
+            "iperf3 rep {rep}: wgmesh {:.0} Mbit/s, hand-made {:.0} Mbit/s",
+            via_wgmesh[rep], via_baseline[rep]
+        );
+    }
+    drop(baseline);
+    report.row(
+        "iperf_wgmesh",
+        "data plane",
+        &format!("iperf3 TCP {seconds} s over the wgmesh tunnel (wireguard-go)"),
+        "Mbit/s",
+        &via_wgmesh,
+    );
+    report.row(
+        "iperf_baseline",
+        "data plane",
+        &format!("iperf3 TCP {seconds} s over a hand-made wireguard-go tunnel"),
+        "Mbit/s",
+        &via_baseline,
+    );
+    reset(&mut lab.nodes[..2]);
+}
+
+fn iperf(client: &Node, server: &Node, server_ip: &str, seconds: &str) -> f64 {
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &server.ns, "iperf3", "-s", "-1", "-B", server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = None;
+    wait_until(Duration::from_secs(10), "iperf3 server", || {
+        let o = client.exec("iperf3", &["-c", server_ip, "-t", seconds, "-J"]);
+        let ok = o.status.success();
+        if ok {
+            out = Some(o);
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok
+    });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let doc: Value = serde_json::from_slice(&out.unwrap().stdout).unwrap();
+    doc["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e6
+}
+
+/// Two wireguard-go interfaces, configured with `wg` as an operator would by hand.
+struct Baseline {
+    near: (String, String),
+    far: (String, String),
+    far_ip: String,
+}
+
+impl Baseline {
+    fn new(near: &Node, far: &Node, lab_id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [format!("wgh{lab_id}a"), format!("wgh{lab_id}b")];
+        let ips = ["10.99.0.1", "10.99.0.2"];
+        let keys: Vec<(PathBuf, String)> = (0..2)
+            .map(|i| {
+                let private = run("wg", &["genkey"]).stdout;
+                let path = dir.path().join(format!("key{i}"));
+                std::fs::write(&path, &private).unwrap();
+                let mut pubkey = Command::new("wg")
+                    .arg("pubkey")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                use std::io::Write as _;
+                pubkey.stdin.take().unwrap().write_all(&private).unwrap();
+                let public = pubkey.wait_with_output().unwrap().stdout;
+                (path, String::from_utf8_lossy(&public).trim().to_owned())
+            })
+            .collect();
+        let hosts = [near, far];
+        for i in 0..2 {
+            let (node, other) = (hosts[i], hosts[1 - i]);
+            let name = &names[i];
+            let ok = node.exec("wireguard-go", &[name]).status.success();
+            assert!(ok, "wireguard-go {name} did not start");
+            let endpoint = format!("{}:{BASELINE_PORT}", other.lan_ip);
+            let allowed = format!("{}/32", ips[1 - i]);
+            let key = keys[i].0.display().to_string();
+            let out = node.exec(
+                "wg",
+                &[
+                    "set",
+                    name,
+                    "private-key",
+                    &key,
+                    "listen-port",
+                    BASELINE_PORT,
+                    "peer",
+                    &keys[1 - i].1,
+                    "endpoint",
+                    &endpoint,
+                    "allowed-ips",
+                    &allowed,
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "wg set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let cidr = format!("{}/24", ips[i]);
+            for args in [
+                vec!["addr", "add", &cidr, "dev", name],
+                vec!["link", "set", name, "mtu", "1420", "up"],
+            ] {
+                let out = node.exec("ip", &args);
+                assert!(out.status.success(), "ip {args:?}");
+            }
+        }
+        Self {
+            near: (near.ns.clone(), names[0].clone()),
+            far: (far.ns.clone(), names[1].clone()),
+            far_ip: ips[1].into(),
+        }
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        for (ns, name) in [&self.near, &self.far] {
+            let _ = Command::new("ip")
+                .args(["-n", ns, "link", "del", name])
+                .status();
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
+}
