@@ -404,6 +404,9 @@ impl ExchangeTask {
         if let Some(reason) = handled.dropped {
             tracing::trace!(%from, ?reason, "dropped control datagram");
         }
+        if let Some(offset) = handled.clock_offset_secs {
+            self.warn_clock_skew(from, offset);
+        }
         if let Some(reply) = &handled.reply {
             self.send(reply, from).await;
         }
@@ -422,6 +425,37 @@ impl ExchangeTask {
             }) => self.on_gossip(sender, from, entries).await,
             None => {}
         }
+    }
+
+    /// A message sealed under the mesh key came with a timestamp outside the window: the sender
+    /// (or we) has a wrong clock and cannot join until NTP fixes it. Rate-limited per source.
+    fn warn_clock_skew(&self, from: SocketAddr, offset_secs: i64) {
+        let (suppressed, stale_drops) = {
+            let mut state = self.shared.lock();
+            let suppressed =
+                state
+                    .clock_skew
+                    .observe(from.ip(), offset_secs, std::time::Instant::now());
+            (suppressed, state.clock_skew.stale_drops)
+        };
+        let Some(suppressed) = suppressed else { return };
+        let window = self.exchange.config().timestamp_window_secs;
+        let direction = if offset_secs > 0 {
+            "ahead of"
+        } else {
+            "behind"
+        };
+        tracing::warn!(
+            from = %from.ip(),
+            clock_offset_secs = offset_secs,
+            window_secs = window,
+            stale_drops,
+            suppressed,
+            "exchange messages from {} are dropped: its clock is {} s {direction} ours, outside the \
+             ±{window} s window; check NTP (e.g. `timedatectl`, `chronyc tracking`) on both hosts",
+            from.ip(),
+            offset_secs.unsigned_abs(),
+        );
     }
 
     async fn on_verified(&mut self, record: Record, from: SocketAddr) {

@@ -1,6 +1,7 @@
 //! What the daemon's tasks share: the member table, our advertised routes, the last reload.
 
 use crate::control::{PeerReport, ReconcileCounters, ReloadReport, StatusReport};
+use crate::logging::RepeatLimiter;
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -45,6 +46,45 @@ pub struct MeshState {
     pub members: MemberTable,
     pub advertised: Vec<IpNet>,
     pub accepted: AcceptedRoutes,
+    pub clock_skew: ClockSkew,
+}
+
+/// Exchange messages refused because the sender's clock is outside the timestamp window
+/// (DESIGN.md §8): a member with a wrong clock can never join, and only the operator can fix
+/// that, so each source is named in a warning, at most once per [`CLOCK_WARNING_INTERVAL`].
+#[derive(Debug)]
+pub struct ClockSkew {
+    pub stale_drops: u64,
+    /// The sender's clock minus ours, in seconds, for the last refused message.
+    pub last_offset_secs: Option<i64>,
+    warnings: RepeatLimiter,
+}
+
+/// Members keep probing every few seconds while they fail; one warning per source this often.
+pub const CLOCK_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Default for ClockSkew {
+    fn default() -> Self {
+        Self {
+            stale_drops: 0,
+            last_offset_secs: None,
+            warnings: RepeatLimiter::new(CLOCK_WARNING_INTERVAL),
+        }
+    }
+}
+
+impl ClockSkew {
+    /// Counts a refused message from `source`; `Some(suppressed)` when it is to be logged.
+    pub fn observe(
+        &mut self,
+        source: std::net::IpAddr,
+        offset_secs: i64,
+        now: std::time::Instant,
+    ) -> Option<u64> {
+        self.stale_drops += 1;
+        self.last_offset_secs = Some(offset_secs);
+        self.warnings.should_log(&source.to_string(), now)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +100,7 @@ impl Shared {
             members: MemberTable::default(),
             advertised,
             accepted: AcceptedRoutes::default(),
+            clock_skew: ClockSkew::default(),
         })))
     }
 
@@ -130,4 +171,30 @@ pub fn status_report(
 pub fn unix_ms(time: std::time::SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn clock_skew_counts_every_drop_and_warns_once_per_source_per_interval() {
+        let mut skew = ClockSkew::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let start = Instant::now();
+        assert_eq!(skew.observe(a, 300, start), Some(0));
+        assert_eq!(skew.observe(a, 301, start + Duration::from_secs(5)), None);
+        assert_eq!(
+            skew.observe(b, -300, start + Duration::from_secs(6)),
+            Some(0)
+        );
+        assert_eq!(
+            skew.observe(a, 302, start + CLOCK_WARNING_INTERVAL),
+            Some(1)
+        );
+        assert_eq!(skew.stale_drops, 4);
+        assert_eq!(skew.last_offset_secs, Some(302));
+    }
 }

@@ -268,6 +268,31 @@ pub struct Handled {
     pub event: Option<Event>,
     /// Set when the datagram was dropped (and counted).
     pub dropped: Option<DropReason>,
+    /// For a [`DropReason::StaleTimestamp`] drop: the sender's timestamp minus ours, in seconds
+    /// (positive when its clock is ahead). The datagram opened under the mesh key, so this is a
+    /// member's clock (or a replay of one): the shell tells the operator to check NTP.
+    pub clock_offset_secs: Option<i64>,
+}
+
+/// A drop and, for a stale timestamp, how far off the sender's clock was.
+struct Dropped {
+    reason: DropReason,
+    clock_offset_secs: Option<i64>,
+}
+
+impl From<DropReason> for Dropped {
+    fn from(reason: DropReason) -> Self {
+        Self {
+            reason,
+            clock_offset_secs: None,
+        }
+    }
+}
+
+impl From<OpenError> for Dropped {
+    fn from(error: OpenError) -> Self {
+        DropReason::from(error).into()
+    }
 }
 
 /// Why our own record cannot be announced.
@@ -360,6 +385,10 @@ impl Exchange {
         check_own_record(&self.keys, &self.public_key, &record)?;
         self.record = record;
         Ok(())
+    }
+
+    pub fn config(&self) -> &ExchangeConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> &DropCounters {
@@ -460,10 +489,14 @@ impl Exchange {
     ) -> Handled {
         match self.handle_inner(now, from, datagram, &entropy) {
             Ok(handled) => handled,
-            Err(reason) => {
+            Err(Dropped {
+                reason,
+                clock_offset_secs,
+            }) => {
                 self.drops.count(reason);
                 Handled {
                     dropped: Some(reason),
+                    clock_offset_secs,
                     ..Handled::default()
                 }
             }
@@ -476,29 +509,33 @@ impl Exchange {
         from: SocketAddr,
         datagram: &[u8],
         entropy: &Entropy,
-    ) -> Result<Handled, DropReason> {
+    ) -> Result<Handled, Dropped> {
         if !self.limiter.allow(now, from.ip()) {
-            return Err(DropReason::RateLimited);
+            return Err(DropReason::RateLimited.into());
         }
         crate::seal::precheck(datagram)?;
         self.drops.aead_opens += 1;
         let (header_type, plaintext) = self.gate.open(datagram)?;
         let message = codec::decode_message(&plaintext).map_err(|_| DropReason::Malformed)?;
         if message.msg_type() != header_type {
-            return Err(DropReason::TypeMismatch);
+            return Err(DropReason::TypeMismatch.into());
         }
         if *message.sender() == self.public_key {
-            return Err(DropReason::FromSelf);
+            return Err(DropReason::FromSelf.into());
         }
         if !self.fresh(now, message.timestamp()) {
-            return Err(DropReason::StaleTimestamp);
+            return Err(Dropped {
+                reason: DropReason::StaleTimestamp,
+                clock_offset_secs: Some(clock_offset_secs(now, message.timestamp())),
+            });
         }
-        match message {
+        let handled = match message {
             Message::Probe(probe) => self.on_probe(now, &probe, entropy),
             Message::Hello(hello) => self.on_hello(now, from, &hello, &plaintext, entropy),
             Message::Goodbye(goodbye) => self.on_goodbye(now, &goodbye, &plaintext),
             Message::Gossip(gossip) => Ok(self.on_gossip(from, gossip)),
-        }
+        };
+        handled.map_err(Dropped::from)
     }
 
     /// Answers with our record and a challenge of our own, so the prober proves itself too.
@@ -602,6 +639,7 @@ impl Exchange {
                 from,
             }),
             dropped: None,
+            clock_offset_secs: None,
         })
     }
 
@@ -688,6 +726,13 @@ impl Exchange {
     }
 }
 
+/// `timestamp - now` in whole seconds, saturating at the ends of `i64`.
+fn clock_offset_secs(now: Millis, timestamp: u64) -> i64 {
+    let now = i128::from(now / 1000);
+    let offset = i128::from(timestamp) - now;
+    i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// The MAC covers every plaintext byte before it; the MAC is always the last field.
 fn transcript(plaintext: &[u8]) -> &[u8] {
     &plaintext[..plaintext.len().saturating_sub(MAC_LEN)]
@@ -731,6 +776,14 @@ mod tests {
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i, "{reason}");
         }
+    }
+
+    #[test]
+    fn clock_offsets_are_signed_seconds_and_saturate() {
+        assert_eq!(clock_offset_secs(1_000_999, 1_300), 300);
+        assert_eq!(clock_offset_secs(1_000_000, 700), -300);
+        assert_eq!(clock_offset_secs(0, u64::MAX), i64::MAX);
+        assert_eq!(clock_offset_secs(u64::MAX, 0), -((u64::MAX / 1000) as i64));
     }
 
     #[test]

@@ -165,6 +165,31 @@ fn replayed_hellos_and_probes_change_nothing() {
     assert_eq!(dropped(&stale), DropReason::StaleTimestamp);
 }
 
+/// A member whose clock is off by more than the window is refused, and the refusal says by how
+/// much, so the daemon can tell the operator to check NTP.
+#[test]
+fn a_skewed_clock_is_refused_and_its_offset_reported() {
+    let (mut a, mut b) = (member(1), member(2));
+    for (skew_ms, offset) in [(300_000i64, 300i64), (-300_000, -300), (121_500, 121)] {
+        let sent = NOW.checked_add_signed(skew_ms).unwrap();
+        let probe = a.exchange.probe(sent, entropy());
+        let handled = b.exchange.handle(NOW, a.addr, &probe, entropy());
+        assert_eq!(dropped(&handled), DropReason::StaleTimestamp);
+        assert_eq!(handled.clock_offset_secs, Some(offset), "skew {skew_ms} ms");
+    }
+    assert_eq!(b.exchange.stats().get(DropReason::StaleTimestamp), 3);
+    // Inside the window (here +60 s) the exchange completes, and no drop reports an offset.
+    let probe = a.exchange.probe(NOW + 60_000, entropy());
+    let handled = b.exchange.handle(NOW, a.addr, &probe, entropy());
+    assert_eq!(handled.dropped, None);
+    assert_eq!(handled.clock_offset_secs, None);
+    assert!(handled.reply.is_some());
+    // Other drops carry no offset.
+    let garbage = b.exchange.handle(NOW, a.addr, &[0u8; 10], entropy());
+    assert_eq!(garbage.dropped, Some(DropReason::TooShort));
+    assert_eq!(garbage.clock_offset_secs, None);
+}
+
 #[test]
 fn goodbye_is_accepted_once() {
     let (mut a, mut b, mut c) = (member(1), member(2), member(3));
