@@ -5,7 +5,8 @@ use super::lifecycle::{Notifier, monotonic_usec};
 use super::state::{NodeInfo, Shared};
 use crate::control::ReloadReport;
 use crate::logging::LogHandle;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, watch};
 use wgmesh_reload::ReloadFile;
 
@@ -36,15 +37,25 @@ impl ReloadContext {
 
     async fn apply(&self) -> (bool, Vec<String>) {
         let path = self.path.display();
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        let read = tokio::task::spawn_blocking({
+            let path = self.path.clone();
+            move || read_reload_file(&path)
+        })
+        .await;
+        let text = match read {
+            Ok(Ok(Some(text))) => text,
+            Ok(Ok(None)) => {
                 let message = format!("reload file {path} does not exist; nothing changed");
                 tracing::warn!("{message}");
                 return (true, vec![message]);
             }
+            Ok(Err(reason)) => {
+                let message = format!("cannot read reload file {path}: {reason}; nothing changed");
+                tracing::error!("{message}");
+                return (false, vec![message]);
+            }
             Err(err) => {
-                let message = format!("cannot read reload file {path}: {err}; nothing changed");
+                let message = format!("reading reload file {path} failed: {err}; nothing changed");
                 tracing::error!("{message}");
                 return (false, vec![message]);
             }
@@ -90,5 +101,108 @@ impl ReloadContext {
         }
         let _ = self.reconcile.try_send(());
         (true, messages)
+    }
+}
+
+/// A reload file is a few lines; anything bigger is a mistake (or `/dev/zero`), not a config.
+const MAX_RELOAD_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads the reload file: `Ok(None)` if there is none. Only a regular file of at most
+/// [`MAX_RELOAD_FILE_BYTES`] of UTF-8 is read: opening a FIFO would block until someone writes
+/// to it (with no reload ever answered), and a device could be read forever.
+fn read_reload_file(path: &Path) -> Result<Option<String>, String> {
+    let kind = |meta: &std::fs::Metadata| {
+        let file_type = meta.file_type();
+        if file_type.is_file() {
+            None
+        } else if file_type.is_dir() {
+            Some("it is a directory, not a regular file")
+        } else {
+            Some("it is not a regular file (a FIFO, socket or device)")
+        }
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    if let Some(reason) = kind(&meta) {
+        return Err(reason.to_owned());
+    }
+    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    // It may have been replaced between the two looks.
+    if let Some(reason) = file.metadata().ok().as_ref().and_then(kind) {
+        return Err(reason.to_owned());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_RELOAD_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| err.to_string())?;
+    if bytes.len() as u64 > MAX_RELOAD_FILE_BYTES {
+        return Err(format!(
+            "it is larger than {} KiB",
+            MAX_RELOAD_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|err| {
+        format!(
+            "it is not UTF-8 text (invalid byte at offset {})",
+            err.utf8_error().valid_up_to()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_small_regular_utf8_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.reload");
+        assert_eq!(read_reload_file(&path), Ok(None));
+        std::fs::write(&path, "log-level=debug\n").unwrap();
+        assert_eq!(
+            read_reload_file(&path),
+            Ok(Some("log-level=debug\n".to_owned()))
+        );
+        std::fs::write(&path, b"log-level=\xff\n").unwrap();
+        let err = read_reload_file(&path).unwrap_err();
+        assert!(
+            err.contains("not UTF-8") && err.contains("offset 10"),
+            "{err}"
+        );
+        std::fs::write(&path, vec![b'#'; MAX_RELOAD_FILE_BYTES as usize + 1]).unwrap();
+        assert!(
+            read_reload_file(&path)
+                .unwrap_err()
+                .contains("larger than 64 KiB")
+        );
+        std::fs::write(&path, vec![b'#'; MAX_RELOAD_FILE_BYTES as usize]).unwrap();
+        assert!(read_reload_file(&path).unwrap().is_some());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(read_reload_file(&path).unwrap_err().contains("directory"));
+    }
+
+    /// A FIFO in place of the file would block the reader until someone writes into it.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.reload");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return;
+        }
+        let err = read_reload_file(&path).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        // A device (read forever) likewise, through a symlink.
+        let link = dir.path().join("zero.reload");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(
+            read_reload_file(&link)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
     }
 }
