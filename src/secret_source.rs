@@ -3,6 +3,7 @@
 
 use crate::cli::SecretArgs;
 use anyhow::{Context as _, anyhow};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use wgmesh_derive::{Secret, SecretStrength};
 
@@ -58,6 +59,7 @@ impl SecretEnv {
 pub fn load(args: &SecretArgs, env: &SecretEnv) -> anyhow::Result<LoadedSecret> {
     let mut warnings = Vec::new();
     let (text, origin) = if let Some(path) = &args.secret_file {
+        warnings.extend(loose_permissions_warning(path));
         (read_secret_file(path)?, SecretOrigin::File(path.clone()))
     } else if let Some(path) = env
         .credentials_directory
@@ -65,6 +67,7 @@ pub fn load(args: &SecretArgs, env: &SecretEnv) -> anyhow::Result<LoadedSecret> 
         .map(|dir| dir.join(CREDENTIAL_NAME))
         .filter(|path| path.exists())
     {
+        // systemd makes credential files private to the service; nothing to check.
         (read_secret_file(&path)?, SecretOrigin::Credential(path))
     } else if let Some(text) = &env.secret {
         (text.clone(), SecretOrigin::Environment)
@@ -89,6 +92,20 @@ pub fn load(args: &SecretArgs, env: &SecretEnv) -> anyhow::Result<LoadedSecret> 
         secret,
         origin,
         warnings,
+    })
+}
+
+/// A secret file that group or others can read (or write) is a warning, not an error
+/// (docs/decisions.md): the operator may share it on purpose, but should know that every reader
+/// of the file is a member of the mesh. The identity file, which holds a private key, is refused
+/// instead (`wgmesh_state`).
+fn loose_permissions_warning(path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "secret file {path} has permissions {mode:04o}: group or others can read or replace the secret, and whoever reads it can join the mesh; fix with chmod 600 {path}",
+            path = path.display()
+        )
     })
 }
 
@@ -161,6 +178,31 @@ mod tests {
             load(&SecretArgs::default(), &env).unwrap().origin,
             SecretOrigin::Environment
         );
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_loaded_with_a_warning_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "secret", A);
+        let args = SecretArgs {
+            secret_file: Some(file.clone()),
+            secret: None,
+        };
+        for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let loaded = load(&args, &SecretEnv::default()).unwrap();
+            let warning = loaded.warnings.iter().find(|w| w.contains("permissions"));
+            assert_eq!(warning.is_some(), warned, "mode {mode:o}");
+            if let Some(warning) = warning {
+                let path = file.display().to_string();
+                assert!(
+                    warning.contains(&format!("{mode:04o}"))
+                        && warning.contains(&format!("chmod 600 {path}")),
+                    "{warning}"
+                );
+                assert!(!warning.contains(A), "the warning shows the secret");
+            }
+        }
     }
 
     #[test]

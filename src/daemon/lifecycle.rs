@@ -31,9 +31,10 @@ impl PidFile {
     /// process is gone) is replaced, as is a stale control socket beside it.
     pub fn claim(path: &Path, socket: &Path, interface: &str) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
+            // 0700: only root talks to the daemon (the socket is 0600 too); docs/decisions.md.
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o755)
+                .mode(0o700)
                 .create(dir)
                 .with_context(|| format!("cannot create runtime directory {}", dir.display()))?;
         }

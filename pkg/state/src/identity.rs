@@ -278,10 +278,34 @@ mod tests {
     #[test]
     fn loose_permissions_are_refused() {
         let (_dir, path) = fresh();
-        NodeIdentity::load_or_create(&path, keys()).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = NodeIdentity::load(&path, keys()).unwrap_err().to_string();
-        assert!(err.contains("0644") && err.contains("too open"), "{err}");
+        let (identity, _) = NodeIdentity::load_or_create(&path, keys()).unwrap();
+        let before = fs::read(&path).unwrap();
+        // Like ssh with a private key: any group or other bit is refused, not warned about,
+        // because the seed is the node's private key (docs/decisions.md).
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o620] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = NodeIdentity::load_or_create(&path, keys())
+                .unwrap_err()
+                .to_string();
+            let shown = path.display().to_string();
+            assert!(
+                err.contains(&format!("{mode:04o}"))
+                    && err.contains("too open")
+                    && err.contains(&format!("chmod 600 {shown}")),
+                "{err}"
+            );
+            assert!(
+                !err.contains(&identity.seed.to_hex()),
+                "the error shows the seed"
+            );
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                before,
+                "a refused file was modified"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        NodeIdentity::load(&path, keys()).unwrap();
     }
 
     #[test]
