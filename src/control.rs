@@ -40,6 +40,17 @@ pub struct StatusReport {
     pub pid: u32,
     pub reload: ReloadReport,
     pub reconcile: ReconcileCounters,
+    /// Control-port datagrams since the daemon started.
+    #[serde(default)]
+    pub exchange: ExchangeCounters,
+}
+
+/// What the control port received: how many datagrams cost an AEAD open, and how many were
+/// dropped, by reason (`rate_limited`, `bad_aead`, `replay`, ...; only non-zero reasons).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExchangeCounters {
+    pub aead_opens: u64,
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// Reconcile totals since the daemon started: a steady mesh adds runs but no writes.

@@ -401,6 +401,7 @@ impl ExchangeTask {
         }
         let Some(entropy) = entropy() else { return };
         let handled = self.exchange.handle(now_ms(), from, datagram, entropy);
+        self.shared.lock().exchange = self.exchange.stats().clone();
         if let Some(reason) = handled.dropped {
             tracing::trace!(%from, ?reason, "dropped control datagram");
         }

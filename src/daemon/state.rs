@@ -1,6 +1,6 @@
 //! What the daemon's tasks share: the member table, our advertised routes, the last reload.
 
-use crate::control::{PeerReport, ReconcileCounters, ReloadReport, StatusReport};
+use crate::control::{ExchangeCounters, PeerReport, ReconcileCounters, ReloadReport, StatusReport};
 use crate::logging::RepeatLimiter;
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -47,6 +47,8 @@ pub struct MeshState {
     pub advertised: Vec<IpNet>,
     pub accepted: AcceptedRoutes,
     pub clock_skew: ClockSkew,
+    /// The exchange's drop counters, copied after every datagram for `status`.
+    pub exchange: wgmesh_exchange::DropCounters,
 }
 
 /// Exchange messages refused because the sender's clock is outside the timestamp window
@@ -100,6 +102,7 @@ impl Shared {
             members: MemberTable::default(),
             advertised,
             accepted: AcceptedRoutes::default(),
+            exchange: wgmesh_exchange::DropCounters::default(),
             clock_skew: ClockSkew::default(),
         })))
     }
@@ -164,6 +167,14 @@ pub fn status_report(
         pid: std::process::id(),
         reload,
         reconcile,
+        exchange: ExchangeCounters {
+            aead_opens: state.exchange.aead_opens(),
+            dropped: state
+                .exchange
+                .iter()
+                .map(|(reason, count)| (reason.as_str().to_owned(), count))
+                .collect(),
+        },
     }
 }
 
