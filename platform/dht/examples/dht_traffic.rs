@@ -43,6 +43,7 @@ fn main() -> Result<(), String> {
             .parse()
             .map_err(|e| format!("bind: {e}"))?,
     );
+    config.accept_loopback = true;
     let (handle, candidates) = DhtRendezvous::start(config).map_err(|e| e.to_string())?;
     handle.set_fast(mode == "fast");
     let start = Instant::now();

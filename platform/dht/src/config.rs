@@ -29,10 +29,15 @@ pub struct DhtConfig {
     pub pacing: Pacing,
     /// How long mainline waits for one DHT node's answer (its default is 2 s).
     pub request_timeout: Duration,
+    /// Deliver loopback candidates (`127.0.0.0/8`). Off by default: only a DHT on this host can
+    /// name a member there, so from the internet it is a hostile answer aimed at local services.
+    /// Tests and examples with a testnet on 127.0.0.1 turn it on.
+    pub accept_loopback: bool,
 }
 
 impl DhtConfig {
-    /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing.
+    /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing, no
+    /// loopback candidates.
     pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
         Self {
             infohash: Box::new(infohash),
@@ -42,6 +47,7 @@ impl DhtConfig {
             nodes_file: None,
             pacing: Pacing::default(),
             request_timeout: mainline::DEFAULT_REQUEST_TIMEOUT,
+            accept_loopback: false,
         }
     }
 }
@@ -55,6 +61,7 @@ impl fmt::Debug for DhtConfig {
             .field("nodes_file", &self.nodes_file)
             .field("pacing", &self.pacing)
             .field("request_timeout", &self.request_timeout)
+            .field("accept_loopback", &self.accept_loopback)
             .finish_non_exhaustive()
     }
 }

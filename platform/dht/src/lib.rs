@@ -4,17 +4,20 @@
 //! addresses; membership is decided by the exchange protocol.
 //!
 //! - [`schedule`]: when to announce and look up (pure, clock injected).
+//! - [`candidates_from_dht`]: which of the peers a lookup returned are probed (pure, fuzzed).
 //! - [`nodes_file`]: DHT nodes saved between runs.
 //! - [`DhtRendezvous`]: the blocking service thread the daemon starts.
 //! - [`lab`]: a local DHT testnet for labs and tests.
 
 mod bootstrap;
+mod candidates;
 mod config;
 pub mod lab;
 pub mod nodes_file;
 mod rendezvous;
 pub mod schedule;
 
+pub use candidates::{MAX_CANDIDATES_PER_ROUND, candidates_from_dht, is_probe_target};
 pub use config::{DhtConfig, DhtError, DhtStatus, InfohashFn};
 pub use rendezvous::{DhtHandle, DhtRendezvous};
 pub use schedule::Pacing;

@@ -6,6 +6,7 @@
 //! never block except [`DhtHandle::stop`], which joins the thread.
 
 use crate::bootstrap::{bootstrap_names, merge_bootstrap, resolve};
+use crate::candidates::{MAX_CANDIDATES_PER_ROUND, candidates_from_dht};
 use crate::config::{DhtConfig, DhtError, DhtStatus};
 use crate::nodes_file;
 use crate::schedule::{Due, Schedule};
@@ -346,7 +347,10 @@ impl Worker {
                     .await,
             )
         };
-        let sink = RefCell::new(RoundSink::new(self.on_candidate.as_mut()));
+        let sink = RefCell::new(RoundSink::new(
+            self.on_candidate.as_mut(),
+            self.config.accept_loopback,
+        ));
         let lookup = async {
             let Some(hours) = due.lookup else {
                 return false;
@@ -393,7 +397,8 @@ impl Worker {
             Some((announced, looked_up))
         };
         let outcome = future::block_on(future::or(work, stop));
-        let found = sink.into_inner().found;
+        let sink = sink.into_inner();
+        let (found, returned) = (sink.found(), sink.returned);
         for command in pending.into_inner() {
             if let Flow::Stop = self.apply(command) {
                 return Flow::Stop;
@@ -406,7 +411,12 @@ impl Worker {
             self.record_announce(result);
         }
         if looked_up {
-            tracing::debug!(found, "DHT lookup round done");
+            tracing::debug!(
+                found,
+                returned,
+                capped = found >= MAX_CANDIDATES_PER_ROUND,
+                "DHT lookup round done"
+            );
             self.update_status(|s| s.lookups += 1);
         }
         Flow::Continue
@@ -457,29 +467,36 @@ impl Worker {
     }
 }
 
-/// Delivers each address once per lookup round.
+/// Delivers the candidates of one lookup round ([`candidates_from_dht`]: each address once,
+/// bogus ones dropped, bounded).
 struct RoundSink<'a> {
     on_candidate: &'a mut dyn FnMut(SocketAddr),
+    accept_loopback: bool,
     seen: HashSet<SocketAddrV4>,
-    found: usize,
+    /// Peers the DHT returned this round, repeats and rejects included.
+    returned: usize,
 }
 
 impl<'a> RoundSink<'a> {
-    fn new(on_candidate: &'a mut dyn FnMut(SocketAddr)) -> Self {
+    fn new(on_candidate: &'a mut dyn FnMut(SocketAddr), accept_loopback: bool) -> Self {
         Self {
             on_candidate,
+            accept_loopback,
             seen: HashSet::new(),
-            found: 0,
+            returned: 0,
         }
     }
 
     fn deliver(&mut self, batch: &[SocketAddrV4]) {
-        for addr in batch {
-            if self.seen.insert(*addr) {
-                self.found += 1;
-                (self.on_candidate)(SocketAddr::V4(*addr));
-            }
+        self.returned = self.returned.saturating_add(batch.len());
+        for addr in candidates_from_dht(batch, &mut self.seen, self.accept_loopback) {
+            (self.on_candidate)(addr);
         }
+    }
+
+    /// Candidates delivered this round.
+    fn found(&self) -> usize {
+        self.seen.len()
     }
 }
 
@@ -492,13 +509,20 @@ mod tests {
         let mut got = Vec::new();
         {
             let mut cb = |a| got.push(a);
-            let mut sink = RoundSink::new(&mut cb);
+            let mut sink = RoundSink::new(&mut cb, false);
             let a: SocketAddrV4 = "192.0.2.1:5000".parse().unwrap();
             let b: SocketAddrV4 = "192.0.2.2:5000".parse().unwrap();
-            sink.deliver(&[a, b]);
+            let multicast: SocketAddrV4 = "239.1.2.3:5000".parse().unwrap();
+            sink.deliver(&[a, b, multicast]);
             sink.deliver(&[b, a]);
-            assert_eq!(sink.found, 2);
+            assert_eq!((sink.found(), sink.returned), (2, 5));
         }
-        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got,
+            [
+                "192.0.2.1:5000".parse().unwrap(),
+                "192.0.2.2:5000".parse().unwrap()
+            ]
+        );
     }
 }

@@ -28,6 +28,7 @@ fn config(secret: u8, port: u16, bootstrap: &[String]) -> DhtConfig {
     let mut config = DhtConfig::new(infohash_for(secret), port);
     config.bootstrap = bootstrap.to_vec();
     config.bind = Some("127.0.0.1:0".parse().unwrap());
+    config.accept_loopback = true;
     config.request_timeout = Duration::from_millis(500);
     config.pacing = Pacing {
         fast_lookup: Duration::from_secs(1),
@@ -128,6 +129,7 @@ fn no_reachable_bootstrap_keeps_retrying_and_stops_promptly() {
     // backoff, and never panics.
     let mut config = DhtConfig::new(infohash_for(4), 40_021);
     config.bind = Some("127.0.0.1:0".parse().unwrap());
+    config.accept_loopback = true;
     let (handle, rx) = DhtRendezvous::start(config).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     handle.set_fast(false);
