@@ -248,7 +248,6 @@ fn reset(nodes: &mut [Node]) {
     common::stop_daemons(nodes.iter_mut().collect());
     for node in nodes.iter() {
         let _ = std::fs::remove_dir_all(node.state_dir());
-        let _ = std::fs::remove_file(node.log_path());
     }
 }
 
@@ -277,7 +276,11 @@ fn convergence(
         "none".to_owned(),
     ];
     let mut nebula = with_nebula.then(|| NebulaLab::new(10));
-    for n in [3usize, 10, 25] {
+    let sizes: Vec<usize> = std::env::var("WGMESH_BENCH_SIZES").ok().map_or_else(
+        || vec![3, 10, 25],
+        |v| v.split(',').filter_map(|n| n.parse().ok()).collect(),
+    );
+    for n in sizes {
         let mut lan = Vec::new();
         let mut over_dht = Vec::new();
         let mut nebula_samples = Vec::new();
@@ -332,6 +335,19 @@ fn form(lab: &mut Lab, n: usize, flags: &[String]) -> f64 {
     let nodes: Vec<&Node> = lab.nodes[..n].iter().collect();
     let probes = mesh_probes(&nodes);
     let took = time_until_all_reach(since, &probes);
+    if let Some(dir) = std::env::var_os("WGMESH_BENCH_SLOW_LOGS")
+        && took > Duration::from_secs(3)
+    {
+        let dir = PathBuf::from(dir).join(format!("n{n}-{}", since.elapsed().as_millis()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for node in &lab.nodes[..n] {
+            let _ = std::fs::copy(node.log_path(), dir.join(format!("node{}.log", node.index)));
+        }
+        eprintln!("slow formation ({took:?}): logs in {}", dir.display());
+    }
+    for node in &lab.nodes[..n] {
+        let _ = std::fs::remove_file(node.log_path());
+    }
     reset(&mut lab.nodes[..n]);
     secs(took)
 }
@@ -638,7 +654,11 @@ fn route_propagation(lab: &Lab, reps: usize, report: &mut Report) {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .max()
+                .unwrap()
         });
         eprintln!("route propagation rep {rep}: {took:?}");
         samples.push(secs(took));
@@ -907,7 +927,9 @@ fn data_plane(lab: &mut Lab, reps: usize, report: &mut Report) {
 
 fn iperf(client: &Node, server: &Node, server_ip: &str, seconds: &str) -> f64 {
     let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &server.ns, "iperf3", "-s", "-1", "-B", server_ip])
+        .args([
+            "netns", "exec", &server.ns, "iperf3", "-s", "-1", "-B", server_ip,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -424,10 +424,19 @@ async fn reconcile_loop(
     let mut timer = tokio::time::interval(RECONCILE_INTERVAL);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // A pending handshake nudge (see Reconciler::next_wakeup) wants a pass of its own.
+        let wakeup = lock(&reconciler).next_wakeup();
+        let nudge = async {
+            match wakeup {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = timer.tick() => {}
             Some(()) = triggers.recv() => {}
+            () = nudge => {}
         }
         let worker = reconciler.clone();
         let result = tokio::task::spawn_blocking(move || lock(&worker).run_once()).await;

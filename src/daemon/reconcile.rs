@@ -51,6 +51,8 @@ pub struct Reconciler {
     hold_removals_until: Option<Instant>,
     failures: RepeatLimiter,
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
+    /// New peers whose handshake this end starts later, if none has happened by then.
+    nudges: Vec<(wgmesh_keys::PublicKey, Instant)>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -87,6 +89,7 @@ impl Reconciler {
             cached: Vec::new(),
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
+            nudges: Vec::new(),
         }
     }
 
@@ -161,6 +164,14 @@ impl Reconciler {
         self.log_rejections(&accepted.rejected);
         let wanted_routes = accepted.all();
         let mut update = diff_device(&observed, &desired, now);
+        let own = self.settings.private_key.public_key();
+        nudge_handshakes(
+            &own,
+            &observed,
+            &mut update,
+            &mut self.nudges,
+            Instant::now(),
+        );
         self.follow_moved_members(&observed, &desired, &mut update);
         if std::mem::take(&mut self.shared.lock().refresh_endpoints) {
             for peer in &observed.peers {
@@ -194,6 +205,11 @@ impl Reconciler {
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
         Ok(outcome)
+    }
+
+    /// When a pending handshake nudge wants the next pass.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.nudges.iter().map(|(_, at)| *at).min()
     }
 
     /// The diff keeps a recently handshook peer's endpoint (WireGuard roamed it there). A member
@@ -426,6 +442,65 @@ impl Reconciler {
     }
 }
 
+/// Keepalive interval a new peer gets until the next reconcile (see
+/// [`Reconciler::nudge_handshakes`]).
+const NUDGE_KEEPALIVE_SECS: u16 = 25;
+
+/// How long the end with the greater key waits for the other end's handshake before starting
+/// one itself.
+const NUDGE_FALLBACK: Duration = Duration::from_millis(500);
+
+/// Starts the WireGuard handshake with a new peer from one end, so its tunnel is up before
+/// traffic needs it. WireGuard sends a keepalive, and so a handshake, the moment a peer's
+/// keepalive turns on; the next reconcile turns it back to what the member needs (off on a
+/// LAN). Both ends add each other within milliseconds of the exchange, and WireGuard copes
+/// badly with both: an initiation that reaches an end not yet configured is dropped, and two
+/// initiations that cross cancel each other; either way the tunnel waits for the 5 s rekey
+/// timeout. So the end with the smaller key starts at once, and the other end only if no
+/// handshake happened within [`NUDGE_FALLBACK`] (the first one arrived too early).
+fn nudge_handshakes(
+    own: &wgmesh_keys::PublicKey,
+    observed: &DeviceState,
+    update: &mut DeviceUpdate,
+    pending: &mut Vec<(wgmesh_keys::PublicKey, Instant)>,
+    now: Instant,
+) {
+    let mut due = Vec::new();
+    pending.retain(|(key, at)| {
+        if *at > now {
+            return true;
+        }
+        if observed
+            .peer(key)
+            .is_some_and(|p| p.last_handshake.is_none())
+        {
+            due.push(*key);
+        }
+        false
+    });
+    for key in due {
+        match update.peers.iter_mut().find(|p| p.public_key == key) {
+            Some(change) if change.remove => {}
+            Some(change) => change.persistent_keepalive = Some(NUDGE_KEEPALIVE_SECS),
+            None => update.peers.push(wgmesh_device::PeerUpdate {
+                persistent_keepalive: Some(NUDGE_KEEPALIVE_SECS),
+                ..wgmesh_device::PeerUpdate::new(key)
+            }),
+        }
+    }
+    for peer in &mut update.peers {
+        let new = !peer.remove && observed.peer(&peer.public_key).is_none();
+        if !new || peer.persistent_keepalive.unwrap_or(0) != 0 {
+            continue;
+        }
+        if *own < peer.public_key {
+            peer.persistent_keepalive = Some(NUDGE_KEEPALIVE_SECS);
+        } else {
+            pending.push((peer.public_key, now + NUDGE_FALLBACK));
+        }
+    }
+}
+
 fn log_update(update: &DeviceUpdate) {
     for peer in &update.peers {
         if peer.remove {
@@ -470,4 +545,116 @@ pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
         }
     }
     nets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgmesh_device::{PeerConfig, PeerState, PeerUpdate};
+    use wgmesh_keys::{PrivateKey, PublicKey};
+
+    fn key(n: u8) -> PublicKey {
+        PrivateKey::from_bytes_clamped([n; 32]).public_key()
+    }
+
+    fn keepalives(update: &DeviceUpdate) -> Vec<(PublicKey, Option<u16>)> {
+        update
+            .peers
+            .iter()
+            .map(|p| (p.public_key, p.persistent_keepalive))
+            .collect()
+    }
+
+    #[test]
+    fn the_smaller_key_starts_at_once_and_the_greater_only_if_nothing_happened() {
+        let mut keys: Vec<PublicKey> = (1..=4).map(key).collect();
+        keys.sort();
+        let [smallest, middle, greater, greatest] = [keys[0], keys[1], keys[2], keys[3]];
+        let own = middle;
+        let observed = DeviceState {
+            peers: vec![PeerState::new(PeerConfig::new(greatest))],
+            ..DeviceState::default()
+        };
+        let mut pending = Vec::new();
+        let t0 = Instant::now();
+        let mut update = DeviceUpdate {
+            peers: vec![
+                // Known peer: untouched.
+                PeerUpdate {
+                    endpoint: Some(std::net::SocketAddr::from(([192, 0, 2, 1], 51820))),
+                    ..PeerUpdate::new(greatest)
+                },
+                // New, greater key: this end starts at once.
+                PeerUpdate::new(greater),
+                // New, smaller key: the other end starts; this end waits.
+                PeerUpdate::new(smallest),
+            ],
+            ..DeviceUpdate::default()
+        };
+        nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        assert_eq!(
+            keepalives(&update),
+            [
+                (greatest, None),
+                (greater, Some(NUDGE_KEEPALIVE_SECS)),
+                (smallest, None)
+            ]
+        );
+        assert_eq!(pending, [(smallest, t0 + NUDGE_FALLBACK)]);
+
+        // Before the fallback is due nothing happens; after it, only a peer still without a
+        // handshake is nudged.
+        let mut observed = observed;
+        observed
+            .peers
+            .push(PeerState::new(PeerConfig::new(smallest)));
+        let mut update = DeviceUpdate::default();
+        nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        assert!(update.is_empty());
+        assert_eq!(pending.len(), 1);
+        let later = t0 + NUDGE_FALLBACK;
+        nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        assert_eq!(
+            keepalives(&update),
+            [(smallest, Some(NUDGE_KEEPALIVE_SECS))]
+        );
+        assert!(pending.is_empty());
+
+        // A handshake in time: no fallback nudge.
+        let mut update = DeviceUpdate {
+            peers: vec![PeerUpdate::new(smallest)],
+            ..DeviceUpdate::default()
+        };
+        let empty = DeviceState::default();
+        nudge_handshakes(&own, &empty, &mut update, &mut pending, t0);
+        observed.peers[1].last_handshake = Some(std::time::SystemTime::now());
+        let mut update = DeviceUpdate::default();
+        nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        assert!(update.is_empty() && pending.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_needs_keepalive_keeps_its_own() {
+        let mut pending = Vec::new();
+        let mut update = DeviceUpdate {
+            peers: vec![
+                PeerUpdate {
+                    persistent_keepalive: Some(15),
+                    ..PeerUpdate::new(key(2))
+                },
+                PeerUpdate::remove(key(3)),
+            ],
+            ..DeviceUpdate::default()
+        };
+        let before = update.clone();
+        nudge_handshakes(
+            &key(1),
+            &DeviceState::default(),
+            &mut update,
+            &mut pending,
+            Instant::now(),
+        );
+        assert_eq!(update, before);
+        assert!(pending.is_empty());
+    }
 }
