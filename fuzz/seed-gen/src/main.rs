@@ -12,8 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use wgmesh_derive::{MeshKeys, NodeSeed, Secret};
 use wgmesh_exchange::{
-    Endpoint, EndpointKind, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN, Message, MsgType, Probe,
-    encode_message, encode_record, seal,
+    ENTROPY_LEN, Endpoint, EndpointKind, Entropy, Exchange, ExchangeConfig, Goodbye, Gossip,
+    GossipEntry, Hello, MAC_LEN, Message, MsgType, Probe, encode_message, encode_record, seal,
 };
 use wgmesh_state::{CachedPeer, NodeIdentity, save_peer_cache};
 
@@ -141,6 +141,66 @@ fn exchange_seeds() -> Result<()> {
         step(OP_SEALED, FIX_ALL | FIX_HEADER, 2, 4, 1, bytes, &mut input);
         write("exchange_handle", &format!("raw-{name}"), &input)?;
     }
+    // The LAN beacon is no message of its own: it is the Probe `Exchange::probe` builds, sent to
+    // the secret-derived multicast group and read from the same control socket. Member 2's
+    // beacon exactly as it goes on the wire, our answer, its Hello; then a beacon claiming our
+    // own key (another daemon of ours on the LAN, or a reflection), which must be dropped.
+    let mut member2 =
+        Exchange::new(mesh(), private_key(2), record_for(2), ExchangeConfig::default())?;
+    let beacon = member2.probe(NOW, Entropy::from_bytes([0x5a; ENTROPY_LEN]));
+    let mut input = Vec::new();
+    step(OP_RAW, 0, 0, 2, 0, &beacon, &mut input);
+    step(OP_SEALED, FIX_ALL, 0, 2, 10, &plain("hello"), &mut input);
+    step(OP_SEALED, FIX_TIMESTAMP, 0, 7, 10, &encode_message(&probe(TARGET_ID))?, &mut input);
+    write("exchange_handle", "lan-beacon", &input)?;
+    Ok(())
+}
+
+/// `dht_candidates`: `flags | (count:u8 | count x compact peer)*`, count 0 = new round.
+fn dht_candidate_seeds() -> Result<()> {
+    fn batch(peers: &[SocketAddrV4], out: &mut Vec<u8>) {
+        out.push(u8::try_from(peers.len()).unwrap_or(u8::MAX));
+        for peer in peers.iter().take(255) {
+            out.extend_from_slice(&peer.ip().octets());
+            out.extend_from_slice(&peer.port().to_be_bytes());
+        }
+    }
+    let peer = |a, b, c, d, port| SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port);
+    // Three members behind NATs (the lab's benchmark range, documentation, private), answered by
+    // two DHT nodes with overlapping lists.
+    let mut input = vec![0];
+    batch(&[peer(198, 18, 0, 21, 51900), peer(203, 0, 113, 5, 51900)], &mut input);
+    batch(&[peer(203, 0, 113, 5, 51900), peer(10, 1, 0, 2, 51900)], &mut input);
+    write("dht_candidates", "members", &input)?;
+    // What a hostile DHT node may answer: nothing here is probed.
+    let mut input = vec![0];
+    batch(
+        &[
+            peer(203, 0, 113, 5, 0),
+            peer(0, 0, 0, 0, 51900),
+            peer(224, 0, 0, 251, 5353),
+            peer(239, 255, 255, 250, 1900),
+            peer(255, 255, 255, 255, 51900),
+            peer(240, 0, 0, 1, 51900),
+            peer(127, 0, 0, 1, 22),
+        ],
+        &mut input,
+    );
+    write("dht_candidates", "bogus", &input)?;
+    // A testnet on 127.0.0.1 (accept_loopback), then a second round.
+    let mut input = vec![1];
+    batch(&[peer(127, 0, 0, 1, 40001), peer(127, 0, 0, 1, 40002)], &mut input);
+    input.push(0);
+    batch(&[peer(127, 0, 0, 1, 40002)], &mut input);
+    write("dht_candidates", "loopback-two-rounds", &input)?;
+    // A flood past MAX_CANDIDATES_PER_ROUND.
+    let flood: Vec<SocketAddrV4> = (0..510u16)
+        .map(|i| peer(198, 51, 100, (i % 250) as u8 + 1, 1000 + i))
+        .collect();
+    let mut input = vec![0];
+    batch(&flood[..255], &mut input);
+    batch(&flood[255..], &mut input);
+    write("dht_candidates", "flood", &input)?;
     Ok(())
 }
 
@@ -232,6 +292,7 @@ fn text_seeds() -> Result<()> {
 
 fn main() -> Result<()> {
     exchange_seeds()?;
+    dht_candidate_seeds()?;
     state_seeds()?;
     stun_seeds()?;
     text_seeds()?;
