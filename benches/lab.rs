@@ -595,8 +595,14 @@ fn join(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut Report) {
     let mut samples = Vec::new();
     for rep in 0..reps {
         let joiner = 25 + rep;
+        // Without --keep-interface: the joiner says Goodbye when it leaves again.
+        let flags: Vec<&str> = flags
+            .iter()
+            .copied()
+            .filter(|f| *f != "--keep-interface")
+            .collect();
         let since = Instant::now();
-        lab.nodes[joiner].start(flags);
+        lab.nodes[joiner].start(&flags);
         let mut nodes: Vec<&Node> = lab.nodes[..10].iter().collect();
         nodes.push(&lab.nodes[joiner]);
         let took = time_until_all_reach(since, &mesh_probes(&nodes));
