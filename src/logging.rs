@@ -90,6 +90,16 @@ impl RepeatLimiter {
     pub fn clear(&mut self, key: &str) {
         self.seen.remove(key);
     }
+
+    /// Whether `key` has been seen (and not cleared).
+    pub fn tracks(&self, key: &str) -> bool {
+        self.seen.contains_key(key)
+    }
+
+    /// How many keys are tracked: callers keying by something a peer controls bound it.
+    pub fn tracked(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub struct ClockSkew {
 /// Members keep probing every few seconds while they fail; one warning per source this often.
 pub const CLOCK_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Sources warned about individually. A captured datagram replayed after the window from
+/// spoofed addresses is stale too, so the table is bounded: further sources share one entry.
+const MAX_WARNED_SOURCES: usize = 64;
+
 impl Default for ClockSkew {
     fn default() -> Self {
         Self {
@@ -85,7 +89,11 @@ impl ClockSkew {
     ) -> Option<u64> {
         self.stale_drops += 1;
         self.last_offset_secs = Some(offset_secs);
-        self.warnings.should_log(&source.to_string(), now)
+        let mut key = source.to_string();
+        if self.warnings.tracked() >= MAX_WARNED_SOURCES - 1 && !self.warnings.tracks(&key) {
+            key = "other sources".to_owned();
+        }
+        self.warnings.should_log(&key, now)
     }
 }
 
@@ -207,5 +215,21 @@ mod tests {
         );
         assert_eq!(skew.stale_drops, 4);
         assert_eq!(skew.last_offset_secs, Some(302));
+    }
+
+    #[test]
+    fn clock_skew_warnings_from_many_sources_are_bounded() {
+        let mut skew = ClockSkew::default();
+        let now = Instant::now();
+        let logged = (0..1000u32)
+            .filter(|i| {
+                let source = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                skew.observe(source, -3600, now).is_some()
+            })
+            .count();
+        // One per tracked source (the last slot is the shared one), then silence.
+        assert_eq!(logged, MAX_WARNED_SOURCES);
+        assert_eq!(skew.warnings.tracked(), MAX_WARNED_SOURCES);
+        assert_eq!(skew.stale_drops, 1000);
     }
 }
