@@ -139,9 +139,30 @@ fn machine() -> Value {
     json!({"cpu": cpu, "cores": cores, "memory_gib": mem_kib / 1024 / 1024, "kernel": kernel})
 }
 
+/// `0.1.0 (git 1234abc)`: the version and the commit measured.
 fn wgmesh_version() -> String {
     let out = run(common::wgmesh_bin(), &["--version"]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let version = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or("?")
+        .to_owned();
+    let commit = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match commit {
+        Some(commit) => format!("{version} (git {commit})"),
+        None => version,
+    }
 }
 
 fn package_version(package: &str) -> String {

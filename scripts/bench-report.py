@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Renders the bench results (target/bench/lab.json, target/bench/apply.json) as the tables in
+BENCHMARKS.md: every measure with min/median/max and its target, every side-by-side comparison
+as a ratio of medians. Missed targets are listed, never dropped.
+
+    scripts/bench-report.py [--write BENCHMARKS.md] [--command "..."]
+
+Without --write the tables go to stdout. With it, the part of the file between the
+`<!-- bench:begin -->` and `<!-- bench:end -->` markers is replaced and the rest is kept.
+"""
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# id -> (statistic the target applies to, operator, value, text). The statistic is the median
+# unless the target is about every sample ("0 lost", "0 writes", a ceiling on RSS).
+TARGETS = {
+    "convergence_lan_10": ("median", "<=", 3.0, "≤ 3 s (median)"),
+    "convergence_dht_10": ("median", "<=", 10.0, "≤ 10 s (median)"),
+    "join_10": ("median", "<=", 2.0, "≤ 2 s (median)"),
+    "tick_writes": ("max", "<=", 0.0, "0 writes"),
+    "tick_cpu": ("median", "<=", 5.0, "≤ 5 ms CPU (median)"),
+    "tick_fake": ("median", "<=", 5.0, "≤ 5 ms CPU (median)"),
+    "apply_userspace": ("median", "<=", 200.0, "≤ 200 ms (median)"),
+    "apply_userspace_keepalive": ("median", "<=", 200.0, "≤ 200 ms (median)"),
+    "apply_fake": ("median", "<=", 200.0, "≤ 200 ms (median)"),
+    "idle_rss_wgmesh": ("max", "<=", 15.0, "≤ 15 MB (every node)"),
+    "idle_cpu_wgmesh": ("max", "<=", 0.1, "≤ 0.1 % (every node)"),
+    "routes_10": ("median", "<=", 2.0, "≤ 2 s (median)"),
+    "restart_lost": ("max", "<=", 0.0, "0 lost (every run)"),
+}
+
+# (text, numerator id, denominator id, target on the ratio or None, which way is better)
+COMPARISONS = [
+    ("convergence N=10: wgmesh (LAN) / Nebula", "convergence_lan_10", "convergence_nebula_10", None, "lower"),
+    ("convergence N=10: wgmesh (DHT only) / Nebula", "convergence_dht_10", "convergence_nebula_10", None, "lower"),
+    ("idle RSS: wgmesh daemon / Nebula", "idle_rss_wgmesh", "idle_rss_nebula", None, "lower"),
+    ("idle RSS: wgmesh + wireguard-go / Nebula", "idle_rss_wgmesh_total", "idle_rss_nebula", None, "lower"),
+    ("idle CPU: wgmesh daemon / Nebula", "idle_cpu_wgmesh", "idle_cpu_nebula", None, "lower"),
+    ("idle CPU: wgmesh + wireguard-go / Nebula", "idle_cpu_wgmesh_total", "idle_cpu_nebula", None, "lower"),
+    ("idle wakeups: wgmesh daemon / Nebula", "idle_wakeups_wgmesh", "idle_wakeups_nebula", None, "lower"),
+    ("data plane: wgmesh tunnel / hand-made wireguard-go", "iperf_wgmesh", "iperf_baseline", 0.95, "higher"),
+    ("bulk apply: Fake backend / wireguard-go (daemon's share)", "apply_fake", "apply_userspace", None, "lower"),
+]
+
+
+def stats(samples):
+    s = sorted(samples)
+    return s[0], statistics.median(s), s[-1]
+
+
+def fmt(value, unit):
+    if unit in ("lost", "writes"):
+        return f"{value:.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def load(path):
+    p = pathlib.Path(path)
+    if not p.exists():
+        return {"rows": []}
+    return json.loads(p.read_text())
+
+
+def render(lab, apply, command):
+    rows = lab.get("rows", []) + apply.get("rows", [])
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    machine = lab.get("machine", {})
+    versions = lab.get("versions", {})
+    out.append(f"Command: `{command}`\n")
+    if machine:
+        out.append(
+            f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+            f"{machine.get('memory_gib', '?')} GiB, Linux {machine.get('kernel', '?')} "
+            "(no WireGuard module: every tunnel is wireguard-go).\n"
+        )
+    if versions:
+        out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".\n")
+    samples = {len(r["samples"]) for r in rows}
+    out.append(f"Samples per measure: {', '.join(str(s) for s in sorted(samples))} "
+               "(idle rows: one sample per node).\n")
+    out.append("| scenario | measure | min | median | max | unit | target | result |")
+    out.append("|---|---|---:|---:|---:|---|---|---|")
+    missed = []
+    for r in rows:
+        lo, mid, hi = stats(r["samples"])
+        target = TARGETS.get(r["id"])
+        verdict = "report"
+        text = "—"
+        if target:
+            which, op, value, text = target
+            got = {"median": mid, "max": hi}[which]
+            ok = got <= value if op == "<=" else got >= value
+            verdict = "met" if ok else "**missed**"
+            if not ok:
+                missed.append((r, text, got))
+        out.append(
+            f"| {r['scenario']} | {r['case']} | {fmt(lo, r['unit'])} | {fmt(mid, r['unit'])} | "
+            f"{fmt(hi, r['unit'])} | {r['unit']} | {text} | {verdict} |"
+        )
+    out.append("")
+    out.append("Side by side, same run (ratio of medians):\n")
+    out.append("| comparison | wgmesh | other | ratio | target | result |")
+    out.append("|---|---:|---:|---:|---|---|")
+    for text, num, den, target, better in COMPARISONS:
+        if num not in by_id or den not in by_id:
+            continue
+        a = stats(by_id[num]["samples"])[1]
+        b = stats(by_id[den]["samples"])[1]
+        unit = by_id[num]["unit"]
+        ratio = a / b if b else float("inf")
+        verdict = "report"
+        ttext = "—"
+        if target is not None:
+            ok = ratio >= target if better == "higher" else ratio <= target
+            ttext = f"≥ {target}" if better == "higher" else f"≤ {target}"
+            verdict = "met" if ok else "**missed**"
+            if not ok:
+                missed.append(({"case": text, "unit": ""}, ttext, ratio))
+        out.append(
+            f"| {text} | {fmt(a, unit)} {unit} | {fmt(b, unit)} {unit} | {ratio:.2f} | {ttext} | {verdict} |"
+        )
+    out.append("")
+    if missed:
+        out.append("Missed in this run:\n")
+        for r, text, got in missed:
+            out.append(f"- {r['case']}: {fmt(got, r['unit'])} {r['unit']}, target {text}")
+    else:
+        out.append("Every target was met in this run.")
+    return "\n".join(out) + "\n", missed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lab", default=str(ROOT / "target/bench/lab.json"))
+    ap.add_argument("--apply", default=str(ROOT / "target/bench/apply.json"))
+    ap.add_argument("--write", help="BENCHMARKS.md to update between the bench markers")
+    ap.add_argument("--command", default="sudo ./scripts/bench.sh")
+    args = ap.parse_args()
+    text, missed = render(load(args.lab), load(args.apply), args.command)
+    if args.write:
+        path = pathlib.Path(args.write)
+        doc = path.read_text()
+        begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+        if begin not in doc or end not in doc:
+            sys.exit(f"{path}: missing the {begin} / {end} markers")
+        head, rest = doc.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
