@@ -326,23 +326,33 @@ pub fn assert_no_leftovers(footprint: &Footprint) {
             "namespace {ns} left: {netns}"
         );
     }
-    let links = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["-o", "link"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    for name in std::iter::once(&footprint.bridge)
-        .chain(&footprint.veths)
-        .chain(&footprint.interfaces)
-    {
-        assert!(
-            !links.contains(&format!(" {name}:")) && !links.contains(&format!(" {name}@")),
-            "link {name} left"
-        );
+    // The kernel dismantles a deleted namespace (and the veth pairs into it) asynchronously.
+    let root_links = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let left = |links: &str| -> Vec<String> {
+        std::iter::once(&footprint.bridge)
+            .chain(&footprint.veths)
+            .chain(&footprint.interfaces)
+            .filter(|name| {
+                links.contains(&format!(" {name}:")) || links.contains(&format!(" {name}@"))
+            })
+            .cloned()
+            .collect()
+    };
+    let settled = std::time::Instant::now() + Duration::from_secs(15);
+    while !left(&root_links()).is_empty() && std::time::Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let links = left(&root_links());
+    assert!(links.is_empty(), "links left: {links:?}");
     let routes = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["route", "show"])
