@@ -222,10 +222,11 @@ impl Reconciler {
         update: &mut DeviceUpdate,
     ) {
         let state = self.shared.lock();
+        let observed = observed.by_key();
         for want in &desired.peers {
             let (Some(member), Some(current), Some(endpoint)) = (
                 state.members.get(&want.public_key),
-                observed.peer(&want.public_key),
+                observed.get(&want.public_key),
                 want.endpoint,
             ) else {
                 continue;
@@ -465,13 +466,14 @@ fn nudge_handshakes(
     pending: &mut Vec<(wgmesh_keys::PublicKey, Instant)>,
     now: Instant,
 ) {
+    let observed = observed.by_key();
     let mut due = Vec::new();
     pending.retain(|(key, at)| {
         if *at > now {
             return true;
         }
         if observed
-            .peer(key)
+            .get(key)
             .is_some_and(|p| p.last_handshake.is_none())
         {
             due.push(*key);
@@ -489,7 +491,7 @@ fn nudge_handshakes(
         }
     }
     for peer in &mut update.peers {
-        let new = !peer.remove && observed.peer(&peer.public_key).is_none();
+        let new = !peer.remove && !observed.contains_key(&peer.public_key);
         if !new || peer.persistent_keepalive.unwrap_or(0) != 0 {
             continue;
         }

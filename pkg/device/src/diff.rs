@@ -21,12 +21,11 @@ pub fn diff_device(
     if observed.listen_port != desired.listen_port {
         update.listen_port = Some(desired.listen_port);
     }
+    let wanted_keys: std::collections::HashSet<_> =
+        desired.peers.iter().map(|d| d.public_key).collect();
+    let current = observed.by_key();
     for peer in &observed.peers {
-        if !desired
-            .peers
-            .iter()
-            .any(|d| d.public_key == peer.config.public_key)
-        {
+        if !wanted_keys.contains(&peer.config.public_key) {
             update
                 .peers
                 .push(PeerUpdate::remove(peer.config.public_key));
@@ -35,7 +34,7 @@ pub fn diff_device(
     for wanted in &desired.peers {
         let mut wanted = wanted.clone();
         wanted.normalise();
-        let change = match observed.peer(&wanted.public_key) {
+        let change = match current.get(&wanted.public_key) {
             None => add_peer(&wanted),
             Some(current) => {
                 let recently_handshook = current

@@ -71,8 +71,18 @@ pub struct DeviceState {
 }
 
 impl DeviceState {
+    /// One peer, by linear search: for a single lookup. Callers that look up every peer use
+    /// [`DeviceState::by_key`], which keeps a pass over 10,000 peers linear.
     pub fn peer(&self, key: &PublicKey) -> Option<&PeerState> {
         self.peers.iter().find(|p| p.config.public_key == *key)
+    }
+
+    /// The peers indexed by public key.
+    pub fn by_key(&self) -> std::collections::HashMap<PublicKey, &PeerState> {
+        self.peers
+            .iter()
+            .map(|p| (p.config.public_key, p))
+            .collect()
     }
 
     /// Normalises every peer; backends call this on what they read.

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{DeviceState, FakeBackend, WireguardBackend, diff_device};
-use wgmesh_keys::{PresharedKey, PrivateKey, PublicKey};
+use wgmesh_keys::{PresharedKey, PrivateKey};
 use wgmesh_mesh::{
     DeviceSettings, LocalView, Member, MemberTable, Source, accept_routes, desired_device,
 };
@@ -37,6 +37,44 @@ fn main() {
         .unwrap_or(5);
     let mut rows = Rows::default();
     let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+
+    // Beyond one machine: the daemon's own per-member cost at 1,000 and 10,000 members (Fake
+    // backend, so the WireGuard implementation's share is excluded), for docs/scaling.md.
+    for count in [10_000u16, 1_000] {
+        let mut tick = Vec::new();
+        let mut memory = Vec::new();
+        for rep in 0..reps {
+            let before = rss_kib();
+            let mesh = Mesh::with_members(&mut urandom, 0, count);
+            let (_, _, per_tick) = fake_backend(&mesh);
+            // Member table + desired device + the backend's copy, as the daemon holds them.
+            let held = rss_kib().saturating_sub(before);
+            tick.push(ms(per_tick));
+            // Only the first build measures growth: later ones reuse the freed heap.
+            if rep == 0 && count == 10_000 {
+                memory.push(held as f64 * 1024.0 / f64::from(count));
+            }
+        }
+        rows.push(
+            &format!("scale_tick_{count}"),
+            "scaling",
+            &format!("{count} members, Fake backend: one steady tick's CPU"),
+            "ms",
+            &tick,
+        );
+        if memory.is_empty() {
+            continue;
+        }
+        rows.push(
+            &format!("scale_bytes_{count}"),
+            "scaling",
+            &format!(
+                "{count} members: resident bytes per member (table, device, copy; first build)"
+            ),
+            "B",
+            &memory,
+        );
+    }
 
     let mut fake_apply = Vec::new();
     let mut fake_cpu = Vec::new();
@@ -79,6 +117,7 @@ fn main() {
                 let mut tick_cpu = Vec::new();
                 let mut tick_wg_cpu = Vec::new();
                 let mut writes = Vec::new();
+                let mut wg_rss = Vec::new();
                 for rep in 0..reps {
                     let mesh = Mesh::new(&mut urandom, keepalive);
                     let run = userspace(&mesh, rep);
@@ -87,6 +126,7 @@ fn main() {
                     tick_cpu.push(ms(run.tick_cpu));
                     tick_wg_cpu.push(ms(run.tick_wireguard_go_cpu));
                     writes.push(run.steady_writes as f64);
+                    wg_rss.push(run.wireguard_go_rss_kib as f64 / 1024.0);
                 }
                 if keepalive == 0 {
                     rows.push(
@@ -116,6 +156,13 @@ fn main() {
                         "1,000 peers, wireguard-go: one tick, CPU of wireguard-go answering get=1",
                         "ms",
                         &tick_wg_cpu,
+                    );
+                    rows.push(
+                        "scale_wg_rss_1000",
+                        "scaling",
+                        "wireguard-go with 1,000 peers: RSS",
+                        "MiB",
+                        &wg_rss,
                     );
                     rows.push(
                         "tick_writes",
@@ -166,13 +213,17 @@ struct Mesh {
 
 impl Mesh {
     fn new(urandom: &mut std::fs::File, keepalive: u16) -> Self {
+        Self::with_members(urandom, keepalive, MEMBERS)
+    }
+
+    fn with_members(urandom: &mut std::fs::File, keepalive: u16, count: u16) -> Self {
         let mut random_key = || {
             let mut out = [0u8; 32];
             urandom.read_exact(&mut out).unwrap();
             out
         };
         let mut members = MemberTable::default();
-        for n in 0..MEMBERS {
+        for n in 0..count {
             let [hi, lo] = n.to_be_bytes();
             members.upsert(Member {
                 public_key: PrivateKey::from_bytes_clamped(random_key()).public_key(),
@@ -226,10 +277,6 @@ impl Mesh {
             &self.view.connected,
         )
     }
-
-    fn keys(&self) -> Vec<PublicKey> {
-        self.members.iter().map(|m| m.public_key).collect()
-    }
 }
 
 /// Bulk apply and one steady tick against the in-memory backend.
@@ -243,7 +290,7 @@ fn fake_backend(mesh: &Mesh) -> (Duration, Duration, Duration) {
     let (wall, cpu) = (wall.elapsed(), thread_cpu() - cpu);
     assert_eq!(
         backend.state.as_ref().unwrap().peers.len(),
-        mesh.keys().len()
+        mesh.members.len()
     );
 
     let writes = backend.writes;
@@ -271,6 +318,7 @@ struct UserspaceRun {
     tick_cpu: Duration,
     tick_wireguard_go_cpu: Duration,
     steady_writes: usize,
+    wireguard_go_rss_kib: u64,
 }
 
 fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
@@ -298,6 +346,12 @@ fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
     let request_bytes = render_set_request(&update).len();
 
     let pid = backend.child_pid().unwrap();
+    let wireguard_go_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0u64);
     let mut writes = 0;
     let (wall, cpu, wg_cpu) = (Instant::now(), thread_cpu(), process_cpu(pid));
     let mut observed = DeviceState::default();
@@ -315,6 +369,7 @@ fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
         tick_cpu: (thread_cpu() - cpu) / STEADY_TICKS,
         tick_wireguard_go_cpu: (process_cpu(pid) - wg_cpu) / STEADY_TICKS,
         steady_writes: writes,
+        wireguard_go_rss_kib,
     };
     assert_eq!(observed.peers.len(), usize::from(MEMBERS));
     println!(
@@ -323,6 +378,16 @@ fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
     );
     backend.remove_device().unwrap();
     run
+}
+
+/// This process's resident set.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// utime + stime of a process, from /proc (clock ticks of 10 ms).
