@@ -165,7 +165,7 @@ impl Reconciler {
         let wanted_routes = accepted.all();
         let mut update = diff_device(&observed, &desired, now);
         let own = self.settings.private_key.public_key();
-        nudge_handshakes(
+        let nudged = nudge_handshakes(
             &own,
             &observed,
             &mut update,
@@ -199,12 +199,43 @@ impl Reconciler {
         if !update.is_empty() {
             outcome.device_writes = self.apply(&update);
         }
+        if !nudged.is_empty() {
+            outcome.device_writes += self.end_nudges(&nudged);
+        }
         outcome.route_writes = self.sync_routes(&wanted_routes, holding);
         self.update_peer_cache(now);
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
         Ok(outcome)
+    }
+
+    /// Turns the nudge keepalive off again right after the write that turned it on: the
+    /// keepalive, and the handshake it starts, left when keepalive turned on, and the device is
+    /// steady as soon as the mesh is.
+    fn end_nudges(&mut self, nudged: &[wgmesh_keys::PublicKey]) -> usize {
+        tracing::debug!(
+            peers = nudged.len(),
+            "started WireGuard handshakes with new peers"
+        );
+        let reset = DeviceUpdate {
+            peers: nudged
+                .iter()
+                .map(|key| wgmesh_device::PeerUpdate {
+                    persistent_keepalive: Some(0),
+                    ..wgmesh_device::PeerUpdate::new(*key)
+                })
+                .collect(),
+            ..DeviceUpdate::default()
+        };
+        match self.backend.apply(&reset) {
+            Ok(()) => 1,
+            Err(err) => {
+                // The next pass's diff turns it off instead.
+                tracing::debug!(error = %err, "cannot end the handshake nudge yet");
+                0
+            }
+        }
     }
 
     /// When a pending handshake nudge wants the next pass.
@@ -443,8 +474,7 @@ impl Reconciler {
     }
 }
 
-/// Keepalive interval a new peer gets until the next reconcile (see
-/// [`Reconciler::nudge_handshakes`]).
+/// Keepalive interval a new peer gets for one write (see [`nudge_handshakes`]).
 const NUDGE_KEEPALIVE_SECS: u16 = 25;
 
 /// How long the end with the greater key waits for the other end's handshake before starting
@@ -453,8 +483,8 @@ const NUDGE_FALLBACK: Duration = Duration::from_millis(500);
 
 /// Starts the WireGuard handshake with a new peer from one end, so its tunnel is up before
 /// traffic needs it. WireGuard sends a keepalive, and so a handshake, the moment a peer's
-/// keepalive turns on; the next reconcile turns it back to what the member needs (off on a
-/// LAN). Both ends add each other within milliseconds of the exchange, and WireGuard copes
+/// keepalive turns on; [`Reconciler::end_nudges`] turns it off again right after (a peer that
+/// needs keepalive has its own and is not nudged). Returns the peers nudged. Both ends add each other within milliseconds of the exchange, and WireGuard copes
 /// badly with both: an initiation that reaches an end not yet configured is dropped, and two
 /// initiations that cross cancel each other; either way the tunnel waits for the 5 s rekey
 /// timeout. So the end with the smaller key starts at once, and the other end only if no
@@ -465,8 +495,9 @@ fn nudge_handshakes(
     update: &mut DeviceUpdate,
     pending: &mut Vec<(wgmesh_keys::PublicKey, Instant)>,
     now: Instant,
-) {
+) -> Vec<wgmesh_keys::PublicKey> {
     let observed = observed.by_key();
+    let mut nudged = Vec::new();
     let mut due = Vec::new();
     pending.retain(|(key, at)| {
         if *at > now {
@@ -482,12 +513,19 @@ fn nudge_handshakes(
     });
     for key in due {
         match update.peers.iter_mut().find(|p| p.public_key == key) {
-            Some(change) if change.remove => {}
-            Some(change) => change.persistent_keepalive = Some(NUDGE_KEEPALIVE_SECS),
-            None => update.peers.push(wgmesh_device::PeerUpdate {
-                persistent_keepalive: Some(NUDGE_KEEPALIVE_SECS),
-                ..wgmesh_device::PeerUpdate::new(key)
-            }),
+            // Removed, or given a keepalive of its own (which starts a handshake anyway).
+            Some(change) if change.remove || change.persistent_keepalive.unwrap_or(0) != 0 => {}
+            Some(change) => {
+                change.persistent_keepalive = Some(NUDGE_KEEPALIVE_SECS);
+                nudged.push(key);
+            }
+            None => {
+                update.peers.push(wgmesh_device::PeerUpdate {
+                    persistent_keepalive: Some(NUDGE_KEEPALIVE_SECS),
+                    ..wgmesh_device::PeerUpdate::new(key)
+                });
+                nudged.push(key);
+            }
         }
     }
     for peer in &mut update.peers {
@@ -497,10 +535,12 @@ fn nudge_handshakes(
         }
         if *own < peer.public_key {
             peer.persistent_keepalive = Some(NUDGE_KEEPALIVE_SECS);
+            nudged.push(peer.public_key);
         } else {
             pending.push((peer.public_key, now + NUDGE_FALLBACK));
         }
     }
+    nudged
 }
 
 fn log_update(update: &DeviceUpdate) {
@@ -509,6 +549,12 @@ fn log_update(update: &DeviceUpdate) {
             tracing::info!(peer = %peer.public_key.short(), "peer removed");
         } else if peer.replace_allowed_ips && peer.preshared_key.is_some() {
             tracing::info!(peer = %peer.public_key.short(), endpoint = ?peer.endpoint, allowed_ips = ?peer.allowed_ips, "peer added");
+        } else if peer.endpoint.is_none()
+            && peer.allowed_ips.is_empty()
+            && !peer.replace_allowed_ips
+            && peer.preshared_key.is_none()
+        {
+            tracing::debug!(peer = %peer.public_key.short(), keepalive = ?peer.persistent_keepalive, "peer keepalive set");
         } else {
             tracing::info!(peer = %peer.public_key.short(), endpoint = ?peer.endpoint, allowed_ips = ?peer.allowed_ips, "peer updated");
         }
@@ -593,7 +639,8 @@ mod tests {
             ],
             ..DeviceUpdate::default()
         };
-        nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        let nudged = nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        assert_eq!(nudged, [greater]);
         assert_eq!(
             keepalives(&update),
             [
@@ -615,7 +662,8 @@ mod tests {
         assert!(update.is_empty());
         assert_eq!(pending.len(), 1);
         let later = t0 + NUDGE_FALLBACK;
-        nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        let nudged = nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        assert_eq!(nudged, [smallest]);
         assert_eq!(
             keepalives(&update),
             [(smallest, Some(NUDGE_KEEPALIVE_SECS))]
