@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and property tests, and the root-only
-# integration tests (network namespaces with wireguard-go, the kernel VM). Run as root.
+# integration tests (network namespaces with wireguard-go, the kernel VM), and a short run of
+# every fuzz target. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
@@ -12,3 +13,5 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features
+# Every fuzz target for a bounded time (stable toolchain; installs cargo-fuzz if missing).
+./scripts/fuzz-ci.sh 15
