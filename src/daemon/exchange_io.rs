@@ -431,15 +431,17 @@ impl ExchangeTask {
     /// A message sealed under the mesh key came with a timestamp outside the window: the sender
     /// (or we) has a wrong clock and cannot join until NTP fixes it. Rate-limited per source.
     fn warn_clock_skew(&self, from: SocketAddr, offset_secs: i64) {
-        let (suppressed, stale_drops) = {
-            let mut state = self.shared.lock();
-            let suppressed =
-                state
-                    .clock_skew
-                    .observe(from.ip(), offset_secs, std::time::Instant::now());
-            (suppressed, state.clock_skew.stale_drops)
-        };
+        let suppressed = self.shared.lock().clock_skew.observe(
+            from.ip(),
+            offset_secs,
+            std::time::Instant::now(),
+        );
         let Some(suppressed) = suppressed else { return };
+        // The same count as `status --json` shows under exchange.dropped.stale_timestamp.
+        let stale_drops = self
+            .exchange
+            .stats()
+            .get(wgmesh_exchange::DropReason::StaleTimestamp);
         let window = self.exchange.config().timestamp_window_secs;
         let direction = if offset_secs > 0 {
             "ahead of"
