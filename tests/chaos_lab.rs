@@ -248,7 +248,10 @@ fn hold_partition(
 /// UDP to and from node 2, 1 and 2 cannot reach each other while both still reach node 3;
 /// after the table is deleted all pairs ping within [`HEAL`]. After each heal every node's
 /// endpoint for every peer is that peer's real LAN address and listen port (nothing stale is
-/// kept), every node lists both others, and no log mentions a panic.
+/// kept), every node lists both others, and no log mentions a panic. (3) Node 3 is cut off
+/// again and moves to another LAN address meanwhile, so nobody hears of the move: after the
+/// port comes back all pairs ping within [`HEAL`] and every endpoint for node 3 is its new
+/// address within [`HEAL`] (the old one does not stick).
 #[test]
 #[cfg_attr(
     not(feature = "root-tests"),
@@ -301,6 +304,27 @@ fn partitions_heal_and_leave_no_stale_endpoints() {
     wait_until(HEAL, "endpoints to be current", || {
         endpoints_are_current(&lab)
     });
+
+    // Node 3 moves to another LAN address while cut off, so nobody hears of the move.
+    common::run("ip", &["link", "set", &port, "down"]);
+    let (old, new) = (lab.nodes[2].lan_ip.clone(), "192.168.150.103".to_owned());
+    let ns = lab.nodes[2].ns.clone();
+    // Deleting a primary address deletes the secondaries of its subnet: the old one goes first.
+    for (op, addr) in [("del", &old), ("add", &new)] {
+        let cidr = format!("{addr}/24");
+        common::run("ip", &["-n", &ns, "addr", op, &cidr, "dev", "eth0"]);
+    }
+    lab.nodes[2].lan_ip = new;
+    hold_partition(&lab, Duration::from_secs(6), &[(0, 1)], &[(0, 2), (2, 1)]);
+    common::run("ip", &["link", "set", &port, "up"]);
+    let took = wait_until(HEAL, "all pairs to ping after node 3 moved", || {
+        lab.all_pairs_ping()
+    });
+    wait_until(HEAL, "endpoints to follow node 3", || {
+        endpoints_are_current(&lab)
+    });
+    eprintln!("moved node healed in {took:?}");
+    lab.wait_for_full_mesh(FORMATION);
     finish(lab);
 }
 
@@ -323,6 +347,13 @@ fn skew_warnings(log: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// `exchange.dropped.stale_timestamp` from the node's status.
+fn stale_drops(node: &Node) -> u64 {
+    node.status_ok()["exchange"]["dropped"]["stale_timestamp"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// Whether the log has a warning about `from` with an offset of about `offset` seconds.
 fn warned(log: &str, from: &str, offset: i64) -> bool {
     skew_warnings(log)
@@ -336,7 +367,9 @@ fn warned(log: &str, from: &str, offset: i64) -> bool {
 /// Pass when, with node 3 at +300 s: nodes 1 and 2 form their mesh and ping each other, and
 /// neither lists node 3, nor node 3 them; a daemon that refuses node 3's messages logs one
 /// warning naming 192.168.150.3, the offset (≈ +300 s) and NTP, and node 3 logs the mirror
-/// image (≈ −300 s) about the others. With node 3 restarted at −300 s the same holds with the
+/// image (≈ −300 s) about the others; the drops are counted in `status --json`
+/// (`exchange.dropped.stale_timestamp`: at least 3 at nodes 1 and 2 together, while node 3's
+/// LAN beacons come once a second, and at least 1 at node 3). With node 3 restarted at −300 s the same holds with the
 /// signs swapped; node 1 does not log a second warning about the same source within 5 minutes
 /// (rate limit). Restarted without skew, and then at +60 s (inside the window), node 3 joins:
 /// all three list each other, all pairs ping, and no new skew warning appears. No panics.
@@ -359,8 +392,9 @@ fn clock_skew_beyond_the_window_is_refused_with_a_warning_and_within_it_joins() 
     wait_until(FORMATION, "node 3 to warn about the others' clocks", || {
         warned(&n3.log(), &n1.lan_ip, -300) || warned(&n3.log(), &n2.lan_ip, -300)
     });
-    // Node 3 probes every second while it starts: many drops, one warning per source.
+    // Node 3 probes every second while it starts: many drops, all counted, one warning.
     std::thread::sleep(Duration::from_secs(5));
+    let mut drops = 0;
     for node in [n1, n2] {
         assert_eq!(peer_count(node), 1, "node {} took node 3 in", node.index);
         let about3 = skew_warnings(&node.log())
@@ -368,7 +402,13 @@ fn clock_skew_beyond_the_window_is_refused_with_a_warning_and_within_it_joins() 
             .filter(|(f, _)| *f == lan3)
             .count();
         assert!(about3 <= 1, "node {}: warning not rate-limited", node.index);
+        drops += stale_drops(node);
     }
+    assert!(
+        drops >= 3,
+        "{drops} stale drops counted for node 3's beacons"
+    );
+    assert!(stale_drops(n3) >= 1);
     assert_eq!(peer_count(n3), 0, "node 3 joined with a skewed clock");
     assert!(common::all_pairs_ping(&[n1, n2]));
 
