@@ -17,9 +17,10 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// New candidates taken from one lookup round (three infohashes, every DHT node that answers).
-/// A real mesh yields one address per member per hour, so this is room for a mesh of well over a
-/// hundred members that all moved within the hour, and bounds the probes a hostile DHT node can
-/// trigger per round. Members beyond it are still found the next round or through gossip.
+/// An honest mainline node answers with at most 10 random peers of an infohash, and a lookup
+/// reaches a handful of the nodes storing it, so an honest round stays well below this; a hostile
+/// node can put a few hundred addresses in each answer. In a larger mesh the random samples
+/// differ from round to round, and gossip introduces the rest.
 pub const MAX_CANDIDATES_PER_ROUND: usize = 256;
 
 /// Whether a member could be reached at `addr` at all.
