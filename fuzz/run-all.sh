@@ -9,7 +9,7 @@
 # Environment:
 #   FUZZ_TOOLCHAIN   rustup toolchain for `cargo +TOOLCHAIN fuzz`; unset or empty: plain `cargo`
 #                    (the default toolchain, stable in CI).
-#   RUSTC_BOOTSTRAP  defaults to 1: cargo-fuzz passes -Z flags (-Zsanitizer, sancov), which a
+#   RUSTC_BOOTSTRAP  defaults to 1: cargo-fuzz passes -Zsanitizer=address, which a
 #                    stable compiler accepts only with it. Harmless on nightly.
 #   FUZZ_BUILD_ARGS  extra `cargo fuzz build/run` options, e.g. "--sanitizer none" or
 #                    "--target-dir DIR" (the same for build and run, so run never rebuilds).
