@@ -207,6 +207,8 @@ impl DhtLink {
             wgmesh_dht::DhtConfig::new(move |hour| keys.dht_infohash(hour), control_port);
         config.bootstrap = bootstrap;
         config.nodes_file = Some(nodes_file);
+        // What arrives is already filtered and bounded by `wgmesh_dht::candidates_from_dht`
+        // (DHT answers are untrusted); `accept_loopback` stays off: no member is on our loopback.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handle = wgmesh_dht::DhtRendezvous::start_with(config, move |addr| {
             let _ = tx.send(addr);
