@@ -203,20 +203,28 @@ fn reaches_all(ns: &str, targets: &[String], timeout_ms: u32) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starting now, polls from every `(namespace, targets)` pair in parallel until each reaches all
-/// of its targets; returns, measured from `since`, when the last one first did.
-fn time_until_all_reach(since: Instant, probes: &[(String, Vec<String>)]) -> Duration {
+/// Polls `done` for every item in parallel, every `poll`, until it holds for each; returns,
+/// measured from `since`, when the last one first did. Panics after [`GIVE_UP`], naming `what`.
+fn slowest<T: Sync>(
+    since: Instant,
+    items: &[T],
+    poll: Duration,
+    what: impl Fn(&T) -> String + Sync,
+    done: impl Fn(&T) -> bool + Sync,
+) -> Duration {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = probes
+        let handles: Vec<_> = items
             .iter()
-            .map(|(ns, targets)| {
+            .map(|item| {
+                let (what, done) = (&what, &done);
                 scope.spawn(move || {
-                    while !reaches_all(ns, targets, 300) {
+                    while !done(item) {
                         assert!(
                             since.elapsed() < GIVE_UP,
-                            "{ns} did not reach {targets:?} within {GIVE_UP:?}"
+                            "{} within {GIVE_UP:?}",
+                            what(item)
                         );
-                        std::thread::sleep(Duration::from_millis(50));
+                        std::thread::sleep(poll);
                     }
                     since.elapsed()
                 })
@@ -228,6 +236,18 @@ fn time_until_all_reach(since: Instant, probes: &[(String, Vec<String>)]) -> Dur
             .max()
             .unwrap_or_default()
     })
+}
+
+/// Polls from every `(namespace, targets)` pair in parallel until each reaches all of its
+/// targets; returns, measured from `since`, when the last one first did.
+fn time_until_all_reach(since: Instant, probes: &[(String, Vec<String>)]) -> Duration {
+    slowest(
+        since,
+        probes,
+        Duration::from_millis(50),
+        |(ns, targets)| format!("{ns} did not reach {targets:?}"),
+        |(ns, targets)| reaches_all(ns, targets, 300),
+    )
 }
 
 /// The mesh IPv4 and IPv6 of a started node, as soon as its control socket answers.
@@ -663,30 +683,17 @@ fn route_propagation(lab: &Lab, reps: usize, report: &mut Report) {
             "reload: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let took = std::thread::scope(|scope| {
-            let handles: Vec<_> = lab.nodes[1..10]
-                .iter()
-                .map(|node| {
-                    let route = route.as_str();
-                    scope.spawn(move || {
-                        while !node
-                            .routes(&["proto", "77"])
-                            .lines()
-                            .any(|l| l.starts_with(route))
-                        {
-                            assert!(since.elapsed() < GIVE_UP, "route {route} never arrived");
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        since.elapsed()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .max()
-                .unwrap()
-        });
+        let took = slowest(
+            since,
+            &lab.nodes[1..10],
+            Duration::from_millis(20),
+            |node| format!("route {route} never reached node {}", node.index),
+            |node| {
+                node.routes(&["proto", "77"])
+                    .lines()
+                    .any(|l| l.starts_with(route.as_str()))
+            },
+        );
         eprintln!("route propagation rep {rep}: {took:?}");
         samples.push(secs(took));
     }
