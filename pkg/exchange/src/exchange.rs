@@ -6,6 +6,7 @@ use crate::codec::{
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
 };
 use crate::limiter::RateLimiter;
+use crate::order::Order;
 use crate::proof;
 use crate::record::Record;
 use crate::replay::{Challenges, ReplayCache};
@@ -133,10 +134,13 @@ pub enum DropReason {
     /// One entry of a Gossip named us or had addresses not derived from its key (the rest of the
     /// datagram is still used).
     BadGossipEntry,
+    /// A verified Hello or Goodbye older than one already accepted from the same member (a
+    /// withheld message delivered late).
+    Superseded,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::RateLimited,
         Self::TooLarge,
         Self::TooShort,
@@ -156,6 +160,7 @@ impl DropReason {
         Self::BadMeshAddress,
         Self::ReplayCacheFull,
         Self::BadGossipEntry,
+        Self::Superseded,
     ];
 
     /// A stable name for metrics and logs.
@@ -180,6 +185,7 @@ impl DropReason {
             Self::BadMeshAddress => "bad_mesh_address",
             Self::ReplayCacheFull => "replay_cache_full",
             Self::BadGossipEntry => "bad_gossip_entry",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -324,6 +330,7 @@ pub struct Exchange {
     config: ExchangeConfig,
     challenges: Challenges,
     replay: ReplayCache,
+    order: Order,
     limiter: RateLimiter,
     drops: DropCounters,
 }
@@ -361,6 +368,7 @@ impl Exchange {
                 config.challenge_lifetime_ms,
             ),
             replay: ReplayCache::new(config.replay_cache_capacity),
+            order: Order::new(config.replay_cache_capacity),
             limiter: RateLimiter::new(
                 config.rate_per_second,
                 config.rate_burst,
@@ -605,6 +613,12 @@ impl Exchange {
         if !claimed.verify(&self.keys, &hello.sender, record.collision_counter) {
             return Err(DropReason::BadMeshAddress);
         }
+        if self
+            .order
+            .hello_is_superseded(now, &hello.sender, record.timestamp, hello.timestamp)
+        {
+            return Err(DropReason::Superseded);
+        }
 
         // Accepted. A failed MAC above consumed nothing, so an insider racing a bogus answer
         // cannot burn another member's handshake.
@@ -622,6 +636,8 @@ impl Exchange {
             self.challenges.consume(&hello.echo);
             let _ = self.replay.insert(now, hello.sender, hello.echo, expiry);
         }
+        self.order
+            .hello(now, hello.sender, record.timestamp, hello.timestamp, expiry);
         let reply = (hello.challenge != [0; CHALLENGE_LEN]).then(|| {
             self.hello(
                 now,
@@ -660,15 +676,19 @@ impl Exchange {
         if !proof::verify(&key, transcript(plaintext), &goodbye.mac) {
             return Err(DropReason::BadMac);
         }
+        if self
+            .order
+            .goodbye_is_superseded(now, &goodbye.sender, goodbye.timestamp)
+        {
+            return Err(DropReason::Superseded);
+        }
         // Here the cache is the only replay defence, so a full cache refuses the Goodbye.
+        let expiry = self.replay_expiry(now, goodbye.timestamp);
         self.replay
-            .insert(
-                now,
-                goodbye.sender,
-                goodbye.nonce,
-                self.replay_expiry(now, goodbye.timestamp),
-            )
+            .insert(now, goodbye.sender, goodbye.nonce, expiry)
             .map_err(|_| DropReason::ReplayCacheFull)?;
+        self.order
+            .goodbye(now, goodbye.sender, goodbye.timestamp, expiry);
         Ok(Handled {
             event: Some(Event::Goodbye {
                 key: goodbye.sender,

@@ -11,6 +11,7 @@
 mod codec;
 mod exchange;
 mod limiter;
+mod order;
 mod proof;
 mod record;
 mod replay;

@@ -303,13 +303,11 @@ fn reordered_handshake_messages_change_nothing() {
     );
 }
 
-/// Finding for the exchange owner (not yet fixed): a Hello withheld by an on-path attacker and
-/// delivered after a newer one, while the Probe challenge it answers is still live (30 s), is
-/// accepted, and the shell then rolls the member's record (routes, endpoints) back until the next
-/// refresh. The same holds for a withheld Goodbye delivered after the member re-joined. The
-/// record's `timestamp` is there to order them; nothing compares it yet.
+/// A Hello withheld by an on-path attacker and delivered after a newer one, while the Probe
+/// challenge it answers is still live (30 s), would roll the member's record (routes, endpoints)
+/// back until the next refresh. The record's `timestamp` orders them: the older one is dropped
+/// as `superseded`.
 #[test]
-#[ignore = "known gap: older records and goodbyes are not ordered against newer ones (see docs/security.md)"]
 fn a_withheld_older_hello_does_not_roll_a_record_back() {
     let (mut a, mut b) = (member(1), member(2));
     let probe_1 = b.exchange.probe(NOW, entropy());
@@ -336,6 +334,34 @@ fn a_withheld_older_hello_does_not_roll_a_record_back() {
     );
     let late = b.exchange.handle(NOW + 6_000, a.addr, &old, entropy());
     assert_eq!(late.event, None, "an older record replaced a newer one");
+}
+
+/// A Goodbye withheld and delivered after the member said Hello again is refused: it does not
+/// remove a member that came back.
+#[test]
+fn a_withheld_goodbye_does_not_remove_a_member_that_came_back() {
+    let (mut a, mut b) = (member(1), member(2));
+    let withheld = a.exchange.goodbye(&b.public_key, NOW, entropy()).unwrap();
+    let probe = b.exchange.probe(NOW + 2_000, entropy());
+    let hello = a
+        .exchange
+        .handle(NOW + 2_000, b.addr, &probe, entropy())
+        .reply
+        .unwrap();
+    assert!(
+        b.exchange
+            .handle(NOW + 2_000, a.addr, &hello, entropy())
+            .event
+            .is_some()
+    );
+    let before = b.exchange.stats().get(DropReason::Superseded);
+    let late = b.exchange.handle(NOW + 3_000, a.addr, &withheld, entropy());
+    assert_eq!(
+        late.event, None,
+        "a Goodbye from before the Hello removed the member"
+    );
+    assert_eq!(late.reply, None);
+    assert_eq!(b.exchange.stats().get(DropReason::Superseded), before + 1);
 }
 
 #[test]
