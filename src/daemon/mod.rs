@@ -423,6 +423,7 @@ async fn reconcile_loop(
 ) {
     let mut timer = tokio::time::interval(RECONCILE_INTERVAL);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = logging::RepeatLimiter::new(Duration::from_secs(60));
     loop {
         // A pending handshake nudge (see Reconciler::next_wakeup) wants a pass of its own.
         let wakeup = lock(&reconciler).next_wakeup();
@@ -441,8 +442,19 @@ async fn reconcile_loop(
         let worker = reconciler.clone();
         let result = tokio::task::spawn_blocking(move || lock(&worker).run_once()).await;
         match result {
-            Ok(Ok(_)) => notifier.notify("WATCHDOG=1"),
-            Ok(Err(err)) => tracing::warn!(error = format!("{err:#}"), "reconcile failed"),
+            Ok(Ok(_)) => {
+                failures.clear("reconcile");
+                notifier.notify("WATCHDOG=1");
+            }
+            // A device that keeps failing (wireguard-go waiting out its restart backoff) fails
+            // every pass: the first failure and then one line a minute.
+            Ok(Err(err)) => {
+                if let Some(suppressed) =
+                    failures.should_log("reconcile", std::time::Instant::now())
+                {
+                    tracing::warn!(error = format!("{err:#}"), suppressed, "reconcile failed");
+                }
+            }
             Err(err) => tracing::error!(error = %err, "reconcile task panicked"),
         }
     }
