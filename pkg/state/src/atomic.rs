@@ -83,6 +83,8 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    remove_orphaned_temps(dir, &name);
+    // Errors name the file being written, not its temporary sibling.
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -90,9 +92,9 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io_error(&tmp))?;
-        file.write_all(contents).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
+            .map_err(io_error(path))?;
+        file.write_all(contents).map_err(io_error(path))?;
+        file.sync_all().map_err(io_error(path))?;
         fs::rename(&tmp, path).map_err(io_error(path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -102,6 +104,28 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.<name>.tmp.<pid>` files whose writer is gone (a process killed between creating
+/// its temporary file and the rename), so they do not pile up in the state directory.
+fn remove_orphaned_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +145,24 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn orphaned_temporary_files_are_removed_and_errors_name_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        // No process has pid u32::MAX - 1 (pid_max is at most 2^22).
+        let orphan = dir.path().join(format!(".f.json.tmp.{}", u32::MAX - 1));
+        let unrelated = dir.path().join(".g.json.tmp.1");
+        fs::write(&orphan, b"half").unwrap();
+        fs::write(&unrelated, b"other").unwrap();
+        atomic_write(&path, b"whole").unwrap();
+        assert!(!orphan.exists(), "orphaned temporary file kept");
+        assert!(unrelated.exists(), "another file's temporary file removed");
+
+        let missing = dir.path().join("no-such-dir").join("f.json");
+        let err = atomic_write(&missing, b"x").unwrap_err().to_string();
+        assert!(err.starts_with(&missing.display().to_string()), "{err}");
     }
 
     #[test]
