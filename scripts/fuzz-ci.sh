@@ -21,6 +21,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # minute on 2 cores.
 cargo_fuzz_version="0.13.2"
 
+# libfuzzer-sys compiles libFuzzer's C++ sources (Debian: g++, in build-essential).
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    echo "scripts/fuzz-ci.sh: no C++ compiler (${CXX:-c++}); install g++" >&2
+    exit 1
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz $cargo_fuzz_version" >&2
     install_start=$SECONDS
