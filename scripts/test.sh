@@ -12,6 +12,6 @@ fi
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast
 # Every fuzz target for a bounded time (stable toolchain; installs cargo-fuzz if missing).
 ./scripts/fuzz-ci.sh 15

@@ -51,6 +51,10 @@ pub struct StatusReport {
 pub struct ExchangeCounters {
     pub aead_opens: u64,
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// The clock offset (seconds, sender minus us) of the last message dropped as stale: a
+    /// member whose clock is off shows here, not only in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_clock_offset_secs: Option<i64>,
 }
 
 /// Reconcile totals since the daemon started: a steady mesh adds runs but no writes.

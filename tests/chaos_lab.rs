@@ -409,6 +409,14 @@ fn clock_skew_beyond_the_window_is_refused_with_a_warning_and_within_it_joins() 
         "{drops} stale drops counted for node 3's beacons"
     );
     assert!(stale_drops(n3) >= 1);
+    // The offset is in status, too: node 3 sees the others 300 s behind it.
+    let offset = n3.status_ok()["exchange"]["last_clock_offset_secs"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (offset + 300).abs() <= 2,
+        "node 3's last clock offset: {offset}"
+    );
     assert_eq!(peer_count(n3), 0, "node 3 joined with a skewed clock");
     assert!(common::all_pairs_ping(&[n1, n2]));
 

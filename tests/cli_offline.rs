@@ -23,9 +23,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A secret file as the README says to keep it: mode 0600 (a looser one warns).
 fn secret_file(dir: &Path, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join("secret");
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path.display().to_string()
 }
 

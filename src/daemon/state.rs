@@ -180,6 +180,7 @@ pub fn status_report(
                 .iter()
                 .map(|(reason, count)| (reason.as_str().to_owned(), count))
                 .collect(),
+            last_clock_offset_secs: state.clock_skew.last_offset_secs,
         },
     }
 }

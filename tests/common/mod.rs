@@ -252,6 +252,12 @@ impl Lab {
         let secret_file = dir.path().join("secret");
         let secret = run(wgmesh_bin(), &["secret"]).stdout;
         std::fs::write(&secret_file, secret).unwrap();
+        // As operators keep it (a secret file others can read makes every daemon warn).
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let bridge = format!("wgb{id}");
         run("ip", &["link", "add", &bridge, "type", "bridge"]);
         let mut lab = Self {

@@ -101,6 +101,12 @@ impl NatLab {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, run(wgmesh_bin(), &["secret"]).stdout).unwrap();
+        // As operators keep it (a secret file others can read makes every daemon warn).
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let relay_dir = dir.path().join("relay");
         std::fs::create_dir_all(&relay_dir).unwrap();
         let bridge = format!("wni{id}");
