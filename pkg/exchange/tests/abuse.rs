@@ -15,11 +15,10 @@ mod common;
 use common::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wgmesh_exchange::{
-    CHALLENGE_LEN, DropCounters, DropReason, Event, Goodbye, GossipEntry, Handled, Hello,
+    CHALLENGE_LEN, DropCounters, DropReason, Event, Goodbye, GossipEntry, Handled,
     MAX_DATAGRAM_LEN, Message, MsgType, OVERHEAD, Probe, Record, decode_message, encode_message,
     open,
 };
-use wgmesh_keys::PublicKey;
 
 /// Per-reason counts plus AEAD opens, to compare before and after an attack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,38 +73,6 @@ fn assert_unchanged(handled: &Handled, reason: DropReason) {
     assert_eq!(handled.dropped, Some(reason));
 }
 
-/// The three datagrams of one handshake started by `a`, checked as it goes.
-struct Transcript {
-    probe: Vec<u8>,
-    hello_b: Vec<u8>,
-    hello_a: Vec<u8>,
-}
-
-fn handshake(a: &mut Member, b: &mut Member, now: u64) -> Transcript {
-    let probe = a.exchange.probe(now, entropy());
-    let hello_b = b
-        .exchange
-        .handle(now, a.addr, &probe, entropy())
-        .reply
-        .expect("B answers the probe");
-    let at_a = a.exchange.handle(now, b.addr, &hello_b, entropy());
-    assert!(
-        matches!(&at_a.event, Some(Event::Verified { record, .. }) if record.public_key == b.public_key),
-        "A verifies B: {at_a:?}"
-    );
-    let hello_a = at_a.reply.expect("A answers B's challenge");
-    let at_b = b.exchange.handle(now, a.addr, &hello_a, entropy());
-    assert!(
-        matches!(&at_b.event, Some(Event::Verified { record, .. }) if record.public_key == a.public_key),
-        "B verifies A: {at_b:?}"
-    );
-    Transcript {
-        probe,
-        hello_b,
-        hello_a,
-    }
-}
-
 /// A distinct source address per call, so the rate limiter stays out of tests about other drops.
 fn fresh_source() -> SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -132,18 +99,6 @@ fn hello_challenge(datagram: &[u8]) -> [u8; CHALLENGE_LEN] {
         Message::Hello(hello) => hello.challenge,
         other => panic!("expected a Hello, got {other:?}"),
     }
-}
-
-fn hello(from: &Member, to: &PublicKey, echo: [u8; CHALLENGE_LEN], record: Record) -> Message {
-    Message::Hello(Hello {
-        sender: from.public_key,
-        recipient: *to,
-        timestamp: NOW / 1000,
-        echo,
-        challenge: [0; CHALLENGE_LEN],
-        record,
-        mac: [0; 32],
-    })
 }
 
 #[test]
@@ -435,7 +390,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
         .reply
         .expect("B answers a Probe from anyone holding the secret");
     let challenge = hello_challenge(&answer);
-    let mut claim = hello(&c, &b.public_key, challenge, a.record.clone());
+    let mut claim = hello_from(&c, &b.public_key, challenge, a.record.clone());
     if let Message::Hello(h) = &mut claim {
         h.sender = a.public_key;
     }
@@ -481,7 +436,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
             mesh(),
             &c.private_key,
             &b.public_key,
-            &hello(&c, &b.public_key, open_challenge, record),
+            &hello_from(&c, &b.public_key, open_challenge, record),
         );
         refused(&mut b, NOW, c.addr, &forged, reason);
     }
@@ -538,7 +493,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
         mesh(),
         &c.private_key,
         &b.public_key,
-        &hello(&c, &b.public_key, open_challenge, c.record.clone()),
+        &hello_from(&c, &b.public_key, open_challenge, c.record.clone()),
     );
     let handled = b.exchange.handle(NOW, c.addr, &honest, entropy());
     assert!(matches!(&handled.event, Some(Event::Verified { record, .. }) if *record == c.record));

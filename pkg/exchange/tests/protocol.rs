@@ -17,48 +17,6 @@ use wgmesh_exchange::{
 };
 use wgmesh_keys::PublicKey;
 
-/// The three datagrams of one handshake started by `a`.
-struct Transcript {
-    probe: Vec<u8>,
-    hello_b: Vec<u8>,
-    hello_a: Vec<u8>,
-}
-
-fn handshake(a: &mut Member, b: &mut Member, now: u64) -> Transcript {
-    let probe = a.exchange.probe(now, entropy());
-    let at_b = b.exchange.handle(now, a.addr, &probe, entropy());
-    assert_eq!(at_b.dropped, None);
-    assert_eq!(at_b.event, None, "a Probe changes nothing but gets a reply");
-    let hello_b = at_b.reply.expect("B answers the probe");
-
-    let at_a = a.exchange.handle(now, b.addr, &hello_b, entropy());
-    assert_eq!(at_a.dropped, None);
-    assert_eq!(
-        at_a.event,
-        Some(Event::Verified {
-            record: b.exchange.record().clone(),
-            from: b.addr
-        })
-    );
-    let hello_a = at_a.reply.expect("A answers B's challenge");
-
-    let at_b = b.exchange.handle(now, a.addr, &hello_a, entropy());
-    assert_eq!(at_b.dropped, None);
-    assert_eq!(
-        at_b.event,
-        Some(Event::Verified {
-            record: a.exchange.record().clone(),
-            from: a.addr
-        })
-    );
-    assert_eq!(at_b.reply, None, "the handshake ends after three messages");
-    Transcript {
-        probe,
-        hello_b,
-        hello_a,
-    }
-}
-
 fn dropped(handled: &Handled) -> DropReason {
     assert_eq!(handled.event, None);
     assert_eq!(handled.reply, None);
@@ -291,18 +249,6 @@ fn challenge_from(a: &mut Member, b: &mut Member) -> ([u8; CHALLENGE_LEN], Vec<u
         panic!("expected a Hello");
     };
     (hello.challenge, hello_b)
-}
-
-fn hello_from(m: &Member, to: &PublicKey, echo: [u8; CHALLENGE_LEN], record: Record) -> Message {
-    Message::Hello(Hello {
-        sender: m.public_key,
-        recipient: *to,
-        timestamp: NOW / 1000,
-        echo,
-        challenge: [0; CHALLENGE_LEN],
-        record,
-        mac: [0; 32],
-    })
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     reason = "test fixtures: a failure here is a test failure"
 )]
 
@@ -12,8 +13,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wgmesh_derive::{MeshAddresses, MeshKeys, NodeSeed, Secret};
 use wgmesh_exchange::{
-    ENTROPY_LEN, Endpoint, EndpointKind, Entropy, Exchange, ExchangeConfig, MAC_LEN, Message,
-    MsgType, Record, encode_message, seal,
+    CHALLENGE_LEN, ENTROPY_LEN, Endpoint, EndpointKind, Entropy, Event, Exchange, ExchangeConfig,
+    Hello, MAC_LEN, Message, MsgType, Record, encode_message, seal,
 };
 use wgmesh_keys::{PrivateKey, PublicKey};
 
@@ -134,4 +135,65 @@ pub fn forge(
     let mac = mac(keys, signer, recipient, &plaintext[..split]);
     plaintext[split..].copy_from_slice(&mac);
     seal_with_type(keys, message.msg_type(), &plaintext)
+}
+
+/// The three datagrams of one handshake started by `a`.
+pub struct Transcript {
+    pub probe: Vec<u8>,
+    pub hello_b: Vec<u8>,
+    pub hello_a: Vec<u8>,
+}
+
+pub fn handshake(a: &mut Member, b: &mut Member, now: u64) -> Transcript {
+    let probe = a.exchange.probe(now, entropy());
+    let at_b = b.exchange.handle(now, a.addr, &probe, entropy());
+    assert_eq!(at_b.dropped, None);
+    assert_eq!(at_b.event, None, "a Probe changes nothing but gets a reply");
+    let hello_b = at_b.reply.expect("B answers the probe");
+
+    let at_a = a.exchange.handle(now, b.addr, &hello_b, entropy());
+    assert_eq!(at_a.dropped, None);
+    assert_eq!(
+        at_a.event,
+        Some(Event::Verified {
+            record: b.exchange.record().clone(),
+            from: b.addr
+        })
+    );
+    let hello_a = at_a.reply.expect("A answers B's challenge");
+
+    let at_b = b.exchange.handle(now, a.addr, &hello_a, entropy());
+    assert_eq!(at_b.dropped, None);
+    assert_eq!(
+        at_b.event,
+        Some(Event::Verified {
+            record: a.exchange.record().clone(),
+            from: a.addr
+        })
+    );
+    assert_eq!(at_b.reply, None, "the handshake ends after three messages");
+    Transcript {
+        probe,
+        hello_b,
+        hello_a,
+    }
+}
+
+/// A Hello from `m` to `to` answering `echo`, with no challenge and an all-zero MAC (for
+/// [`forge`] or a test to fill in).
+pub fn hello_from(
+    m: &Member,
+    to: &PublicKey,
+    echo: [u8; CHALLENGE_LEN],
+    record: Record,
+) -> Message {
+    Message::Hello(Hello {
+        sender: m.public_key,
+        recipient: *to,
+        timestamp: NOW / 1000,
+        echo,
+        challenge: [0; CHALLENGE_LEN],
+        record,
+        mac: [0; 32],
+    })
 }
