@@ -652,11 +652,7 @@ fn join(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut Report) {
         reset(std::slice::from_mut(&mut lab.nodes[joiner]));
         // The others drop the leaver on its Goodbye; wait so the next join starts from ten.
         wait_until(GIVE_UP, "the mesh to forget the joiner", || {
-            lab.nodes[..10].iter().all(|n| {
-                n.status()
-                    .and_then(|s| s["peers"].as_array().map(Vec::len))
-                    .is_some_and(|c| c == 9)
-            })
+            lab.nodes[..10].iter().all(|n| n.peer_count() == Some(9))
         });
     }
     report.row(
@@ -728,10 +724,7 @@ fn restart_disruption(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut R
         eprintln!("restart rep {rep}: {sent} sent, {received} received");
         lost.push((sent - received) as f64);
         wait_until(GIVE_UP, "the restarted node to see the mesh", || {
-            lab.nodes[1]
-                .status()
-                .and_then(|s| s["peers"].as_array().map(Vec::len))
-                .is_some_and(|c| c == 9)
+            lab.nodes[1].peer_count() == Some(9)
         });
     }
     report.row(

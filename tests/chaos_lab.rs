@@ -37,9 +37,7 @@ fn mesh_v4(node: &Node) -> String {
 }
 
 fn peer_count(node: &Node) -> usize {
-    node.status()
-        .and_then(|s| s["peers"].as_array().map(Vec::len))
-        .unwrap_or(usize::MAX)
+    node.peer_count().unwrap_or(usize::MAX)
 }
 
 /// Tears the lab down and checks nothing of it is left.

@@ -172,6 +172,12 @@ impl Node {
             .flatten()
     }
 
+    /// How many peers the daemon's status lists (None while it does not answer).
+    pub fn peer_count(&self) -> Option<usize> {
+        self.status()
+            .and_then(|s| s["peers"].as_array().map(Vec::len))
+    }
+
     pub fn status_ok(&self) -> Value {
         self.status()
             .unwrap_or_else(|| panic!("node {} has no status; log:\n{}", self.index, self.log()))
@@ -372,11 +378,9 @@ impl Drop for Lab {
 /// Waits until every node's status lists every other node.
 pub fn wait_for_full_mesh(nodes: &[&Node], timeout: Duration) -> Duration {
     wait_until(timeout, "every running node to list every other", || {
-        nodes.iter().all(|n| {
-            n.status()
-                .and_then(|s| s["peers"].as_array().map(Vec::len))
-                .is_some_and(|count| count == nodes.len() - 1)
-        })
+        nodes
+            .iter()
+            .all(|n| n.peer_count() == Some(nodes.len() - 1))
     })
 }
 
