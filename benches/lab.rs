@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 const GIVE_UP: Duration = Duration::from_secs(120);
 /// Listen port of the hand-made wireguard-go baseline (wgmesh's default is 51820).
 const BASELINE_PORT: &str = "51999";
-/// Nebula's underlay port.
+/// Nebula's and tinc's underlay ports.
 const NEBULA_PORT: u16 = 4242;
+const TINC_PORT: u16 = 655;
 
 fn main() {
     if String::from_utf8_lossy(&run("id", &["-u"]).stdout).trim() != "0" {
@@ -58,13 +59,16 @@ fn main() {
         .insert("nebula".into(), package_version("nebula"));
     report
         .versions
+        .insert("tinc".into(), package_version("tinc"));
+    report
+        .versions
         .insert("iperf3".into(), package_version("iperf3"));
 
     // 25 mesh hosts, 5 joiners, and one host for the DHT testnet, on one bridge.
     let mut lab = Lab::new(31);
     let dht_host = 30;
     if wanted("convergence") {
-        convergence(&mut lab, dht_host, reps, &mut report, wanted("nebula"));
+        convergence(&mut lab, dht_host, reps, &mut report, wanted("others"));
     }
     if wanted("join") || wanted("routes") || wanted("restart") || wanted("idle") {
         steady_mesh_scenarios(&mut lab, reps, &mut report, &wanted);
@@ -300,7 +304,7 @@ fn convergence(
     dht_host: usize,
     reps: usize,
     report: &mut Report,
-    with_nebula: bool,
+    with_others: bool,
 ) {
     let mut dht = DhtTestnet::start(&lab.nodes[dht_host]);
     let dht_flags = vec![
@@ -316,7 +320,11 @@ fn convergence(
         "--stun".to_owned(),
         "none".to_owned(),
     ];
-    let mut nebula = with_nebula.then(|| NebulaLab::new(10));
+    let mut others: Vec<OverlayLab> = if with_others {
+        Tool::ALL.iter().map(|t| OverlayLab::new(*t, 10)).collect()
+    } else {
+        Vec::new()
+    };
     let sizes: Vec<usize> = std::env::var("WGMESH_BENCH_SIZES").ok().map_or_else(
         || vec![3, 10, 25],
         |v| v.split(',').filter_map(|n| n.parse().ok()).collect(),
@@ -324,14 +332,14 @@ fn convergence(
     for n in sizes {
         let mut lan = Vec::new();
         let mut over_dht = Vec::new();
-        let mut nebula_samples = Vec::new();
+        let mut other_samples = vec![Vec::new(); others.len()];
         for rep in 0..reps {
             lan.push(form(lab, n, &lan_flags));
             over_dht.push(form(lab, n, &dht_flags));
-            if n == 10
-                && let Some(nebula) = nebula.as_mut()
-            {
-                nebula_samples.push(nebula.form());
+            if n == 10 {
+                for (other, samples) in others.iter_mut().zip(&mut other_samples) {
+                    samples.push(other.form());
+                }
             }
             eprintln!(
                 "convergence N={n} rep {rep}: LAN {:.2}s DHT {:.2}s",
@@ -352,13 +360,16 @@ fn convergence(
             "s",
             &over_dht,
         );
-        if !nebula_samples.is_empty() {
+        for (other, samples) in others.iter().zip(&other_samples) {
+            if samples.is_empty() {
+                continue;
+            }
             report.row(
-                &format!("convergence_nebula_{n}"),
+                &format!("convergence_{}_{n}", other.tool.id()),
                 "convergence",
-                &format!("Nebula, lighthouse + static host map, N={n}"),
+                &format!("{}, N={n}", other.tool.setup()),
                 "s",
-                &nebula_samples,
+                samples,
             );
         }
     }
@@ -440,22 +451,71 @@ impl DhtTestnet {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Nebula, side by side
+// Nebula and tinc, side by side
 
-/// Nebula on its own bridge: node 1 is the lighthouse, every node's config names it in the
-/// static host map, the firewall passes everything.
-struct NebulaLab {
+/// The other mesh tools, set up as their documentation says, each on its own bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    /// Node 1 is the lighthouse, every node's config names it in the static host map, the
+    /// firewall passes everything; a CA and a certificate per node from `nebula-cert`.
+    Nebula,
+    /// tinc 1.0 in router mode: an RSA key per node, every node's host file (address, subnet,
+    /// public key) on every node, every node connecting to node 1.
+    Tinc,
+}
+
+impl Tool {
+    const ALL: [Self; 2] = [Self::Nebula, Self::Tinc];
+
+    fn id(self) -> &'static str {
+        match self {
+            Self::Nebula => "nebula",
+            Self::Tinc => "tinc",
+        }
+    }
+
+    fn setup(self) -> &'static str {
+        match self {
+            Self::Nebula => "Nebula, lighthouse + static host map",
+            Self::Tinc => "tinc 1.0, router mode, all ConnectTo node 1",
+        }
+    }
+}
+
+/// One of the other tools on `n` hosts of its own lab.
+struct OverlayLab {
+    tool: Tool,
     lab: Lab,
     dir: PathBuf,
     children: Vec<Child>,
     overlay_ips: Vec<String>,
 }
 
-impl NebulaLab {
-    fn new(n: usize) -> Self {
+impl OverlayLab {
+    fn new(tool: Tool, n: usize) -> Self {
         let lab = Lab::new(n);
-        let dir = lab.dir.path().join("nebula");
+        let dir = lab.dir.path().join(tool.id());
         std::fs::create_dir_all(&dir).unwrap();
+        let mut overlay = Self {
+            tool,
+            lab,
+            dir,
+            children: Vec::new(),
+            overlay_ips: Vec::new(),
+        };
+        match tool {
+            Tool::Nebula => overlay.configure_nebula(),
+            Tool::Tinc => overlay.configure_tinc(),
+        }
+        overlay
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn configure_nebula(&mut self) {
+        let dir = self.dir.clone();
         let d = |f: &str| dir.join(f).display().to_string();
         run(
             "nebula-cert",
@@ -469,10 +529,10 @@ impl NebulaLab {
                 &d("ca.key"),
             ],
         );
-        let overlay_ips: Vec<String> = (1..=n).map(|i| format!("10.77.0.{i}")).collect();
-        let lighthouse_lan = &lab.nodes[0].lan_ip;
-        for (i, node) in lab.nodes.iter().enumerate() {
-            let name = format!("n{}", i + 1);
+        let lighthouse_lan = &self.lab.nodes[0].lan_ip;
+        for i in 1..=self.lab.nodes.len() {
+            let name = format!("n{i}");
+            let ip = format!("10.77.0.{i}");
             run(
                 "nebula-cert",
                 &[
@@ -484,21 +544,21 @@ impl NebulaLab {
                     "-name",
                     &name,
                     "-ip",
-                    &format!("{}/24", overlay_ips[i]),
+                    &format!("{ip}/24"),
                     "-out-crt",
                     &d(&format!("{name}.crt")),
                     "-out-key",
                     &d(&format!("{name}.key")),
                 ],
             );
-            let lighthouse = i == 0;
+            let lighthouse = i == 1;
             let config = format!(
                 "pki:\n  ca: {ca}\n  cert: {crt}\n  key: {key}\n\
                  static_host_map:\n  \"10.77.0.1\": [\"{lighthouse_lan}:{NEBULA_PORT}\"]\n\
                  lighthouse:\n  am_lighthouse: {lighthouse}\n  interval: 60\n  hosts: [{hosts}]\n\
                  listen:\n  host: 0.0.0.0\n  port: {NEBULA_PORT}\n\
                  punchy:\n  punch: true\n\
-                 tun:\n  dev: nb{id}x{idx}\n  mtu: 1300\n\
+                 tun:\n  dev: nb{id}x{i}\n  mtu: 1300\n\
                  logging:\n  level: warning\n\
                  firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n\
                  \x20 inbound:\n    - port: any\n      proto: any\n      host: any\n",
@@ -506,27 +566,95 @@ impl NebulaLab {
                 crt = d(&format!("{name}.crt")),
                 key = d(&format!("{name}.key")),
                 hosts = if lighthouse { "" } else { "\"10.77.0.1\"" },
-                id = lab.id,
-                idx = i + 1,
+                id = self.lab.id,
             );
-            std::fs::write(dir.join(format!("{name}.yml")), config).unwrap();
-            let _ = node;
+            std::fs::write(self.dir.join(format!("{name}.yml")), config).unwrap();
+            self.overlay_ips.push(ip);
         }
-        Self {
-            lab,
-            dir,
-            children: Vec::new(),
-            overlay_ips,
+    }
+
+    fn configure_tinc(&mut self) {
+        let n = self.lab.nodes.len();
+        for i in 1..=n {
+            let node_dir = self.dir.join(format!("n{i}"));
+            std::fs::create_dir_all(node_dir.join("hosts")).unwrap();
+            let ip = format!("10.78.0.{i}");
+            let connect = if i == 1 { "" } else { "ConnectTo = n1\n" };
+            std::fs::write(
+                node_dir.join("tinc.conf"),
+                format!(
+                    "Name = n{i}\nInterface = tc{}x{i}\nMode = router\nAddressFamily = ipv4\n\
+                     Port = {TINC_PORT}\n{connect}",
+                    self.lab.id
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                node_dir.join("hosts").join(format!("n{i}")),
+                format!(
+                    "Address = {}\nSubnet = {ip}/32\nPort = {TINC_PORT}\n",
+                    self.lab.nodes[i - 1].lan_ip
+                ),
+            )
+            .unwrap();
+            let up = node_dir.join("tinc-up");
+            std::fs::write(
+                &up,
+                format!(
+                    "#!/bin/sh\nip addr add {ip}/24 dev $INTERFACE\nip link set $INTERFACE up\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&up, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            // Writes rsa_key.priv and appends the public key to hosts/n{i}.
+            let keygen = Command::new("tincd")
+                .arg("-c")
+                .arg(&node_dir)
+                .args(["-K", "2048"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(keygen.success(), "tincd -K for n{i}");
+            self.overlay_ips.push(ip);
+        }
+        // Every node knows every host file.
+        for i in 1..=n {
+            let host = std::fs::read(self.dir.join(format!("n{i}/hosts/n{i}"))).unwrap();
+            for j in (1..=n).filter(|j| *j != i) {
+                std::fs::write(self.dir.join(format!("n{j}/hosts/n{i}")), &host).unwrap();
+            }
+        }
+    }
+
+    fn command(&self, i: usize) -> Vec<String> {
+        match self.tool {
+            Tool::Nebula => vec![
+                "nebula".into(),
+                "-config".into(),
+                self.path(&format!("n{i}.yml")),
+            ],
+            Tool::Tinc => {
+                let node_dir = self.path(&format!("n{i}"));
+                vec![
+                    "tincd".into(),
+                    "-c".into(),
+                    node_dir.clone(),
+                    "-D".into(),
+                    format!("--pidfile={node_dir}/tinc.pid"),
+                ]
+            }
         }
     }
 
     fn start(&mut self) {
         for (i, node) in self.lab.nodes.iter().enumerate() {
-            let config = self.dir.join(format!("n{}.yml", i + 1));
             let log = std::fs::File::create(self.dir.join(format!("n{}.log", i + 1))).unwrap();
             let child = Command::new("ip")
-                .args(["netns", "exec", &node.ns, "nebula", "-config"])
-                .arg(&config)
+                .args(["netns", "exec", &node.ns])
+                .args(self.command(i + 1))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -584,7 +712,7 @@ impl NebulaLab {
     }
 }
 
-impl Drop for NebulaLab {
+impl Drop for OverlayLab {
     fn drop(&mut self) {
         self.stop();
     }
@@ -625,7 +753,7 @@ fn steady_mesh_scenarios(
         restart_disruption(lab, reps, &flags, report);
     }
     if wanted("idle") {
-        idle_footprint(lab, report, wanted("nebula"));
+        idle_footprint(lab, report, wanted("others"));
     }
     reset(&mut lab.nodes[..10]);
 }
@@ -821,22 +949,30 @@ fn footprint(pids: &[u32], window: Duration, during: impl FnOnce()) -> [Vec<f64>
     out
 }
 
-/// The steady 10-node wgmesh mesh and a steady 10-node Nebula mesh, measured over the same 60 s.
-fn idle_footprint(lab: &Lab, report: &mut Report, with_nebula: bool) {
+/// The steady 10-node wgmesh mesh and steady 10-node Nebula and tinc meshes, measured over the
+/// same 60 s.
+fn idle_footprint(lab: &Lab, report: &mut Report, with_others: bool) {
     let window = Duration::from_secs(
         std::env::var("WGMESH_BENCH_IDLE_SECS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(60),
     );
-    let mut nebula = with_nebula.then(|| {
-        let mut nebula = NebulaLab::new(10);
-        nebula.start();
-        let probes = nebula.probes();
-        time_until_all_reach(Instant::now(), &probes);
-        nebula
-    });
-    // Let both settle after forming (wgmesh paces down; Nebula's handshakes finish).
+    let mut others: Vec<OverlayLab> = if with_others {
+        Tool::ALL
+            .iter()
+            .map(|tool| {
+                let mut other = OverlayLab::new(*tool, 10);
+                other.start();
+                let probes = other.probes();
+                time_until_all_reach(Instant::now(), &probes);
+                other
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Let all settle after forming (wgmesh paces down; the others' handshakes finish).
     std::thread::sleep(Duration::from_secs(10));
     let daemons: Vec<u32> = lab.nodes[..10]
         .iter()
@@ -846,16 +982,22 @@ fn idle_footprint(lab: &Lab, report: &mut Report, with_nebula: bool) {
         .iter()
         .map(|n| wireguard_go_pid(&n.interface).unwrap())
         .collect();
-    let nebula_pids = nebula.as_ref().map(NebulaLab::pids).unwrap_or_default();
     let mut all = daemons.clone();
     all.extend(&wireguard_go);
-    all.extend(&nebula_pids);
-    let [rss, cpu, wakeups] = footprint(&all, window, || std::thread::sleep(window));
-    let parts = [
-        ("wgmesh", "wgmesh daemon", 0..10),
-        ("wggo", "wireguard-go under wgmesh", 10..20),
-        ("nebula", "Nebula", 20..20 + nebula_pids.len()),
+    let mut parts = vec![
+        ("wgmesh", "wgmesh daemon".to_owned(), 0..10),
+        ("wggo", "wireguard-go under wgmesh".to_owned(), 10..20),
     ];
+    for other in &others {
+        let pids = other.pids();
+        parts.push((
+            other.tool.id(),
+            other.tool.setup().to_owned(),
+            all.len()..all.len() + pids.len(),
+        ));
+        all.extend(pids);
+    }
+    let [rss, cpu, wakeups] = footprint(&all, window, || std::thread::sleep(window));
     let case_window = window.as_secs();
     for (id, what, range) in parts {
         if range.is_empty() {
@@ -899,8 +1041,8 @@ fn idle_footprint(lab: &Lab, report: &mut Report, with_nebula: bool) {
         "%",
         &sum(&cpu),
     );
-    if let Some(nebula) = nebula.as_mut() {
-        nebula.stop();
+    for other in &mut others {
+        other.stop();
     }
 }
 

@@ -43,6 +43,11 @@ COMPARISONS = [
     ("idle CPU: wgmesh daemon / Nebula", "idle_cpu_wgmesh", "idle_cpu_nebula", None, "lower"),
     ("idle CPU: wgmesh + wireguard-go / Nebula", "idle_cpu_wgmesh_total", "idle_cpu_nebula", None, "lower"),
     ("idle wakeups: wgmesh daemon / Nebula", "idle_wakeups_wgmesh", "idle_wakeups_nebula", None, "lower"),
+    ("convergence N=10: wgmesh (LAN) / tinc", "convergence_lan_10", "convergence_tinc_10", None, "lower"),
+    ("idle RSS: wgmesh daemon / tinc", "idle_rss_wgmesh", "idle_rss_tinc", None, "lower"),
+    ("idle RSS: wgmesh + wireguard-go / tinc", "idle_rss_wgmesh_total", "idle_rss_tinc", None, "lower"),
+    ("idle CPU: wgmesh daemon / tinc", "idle_cpu_wgmesh", "idle_cpu_tinc", None, "lower"),
+    ("idle wakeups: wgmesh daemon / tinc", "idle_wakeups_wgmesh", "idle_wakeups_tinc", None, "lower"),
     ("data plane: wgmesh tunnel / hand-made wireguard-go", "iperf_wgmesh", "iperf_baseline", 0.95, "higher"),
     ("bulk apply: Fake backend / wireguard-go (daemon's share)", "apply_fake", "apply_userspace", None, "lower"),
 ]
