@@ -1094,33 +1094,33 @@ fn data_plane(lab: &mut Lab, reps: usize, report: &mut Report) {
     reset(&mut lab.nodes[..2]);
 }
 
+/// Mbit/s received in one `iperf3` TCP run from `client` to a one-off server on `server_ip`.
+/// A run that fails or reports no result (iperf3 prints its error in the JSON) is retried with
+/// a fresh server, up to five times.
 fn iperf(client: &Node, server: &Node, server_ip: &str, seconds: &str) -> f64 {
-    let mut daemon = Command::new("ip")
-        .args([
-            "netns", "exec", &server.ns, "iperf3", "-s", "-1", "-B", server_ip,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = None;
-    wait_until(Duration::from_secs(10), "iperf3 server", || {
-        let o = client.exec("iperf3", &["-c", server_ip, "-t", seconds, "-J"]);
-        let ok = o.status.success();
-        if ok {
-            out = Some(o);
-        } else {
-            std::thread::sleep(Duration::from_millis(200));
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let mut daemon = Command::new("ip")
+            .args([
+                "netns", "exec", &server.ns, "iperf3", "-s", "-1", "-B", server_ip,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = client.exec("iperf3", &["-c", server_ip, "-t", seconds, "-J"]);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = doc["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return bps / 1e6;
         }
-        ok
-    });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let doc: Value = serde_json::from_slice(&out.unwrap().stdout).unwrap();
-    doc["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap()
-        / 1e6
+        let failure = doc["error"].as_str().unwrap_or("no result").to_owned();
+        eprintln!("iperf3 to {server_ip}: {failure}; retrying");
+        failures.push(failure);
+    }
+    panic!("iperf3 to {server_ip} failed five times: {failures:?}");
 }
 
 /// Two wireguard-go interfaces, configured with `wg` as an operator would by hand.
