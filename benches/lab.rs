@@ -877,11 +877,25 @@ fn ping_counts(summary: &str) -> (u64, u64) {
 }
 
 /// What `/proc` says of one process (all threads).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct ProcSample {
     rss_kib: u64,
     cpu_ticks: u64,
-    voluntary_switches: u64,
+    /// Per thread: a thread's counter goes with it when it exits, so deltas are taken per
+    /// thread id (a thread that exits inside the window loses its last switches).
+    voluntary_switches: BTreeMap<u32, u64>,
+}
+
+impl ProcSample {
+    /// Voluntary context switches since `before`, over the threads alive now.
+    fn switches_since(&self, before: &Self) -> u64 {
+        self.voluntary_switches
+            .iter()
+            .map(|(tid, now)| {
+                now.saturating_sub(before.voluntary_switches.get(tid).copied().unwrap_or(0))
+            })
+            .sum()
+    }
 }
 
 fn proc_sample(pid: u32) -> ProcSample {
@@ -902,13 +916,14 @@ fn proc_sample(pid: u32) -> ProcSample {
         .map(|tasks| {
             tasks
                 .flatten()
-                .map(|t| {
-                    let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-                    field(&s, "voluntary_ctxt_switches:")
+                .filter_map(|t| {
+                    let tid = t.file_name().to_str()?.parse().ok()?;
+                    let s = std::fs::read_to_string(t.path().join("status")).ok()?;
+                    Some((tid, field(&s, "voluntary_ctxt_switches:")))
                 })
-                .sum()
+                .collect()
         })
-        .unwrap_or(0);
+        .unwrap_or_default();
     ProcSample {
         rss_kib: field(&status, "VmRSS:"),
         cpu_ticks,
@@ -942,9 +957,10 @@ fn footprint(pids: &[u32], window: Duration, during: impl FnOnce()) -> [Vec<f64>
     for (b, a) in before.iter().zip(&after) {
         out[0].push(a.rss_kib as f64 / 1024.0);
         out[1].push(
-            (a.cpu_ticks - b.cpu_ticks) as f64 / ticks_per_sec / elapsed.as_secs_f64() * 100.0,
+            a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / ticks_per_sec / elapsed.as_secs_f64()
+                * 100.0,
         );
-        out[2].push((a.voluntary_switches - b.voluntary_switches) as f64 / minutes);
+        out[2].push(a.switches_since(b) as f64 / minutes);
     }
     out
 }

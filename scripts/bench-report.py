@@ -124,7 +124,10 @@ def render(lab, apply, command):
         a = stats(by_id[num]["samples"])[1]
         b = stats(by_id[den]["samples"])[1]
         unit = by_id[num]["unit"]
-        ratio = a / b if b else float("inf")
+        if not b:
+            out.append(f"| {text} | {fmt(a, unit)} {unit} | {fmt(b, unit)} {unit} | n/a (other is 0) | — | report |")
+            continue
+        ratio = a / b
         verdict = "report"
         ttext = "—"
         if target is not None:
