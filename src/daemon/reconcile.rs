@@ -7,11 +7,12 @@ use crate::control::ReconcileCounters;
 use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{
-    DeviceOrigin, DeviceState, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend,
-    diff_device, diff_routes,
+    DeviceOrigin, DeviceState, DeviceUpdate, PeerState, RouteChange, RouteControl as _,
+    WireguardBackend, diff_device, diff_routes,
 };
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
 use wgmesh_mesh::{DeviceSettings, LocalView, accept_routes, desired_device};
@@ -164,15 +165,16 @@ impl Reconciler {
         self.log_rejections(&accepted.rejected);
         let wanted_routes = accepted.all();
         let mut update = diff_device(&observed, &desired, now);
+        let observed_by_key = observed.by_key();
         let own = self.settings.private_key.public_key();
         let nudged = nudge_handshakes(
             &own,
-            &observed,
+            &observed_by_key,
             &mut update,
             &mut self.nudges,
             Instant::now(),
         );
-        self.follow_moved_members(&observed, &desired, &mut update);
+        self.follow_moved_members(&observed_by_key, &desired, &mut update);
         if std::mem::take(&mut self.shared.lock().refresh_endpoints) {
             for peer in &observed.peers {
                 let Some(endpoint) = peer.config.endpoint else {
@@ -248,12 +250,11 @@ impl Reconciler {
     /// the move says nothing about its new endpoint: point WireGuard at the new one.
     fn follow_moved_members(
         &self,
-        observed: &DeviceState,
+        observed: &HashMap<wgmesh_keys::PublicKey, &PeerState>,
         desired: &wgmesh_device::DesiredDevice,
         update: &mut DeviceUpdate,
     ) {
         let state = self.shared.lock();
-        let observed = observed.by_key();
         for want in &desired.peers {
             let (Some(member), Some(current), Some(endpoint)) = (
                 state.members.get(&want.public_key),
@@ -491,12 +492,11 @@ const NUDGE_FALLBACK: Duration = Duration::from_millis(500);
 /// handshake happened within [`NUDGE_FALLBACK`] (the first one arrived too early).
 fn nudge_handshakes(
     own: &wgmesh_keys::PublicKey,
-    observed: &DeviceState,
+    observed: &HashMap<wgmesh_keys::PublicKey, &PeerState>,
     update: &mut DeviceUpdate,
     pending: &mut Vec<(wgmesh_keys::PublicKey, Instant)>,
     now: Instant,
 ) -> Vec<wgmesh_keys::PublicKey> {
-    let observed = observed.by_key();
     let mut nudged = Vec::new();
     let mut due = Vec::new();
     pending.retain(|(key, at)| {
@@ -639,7 +639,7 @@ mod tests {
             ],
             ..DeviceUpdate::default()
         };
-        let nudged = nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        let nudged = nudge_handshakes(&own, &observed.by_key(), &mut update, &mut pending, t0);
         assert_eq!(nudged, [greater]);
         assert_eq!(
             keepalives(&update),
@@ -658,11 +658,11 @@ mod tests {
             .peers
             .push(PeerState::new(PeerConfig::new(smallest)));
         let mut update = DeviceUpdate::default();
-        nudge_handshakes(&own, &observed, &mut update, &mut pending, t0);
+        nudge_handshakes(&own, &observed.by_key(), &mut update, &mut pending, t0);
         assert!(update.is_empty());
         assert_eq!(pending.len(), 1);
         let later = t0 + NUDGE_FALLBACK;
-        let nudged = nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        let nudged = nudge_handshakes(&own, &observed.by_key(), &mut update, &mut pending, later);
         assert_eq!(nudged, [smallest]);
         assert_eq!(
             keepalives(&update),
@@ -676,10 +676,10 @@ mod tests {
             ..DeviceUpdate::default()
         };
         let empty = DeviceState::default();
-        nudge_handshakes(&own, &empty, &mut update, &mut pending, t0);
+        nudge_handshakes(&own, &empty.by_key(), &mut update, &mut pending, t0);
         observed.peers[1].last_handshake = Some(std::time::SystemTime::now());
         let mut update = DeviceUpdate::default();
-        nudge_handshakes(&own, &observed, &mut update, &mut pending, later);
+        nudge_handshakes(&own, &observed.by_key(), &mut update, &mut pending, later);
         assert!(update.is_empty() && pending.is_empty());
     }
 
@@ -699,7 +699,7 @@ mod tests {
         let before = update.clone();
         nudge_handshakes(
             &key(1),
-            &DeviceState::default(),
+            &DeviceState::default().by_key(),
             &mut update,
             &mut pending,
             Instant::now(),
