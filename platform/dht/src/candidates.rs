@@ -14,7 +14,7 @@
 //!   another member's, and the exchange recognises a Probe from itself (`from_self`).
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// New candidates taken from one lookup round (three infohashes, every DHT node that answers).
 /// An honest mainline node answers with at most 10 random peers of an infohash, and a lookup
@@ -32,7 +32,6 @@ pub fn is_probe_target(addr: SocketAddrV4, accept_loopback: bool) -> bool {
         && !ip.is_multicast()
         && first < 240
         && (accept_loopback || !ip.is_loopback())
-        && ip != Ipv4Addr::BROADCAST
 }
 
 /// Filters one batch of a lookup round's peers into the candidates to probe, in batch order:
@@ -111,7 +110,7 @@ mod tests {
     #[test]
     fn a_round_is_bounded_however_many_peers_the_dht_returns() {
         let flood: Vec<SocketAddrV4> = (0..1000u16)
-            .map(|i| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 1 + i))
+            .map(|i| SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 1), 1 + i))
             .collect();
         let mut seen = HashSet::new();
         let first = candidates_from_dht(&flood[..200], &mut seen, false);
