@@ -44,11 +44,11 @@ fn main() {
         let mut tick = Vec::new();
         let mut memory = Vec::new();
         for rep in 0..reps {
-            let before = rss_kib();
+            let before = rss_kib("self");
             let mesh = Mesh::with_members(&mut urandom, 0, count);
             let (_, _, per_tick) = fake_backend(&mesh);
             // Member table + desired device + the backend's copy, as the daemon holds them.
-            let held = rss_kib().saturating_sub(before);
+            let held = rss_kib("self").saturating_sub(before);
             tick.push(ms(per_tick));
             // Only the first build measures growth: later ones reuse the freed heap.
             if rep == 0 && count == 10_000 {
@@ -346,12 +346,7 @@ fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
     let request_bytes = render_set_request(&update).len();
 
     let pid = backend.child_pid().unwrap();
-    let wireguard_go_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0u64);
+    let wireguard_go_rss_kib = rss_kib(&pid.to_string());
     let mut writes = 0;
     let (wall, cpu, wg_cpu) = (Instant::now(), thread_cpu(), process_cpu(pid));
     let mut observed = DeviceState::default();
@@ -380,9 +375,9 @@ fn userspace(mesh: &Mesh, rep: usize) -> UserspaceRun {
     run
 }
 
-/// This process's resident set.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The resident set of a process (`"self"` or a pid).
+fn rss_kib(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
