@@ -35,6 +35,9 @@ pub enum Command {
     InstallService(InstallArgs),
     /// Remove the systemd unit and the stored credential.
     UninstallService(UninstallArgs),
+    /// Write man pages and shell completions (used to build the Debian package).
+    #[command(hide = true)]
+    GenerateDocs(crate::commands::generate::GenerateDocsArgs),
 }
 
 /// Where the shared secret comes from. First found wins: --secret-file, the systemd credential,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod derive;
+pub mod generate;
 mod query;
 pub mod service;
 
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Down(args) => query::down(&args),
         Command::InstallService(args) => service::install(&args),
         Command::UninstallService(args) => service::uninstall(&args),
+        Command::GenerateDocs(args) => generate::run(&args),
     }
 }
