@@ -13,5 +13,7 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast
+# The Debian package: build (lintian clean), dpkg -i, check, dpkg -r (scripts/deb-test.sh).
+./scripts/deb-test.sh
 # Every fuzz target for a bounded time (stable toolchain; installs cargo-fuzz if missing).
 ./scripts/fuzz-ci.sh 15
