@@ -15,8 +15,6 @@ if [[ $(id -u) != 0 ]]; then
     echo "scripts/deb-test.sh: run as root (dpkg -i)" >&2
     exit 2
 fi
-# Only system paths: a wgmesh in ~/.cargo/bin or target/ must not stand in for the package's.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 config_dir=/etc/wgmesh
 admin_file="$config_dir/deb-test-admin.env"
@@ -59,6 +57,9 @@ systemd_links() { find /etc/systemd/system -name 'wgmesh@*' 2>/dev/null | sort; 
 deb="$("$root/scripts/package.sh" | tail -n 1)"
 [[ -f "$deb" ]] || fail "scripts/package.sh printed no package path"
 ok "built $deb, lintian reports no error"
+# From here on only system paths: no wgmesh in ~/.cargo/bin or target/ may stand in for the
+# package's.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 version="$(dpkg-deb -f "$deb" Version)"
 [[ "$(basename "$deb")" == "wgmesh_${version}_$(dpkg --print-architecture).deb" ]] ||
     fail "package file name $(basename "$deb") is not wgmesh_<version>_<arch>.deb"
@@ -125,7 +126,7 @@ ok "$config_dir is 0700 root:root"
 mkdir -p "$work/control"
 dpkg-deb -e "$deb" "$work/control"
 scripts_text="$(cat "$work/control"/*inst "$work/control"/*rm 2>/dev/null | grep -v '^[[:space:]]*#' || true)"
-if grep -E 'systemctl.*(enable|start|restart|reload-or)|deb-systemd-(helper|invoke)|invoke-rc\.d' \
+if grep -E 'systemctl.*(enable|start|reload-or)|deb-systemd-helper.*enable|deb-systemd-invoke.*start|invoke-rc\.d' \
     <<<"$scripts_text"; then
     fail "a maintainer script enables or starts a unit"
 fi
@@ -145,6 +146,8 @@ ok "dpkg -i again (upgrade path) succeeds"
 
 # --- dpkg -r: every file of the package goes, the admin's /etc/wgmesh stays
 dpkg -L wgmesh >"$work/files"
+# Which of those are directories in the package (on a merged-/usr system /lib is a symlink).
+dpkg-deb --fsys-tarfile "$deb" | tar -t | sed -n 's|^\.\(/.*[^/]\)/$|\1|p' >"$work/dirs"
 printf 'WGMESH_RELAY=true\n' >"$admin_file"
 chmod 600 "$admin_file"
 dpkg -r wgmesh >"$work/dpkg.log" 2>&1 || {
@@ -154,7 +157,8 @@ dpkg -r wgmesh >"$work/dpkg.log" 2>&1 || {
 left=()
 while IFS= read -r path; do
     [[ "$path" == /. || -z "$path" ]] && continue
-    if [[ -d "$path" && ! -L "$path" ]]; then
+    if grep -qxF -- "$path" "$work/dirs"; then
+        [[ -d "$path" ]] || continue
         # A directory may stay if something else lives in it or another package owns it.
         if [[ -z "$(ls -A "$path")" ]] && ! dpkg-query -S "$path" >/dev/null 2>&1; then
             left+=("$path/")

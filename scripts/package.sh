@@ -72,8 +72,8 @@ maintainer="$(sed -n 's/^maintainer = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 cat >"$assets/changelog" <<EOF
 wgmesh ($version) unstable; urgency=medium
 
-  * Built from commit $commit. The changes are in the project's git history
-    and its docs/decisions.md.
+  * Built from commit $commit.
+    The changes are in the project's git history and docs/decisions.md.
 
  -- $maintainer  $(date -u -R -d "@$SOURCE_DATE_EPOCH")
 EOF
@@ -98,8 +98,8 @@ log "cargo deb took $((SECONDS - deb_start))s"
 
 if [[ "${SKIP_LINTIAN:-0}" != 1 ]]; then
     lintian_start=$SECONDS
-    # --fail-on error: warnings and info are printed but do not fail the build.
-    lintian --allow-root --fail-on error --info "$deb" >&2
+    # --fail-on error: warnings and (-I) info tags are printed but do not fail the build.
+    lintian --allow-root --fail-on error --display-info "$deb" >&2
     log "lintian: no errors ($((SECONDS - lintian_start))s)"
 fi
 log "built $deb in $((SECONDS - start))s"
