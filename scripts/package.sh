@@ -87,14 +87,25 @@ host="$(rustc -vV | sed -n 's/^host: //p')"
 } >"$assets/crates.txt"
 
 deb_start=$SECONDS
-# cargo-deb prints the path of the package it wrote on stdout.
-written="$(cargo deb --no-build | tail -n 1)"
+# cargo-deb prints the path of the package it wrote on stdout. --fast: light compression, as
+# dpkg-deb compresses the package again below.
+written="$(cargo deb --no-build --fast | tail -n 1)"
 arch="$(dpkg --print-architecture)"
 deb="$target_dir/debian/wgmesh_${version}_${arch}.deb"
 if [[ "$written" != "$deb" ]]; then
     mv -f "$written" "$deb"
 fi
-log "cargo deb took $((SECONDS - deb_start))s"
+# cargo-deb writes no md5sums control file; add one (as dpkg-buildpackage does) so that
+# `dpkg --verify wgmesh` can check the installed files.
+repack="$(mktemp -d -t wgmesh-deb.XXXXXX)"
+trap 'rm -rf "$repack"' EXIT
+dpkg-deb -R "$deb" "$repack/root"
+(cd "$repack/root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' |
+    LC_ALL=C sort -z | xargs -0 md5sum) >"$repack/md5sums"
+install -m 0644 "$repack/md5sums" "$repack/root/DEBIAN/md5sums"
+touch -d "@$SOURCE_DATE_EPOCH" "$repack/root/DEBIAN/md5sums"
+dpkg-deb --root-owner-group -Zxz --build "$repack/root" "$deb" >/dev/null
+log "cargo deb took $((SECONDS - deb_start))s (md5sums added)"
 
 if [[ "${SKIP_LINTIAN:-0}" != 1 ]]; then
     lintian_start=$SECONDS
