@@ -36,9 +36,11 @@ fail() {
 }
 package_status() { dpkg-query -W -f='${Status}' wgmesh 2>/dev/null || true; }
 # Installs with the man pages and docs even where a minimal image's dpkg.cfg.d excludes them
-# (docker's debian images do); the later --path-include wins over the configured exclude.
+# (docker's debian images do); a --path-include given later wins over the configured exclude.
+# The directories must be included too, or dpkg has nowhere to unpack the files.
 dpkg_install() {
-    dpkg --path-include='/usr/share/man/man1/wgmesh*' --path-include='/usr/share/doc/wgmesh/*' \
+    dpkg --path-include=/usr/share/man/man1 --path-include='/usr/share/man/man1/wgmesh*' \
+        --path-include=/usr/share/doc/wgmesh --path-include='/usr/share/doc/wgmesh/*' \
         -i "$1" >"$work/dpkg.log" 2>&1 || {
         cat "$work/dpkg.log" >&2
         fail "dpkg -i $1"
