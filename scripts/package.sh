@@ -23,6 +23,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 log() { echo "== package.sh: $*" >&2; }
 start=$SECONDS
+# Two callers at once (say, two container tests) would share target/deb-assets: one at a time.
+mkdir -p "$root/target"
+exec 9>"$root/target/.package.lock"
+flock 9
 
 if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]]; then
     log "installing cargo-deb $cargo_deb_version"
