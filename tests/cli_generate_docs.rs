@@ -31,6 +31,11 @@ fn generate_docs_writes_man_pages_and_completions_without_itself() {
         "wgmesh-up.1 lacks a real flag"
     );
     assert!(!man.join("wgmesh-generate-docs.1").exists());
+    let main = std::fs::read_to_string(man.join("wgmesh.1")).unwrap();
+    for section in ["EXIT STATUS", "FILES", "SEE ALSO", "SUBCOMMANDS"] {
+        assert!(main.contains(section), "wgmesh.1 lacks {section}");
+    }
+    assert_eq!(main.matches(".ds Aq").count(), 2, "one roff preamble");
 
     let completions = out.path().join("completions");
     for file in ["wgmesh", "_wgmesh", "wgmesh.fish"] {
