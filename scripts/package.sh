@@ -45,7 +45,9 @@ build_start=$SECONDS
 cargo build --release --bin wgmesh >&2
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 binary="$target_dir/release/wgmesh"
-version="$("$binary" --version | awk '{print $2}')"
+# The package version is the crate's (e.g. path+file:///src/wgmesh#0.1.0 or ...#wgmesh@0.1.0).
+pkgid="$(cargo pkgid -p wgmesh)"
+version="${pkgid##*[#@]}"
 log "release build took $((SECONDS - build_start))s (wgmesh $version)"
 
 # The generated assets live at target/deb-assets (a path relative to the crate, as Cargo.toml
