@@ -90,9 +90,16 @@ pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
                 s.set_only_v6(true)?;
                 s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
             });
-        let v6_busy = matches!(&v6, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse);
-        if v4.is_ok() && !v6_busy {
-            return Ok(port);
+        let in_use = |err: &std::io::Error| err.kind() == std::io::ErrorKind::AddrInUse;
+        match (&v4, &v6) {
+            (Ok(_), Ok(())) => return Ok(port),
+            (Ok(_), Err(err)) if !in_use(err) => return Ok(port),
+            // Only a port in use means "try the next one"; a refusal (a sandbox without
+            // AF_INET, no permission) would be the same for every port.
+            (Err(err), _) if !in_use(err) => {
+                bail!("cannot open a UDP socket to probe listen port {port}: {err}")
+            }
+            _ => {}
         }
     }
     bail!("no free UDP port at or above {preferred}")
