@@ -76,6 +76,11 @@ impl Location {
     pub fn reload_path(&self) -> PathBuf {
         self.state_dir.join(format!("{}.reload", self.interface))
     }
+
+    /// Present while an interface left up by `--keep-interface` outlives its daemon.
+    pub fn kept_path(&self) -> PathBuf {
+        self.runtime_dir.join(format!("{}.kept", self.interface))
+    }
 }
 
 /// Linux interface names: 1-15 bytes, no '/', whitespace or ':' (IFNAMSIZ and dev_valid_name).

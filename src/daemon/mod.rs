@@ -11,7 +11,8 @@ mod reconcile;
 mod reload;
 mod state;
 
-pub use lifecycle::{process_alive, read_pid};
+pub use lifecycle::{mark_kept_interface, process_alive, read_pid};
+pub use platform::remove_kept_interface;
 
 use crate::cli::{UpArgs, value_origin};
 use crate::control::{ReloadReport, Response};
@@ -109,6 +110,8 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
         &location.socket_path(),
         &location.interface,
     )?;
+    // From here this daemon owns the interface, kept or not.
+    mark_kept_interface(&location.kept_path(), false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -263,10 +266,12 @@ async fn daemon(
         reconciler: reconciler.clone(),
         reloads: reload_rx.clone(),
     };
+    let teardown = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(control_server::serve(
         listener,
         status,
         reload_rx,
+        teardown.clone(),
         cancel.clone(),
     ));
 
@@ -385,14 +390,17 @@ async fn daemon(
         reports: reload_tx,
         notifier: notifier.clone(),
     };
-    wait_for_signals(&reload_ctx).await;
+    let stop = wait_for_signals(&reload_ctx, &teardown).await;
+    // `wgmesh down` removes everything; a signal (`systemctl stop`, Ctrl-C) keeps the interface
+    // if asked to, so that a restart does not drop tunnels.
+    let keep = options.keep_interface && stop == Stop::Signal;
 
     // Shutdown: cancel, drain, goodbye, routes, interface.
     notifier.notify("STOPPING=1");
     tracing::info!("shutting down");
     // With --keep-interface the tunnels stay up for the next run: no goodbye, or peers would
     // drop us.
-    if !options.keep_interface {
+    if !keep {
         let (done_tx, done_rx) = oneshot::channel();
         if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
@@ -417,19 +425,28 @@ async fn daemon(
         std::process::exit(1);
     });
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    let keep = options.keep_interface;
     let reconciler_for_exit = reconciler.clone();
     tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep))
         .await
         .ok();
     force.abort();
     let _ = std::fs::remove_file(location.socket_path());
+    lifecycle::mark_kept_interface(&location.kept_path(), keep);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM, handling SIGHUP reloads meanwhile.
-async fn wait_for_signals(reload: &reload::ReloadContext) {
+/// What ended the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// `wgmesh down` over the control socket.
+    Down,
+}
+
+/// Waits for SIGINT/SIGTERM or `wgmesh down`, handling SIGHUP reloads meanwhile.
+async fn wait_for_signals(reload: &reload::ReloadContext, down: &tokio::sync::Notify) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -437,13 +454,14 @@ async fn wait_for_signals(reload: &reload::ReloadContext) {
         signal(SignalKind::interrupt()),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return;
+        return Stop::Signal;
     };
     loop {
         tokio::select! {
             _ = hup.recv() => reload.reload().await,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => return Stop::Signal,
+            _ = int.recv() => return Stop::Signal,
+            () = down.notified() => return Stop::Down,
         }
     }
 }

@@ -149,3 +149,19 @@ pub fn enable_relay_forwarding(interface: &str) -> anyhow::Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
     std::fs::write(&path, "1").with_context(|| format!("cannot enable forwarding ({path})"))
 }
+
+/// Deletes an interface that `--keep-interface` left up after its daemon stopped (`wgmesh down`
+/// with no daemon running). Routes through it go with it, and wireguard-go exits when its TUN
+/// device is deleted. `Ok(false)` if the interface is already gone.
+pub fn remove_kept_interface(interface: &str) -> anyhow::Result<bool> {
+    let rtnl = Rtnl::new().context("cannot open rtnetlink")?;
+    let Some(index) = rtnl
+        .link_index(interface)
+        .with_context(|| format!("cannot look up interface {interface}"))?
+    else {
+        return Ok(false);
+    };
+    rtnl.delete_link(index)
+        .with_context(|| format!("cannot delete interface {interface}"))?;
+    Ok(true)
+}

@@ -228,7 +228,19 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `wgmesh down`, then reap the child.
+    /// SIGTERM, as `systemctl stop` sends it (a `--keep-interface` daemon leaves the interface
+    /// up), then reap the child.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// `wgmesh down` (which removes the interface even under `--keep-interface`), then reap the
+    /// child.
     pub fn stop(&mut self) {
         if self.child.is_some() {
             let out = self.wgmesh(&["down"]);
