@@ -844,7 +844,7 @@ fn restart_disruption(lab: &mut Lab, reps: usize, flags: &[&str], report: &mut R
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(1000));
-        lab.nodes[1].stop();
+        lab.nodes[1].terminate();
         lab.nodes[1].start(flags);
         let out = pinger.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

@@ -1,6 +1,7 @@
 //! Command-line flags (DESIGN.md §5).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -32,7 +33,7 @@ pub enum Command {
     /// Stop the running daemon and wait until it is gone.
     Down(QueryArgs),
     /// Install the systemd unit and store the secret as a credential.
-    InstallService(InstallArgs),
+    InstallService(Box<InstallArgs>),
     /// Remove the systemd unit and the stored credential.
     UninstallService(UninstallArgs),
     /// Write man pages and shell completions (used to build the Debian package).
@@ -77,6 +78,11 @@ impl Location {
 
     pub fn reload_path(&self) -> PathBuf {
         self.state_dir.join(format!("{}.reload", self.interface))
+    }
+
+    /// Present while an interface left up by `--keep-interface` outlives its daemon.
+    pub fn kept_path(&self) -> PathBuf {
+        self.runtime_dir.join(format!("{}.kept", self.interface))
     }
 }
 
@@ -134,50 +140,87 @@ pub struct UpArgs {
     pub secret: SecretArgs,
     #[command(flatten)]
     pub location: Location,
+    #[command(flatten)]
+    pub options: UpOptions,
+}
+
+/// Every `up` flag but the secret and the file locations. Each can also come from a `WGMESH_*`
+/// environment variable (the systemd unit reads them from `/etc/wgmesh/<iface>.env`, which
+/// `install-service` writes from the same flags); a flag on the command line wins over the
+/// variable. The secret never comes from here (DESIGN.md §3 has its sources).
+#[derive(Debug, Args, Clone)]
+pub struct UpOptions {
     /// WireGuard listen port; if busy, the next free port is taken and logged.
-    #[arg(long, default_value_t = 51820)]
+    #[arg(long, env = "WGMESH_LISTEN_PORT", default_value_t = 51820)]
     pub listen_port: u16,
     /// Exchange-protocol port (default: derived from the secret).
-    #[arg(long)]
+    #[arg(long, env = "WGMESH_CONTROL_PORT")]
     pub control_port: Option<u16>,
-    /// Subnets this host routes for the mesh, comma-separated CIDRs.
-    #[arg(long, value_name = "CIDR,...", default_value = "")]
+    /// Subnets this host routes for the mesh, comma-separated CIDRs. The reload file's
+    /// `advertise-routes`, when present, wins over this.
+    #[arg(
+        long,
+        env = "WGMESH_ADVERTISE_ROUTES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
     pub advertise_routes: String,
     /// Install routes other members advertise.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(
+        long,
+        env = "WGMESH_ACCEPT_ROUTES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
     pub accept_routes: bool,
-    /// error, warn, info, debug or trace.
-    #[arg(long, default_value = "info")]
+    /// error, warn, info, debug or trace. The reload file's `log-level`, when present, wins.
+    #[arg(long, env = "WGMESH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "WGMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    #[arg(long, env = "WGMESH_BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// The wireguard-go binary for the userspace backend.
-    #[arg(long, default_value = "wireguard-go", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "WGMESH_WIREGUARD_GO",
+        default_value = "wireguard-go",
+        value_name = "PATH"
+    )]
     pub wireguard_go: PathBuf,
-    #[arg(long, default_value_t = 1420, value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    #[arg(
+        long,
+        env = "WGMESH_MTU",
+        default_value_t = 1420,
+        value_parser = clap::value_parser!(u32).range(1280..=65535)
+    )]
     pub mtu: u32,
     /// Static seeds: other members' control addresses, HOST:PORT, comma-separated.
-    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WGMESH_PEER",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
     pub peer: Vec<String>,
     /// Do not discover members by LAN multicast.
-    #[arg(long)]
+    #[arg(long, env = "WGMESH_NO_LAN")]
     pub no_lan: bool,
     /// DHT bootstrap nodes, or `none`.
-    #[arg(long, value_name = "HOST:PORT,...|none")]
+    #[arg(long, env = "WGMESH_DHT_BOOTSTRAP", value_name = "HOST:PORT,...|none")]
     pub dht_bootstrap: Option<String>,
     /// STUN servers, or `none`.
-    #[arg(long, value_name = "HOST:PORT,...|none")]
+    #[arg(long, env = "WGMESH_STUN", value_name = "HOST:PORT,...|none")]
     pub stun: Option<String>,
     /// Offer to relay for members that cannot reach each other directly.
-    #[arg(long)]
+    #[arg(long, env = "WGMESH_RELAY")]
     pub relay: bool,
     /// Leave the interface and peers in place on exit, so a restart does not drop tunnels.
-    #[arg(long)]
+    #[arg(long, env = "WGMESH_KEEP_INTERFACE")]
     pub keep_interface: bool,
     /// Serve metrics on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "WGMESH_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -208,6 +251,13 @@ pub struct InstallArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// `up` flags for the service: those given here are written to `<config-dir>/<iface>.env`
+    /// (0600), which the unit reads.
+    #[command(
+        flatten,
+        next_help_heading = "Daemon options (written to the env file)"
+    )]
+    pub up: UpOptions,
 }
 
 #[derive(Debug, Args)]
@@ -221,4 +271,28 @@ pub struct UninstallArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl UpOptions {
+    /// The `up` options as clap defines them: flag names and environment variables, for the
+    /// env file `install-service` writes and for logging where a value came from.
+    pub fn definitions() -> clap::Command {
+        <Self as Args>::augment_args(clap::Command::new("up"))
+    }
+}
+
+/// Where the value of the `up` option `id` came from, as an operator would look for it:
+/// `--flag`, `WGMESH_FLAG` (environment, e.g. the unit's env file) or `default`.
+pub fn value_origin(matches: &ArgMatches, id: &str) -> String {
+    let definitions = UpOptions::definitions();
+    let arg = definitions.get_arguments().find(|arg| arg.get_id() == id);
+    match (matches.value_source(id), arg) {
+        (Some(ValueSource::CommandLine), Some(arg)) => {
+            format!("--{}", arg.get_long().unwrap_or(id))
+        }
+        (Some(ValueSource::EnvVariable), Some(arg)) => arg
+            .get_env()
+            .map_or_else(|| id.to_owned(), |env| env.to_string_lossy().into_owned()),
+        _ => "default".to_owned(),
+    }
 }

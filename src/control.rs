@@ -19,6 +19,8 @@ pub enum Request {
     WaitReload {
         after: u64,
     },
+    /// `wgmesh down`: stop, and remove the interface even under `--keep-interface`.
+    Down,
 }
 
 /// `status --json` (DESIGN.md §5). Keys are only ever added, never renamed.
@@ -95,7 +97,13 @@ pub struct ReloadReport {
 pub enum Response {
     Status(Box<StatusReport>),
     Reload(ReloadReport),
-    Error { error: String },
+    /// The answer to [`Request::Down`]: the daemon is shutting down.
+    Stopping {
+        stopping_pid: u32,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// Why a client could not talk to the daemon.

@@ -9,7 +9,7 @@ mod logging;
 mod output;
 mod secret_source;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
 
 /// Exit codes (DESIGN.md §5).
@@ -46,8 +46,11 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match commands::run(cli) {
+    // The matches are kept beside the typed flags: they say where each value came from (command
+    // line, environment or default), which `up` logs and `install-service` writes out.
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    match commands::run(cli, &matches) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
             output::error(&err.error);

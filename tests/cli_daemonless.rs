@@ -131,7 +131,7 @@ fn bad_flags_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("--advertise-routes: advertise-routes: \"bogus\" is not a CIDR"),
+        stderr(&out).contains("--advertise-routes: \"bogus\" is not a CIDR"),
         "{}",
         stderr(&out)
     );
@@ -392,7 +392,13 @@ fn install_service_stores_the_secret_only_in_the_credential_file() {
     let unit_files: Vec<_> = files_under(&units);
     assert_eq!(unit_files, vec![units.join("wgmesh@.service")]);
     let unit = std::fs::read_to_string(&unit_files[0]).unwrap();
-    for line in unit.lines().filter(|l| !l.starts_with('#')) {
+    // The only environment the unit reads is the flag file install-service writes.
+    let env_file_line = format!("EnvironmentFile=-{}/%i.env", config.display());
+    assert!(unit.lines().any(|l| l == env_file_line), "{unit}");
+    for line in unit
+        .lines()
+        .filter(|l| !l.starts_with('#') && *l != env_file_line)
+    {
         for forbidden in [
             "Environment=",
             "EnvironmentFile=",
@@ -512,4 +518,153 @@ fn a_loose_secret_file_warns_and_a_loose_identity_is_refused() {
         0o640,
         "refusal must not chmod behind the operator's back"
     );
+}
+
+/// `install-service` takes the `up` flags and writes them to `<config-dir>/<iface>.env`, the file
+/// the unit's `EnvironmentFile=` reads; `up` reads the same `WGMESH_*` variables.
+#[test]
+fn install_service_writes_up_flags_to_the_env_file() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let units = root.path().join("units");
+    let config = root.path().join("etc/wgmesh");
+    // A config directory made by a plain `mkdir` (0755) is tightened, not refused.
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let install = |flags: &[&str]| {
+        // Under umask 077 (a hardened root shell) the unit must still be readable by all.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("umask 077; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_wgmesh"))
+            .args(["install-service", "-i", "wg5", "--secret-file"])
+            .arg(&secret)
+            .arg("--unit-dir")
+            .arg(&units)
+            .arg("--config-dir")
+            .arg(&config)
+            .args(flags)
+            .env_remove("WGMESH_SECRET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            // install-service writes what it was given, not its own environment.
+            .env("WGMESH_MTU", "1300")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let out = install(&[
+        "--relay",
+        "--keep-interface",
+        "--peer",
+        "192.0.2.1:51821,192.0.2.2:51821",
+        "--advertise-routes",
+        "192.168.77.0/24",
+        "--dht-bootstrap",
+        "none",
+    ]);
+    assert!(
+        stderr(&out).contains("tightened to 0700"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mode(&config), 0o700);
+    assert_eq!(mode(&units.join("wgmesh@.service")), 0o644);
+    let env_file = config.join("wg5.env");
+    assert_eq!(mode(&env_file), 0o600);
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let assignments: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        assignments,
+        [
+            "WGMESH_ADVERTISE_ROUTES=\"192.168.77.0/24\"",
+            "WGMESH_PEER=\"192.0.2.1:51821,192.0.2.2:51821\"",
+            "WGMESH_DHT_BOOTSTRAP=\"none\"",
+            "WGMESH_RELAY=\"true\"",
+            "WGMESH_KEEP_INTERFACE=\"true\"",
+        ]
+    );
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(!text.contains(secret_text.trim()));
+
+    // A shell reads the file as systemd does: the values come out unquoted.
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg("set -a; . \"$0\"; printf '%s\\n' \"$WGMESH_PEER\" \"$WGMESH_RELAY\"")
+        .arg(&env_file)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shell.stdout),
+        "192.0.2.1:51821,192.0.2.2:51821\ntrue\n"
+    );
+
+    // Installing again without flags keeps the flags an earlier run wrote.
+    install(&[]);
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), text);
+
+    // A value the env file cannot hold is refused before anything is written.
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .args(["install-service", "-i", "wg5", "--secret-file"])
+        .arg(&secret)
+        .arg("--unit-dir")
+        .arg(&units)
+        .arg("--config-dir")
+        .arg(&config)
+        .args(["--wireguard-go", "/opt/wg\ngo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--wireguard-go"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), text);
+
+    // uninstall-service removes the env file with the credential and the unit.
+    let out = wgmesh(&[
+        "uninstall-service",
+        "-i",
+        "wg5",
+        "--unit-dir",
+        &units.display().to_string(),
+        "--config-dir",
+        &config.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env_file.exists());
+}
+
+/// `up` takes every flag from a `WGMESH_*` variable too; a bad one is a usage error (exit 2)
+/// before anything is touched.
+#[test]
+fn up_reads_flags_from_the_environment() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .args(["up", "-i", "wgenv0", "--secret-file"])
+        .arg(&secret)
+        .args(dirs(root.path()))
+        .env("WGMESH_ADVERTISE_ROUTES", "10.1.2.3/24")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WGMESH_ADVERTISE_ROUTES: 10.1.2.3/24 has host bits set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .args(["up", "-i", "wgenv0", "--secret-file"])
+        .arg(&secret)
+        .args(dirs(root.path()))
+        .env("WGMESH_MTU", "80")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--mtu"), "{}", stderr(&out));
+    assert!(!root.path().join("state").exists(), "nothing touched");
 }

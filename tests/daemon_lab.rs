@@ -112,7 +112,8 @@ fn keep_interface_restart_loses_no_pings() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    lab.nodes[1].stop();
+    // SIGTERM, as `systemctl restart` stops it.
+    lab.nodes[1].terminate();
     lab.nodes[1].start(&["--keep-interface"]);
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -136,6 +137,51 @@ fn keep_interface_restart_loses_no_pings() {
         "{}",
         lab.nodes[1].log()
     );
+
+    // `systemctl stop` (SIGTERM) leaves the tunnel up by design; `wgmesh down` then removes it.
+    let node = &mut lab.nodes[1];
+    let interface_up = |node: &common::Node| {
+        node.exec("ip", &["link", "show", "dev", &node.interface])
+            .status
+            .success()
+    };
+    let wireguard_go_runs = |node: &common::Node| {
+        Command::new("pgrep")
+            .args(["-f", &format!("wireguard-go.* {}$", node.interface)])
+            .status()
+            .unwrap()
+            .success()
+    };
+    node.terminate();
+    assert!(interface_up(node) && wireguard_go_runs(node));
+    assert!(
+        lab.nodes[0].ping(&target),
+        "the kept tunnel still carries traffic"
+    );
+    let node = &mut lab.nodes[1];
+    let out = node.wgmesh(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("left up by --keep-interface"));
+    assert!(!interface_up(node));
+    wait_until(Duration::from_secs(5), "wireguard-go to exit", || {
+        !wireguard_go_runs(node)
+    });
+    // Nothing left: a second down says no daemon runs (exit 3).
+    assert_eq!(node.wgmesh(&["down"]).status.code(), Some(3));
+
+    // A running --keep-interface daemon: `wgmesh down` removes the interface as well.
+    node.start(&["--keep-interface"]);
+    wait_until(FORMATION, "daemon up", || {
+        lab.nodes[1]
+            .status()
+            .is_some_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 1))
+    });
+    lab.nodes[1].stop();
+    assert!(!interface_up(&lab.nodes[1]));
 }
 
 #[test]

@@ -132,3 +132,55 @@ fn licence_expressions() {
     assert!(!satisfies("LGPL-2.1-or-later"));
     assert!(!satisfies("GPL-3.0 AND MIT"));
 }
+
+/// Every `.rs` file under `dir`, recursively.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: an unreadable tree is a test failure"
+)]
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The crates under `pkg/` are pure logic (DESIGN.md §2): no async runtime, no socket. Lab
+/// servers that need sockets live in `tests/support`.
+#[test]
+fn library_crates_under_pkg_do_no_io() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let forbidden = [
+        "tokio",
+        "socket2",
+        "UdpSocket",
+        "TcpStream",
+        "TcpListener",
+        "UnixStream",
+        "UnixDatagram",
+        "UnixListener",
+    ];
+    let mut offences = Vec::new();
+    for entry in std::fs::read_dir(root.join("pkg")).unwrap().flatten() {
+        let manifest = std::fs::read_to_string(entry.path().join("Cargo.toml")).unwrap();
+        if manifest
+            .lines()
+            .any(|l| l.trim_start().starts_with("tokio"))
+        {
+            offences.push(format!("{}: depends on tokio", entry.path().display()));
+        }
+        for file in rust_files(&entry.path().join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for word in forbidden.iter().filter(|w| text.contains(*w)) {
+                offences.push(format!("{}: uses {word}", file.display()));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}

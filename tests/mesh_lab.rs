@@ -178,7 +178,8 @@ fn reload_advertises_and_withdraws_routes_and_rejects_bad_files() {
     let out = node1.wgmesh(&["reload"]);
     assert!(out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("listen-port cannot change while running")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("line 1: listen-port cannot be set here; use the flag or the env file")
     );
     wait_until(
         Duration::from_secs(10),
@@ -283,4 +284,95 @@ fn static_seeds_form_the_mesh_without_lan_discovery() {
         }
     }
     wait_until(FORMATION, "all pairs to ping", || lab.all_pairs_ping());
+}
+
+/// The reload file is applied at startup and wins over flags and `WGMESH_*` variables, so a
+/// restart (crash, upgrade, reboot) advertises what ops scripts last wrote. A rejected file at
+/// startup does not stop the daemon: it runs on the flag values and `status` shows why.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_restart_applies_the_reload_file_before_ready() {
+    let mut lab = Lab::new(2);
+    let from_env = [("WGMESH_ADVERTISE_ROUTES", "192.168.50.0/24")];
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(lab.nodes[0].state_dir())
+        .unwrap();
+    std::fs::write(
+        lab.nodes[0].reload_path(),
+        "advertise-routes=192.168.78.0/24\nlog-level=debug\n",
+    )
+    .unwrap();
+    lab.nodes[0].start_with_env(&[], &from_env);
+    lab.nodes[1].start(&[]);
+    lab.wait_for_full_mesh(FORMATION);
+    let status = lab.nodes[0].status_ok();
+    assert_eq!(
+        status["advertised_routes"],
+        serde_json::json!(["192.168.78.0/24"])
+    );
+    assert_eq!(status["reload"]["ok"], true);
+    let log = lab.nodes[0].log();
+    let reload_file = lab.nodes[0].reload_path().display().to_string();
+    assert!(
+        log.contains(&format!(
+            "key=\"advertise-routes\" value=[192.168.78.0/24] source=reload file {reload_file}"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "key=\"log-level\" value=debug source=reload file {reload_file}"
+        )),
+        "{log}"
+    );
+    wait_until(FORMATION, "the reload file's route on the peer", || {
+        lab.nodes[1]
+            .routes(&["proto", "77"])
+            .contains("192.168.78.0/24")
+    });
+
+    // A crash, then a restart with a file an ops script broke: the daemon starts on the
+    // variable's value, says why, and a fixed file reloads as usual.
+    lab.nodes[0].kill9();
+    std::fs::write(lab.nodes[0].reload_path(), "advertise-routes=bogus\n").unwrap();
+    lab.nodes[0].start_with_env(&[], &from_env);
+    lab.wait_for_full_mesh(FORMATION);
+    let status = lab.nodes[0].status_ok();
+    assert_eq!(
+        status["advertised_routes"],
+        serde_json::json!(["192.168.50.0/24"])
+    );
+    assert_eq!(status["reload"]["ok"], false);
+    let why = status["reload"]["messages"][0].as_str().unwrap();
+    assert!(
+        why.contains("line 1: advertise-routes: \"bogus\" is not a CIDR")
+            && why.contains("starting with the flag values"),
+        "{why}"
+    );
+    assert!(lab.nodes[0].log().contains(
+        "key=\"advertise-routes\" value=[192.168.50.0/24] source=WGMESH_ADVERTISE_ROUTES"
+    ),);
+    wait_until(
+        FORMATION,
+        "the variable's route replaces the file's",
+        || {
+            let routes = lab.nodes[1].routes(&["proto", "77"]);
+            routes.contains("192.168.50.0/24") && !routes.contains("192.168.78.0/24")
+        },
+    );
+    std::fs::write(
+        lab.nodes[0].reload_path(),
+        "advertise-routes=192.168.79.0/24\n",
+    )
+    .unwrap();
+    let out = lab.nodes[0].wgmesh(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.nodes[0].status_ok()["reload"]["ok"], true);
 }

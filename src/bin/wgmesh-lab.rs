@@ -13,8 +13,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let result = match command.as_str() {
-        "dht-testnet" => wgmesh_dht::lab::run_testnet(rest),
-        "stun-server" => wgmesh_nat::lab::run_stun_server(rest),
+        "dht-testnet" => wgmesh_lab_support::dht_testnet::run_testnet(rest),
+        "stun-server" => wgmesh_lab_support::stun_server::run_stun_server(rest),
         other => Err(format!("unknown command {other:?}")),
     };
     match result {

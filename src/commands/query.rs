@@ -2,7 +2,7 @@
 
 use crate::cli::QueryArgs;
 use crate::control::{self, ClientError, PeerReport, Request, Response, StatusReport};
-use crate::daemon::{process_alive, read_pid};
+use crate::daemon::{self, mark_kept_interface, process_alive, read_pid};
 use crate::{CliError, exit, output};
 use anyhow::anyhow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,7 +28,9 @@ fn fetch_status(args: &QueryArgs) -> Result<StatusReport, CliError> {
     {
         Response::Status(report) => Ok(*report),
         Response::Error { error } => Err(anyhow!("daemon: {error}").into()),
-        Response::Reload(_) => Err(anyhow!("daemon answered status with a reload report").into()),
+        Response::Reload(_) | Response::Stopping { .. } => {
+            Err(anyhow!("daemon answered status with something else").into())
+        }
     }
 }
 
@@ -152,7 +154,9 @@ pub fn reload(args: &QueryArgs) -> Result<(), CliError> {
     {
         Response::Reload(report) => report,
         Response::Error { error } => return Err(anyhow!("daemon: {error}").into()),
-        Response::Status(_) => return Err(anyhow!("daemon answered a reload with a status").into()),
+        Response::Status(_) | Response::Stopping { .. } => {
+            return Err(anyhow!("daemon answered a reload with something else").into());
+        }
     };
     if args.json {
         output::json(&serde_json::to_value(&report).map_err(anyhow::Error::from)?);
@@ -172,23 +176,29 @@ pub fn reload(args: &QueryArgs) -> Result<(), CliError> {
     }
 }
 
+/// Stops the daemon and removes the interface, `--keep-interface` or not: the daemon is asked
+/// over the control socket (a daemon of an older release, which does not know the request, gets
+/// SIGTERM). With no daemon running, an interface a `--keep-interface` daemon left behind (after
+/// `systemctl stop`) is removed.
 pub fn down(args: &QueryArgs) -> Result<(), CliError> {
-    let pid = match daemon_pid(args) {
-        Ok(pid) => pid,
-        // The socket is gone but a pid file may still name a live daemon (e.g. stuck at start).
-        Err(err) if err.code == exit::NOT_RUNNING => {
+    let socket = args.location.socket_path();
+    let asked = control::call(&socket, &args.location.interface, &Request::Down, TIMEOUT);
+    let pid = match asked {
+        Ok(Response::Stopping { stopping_pid }) => i32::try_from(stopping_pid)
+            .map_err(|_| anyhow!("daemon reported an invalid pid {stopping_pid}"))?,
+        Ok(_) => terminate(daemon_pid(args)?)?,
+        Err(err) => {
+            let err = client_error(err);
+            if err.code != exit::NOT_RUNNING {
+                return Err(err);
+            }
+            // The socket is gone but a pid file may still name a live daemon (stuck at start).
             match read_pid(&args.location.pid_path()).filter(|p| process_alive(*p)) {
-                Some(pid) => pid,
-                None => return Err(err),
+                Some(pid) => terminate(pid)?,
+                None => return remove_kept_interface(args, err),
             }
         }
-        Err(err) => return Err(err),
     };
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while process_alive(pid) && !is_zombie(pid) {
         if Instant::now() > deadline {
@@ -200,6 +210,38 @@ pub fn down(args: &QueryArgs) -> Result<(), CliError> {
         output::json(&serde_json::json!({ "stopped": true, "pid": pid }));
     } else {
         output::line(format!("wgmesh on {} stopped", args.location.interface));
+    }
+    Ok(())
+}
+
+fn terminate(pid: i32) -> Result<i32, CliError> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
+    Ok(pid)
+}
+
+/// No daemon runs: remove the interface only if a `--keep-interface` daemon recorded leaving it.
+fn remove_kept_interface(args: &QueryArgs, not_running: CliError) -> Result<(), CliError> {
+    let record = args.location.kept_path();
+    if !record.exists() {
+        return Err(not_running);
+    }
+    let interface = &args.location.interface;
+    let removed = daemon::remove_kept_interface(interface)?;
+    mark_kept_interface(&record, false);
+    if args.json {
+        output::json(&serde_json::json!({ "stopped": false, "removed_interface": removed }));
+    } else if removed {
+        output::line(format!(
+            "no daemon was running; removed interface {interface} (left up by --keep-interface)"
+        ));
+    } else {
+        output::line(format!(
+            "no daemon was running and interface {interface} is already gone"
+        ));
     }
     Ok(())
 }

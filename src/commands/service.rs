@@ -1,9 +1,13 @@
 //! `install-service` / `uninstall-service`: the systemd unit, with the secret stored as a
 //! credential file (DESIGN.md §5) — never in the unit, never on a command line.
 
-use crate::cli::{InstallArgs, UninstallArgs};
+use crate::cli::{InstallArgs, UninstallArgs, UpOptions};
 use crate::{CliError, output, secret_source};
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use wgmesh_state::{atomic_write, ensure_private_dir};
 
@@ -14,14 +18,92 @@ pub const UNIT_NAME: &str = "wgmesh@.service";
 pub fn render_unit(binary: &Path, config_dir: &Path) -> String {
     UNIT_TEMPLATE
         .replace("@BINARY@", &binary.display().to_string())
-        .replace(
-            "/etc/wgmesh/%i.secret",
-            &format!("{}/%i.secret", config_dir.display()),
-        )
+        .replace("/etc/wgmesh/%i.", &format!("{}/%i.", config_dir.display()))
 }
 
 fn credential_path(config_dir: &Path, interface: &str) -> PathBuf {
     config_dir.join(format!("{interface}.secret"))
+}
+
+fn env_file_path(config_dir: &Path, interface: &str) -> PathBuf {
+    config_dir.join(format!("{interface}.env"))
+}
+
+/// The env file for the `up` flags given to `install-service` on its command line, one
+/// `WGMESH_*="value"` line each, in the quoting systemd's `EnvironmentFile=` and a POSIX shell
+/// both read. Flags taken from `install-service`'s own environment or defaults are not written:
+/// the file says what the operator asked for. `None` if no flag was given.
+pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
+    let mut text = String::new();
+    for arg in UpOptions::definitions().get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|value| value.to_string_lossy().into_owned())
+            .collect();
+        let value = values.join(",");
+        if value.chars().any(char::is_control) {
+            bail!("--{long}: a value for the env file may not contain control characters");
+        }
+        let quoted: String = value
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '"' | '\\' | '$' | '`').then_some('\\');
+                escape.into_iter().chain([c])
+            })
+            .collect();
+        text.push_str(&format!("{}=\"{quoted}\"\n", env.to_string_lossy()));
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "# wgmesh up flags for this interface, written by `wgmesh install-service`.\n\
+         # Edit and `systemctl restart`; the secret never goes here.\n{text}"
+    )))
+}
+
+/// The config directory holds the secret, so it must be 0700. A directory we own that is only
+/// too open (`mkdir /etc/wgmesh` under umask 022 makes 0755) is tightened, and we say so; one
+/// owned by someone else is refused by [`ensure_private_dir`] with the `chmod` that fixes it.
+fn prepare_config_dir(dir: &Path) -> anyhow::Result<()> {
+    let ours_and_open = |meta: &std::fs::Metadata| {
+        meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o077 != 0
+    };
+    if let Some(meta) = std::fs::symlink_metadata(dir).ok().filter(ours_and_open) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot tighten {} to 0700", dir.display()))?;
+        output::warn(format!(
+            "{}: permissions were {:04o}; tightened to 0700 (it holds the secret)",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    ensure_private_dir(dir)?;
+    Ok(())
+}
+
+/// Writes a file world-readable whatever the caller's umask (systemd warns about a unit it
+/// cannot read as other users, and `systemctl cat` fails for them).
+fn write_public_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(contents.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn systemd_running() -> bool {
@@ -39,7 +121,8 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn install(args: &InstallArgs) -> Result<(), CliError> {
+pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError> {
+    let env_text = render_env_file(matches).map_err(CliError::usage)?;
     let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
         .map_err(CliError::usage)?;
     for warning in &loaded.warnings {
@@ -49,16 +132,20 @@ pub fn install(args: &InstallArgs) -> Result<(), CliError> {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot find the wgmesh binary")?,
     };
-    ensure_private_dir(&args.config_dir)?;
+    prepare_config_dir(&args.config_dir)?;
     let credential = credential_path(&args.config_dir, &args.interface);
     let mut text = loaded.secret.expose_uri();
     text.push('\n');
     atomic_write(&credential, text.as_bytes())?;
+    // Re-running install-service without flags keeps the flags an earlier run wrote.
+    let env_file = env_file_path(&args.config_dir, &args.interface);
+    if let Some(env_text) = &env_text {
+        atomic_write(&env_file, env_text.as_bytes())?;
+    }
     std::fs::create_dir_all(&args.unit_dir)
         .with_context(|| format!("cannot create {}", args.unit_dir.display()))?;
     let unit_path = args.unit_dir.join(UNIT_NAME);
-    std::fs::write(&unit_path, render_unit(&binary, &args.config_dir))
-        .with_context(|| format!("cannot write {}", unit_path.display()))?;
+    write_public_file(&unit_path, &render_unit(&binary, &args.config_dir))?;
     let instance = format!("wgmesh@{}.service", args.interface);
     let started = systemd_running();
     if started {
@@ -69,6 +156,7 @@ pub fn install(args: &InstallArgs) -> Result<(), CliError> {
         output::json(&serde_json::json!({
             "unit": unit_path.display().to_string(),
             "credential": credential.display().to_string(),
+            "env_file": env_text.is_some().then(|| env_file.display().to_string()),
             "instance": instance,
             "started": started,
         }));
@@ -78,6 +166,12 @@ pub fn install(args: &InstallArgs) -> Result<(), CliError> {
             unit_path.display(),
             credential.display()
         ));
+        if env_text.is_some() {
+            output::line(format!(
+                "daemon flags written to {} (0600)",
+                env_file.display()
+            ));
+        }
         if started {
             output::line(format!("started {instance}"));
         } else {
@@ -97,7 +191,8 @@ pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
     }
     let credential = credential_path(&args.config_dir, &args.interface);
     let mut removed = Vec::new();
-    for path in [credential, args.unit_dir.join(UNIT_NAME)] {
+    let env_file = env_file_path(&args.config_dir, &args.interface);
+    for path in [credential, env_file, args.unit_dir.join(UNIT_NAME)] {
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path.display().to_string()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

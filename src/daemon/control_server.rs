@@ -3,10 +3,11 @@
 use crate::control::{MAX_REQUEST_BYTES, ReloadReport, Request, Response};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long `wait_reload` waits before answering with the current state anyway.
@@ -30,6 +31,7 @@ pub async fn serve<S: StatusSource>(
     listener: UnixListener,
     status: S,
     reloads: watch::Receiver<ReloadReport>,
+    teardown: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -39,11 +41,12 @@ pub async fn serve<S: StatusSource>(
                 Ok((stream, _)) => {
                     let status = status.clone();
                     let reloads = reloads.clone();
+                    let teardown = teardown.clone();
                     let cancel = cancel.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             () = cancel.cancelled() => {}
-                            () = handle(stream, status, reloads) => {}
+                            () = handle(stream, status, reloads, &teardown) => {}
                         }
                     });
                 }
@@ -57,6 +60,7 @@ async fn handle<S: StatusSource>(
     stream: UnixStream,
     status: S,
     mut reloads: watch::Receiver<ReloadReport>,
+    teardown: &Notify,
 ) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -70,6 +74,13 @@ async fn handle<S: StatusSource>(
                 error: format!("invalid request: {err}"),
             },
             Ok(Request::Status) => status.status().await,
+            Ok(Request::Down) => {
+                // notify_one keeps the permit if the signal loop is busy with a reload.
+                teardown.notify_one();
+                Response::Stopping {
+                    stopping_pid: std::process::id(),
+                }
+            }
             Ok(Request::WaitReload { after }) => {
                 let waited =
                     tokio::time::timeout(RELOAD_WAIT, reloads.wait_for(|r| r.generation > after))

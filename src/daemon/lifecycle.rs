@@ -26,6 +26,26 @@ pub fn read_pid(path: &Path) -> Option<i32> {
         .filter(|pid: &i32| *pid > 0)
 }
 
+/// Records that the interface outlives this daemon (`--keep-interface`), or clears the record.
+/// `wgmesh down` with no daemon running removes an interface only when this record says a
+/// daemon of ours left it, never one it cannot vouch for.
+pub fn mark_kept_interface(path: &Path, kept: bool) {
+    let result = if kept {
+        std::fs::write(path, b"")
+    } else {
+        std::fs::remove_file(path).or_else(|err| {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        })
+    };
+    if let Err(err) = result {
+        tracing::warn!(path = %path.display(), error = %err, "cannot update the kept-interface record");
+    }
+}
+
 impl PidFile {
     /// Claims `path` for this process. A live daemon holding it is an error; a stale file (its
     /// process is gone) is replaced, as is a stale control socket beside it.

@@ -11,9 +11,10 @@ mod reconcile;
 mod reload;
 mod state;
 
-pub use lifecycle::{process_alive, read_pid};
+pub use lifecycle::{mark_kept_interface, process_alive, read_pid};
+pub use platform::remove_kept_interface;
 
-use crate::cli::UpArgs;
+use crate::cli::{UpArgs, value_origin};
 use crate::control::{ReloadReport, Response};
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
@@ -53,24 +54,52 @@ fn lock(reconciler: &SharedReconciler) -> std::sync::MutexGuard<'_, Reconciler> 
     reconciler.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub fn run(args: UpArgs) -> Result<(), CliError> {
-    let log = logging::init(&args.log_level, args.log_format).map_err(CliError::usage)?;
+pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
+    let options = &args.options;
+    let log = logging::init(&options.log_level, options.log_format).map_err(CliError::usage)?;
     let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
         .map_err(CliError::usage)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
     tracing::debug!(origin = %loaded.origin, "secret loaded");
-    let advertised = wgmesh_reload::parse_route_list(&args.advertise_routes).map_err(|err| {
-        CliError::usage(anyhow::anyhow!(
-            "--advertise-routes: {}",
-            err.to_string().trim_start_matches("line 0: ")
-        ))
-    })?;
-    let keys = MeshKeys::derive(&loaded.secret);
-    drop(loaded);
+    let flag_routes =
+        wgmesh_reload::parse_route_list(&options.advertise_routes).map_err(|err| {
+            CliError::usage(anyhow::anyhow!(
+                "{}: {}",
+                value_origin(matches, "advertise_routes"),
+                err.to_string()
+                    .trim_start_matches("line 0: ")
+                    .trim_start_matches("advertise-routes: ")
+            ))
+        })?;
     let location = &args.location;
     ensure_private_dir(&location.state_dir)?;
+    // Reloadable settings: the reload file wins over flags, so what ops scripts last wrote
+    // survives a restart (DESIGN.md §6).
+    let reload_path = location.reload_path();
+    let (reload_file, startup_report) = reload::at_startup(&reload_path);
+    let from_file = format!("reload file {}", reload_path.display());
+    let log_level = reload_file.as_ref().and_then(|file| file.log_level.clone());
+    let level_source = match &log_level {
+        Some(level) => {
+            log.set_level(level)?;
+            from_file.clone()
+        }
+        None => value_origin(matches, "log_level"),
+    };
+    let level = log_level.as_deref().unwrap_or(&options.log_level);
+    tracing::info!(key = "log-level", value = %level, source = %level_source, "configuration");
+    let file_routes = reload_file.and_then(|file| file.advertise_routes);
+    let routes_source = if file_routes.is_some() {
+        from_file
+    } else {
+        value_origin(matches, "advertise_routes")
+    };
+    let advertised = file_routes.unwrap_or(flag_routes);
+    tracing::info!(key = "advertise-routes", value = ?advertised, source = %routes_source, "configuration");
+    let keys = MeshKeys::derive(&loaded.secret);
+    drop(loaded);
     let (identity, created) = NodeIdentity::load_or_create(
         &identity_path(&location.state_dir, &location.interface),
         &keys,
@@ -81,11 +110,20 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
         &location.socket_path(),
         &location.interface,
     )?;
+    // From here this daemon owns the interface, kept or not.
+    mark_kept_interface(&location.kept_path(), false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(daemon(args, keys, identity, advertised, log));
+    let result = runtime.block_on(daemon(
+        args,
+        keys,
+        identity,
+        advertised,
+        startup_report,
+        log,
+    ));
     drop(pid_file);
     result.map_err(CliError::from)
 }
@@ -95,9 +133,13 @@ async fn daemon(
     keys: MeshKeys,
     identity: NodeIdentity,
     advertised: Vec<ipnet::IpNet>,
+    startup_report: ReloadReport,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
-    let interface = args.location.interface.clone();
+    let UpArgs {
+        location, options, ..
+    } = args;
+    let interface = location.interface.clone();
     let notifier = Notifier::from_env();
     let addresses = MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
     let private_key = keys.node_private_key(&identity.seed);
@@ -109,9 +151,8 @@ async fn daemon(
     // Create or adopt the interface, then key and port.
     let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
     // A wireguard-go that outlives us (--keep-interface) must not write into our closed stderr.
-    let child_output = if args.keep_interface {
-        let log = args
-            .location
+    let child_output = if options.keep_interface {
+        let log = location
             .state_dir
             .join(format!("{interface}.wireguard-go.log"));
         wgmesh_uapi::ChildOutput::File(log)
@@ -119,9 +160,9 @@ async fn daemon(
         wgmesh_uapi::ChildOutput::Log
     };
     let mut backend = platform::select_backend(
-        args.backend,
+        options.backend,
         &interface,
-        &args.wireguard_go,
+        &options.wireguard_go,
         child_output,
         &rtnl,
     )?;
@@ -140,10 +181,10 @@ async fn daemon(
     let listen_port = if origin == DeviceOrigin::Adopted && current.listen_port != 0 {
         current.listen_port
     } else {
-        let port = platform::free_udp_port(args.listen_port)?;
-        if port != args.listen_port {
+        let port = platform::free_udp_port(options.listen_port)?;
+        if port != options.listen_port {
             tracing::warn!(
-                requested = args.listen_port,
+                requested = options.listen_port,
                 using = port,
                 "listen port busy; using the next free one"
             );
@@ -168,17 +209,17 @@ async fn daemon(
         interface: interface.clone(),
         addresses: platform::interface_addresses(addresses.ipv4, addresses.ipv6).to_vec(),
         managed: mesh_prefixes.clone(),
-        mtu: args.mtu,
+        mtu: options.mtu,
     };
     let index =
         platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
     let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), &interface, index);
-    if args.relay {
+    if options.relay {
         platform::enable_relay_forwarding(&interface)?;
         tracing::info!(%interface, "relaying for members without a direct path (IPv4 forwarding on this interface)");
     }
 
-    let control_port = args.control_port.unwrap_or_else(|| keys.control_port());
+    let control_port = options.control_port.unwrap_or_else(|| keys.control_port());
     let node = NodeInfo {
         interface: interface.clone(),
         backend: kind,
@@ -186,8 +227,8 @@ async fn daemon(
         listen_port,
         control_port,
         mesh_prefixes,
-        accept_routes: args.accept_routes,
-        relay: args.relay,
+        accept_routes: options.accept_routes,
+        relay: options.relay,
     };
     let own = OwnAddresses {
         ipv4: addresses.ipv4,
@@ -217,35 +258,33 @@ async fn daemon(
     // Control socket.
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (reload_tx, reload_rx) = watch::channel(ReloadReport {
-        generation: 0,
-        ok: true,
-        messages: vec![],
-    });
-    let listener = control_server::bind(&args.location.socket_path())?;
+    let (reload_tx, reload_rx) = watch::channel(startup_report);
+    let listener = control_server::bind(&location.socket_path())?;
     let status = StatusHandle {
         node: node.clone(),
         shared: shared.clone(),
         reconciler: reconciler.clone(),
         reloads: reload_rx.clone(),
     };
+    let teardown = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(control_server::serve(
         listener,
         status,
         reload_rx,
+        teardown.clone(),
         cancel.clone(),
     ));
 
     // Discovery and the exchange protocol.
     let group = keys.lan_group();
     let socket =
-        exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
+        exchange_io::bind_control(control_port, (!options.no_lan).then_some(group), &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
     let record = exchange_io::own_record(&node, &shared.lock());
     let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
-    let cache_path = wgmesh_state::peer_cache_path(&args.location.state_dir, &interface);
+    let cache_path = wgmesh_state::peer_cache_path(&location.state_dir, &interface);
     let cached = match wgmesh_state::load_peer_cache(&cache_path) {
         Ok(wgmesh_state::CacheLoad::Loaded(peers)) => peers,
         Ok(wgmesh_state::CacheLoad::Missing) => Vec::new(),
@@ -264,21 +303,20 @@ async fn daemon(
         discovery.push(Box::new(CacheDiscovery::new(cached_addrs)));
     }
     lock(&reconciler).set_peer_cache(cache_path, cached);
-    if !args.no_lan {
+    if !options.no_lan {
         discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((
             group,
             control_port,
         )))));
     }
-    if !args.peer.is_empty() {
-        discovery.push(Box::new(StaticDiscovery::new(args.peer.clone())));
+    if !options.peer.is_empty() {
+        discovery.push(Box::new(StaticDiscovery::new(options.peer.clone())));
     }
-    let stun_servers = nat::server_list(args.stun.as_deref(), DEFAULT_STUN_SERVERS);
-    let (dht, dht_candidates) = match nat::server_list(args.dht_bootstrap.as_deref(), &[]) {
+    let stun_servers = nat::server_list(options.stun.as_deref(), DEFAULT_STUN_SERVERS);
+    let (dht, dht_candidates) = match nat::server_list(options.dht_bootstrap.as_deref(), &[]) {
         None => (None, None),
         Some(bootstrap) => {
-            let nodes_file = args
-                .location
+            let nodes_file = location
                 .state_dir
                 .join(format!("{interface}.dht-nodes.json"));
             match DhtLink::start(&keys, control_port, bootstrap, nodes_file) {
@@ -314,7 +352,7 @@ async fn daemon(
         keys: keys.clone(),
         probed: std::collections::HashMap::new(),
         nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
-        lan_group: (!args.no_lan).then_some(group),
+        lan_group: (!options.no_lan).then_some(group),
         dht,
         dht_candidates,
         last_join: tokio::time::Instant::now(),
@@ -343,7 +381,7 @@ async fn daemon(
     tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, "wgmesh up");
 
     let reload_ctx = reload::ReloadContext {
-        path: args.location.reload_path(),
+        path: location.reload_path(),
         shared: shared.clone(),
         node: node.clone(),
         log,
@@ -352,14 +390,17 @@ async fn daemon(
         reports: reload_tx,
         notifier: notifier.clone(),
     };
-    wait_for_signals(&reload_ctx).await;
+    let stop = wait_for_signals(&reload_ctx, &teardown).await;
+    // `wgmesh down` removes everything; a signal (`systemctl stop`, Ctrl-C) keeps the interface
+    // if asked to, so that a restart does not drop tunnels.
+    let keep = options.keep_interface && stop == Stop::Signal;
 
     // Shutdown: cancel, drain, goodbye, routes, interface.
     notifier.notify("STOPPING=1");
     tracing::info!("shutting down");
     // With --keep-interface the tunnels stay up for the next run: no goodbye, or peers would
     // drop us.
-    if !args.keep_interface {
+    if !keep {
         let (done_tx, done_rx) = oneshot::channel();
         if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
@@ -384,19 +425,28 @@ async fn daemon(
         std::process::exit(1);
     });
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    let keep = args.keep_interface;
     let reconciler_for_exit = reconciler.clone();
     tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep))
         .await
         .ok();
     force.abort();
-    let _ = std::fs::remove_file(args.location.socket_path());
+    let _ = std::fs::remove_file(location.socket_path());
+    lifecycle::mark_kept_interface(&location.kept_path(), keep);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM, handling SIGHUP reloads meanwhile.
-async fn wait_for_signals(reload: &reload::ReloadContext) {
+/// What ended the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// `wgmesh down` over the control socket.
+    Down,
+}
+
+/// Waits for SIGINT/SIGTERM or `wgmesh down`, handling SIGHUP reloads meanwhile.
+async fn wait_for_signals(reload: &reload::ReloadContext, down: &tokio::sync::Notify) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -404,13 +454,14 @@ async fn wait_for_signals(reload: &reload::ReloadContext) {
         signal(SignalKind::interrupt()),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return;
+        return Stop::Signal;
     };
     loop {
         tokio::select! {
             _ = hup.recv() => reload.reload().await,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => return Stop::Signal,
+            _ = int.recv() => return Stop::Signal,
+            () = down.notified() => return Stop::Down,
         }
     }
 }

@@ -90,9 +90,16 @@ pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
                 s.set_only_v6(true)?;
                 s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
             });
-        let v6_busy = matches!(&v6, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse);
-        if v4.is_ok() && !v6_busy {
-            return Ok(port);
+        let in_use = |err: &std::io::Error| err.kind() == std::io::ErrorKind::AddrInUse;
+        match (&v4, &v6) {
+            (Ok(_), Ok(())) => return Ok(port),
+            (Ok(_), Err(err)) if !in_use(err) => return Ok(port),
+            // Only a port in use means "try the next one"; a refusal (a sandbox without
+            // AF_INET, no permission) would be the same for every port.
+            (Err(err), _) if !in_use(err) => {
+                bail!("cannot open a UDP socket to probe listen port {port}: {err}")
+            }
+            _ => {}
         }
     }
     bail!("no free UDP port at or above {preferred}")
@@ -141,4 +148,20 @@ pub fn configure_link(
 pub fn enable_relay_forwarding(interface: &str) -> anyhow::Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
     std::fs::write(&path, "1").with_context(|| format!("cannot enable forwarding ({path})"))
+}
+
+/// Deletes an interface that `--keep-interface` left up after its daemon stopped (`wgmesh down`
+/// with no daemon running). Routes through it go with it, and wireguard-go exits when its TUN
+/// device is deleted. `Ok(false)` if the interface is already gone.
+pub fn remove_kept_interface(interface: &str) -> anyhow::Result<bool> {
+    let rtnl = Rtnl::new().context("cannot open rtnetlink")?;
+    let Some(index) = rtnl
+        .link_index(interface)
+        .with_context(|| format!("cannot look up interface {interface}"))?
+    else {
+        return Ok(false);
+    };
+    rtnl.delete_link(index)
+        .with_context(|| format!("cannot delete interface {interface}"))?;
+    Ok(true)
 }

@@ -36,44 +36,27 @@ impl ReloadContext {
     }
 
     async fn apply(&self) -> (bool, Vec<String>) {
-        let path = self.path.display();
         let read = tokio::task::spawn_blocking({
             let path = self.path.clone();
-            move || read_reload_file(&path)
+            move || load(&path)
         })
-        .await;
-        let text = match read {
-            Ok(Ok(Some(text))) => text,
-            Ok(Ok(None)) => {
-                let message = format!("reload file {path} does not exist; nothing changed");
+        .await
+        .unwrap_or_else(|err| Err(format!("reading the reload file failed: {err}")));
+        let file = match read {
+            Ok(Loaded::Missing(message)) => {
                 tracing::warn!("{message}");
                 return (true, vec![message]);
             }
-            Ok(Err(reason)) => {
-                let message = format!("cannot read reload file {path}: {reason}; nothing changed");
-                tracing::error!("{message}");
-                return (false, vec![message]);
-            }
-            Err(err) => {
-                let message = format!("reading reload file {path} failed: {err}; nothing changed");
-                tracing::error!("{message}");
-                return (false, vec![message]);
-            }
-        };
-        let file: ReloadFile = match text.parse() {
-            Ok(file) => file,
-            Err(err) => {
-                let message = format!("reload file {path}: {err}; nothing changed");
+            Ok(Loaded::File(file)) => file,
+            Err(reason) => {
+                let message = format!("{reason}; nothing changed");
                 tracing::error!("{message}");
                 return (false, vec![message]);
             }
         };
         // Validated as a whole; from here on every change is one that cannot fail halfway.
         let mut messages = Vec::new();
-        for (line, key) in &file.ignored {
-            let message = format!(
-                "reload file {path}: line {line}: {key} cannot change while running; restart to apply it"
-            );
+        for message in ignored_keys(&self.path, &file) {
             tracing::warn!("{message}");
             messages.push(message);
         }
@@ -102,6 +85,70 @@ impl ReloadContext {
         let _ = self.reconcile.try_send(());
         (true, messages)
     }
+}
+
+/// What reading the reload file found.
+pub enum Loaded {
+    /// No file: a warning saying so.
+    Missing(String),
+    File(ReloadFile),
+}
+
+/// Reads and parses the reload file as a whole. The error names the file and what is wrong
+/// with it (with the line, for a bad key or value).
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let shown = path.display();
+    match read_reload_file(path) {
+        Ok(None) => Ok(Loaded::Missing(format!(
+            "reload file {shown} does not exist; nothing changed"
+        ))),
+        Ok(Some(text)) => text
+            .parse()
+            .map(Loaded::File)
+            .map_err(|err| format!("reload file {shown}: {err}")),
+        Err(reason) => Err(format!("cannot read reload file {shown}: {reason}")),
+    }
+}
+
+/// One warning per known key the reload file may not set (DESIGN.md §7: reported, ignored).
+fn ignored_keys(path: &Path, file: &ReloadFile) -> Vec<String> {
+    file.ignored
+        .iter()
+        .map(|(line, key)| {
+            format!(
+                "reload file {}: line {line}: {key} cannot be set here; use the flag or the env file, and restart",
+                path.display()
+            )
+        })
+        .collect()
+}
+
+/// The reload file at startup (DESIGN.md §6): what ops scripts last wrote is applied before
+/// READY, so a restart, a crash or a reboot does not make the host advertise nothing. A
+/// rejected file does not stop the daemon (that would drop every tunnel for a typo): it starts
+/// with the flag values, logs why, and `status` shows the rejection until a good reload.
+pub fn at_startup(path: &Path) -> (Option<ReloadFile>, ReloadReport) {
+    let (file, ok, messages) = match load(path) {
+        Ok(Loaded::Missing(_)) => (None, true, Vec::new()),
+        Ok(Loaded::File(file)) => {
+            let messages = ignored_keys(path, &file);
+            for message in &messages {
+                tracing::warn!("{message}");
+            }
+            (Some(file), true, messages)
+        }
+        Err(reason) => {
+            let message = format!("{reason}; starting with the flag values");
+            tracing::error!("{message}");
+            (None, false, vec![message])
+        }
+    };
+    let report = ReloadReport {
+        generation: 0,
+        ok,
+        messages,
+    };
+    (file, report)
 }
 
 /// A reload file is a few lines; anything bigger is a mistake (or `/dev/zero`), not a config.

@@ -120,6 +120,11 @@ impl Node {
 
     /// Starts `wgmesh up` in the node's namespace with the lab secret and `extra` flags.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Like [`Node::start`], with `WGMESH_*` variables set as an env file would set them.
+    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "node {} already running", self.index);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -143,6 +148,7 @@ impl Node {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let child = Command::new("ip")
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -222,7 +228,19 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `wgmesh down`, then reap the child.
+    /// SIGTERM, as `systemctl stop` sends it (a `--keep-interface` daemon leaves the interface
+    /// up), then reap the child.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// `wgmesh down` (which removes the interface even under `--keep-interface`), then reap the
+    /// child.
     pub fn stop(&mut self) {
         if self.child.is_some() {
             let out = self.wgmesh(&["down"]);

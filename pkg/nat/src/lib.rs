@@ -5,14 +5,12 @@
 //!   [`binding_success_response`], [`parse_binding_request`].
 //! - [`StunProbe`] is the client state machine: it hands out requests, accepts matching
 //!   responses, and classifies the result as a [`NatType`] with a [`StunProbe::public_endpoint`].
-//! - [`lab`] is a blocking STUN responder for test labs (`wgmesh-lab stun-server`).
 //!
 //! See `pkg/nat/README.md` for how the daemon wires this onto its control socket.
 
 pub mod classify;
 mod codec;
 mod fingerprint;
-pub mod lab;
 mod probe;
 
 pub use classify::{NatType, Observation};

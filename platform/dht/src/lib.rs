@@ -7,12 +7,10 @@
 //! - [`candidates_from_dht`]: which of the peers a lookup returned are probed (pure, fuzzed).
 //! - [`nodes_file`]: DHT nodes saved between runs.
 //! - [`DhtRendezvous`]: the blocking service thread the daemon starts.
-//! - [`lab`]: a local DHT testnet for labs and tests.
 
 mod bootstrap;
 mod candidates;
 mod config;
-pub mod lab;
 pub mod nodes_file;
 mod rendezvous;
 pub mod schedule;

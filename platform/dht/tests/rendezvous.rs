@@ -20,8 +20,8 @@ fn infohash_for(secret: u8) -> impl Fn(u64) -> [u8; 20] + Send + 'static {
     }
 }
 
-fn testnet() -> wgmesh_dht::lab::LabTestnet {
-    wgmesh_dht::lab::start_testnet(std::net::Ipv4Addr::LOCALHOST, 5).unwrap()
+fn testnet() -> wgmesh_lab_support::dht_testnet::LabTestnet {
+    wgmesh_lab_support::dht_testnet::start_testnet(std::net::Ipv4Addr::LOCALHOST, 5).unwrap()
 }
 
 fn config(secret: u8, port: u16, bootstrap: &[String]) -> DhtConfig {

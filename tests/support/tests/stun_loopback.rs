@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use wgmesh_nat::lab::StunServer;
+use wgmesh_lab_support::stun_server::StunServer;
 use wgmesh_nat::{NatType, StunProbe, is_stun};
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::codec::{binding_success_response, parse_binding_request};
+use wgmesh_nat::{binding_success_response, parse_binding_request};
 
 const USAGE: &str = "usage: wgmesh-lab stun-server --bind ADDR:PORT [--bind ADDR:PORT ...]";
 

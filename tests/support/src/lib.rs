@@ -1,0 +1,9 @@
+//! Servers that stand in for the internet in test labs and benchmarks, run by the `wgmesh-lab`
+//! tool (`src/bin/wgmesh-lab.rs`) inside a lab namespace. They open sockets and block, so they
+//! live here rather than in the pure library crates under `pkg/` and `platform/`.
+//!
+//! - [`dht_testnet`]: a local BitTorrent mainline DHT (`wgmesh-lab dht-testnet`).
+//! - [`stun_server`]: a minimal RFC 5389 Binding responder (`wgmesh-lab stun-server`).
+
+pub mod dht_testnet;
+pub mod stun_server;
