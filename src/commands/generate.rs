@@ -69,12 +69,18 @@ No daemon is running on the interface (status, peers, reload, down).
 WGMESH_SECRET
 The shared secret, used when neither \fB\-\-secret\-file\fR nor a systemd credential is given.
 .TP
+WGMESH_*
+Each flag of \fBwgmesh up\fR but the secret flags, e.g. \fBWGMESH_KEEP_INTERFACE\fR; \fBwgmesh\-up\fR(1) names them.
+.TP
 CREDENTIALS_DIRECTORY
 Set by systemd; its file \fIwgmesh\-secret\fR holds the secret (\fBLoadCredential=\fR).
 .SH FILES
 .TP
 /etc/wgmesh/\fIIFACE\fR.secret
 The secret stored by \fBwgmesh install\-service\fR (0600), handed to the unit as a credential.
+.TP
+/etc/wgmesh/\fIIFACE\fR.env
+Flags for \fBwgmesh up\fR as \fBWGMESH_*\fR variables (0600), written by \fBwgmesh install\-service\fR and read by the unit.
 .TP
 /var/lib/wgmesh/\fIIFACE\fR.json
 The node identity (seed and public key). Keep it to keep the node's key and mesh addresses.
