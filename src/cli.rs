@@ -173,7 +173,8 @@ pub struct UpArgs {
     /// Leave the interface and peers in place on exit, so a restart does not drop tunnels.
     #[arg(long)]
     pub keep_interface: bool,
-    /// Serve metrics on this address.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9586 (off by default; an
+    /// address other than loopback is logged as a warning).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 }

@@ -8,10 +8,10 @@ use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{
-    DeviceOrigin, DeviceState, DeviceUpdate, PeerState, RouteChange, RouteControl as _,
+    DeviceOrigin, DeviceState, DeviceUpdate, PeerConfig, PeerState, RouteChange, RouteControl as _,
     WireguardBackend, diff_device, diff_routes,
 };
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
@@ -36,6 +36,55 @@ pub struct Outcome {
     pub route_writes: usize,
 }
 
+/// What the last pass read from the device and the totals after it, published for readers
+/// that must never wait for a pass (metrics scrapes): the reconciler's own lock is held for a
+/// whole pass, this one only to copy.
+#[derive(Debug, Clone, Default)]
+pub struct LastPass {
+    /// The device as the pass read it, without the private key and the preshared keys.
+    pub device: Option<DeviceState>,
+    pub stats: ReconcileCounters,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LastPassCell(Arc<Mutex<LastPass>>);
+
+impl LastPassCell {
+    pub fn read(&self) -> LastPass {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn publish(&self, observed: &DeviceState, stats: ReconcileCounters) {
+        let device = DeviceState {
+            private_key: None,
+            listen_port: observed.listen_port,
+            peers: observed
+                .peers
+                .iter()
+                .map(|peer| PeerState {
+                    config: PeerConfig {
+                        public_key: peer.config.public_key,
+                        preshared_key: None,
+                        endpoint: peer.config.endpoint,
+                        allowed_ips: peer.config.allowed_ips.clone(),
+                        persistent_keepalive: peer.config.persistent_keepalive,
+                    },
+                    last_handshake: peer.last_handshake,
+                    rx_bytes: peer.rx_bytes,
+                    tx_bytes: peer.tx_bytes,
+                })
+                .collect(),
+        };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = LastPass {
+            device: Some(device),
+            stats,
+        };
+    }
+}
+
 pub struct Reconciler {
     pub backend: Box<dyn WireguardBackend>,
     pub rtnl: Arc<Rtnl>,
@@ -54,6 +103,8 @@ pub struct Reconciler {
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
     /// New peers whose handshake this end starts later, if none has happened by then.
     nudges: Vec<(wgmesh_keys::PublicKey, Instant)>,
+    /// Where each pass is published, when something reads it (`--metrics-listen`).
+    last_pass: Option<LastPassCell>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -91,7 +142,13 @@ impl Reconciler {
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
             nudges: Vec::new(),
+            last_pass: None,
         }
+    }
+
+    /// Publishes every pass from now on into `cell`.
+    pub fn publish_passes(&mut self, cell: LastPassCell) {
+        self.last_pass = Some(cell);
     }
 
     /// Keeps peers and routes that are not (yet) desired for `grace`: after adopting a device
@@ -209,6 +266,9 @@ impl Reconciler {
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
+        if let Some(cell) = &self.last_pass {
+            cell.publish(&observed, self.stats);
+        }
         Ok(outcome)
     }
 

@@ -143,7 +143,10 @@ pub struct DhtStatusReader(Arc<Mutex<DhtStatus>>);
 
 impl DhtStatusReader {
     pub fn read(&self) -> DhtStatus {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
