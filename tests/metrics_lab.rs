@@ -106,32 +106,49 @@ impl Drop for Prometheus {
     ignore = "needs root: run with --features root-tests"
 )]
 fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
-    let mut lab = Lab::new(2);
+    let mut lab = Lab::new(3);
     lab.nodes[0].start(&["--metrics-listen", METRICS]);
-    lab.nodes[1].start(&[]);
+    let lan_metrics = format!("{}:9586", lab.nodes[1].lan_ip);
+    lab.nodes[1].start(&["--metrics-listen", &lan_metrics]);
+    lab.nodes[2].start(&[]);
     lab.wait_for_full_mesh(FORMATION);
-    wait_until(FORMATION, "both nodes to ping each other", || {
+    wait_until(FORMATION, "all nodes to ping each other", || {
         lab.all_pairs_ping()
     });
-    let (node1, node2) = (&lab.nodes[0], &lab.nodes[1]);
-    let key2 = node2.status_ok()["public_key"].as_str().unwrap().to_owned();
-    let prefix2 = &key2[..8];
+    let (node1, node2, node3) = (&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]);
+    let key = |node: &Node| node.status_ok()["public_key"].as_str().unwrap().to_owned();
+    let (key2, key3) = (key(node2), key(node3));
+    let (prefix2, prefix3) = (&key2[..8], &key3[..8]);
 
     // Off by default: the node without the flag listens on no TCP port at all.
-    let listening = node2.exec("ss", &["-Hltn"]);
+    let listening = node3.exec("ss", &["-Hltn"]);
     assert!(listening.status.success());
     assert_eq!(String::from_utf8_lossy(&listening.stdout).trim(), "");
+    // Served on a LAN address when asked, with a warning that names it.
+    assert!(
+        node2.log().contains(&format!(
+            "metrics served on {lan_metrics}, which is not a loopback address"
+        )),
+        "{}",
+        node2.log()
+    );
+    let (head, body) = curl(node1, &format!("http://{lan_metrics}/metrics"), &[]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.contains("\nwgmesh_members 2\n"), "{body}");
 
     // A plain client gets the Prometheus text format, which promtool accepts.
     let url = format!("http://{METRICS}/metrics");
     // Per-peer values come from the last reconcile pass (timer: 5 s) that saw the handshake.
     let took = wait_until(
         Duration::from_secs(15),
-        "a pass that saw the handshake",
+        "a pass that saw both handshakes",
         || {
-            curl(node1, &url, &[]).1.contains(&format!(
-                "wgmesh_peer_handshake_age_seconds{{peer=\"{prefix2}\"}} "
-            ))
+            let body = curl(node1, &url, &[]).1;
+            [prefix2, prefix3].iter().all(|prefix| {
+                body.contains(&format!(
+                    "wgmesh_peer_handshake_age_seconds{{peer=\"{prefix}\"}} "
+                ))
+            })
         },
     );
     eprintln!("handshake age exposed {took:?} after the first ping");
@@ -165,7 +182,7 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let version = env!("CARGO_PKG_VERSION");
     for line in [
         format!("wgmesh_build_info{{version=\"{version}\"}} 1"),
-        "wgmesh_members 1".to_owned(),
+        "wgmesh_members 2".to_owned(),
         "wgmesh_relayed_peers 0".to_owned(),
         "wgmesh_relay_offered 0".to_owned(),
         "wgmesh_exchange_drops_total{reason=\"bad_aead\"} 0".to_owned(),
@@ -173,8 +190,9 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
         assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
     }
     for prefix in [
-        format!("wgmesh_peer_handshake_age_seconds{{peer=\"{prefix2}\"}} "),
-        format!("wgmesh_peer_tx_bytes_total{{peer=\"{prefix2}\"}} "),
+        format!("wgmesh_peer_handshake_age_seconds{{peer=\"{prefix3}\"}} "),
+        format!("wgmesh_peer_rx_bytes_total{{peer=\"{prefix2}\"}} "),
+        format!("wgmesh_peer_tx_bytes_total{{peer=\"{prefix3}\"}} "),
         "wgmesh_exchange_aead_opens_total ".to_owned(),
         "wgmesh_reconcile_duration_seconds_count ".to_owned(),
         "wgmesh_reconcile_device_writes_total ".to_owned(),
@@ -186,7 +204,25 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
         );
     }
     // No secret material: the only key text is the 8-character prefix status prints.
-    assert!(!body.contains(&key2[..12]));
+    assert!(!body.contains(&key2[..12]) && !body.contains(&key3[..12]));
+    // The reconcile totals are the ones `status --json` shows (equal once the mesh is steady).
+    wait_until(
+        Duration::from_secs(15),
+        "metrics and status to agree",
+        || {
+            let reconcile = node1.status_ok()["reconcile"].clone();
+            let body = curl(node1, &url, &[]).1;
+            [
+                ("device_writes", "wgmesh_reconcile_device_writes_total"),
+                ("route_writes", "wgmesh_reconcile_route_writes_total"),
+            ]
+            .iter()
+            .all(|(field, metric)| {
+                body.lines()
+                    .any(|l| l == format!("{metric} {}", reconcile[*field]))
+            })
+        },
+    );
 
     // Prometheus asks for OpenMetrics and gets it.
     let (head, body) = curl(
@@ -220,8 +256,8 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let prometheus = Prometheus::start(node1, lab.dir.path());
     let took = wait_until(
         Duration::from_secs(60),
-        "Prometheus to see wgmesh_members 1",
-        || query(node1, "wgmesh_members").is_some_and(|r| r.len() == 1 && value(&r[0]) == 1.0),
+        "Prometheus to see wgmesh_members 2",
+        || query(node1, "wgmesh_members").is_some_and(|r| r.len() == 1 && value(&r[0]) == 2.0),
     );
     eprintln!("Prometheus had its first wgmesh_members sample after {took:?}");
     let raw = node1.exec(
@@ -244,14 +280,25 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     assert_eq!(build[0]["metric"]["version"], version);
     assert_eq!(value(&build[0]), 1.0);
 
+    let peers = |series: &[Value]| {
+        let mut labels: Vec<String> = series
+            .iter()
+            .map(|s| s["metric"]["peer"].as_str().unwrap().to_owned())
+            .collect();
+        labels.sort();
+        labels
+    };
+    let mut expected = vec![prefix2.to_owned(), prefix3.to_owned()];
+    expected.sort();
     let rx = query(node1, "wgmesh_peer_rx_bytes_total").unwrap();
-    assert_eq!(rx.len(), 1, "{rx:?}");
-    assert_eq!(rx[0]["metric"]["peer"], prefix2);
-    assert!(value(&rx[0]) > 0.0, "{rx:?}");
+    assert_eq!(peers(&rx), expected, "{rx:?}");
+    assert!(rx.iter().all(|s| value(s) > 0.0), "{rx:?}");
     let age = query(node1, "wgmesh_peer_handshake_age_seconds").unwrap();
-    assert_eq!(age.len(), 1, "{age:?}");
-    assert_eq!(age[0]["metric"]["peer"], prefix2);
-    assert!((0.0..180.0).contains(&value(&age[0])), "{age:?}");
+    assert_eq!(peers(&age), expected, "{age:?}");
+    assert!(
+        age.iter().all(|s| (0.0..180.0).contains(&value(s))),
+        "{age:?}"
+    );
     let passes = query(node1, "wgmesh_reconcile_duration_seconds_count").unwrap();
     assert!(value(&passes[0]) >= 1.0, "{passes:?}");
     let up = query(node1, "up{job=\"wgmesh\"}").unwrap();
