@@ -107,7 +107,25 @@ async fn answer(mut stream: TcpStream, metrics: &MeshMetrics) {
         stream.shutdown().await
     })
     .await;
+    // Closing with unread input (a refused oversized head, a body) makes the kernel send a
+    // reset, which can destroy the response before the client reads it: take what is left
+    // first, bounded in bytes and time ("lingering close").
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
+
+/// How long, and how many bytes, a closing connection's leftover input is read and dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// Reads until a whole request head arrived; `parse_request` refuses it past its size bound.
 async fn read_head(
@@ -203,6 +221,95 @@ fn peer_sample(peer: &PeerReport, now_unix: u64) -> PeerSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Empty;
+
+    impl wgmesh_metrics::SnapshotSource for Empty {
+        fn snapshot(&self) -> MeshSnapshot {
+            MeshSnapshot::default()
+        }
+    }
+
+    async fn start() -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let metrics = Arc::new(MeshMetrics::new("test", Empty));
+        let task = tokio::spawn(serve(listener, metrics, cancel.clone()));
+        (addr, cancel, task)
+    }
+
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8(response).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_refuses_the_rest_and_stops_when_cancelled() {
+        let (addr, cancel, task) = start().await;
+        let got = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("\r\n\r\n# HELP wgmesh_build_info "), "{got}");
+        assert!(got.contains("\nwgmesh_build_info{version=\"test\"} 1\n"));
+        let got = exchange(addr, b"GET /other HTTP/1.1\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 404 "), "{got}");
+        let got = exchange(addr, b"\x00\x01\x02\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+        let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(http::MAX_REQUEST_HEAD + 2048, b'a');
+        let got = exchange(addr, &huge).await;
+        assert!(got.starts_with("HTTP/1.1 431 "), "{got}");
+        cancel.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Slow clients cost a slot for [`http::READ_TIMEOUT`] at most, and a full house turns
+    /// newcomers away at once instead of queueing them.
+    #[tokio::test]
+    async fn silent_clients_time_out_and_connections_are_bounded() {
+        let (addr, cancel, _task) = start().await;
+        let mut silent = Vec::new();
+        for _ in 0..http::MAX_CONNECTIONS {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server take them all before the next one arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        // Closed unanswered: an end of stream or a reset, depending on timing.
+        let mut turned_away = TcpStream::connect(addr).await.unwrap();
+        let _ = turned_away
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await;
+        let mut response = Vec::new();
+        let _ = turned_away.read_to_end(&mut response).await;
+        assert!(
+            response.is_empty(),
+            "a connection over the bound was served"
+        );
+        assert!(started.elapsed() < http::READ_TIMEOUT);
+        for mut stream in silent {
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.unwrap();
+            assert!(
+                String::from_utf8_lossy(&response).starts_with("HTTP/1.1 408 "),
+                "{response:?}"
+            );
+        }
+        let waited = started.elapsed();
+        assert!(waited >= http::READ_TIMEOUT - std::time::Duration::from_millis(300));
+        assert!(waited < http::READ_TIMEOUT * 2, "{waited:?}");
+        // The slots are free again.
+        let got = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        cancel.cancel();
+    }
 
     fn report(key: &str, handshake: Option<u64>) -> PeerReport {
         PeerReport {
