@@ -22,7 +22,7 @@ use wgmesh_metrics::{DhtTotals, MeshMetrics, MeshSnapshot, PeerSample, Reconcile
 /// Binds the metrics socket. Called first thing at startup, so a taken or refused address
 /// stops the daemon before it touches the interface.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    if !addr.ip().to_canonical().is_loopback() {
+    if !is_loopback(addr) {
         tracing::warn!(
             address = %addr,
             "metrics served on {addr}, which is not a loopback address: whoever reaches it sees \
@@ -35,6 +35,11 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
         .set_nonblocking(true)
         .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?;
     Ok(listener)
+}
+
+/// Whether only this host can reach `addr` (IPv4-mapped loopback included).
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// Serves `GET /metrics` until cancelled: one request per connection, at most
@@ -344,6 +349,26 @@ mod tests {
             peer_sample(&report("x", Some(10)), 5).handshake_age_seconds,
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn only_loopback_addresses_go_unwarned() {
+        for quiet in [
+            "127.0.0.1:9586",
+            "127.8.9.10:1",
+            "[::1]:9586",
+            "[::ffff:127.0.0.1]:9586",
+        ] {
+            assert!(is_loopback(quiet.parse().unwrap()), "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:9586",
+            "[::]:9586",
+            "192.168.1.2:9586",
+            "[fd00::1]:9586",
+        ] {
+            assert!(!is_loopback(loud.parse().unwrap()), "{loud}");
+        }
     }
 
     #[test]
