@@ -226,7 +226,8 @@ mod tests {
 
     #[test]
     fn a_scrape_gets_the_metrics_in_the_format_it_asked_for() {
-        let got = answer(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUser-Agent: Prometheus/2.42.0\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n");
+        // What Debian's Prometheus 2.42 sends (captured).
+        let got = answer(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9586\r\nUser-Agent: Prometheus/2.42.0+ds\r\nAccept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 1\r\n\r\n");
         assert_eq!(
             got,
             "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\nbody in OpenMetrics\n"
