@@ -109,7 +109,7 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let mut lab = Lab::new(3);
     lab.nodes[0].start(&["--metrics-listen", METRICS]);
     let lan_metrics = format!("{}:9586", lab.nodes[1].lan_ip);
-    lab.nodes[1].start(&["--metrics-listen", &lan_metrics]);
+    lab.nodes[1].start(&["--metrics-listen", &lan_metrics, "--dht-bootstrap", "none"]);
     lab.nodes[2].start(&[]);
     lab.wait_for_full_mesh(FORMATION);
     wait_until(FORMATION, "all nodes to ping each other", || {
@@ -135,6 +135,8 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let (head, body) = curl(node1, &format!("http://{lan_metrics}/metrics"), &[]);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(body.contains("\nwgmesh_members 2\n"), "{body}");
+    // DHT metrics only where the DHT runs (node 1 has one, with no bootstrap node reachable).
+    assert!(!body.contains("wgmesh_dht_"), "{body}");
 
     // A plain client gets the Prometheus text format, which promtool accepts.
     let url = format!("http://{METRICS}/metrics");
@@ -197,6 +199,8 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
         "wgmesh_reconcile_duration_seconds_count ".to_owned(),
         "wgmesh_reconcile_device_writes_total ".to_owned(),
         "wgmesh_reconcile_route_writes_total ".to_owned(),
+        "wgmesh_dht_lookups_total ".to_owned(),
+        "wgmesh_dht_announces_total{result=\"ok\"} ".to_owned(),
     ] {
         assert!(
             body.lines().any(|l| l.starts_with(&prefix)),
