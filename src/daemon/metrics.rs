@@ -3,8 +3,7 @@
 //! moves bytes within the bounds that crate sets, and builds each scrape's snapshot from the
 //! same state `wgmesh status` reports.
 
-use super::reconcile::LastPassCell;
-use super::state::{self, NodeInfo, Shared};
+use super::state::{self, LastPassCell, NodeInfo, Shared};
 use crate::control::{PeerReport, ReloadReport};
 use anyhow::Context as _;
 use std::net::SocketAddr;

@@ -338,7 +338,7 @@ async fn daemon(
 
     // Metrics (off unless --metrics-listen).
     let metrics = metrics_listener.map(|listener| {
-        let last_pass = reconcile::LastPassCell::default();
+        let last_pass = state::LastPassCell::default();
         lock(&reconciler).publish_passes(last_pass.clone());
         let view = metrics::DaemonView {
             node: node.clone(),

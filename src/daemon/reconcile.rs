@@ -2,16 +2,16 @@
 //! netlink or UAPI round trip.
 
 use super::platform::configure_link;
-use super::state::{NodeInfo, Shared};
+use super::state::{LastPassCell, NodeInfo, Shared};
 use crate::control::ReconcileCounters;
 use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{
-    DeviceOrigin, DeviceState, DeviceUpdate, PeerConfig, PeerState, RouteChange, RouteControl as _,
+    DeviceOrigin, DeviceState, DeviceUpdate, PeerState, RouteChange, RouteControl as _,
     WireguardBackend, diff_device, diff_routes,
 };
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
@@ -34,55 +34,6 @@ pub struct LinkConfig {
 pub struct Outcome {
     pub device_writes: usize,
     pub route_writes: usize,
-}
-
-/// What the last pass read from the device and the totals after it, published for readers
-/// that must never wait for a pass (metrics scrapes): the reconciler's own lock is held for a
-/// whole pass, this one only to copy.
-#[derive(Debug, Clone, Default)]
-pub struct LastPass {
-    /// The device as the pass read it, without the private key and the preshared keys.
-    pub device: Option<DeviceState>,
-    pub stats: ReconcileCounters,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct LastPassCell(Arc<Mutex<LastPass>>);
-
-impl LastPassCell {
-    pub fn read(&self) -> LastPass {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn publish(&self, observed: &DeviceState, stats: ReconcileCounters) {
-        let device = DeviceState {
-            private_key: None,
-            listen_port: observed.listen_port,
-            peers: observed
-                .peers
-                .iter()
-                .map(|peer| PeerState {
-                    config: PeerConfig {
-                        public_key: peer.config.public_key,
-                        preshared_key: None,
-                        endpoint: peer.config.endpoint,
-                        allowed_ips: peer.config.allowed_ips.clone(),
-                        persistent_keepalive: peer.config.persistent_keepalive,
-                    },
-                    last_handshake: peer.last_handshake,
-                    rx_bytes: peer.rx_bytes,
-                    tx_bytes: peer.tx_bytes,
-                })
-                .collect(),
-        };
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = LastPass {
-            device: Some(device),
-            stats,
-        };
-    }
 }
 
 pub struct Reconciler {
