@@ -280,6 +280,7 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     assert_eq!(members[0]["metric"]["instance"], METRICS);
 
     let build = query(node1, "wgmesh_build_info").unwrap();
+    eprintln!("wgmesh_build_info -> {}", Value::from(build.clone()));
     assert_eq!(build.len(), 1, "{build:?}");
     assert_eq!(build[0]["metric"]["version"], version);
     assert_eq!(value(&build[0]), 1.0);
@@ -295,6 +296,7 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let mut expected = vec![prefix2.to_owned(), prefix3.to_owned()];
     expected.sort();
     let rx = query(node1, "wgmesh_peer_rx_bytes_total").unwrap();
+    eprintln!("wgmesh_peer_rx_bytes_total -> {}", Value::from(rx.clone()));
     assert_eq!(peers(&rx), expected, "{rx:?}");
     assert!(rx.iter().all(|s| value(s) > 0.0), "{rx:?}");
     let age = query(node1, "wgmesh_peer_handshake_age_seconds").unwrap();
