@@ -219,7 +219,8 @@ pub struct UpOptions {
     /// Leave the interface and peers in place on exit, so a restart does not drop tunnels.
     #[arg(long, env = "WGMESH_KEEP_INTERFACE")]
     pub keep_interface: bool,
-    /// Serve metrics on this address.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9586 (off by default; an
+    /// address other than loopback is logged as a warning).
     #[arg(long, env = "WGMESH_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 }

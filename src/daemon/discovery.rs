@@ -227,6 +227,11 @@ impl DhtLink {
         self.handle.set_announce_port(self.control_port);
     }
 
+    /// The rendezvous' counters, for metrics.
+    pub fn status_reader(&self) -> wgmesh_dht::DhtStatusReader {
+        self.handle.status_reader()
+    }
+
     /// Fast lookups while the mesh is forming or a member is missing; slow once it is stable.
     pub fn set_fast(&self, fast: bool) {
         self.handle.set_fast(fast);

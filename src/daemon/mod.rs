@@ -5,6 +5,7 @@ mod control_server;
 mod discovery;
 mod exchange_io;
 mod lifecycle;
+mod metrics;
 mod nat;
 mod platform;
 mod reconcile;
@@ -140,6 +141,8 @@ async fn daemon(
         location, options, ..
     } = args;
     let interface = location.interface.clone();
+    // Before anything touches the interface: a taken metrics address changes nothing.
+    let metrics_listener = options.metrics_listen.map(metrics::bind).transpose()?;
     let notifier = Notifier::from_env();
     let addresses = MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
     let private_key = keys.node_private_key(&identity.seed);
@@ -368,13 +371,33 @@ async fn daemon(
             let _ = commands.send(Command::StunServers(resolved)).await;
         });
     }
+    let dht_status = task.dht.as_ref().map(DhtLink::status_reader);
     tracker.spawn(task.run(cancel.clone()));
+
+    // Metrics (off unless --metrics-listen).
+    let metrics = metrics_listener.map(|listener| {
+        let last_pass = state::LastPassCell::default();
+        lock(&reconciler).publish_passes(last_pass.clone());
+        let view = metrics::DaemonView {
+            node: node.clone(),
+            shared: shared.clone(),
+            last_pass,
+            dht: dht_status,
+        };
+        let metrics = Arc::new(wgmesh_metrics::MeshMetrics::new(
+            env!("CARGO_PKG_VERSION"),
+            view,
+        ));
+        tracker.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
+        metrics
+    });
 
     // Reconcile loop.
     tracker.spawn(reconcile_loop(
         reconciler.clone(),
         reconcile_rx,
         notifier.clone(),
+        metrics,
         cancel.clone(),
     ));
     notifier.notify("READY=1\nSTATUS=mesh running");
@@ -470,6 +493,7 @@ async fn reconcile_loop(
     reconciler: SharedReconciler,
     mut triggers: mpsc::Receiver<()>,
     notifier: Notifier,
+    metrics: Option<Arc<wgmesh_metrics::MeshMetrics>>,
     cancel: CancellationToken,
 ) {
     let mut timer = tokio::time::interval(RECONCILE_INTERVAL);
@@ -491,7 +515,19 @@ async fn reconcile_loop(
             () = nudge => {}
         }
         let worker = reconciler.clone();
-        let result = tokio::task::spawn_blocking(move || lock(&worker).run_once()).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut reconciler = lock(&worker);
+            let start = std::time::Instant::now();
+            let outcome = reconciler.run_once();
+            (outcome, start.elapsed())
+        })
+        .await
+        .map(|(outcome, took)| {
+            if let Some(metrics) = &metrics {
+                metrics.observe_reconcile(took);
+            }
+            outcome
+        });
         match result {
             Ok(Ok(_)) => {
                 failures.clear("reconcile");

@@ -2,7 +2,7 @@
 //! netlink or UAPI round trip.
 
 use super::platform::configure_link;
-use super::state::{NodeInfo, Shared};
+use super::state::{LastPassCell, NodeInfo, Shared};
 use crate::control::ReconcileCounters;
 use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
@@ -54,6 +54,8 @@ pub struct Reconciler {
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
     /// New peers whose handshake this end starts later, if none has happened by then.
     nudges: Vec<(wgmesh_keys::PublicKey, Instant)>,
+    /// Where each pass is published, when something reads it (`--metrics-listen`).
+    last_pass: Option<LastPassCell>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -91,7 +93,13 @@ impl Reconciler {
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
             nudges: Vec::new(),
+            last_pass: None,
         }
+    }
+
+    /// Publishes every pass from now on into `cell`.
+    pub fn publish_passes(&mut self, cell: LastPassCell) {
+        self.last_pass = Some(cell);
     }
 
     /// Keeps peers and routes that are not (yet) desired for `grace`: after adopting a device
@@ -209,6 +217,9 @@ impl Reconciler {
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
+        if let Some(cell) = &self.last_pass {
+            cell.publish(&observed, self.stats);
+        }
         Ok(outcome)
     }
 

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::UNIX_EPOCH;
-use wgmesh_device::{BackendKind, DeviceState};
+use wgmesh_device::{BackendKind, DeviceState, PeerConfig, PeerState};
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{AcceptedRoutes, MemberTable};
 
@@ -120,6 +120,55 @@ impl Shared {
     }
 }
 
+/// What the last reconcile pass read from the device and the totals after it, published for
+/// readers that must never wait for a pass (metrics scrapes): the reconciler's own lock is held
+/// for a whole pass, this one only to copy.
+#[derive(Debug, Clone, Default)]
+pub struct LastPass {
+    /// The device as the pass read it, without the private key and the preshared keys.
+    pub device: Option<DeviceState>,
+    pub stats: ReconcileCounters,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LastPassCell(Arc<Mutex<LastPass>>);
+
+impl LastPassCell {
+    pub fn read(&self) -> LastPass {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn publish(&self, observed: &DeviceState, stats: ReconcileCounters) {
+        let device = DeviceState {
+            private_key: None,
+            listen_port: observed.listen_port,
+            peers: observed
+                .peers
+                .iter()
+                .map(|peer| PeerState {
+                    config: PeerConfig {
+                        public_key: peer.config.public_key,
+                        preshared_key: None,
+                        endpoint: peer.config.endpoint,
+                        allowed_ips: peer.config.allowed_ips.clone(),
+                        persistent_keepalive: peer.config.persistent_keepalive,
+                    },
+                    last_handshake: peer.last_handshake,
+                    rx_bytes: peer.rx_bytes,
+                    tx_bytes: peer.tx_bytes,
+                })
+                .collect(),
+        };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = LastPass {
+            device: Some(device),
+            stats,
+        };
+    }
+}
+
 /// Builds `status --json` from the node, the mesh state and a fresh device read.
 pub fn status_report(
     node: &NodeInfo,
@@ -196,6 +245,35 @@ mod tests {
     use super::*;
     use std::net::IpAddr;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_published_pass_keeps_no_key_material() {
+        let key = wgmesh_keys::PrivateKey::from_bytes_clamped([7; 32]);
+        let mut peer = PeerState::new(PeerConfig::new(key.public_key()));
+        peer.config.preshared_key = Some(wgmesh_keys::PresharedKey::from_bytes([9; 32]));
+        peer.rx_bytes = 10;
+        peer.last_handshake = Some(std::time::SystemTime::now());
+        let observed = DeviceState {
+            private_key: Some(key),
+            listen_port: 51820,
+            peers: vec![peer.clone()],
+        };
+        let cell = LastPassCell::default();
+        assert!(cell.read().device.is_none());
+        let stats = ReconcileCounters {
+            runs: 1,
+            device_writes: 2,
+            route_writes: 3,
+        };
+        cell.publish(&observed, stats);
+        let pass = cell.read();
+        assert_eq!(pass.stats, stats);
+        let device = pass.device.unwrap();
+        assert!(device.private_key.is_none());
+        assert!(device.peers[0].config.preshared_key.is_none());
+        peer.config.preshared_key = None;
+        assert_eq!(device.peers, vec![peer]);
+    }
 
     #[test]
     fn clock_skew_warns_once_per_source_per_interval() {

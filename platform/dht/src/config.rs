@@ -82,6 +82,9 @@ pub struct DhtStatus {
     pub announced: bool,
     /// Lookup rounds completed.
     pub lookups: u64,
+    /// Announces that reached at least one DHT node, and announces that reached none.
+    pub announces_ok: u64,
+    pub announces_failed: u64,
     /// Fast pacing is on.
     pub fast: bool,
 }

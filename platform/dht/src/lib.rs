@@ -17,5 +17,5 @@ pub mod schedule;
 
 pub use candidates::{MAX_CANDIDATES_PER_ROUND, candidates_from_dht, is_probe_target};
 pub use config::{DhtConfig, DhtError, DhtStatus, InfohashFn};
-pub use rendezvous::{DhtHandle, DhtRendezvous};
+pub use rendezvous::{DhtHandle, DhtRendezvous, DhtStatusReader};
 pub use schedule::Pacing;

@@ -107,10 +107,12 @@ impl DhtHandle {
     }
 
     pub fn status(&self) -> DhtStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.status_reader().read()
+    }
+
+    /// A reader of the status that other tasks can keep (metrics) without the handle.
+    pub fn status_reader(&self) -> DhtStatusReader {
+        DhtStatusReader(Arc::clone(&self.status))
     }
 
     /// Stops the thread and waits for it: in-flight queries are abandoned, known nodes saved.
@@ -132,6 +134,19 @@ impl Drop for DhtHandle {
     fn drop(&mut self) {
         // Never join here: a drop may run on an async runtime thread.
         let _ = self.commands.send(Command::Stop);
+    }
+}
+
+/// Reads the rendezvous status; stays valid (and frozen) after the rendezvous stops.
+#[derive(Debug, Clone)]
+pub struct DhtStatusReader(Arc<Mutex<DhtStatus>>);
+
+impl DhtStatusReader {
+    pub fn read(&self) -> DhtStatus {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -425,7 +440,14 @@ impl Worker {
     fn record_announce(&mut self, result: Result<Id, mainline::errors::PutQueryError>) {
         let ok = result.is_ok();
         self.schedule.announce_done(ok);
-        self.update_status(|s| s.announced = ok);
+        self.update_status(|s| {
+            s.announced = ok;
+            if ok {
+                s.announces_ok += 1;
+            } else {
+                s.announces_failed += 1;
+            }
+        });
         let changed = self.announce_ok != Some(ok);
         self.announce_ok = Some(ok);
         match result {

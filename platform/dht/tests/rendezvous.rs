@@ -61,6 +61,10 @@ fn two_members_find_each_others_control_port() {
     let ba = wait_for(&rx_b, "127.0.0.1:40001", limit);
     assert!(a.status().announced && b.status().announced);
     assert!(a.status().local_addr.is_some());
+    // Counted for metrics; a reader kept apart from the handle sees the same status.
+    let reader = a.status_reader();
+    assert!(reader.read().announces_ok >= 1);
+    assert_eq!(reader.read().announces_failed, 0);
     eprintln!("time to first result: a found b after {ab:?}, b found a after {ba:?}");
 
     // A different secret sees neither.
@@ -136,6 +140,7 @@ fn no_reachable_bootstrap_keeps_retrying_and_stops_promptly() {
     let status = handle.status();
     assert!(!status.announced);
     assert_eq!(status.lookups, 0);
+    assert_eq!(status.announces_ok + status.announces_failed, 0);
     let stop = Instant::now();
     handle.stop();
     assert!(stop.elapsed() < Duration::from_secs(2));
