@@ -1,9 +1,17 @@
 //! The fixed-layout binary codec of the messages inside the AEAD. Hand-written and bounded: every
 //! length is checked before it is used, the decoder never allocates more than the bounds allow,
-//! rejects trailing bytes, and returns an error (never panics) on any input.
+//! and returns an error (never panics) on any input.
 //!
 //! All integers are big-endian. The first byte of every plaintext is the message type, so the MAC
 //! transcript of a Hello can never be mistaken for that of a Goodbye.
+//!
+//! Every message is `fixed part | extension block | mac (Hello and Goodbye)`. The extension block
+//! is a run of `kind (1) | length (1) | value` fields up to the MAC (or the end): empty in what
+//! the previous release (whose decoder refused any byte after the fixed part) sent and accepts,
+//! and how fields are added without splitting a mixed fleet (docs/exchange-protocol.md,
+//! "Compatibility"). The decoder keeps every field it does not know, in order, so a message
+//! re-encodes to the same bytes, and only a field whose kind has [`EXT_CRITICAL`] set and that
+//! it does not know makes it refuse the message.
 
 use crate::record::{Endpoint, EndpointKind, MAX_ENDPOINTS, MAX_ROUTES, Record};
 use ipnet::IpNet;
@@ -31,8 +39,24 @@ pub const MAX_RECORD_LEN: usize =
     RECORD_FIXED_LEN + MAX_ENDPOINTS * MAX_ENDPOINT_LEN + MAX_ROUTES * MAX_ROUTE_LEN;
 /// `type | sender | recipient | timestamp | echo | challenge`, then the record, then the mac.
 pub const HELLO_FIXED_LEN: usize = 1 + 2 * KEY_LEN + 8 + 2 * CHALLENGE_LEN + MAC_LEN;
-/// The largest legal Hello plaintext.
-pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_RECORD_LEN;
+/// `kind | length`.
+pub const EXTENSION_HEADER_LEN: usize = 2;
+/// At most this many extension fields per message.
+pub const MAX_EXTENSIONS: usize = 16;
+/// Extension kinds with this bit set must be understood: a decoder that does not know such a
+/// kind refuses the message. Others are skipped by decoders that do not know them.
+pub const EXT_CRITICAL: u8 = 0x80;
+/// Extension kind: the sender's software version (`crate::info`).
+pub const EXT_VERSION: u8 = 1;
+/// Extension kind: the sender's name (`crate::info`).
+pub const EXT_NAME: u8 = 2;
+/// Kinds this decoder understands.
+const KNOWN_EXTENSIONS: [u8; 2] = [EXT_VERSION, EXT_NAME];
+/// The largest extension block this release sends (version and name, see `crate::info`).
+pub const MAX_OWN_EXTENSIONS_LEN: usize =
+    2 * EXTENSION_HEADER_LEN + crate::info::MAX_VERSION_LEN + wgmesh_names::MAX_NAME_LEN;
+/// The largest Hello plaintext this release sends.
+pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_RECORD_LEN + MAX_OWN_EXTENSIONS_LEN;
 /// Gossip carries at most this many second-hand entries per datagram.
 pub const MAX_GOSSIP_ENTRIES: usize = 6;
 /// A gossiped record carries at most this many endpoints and no routes: routes from a member
@@ -77,6 +101,14 @@ impl MsgType {
     }
 }
 
+/// One extension field: `kind (1) | length (1) | value (length)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub kind: u8,
+    /// At most 255 bytes.
+    pub value: Vec<u8>,
+}
+
 /// "Who is there? Prove yourself." Sent without knowing the recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -84,6 +116,8 @@ pub struct Probe {
     pub timestamp: u64,
     /// Never all-zero.
     pub challenge: [u8; CHALLENGE_LEN],
+    /// Sent to unknown recipients (the previous release among them), so this release sends none.
+    pub extensions: Vec<Extension>,
 }
 
 /// A member's record with proof that the sender holds the private key of `sender`, bound to the
@@ -98,6 +132,9 @@ pub struct Hello {
     /// A challenge for the recipient to answer, or all-zero when no answer is wanted.
     pub challenge: [u8; CHALLENGE_LEN],
     pub record: Record,
+    /// Between the record and the MAC, so the MAC covers them. Only sent to members whose record
+    /// has [`crate::FLAG_EXTENSIONS`].
+    pub extensions: Vec<Extension>,
     /// Keyed BLAKE3 over every plaintext byte before it (see `proof`).
     pub mac: [u8; MAC_LEN],
 }
@@ -110,6 +147,7 @@ pub struct Goodbye {
     pub timestamp: u64,
     /// Random; (sender, nonce) is remembered so a replay changes nothing.
     pub nonce: [u8; CHALLENGE_LEN],
+    pub extensions: Vec<Extension>,
     pub mac: [u8; MAC_LEN],
 }
 
@@ -131,6 +169,7 @@ pub struct Gossip {
     pub sender: PublicKey,
     pub timestamp: u64,
     pub entries: Vec<GossipEntry>,
+    pub extensions: Vec<Extension>,
 }
 
 /// A decoded plaintext.
@@ -186,6 +225,10 @@ pub enum EncodeError {
     TooManyGossipEntries(usize),
     #[error("a gossiped record must carry no routes and at most {MAX_GOSSIP_ENDPOINTS} endpoints")]
     GossipRecordTooBig,
+    #[error("{0} extensions; at most {MAX_EXTENSIONS} are allowed")]
+    TooManyExtensions(usize),
+    #[error("extension {kind} is {len} bytes; at most 255 are allowed")]
+    ExtensionTooLong { kind: u8, len: usize },
 }
 
 /// Why a plaintext was refused.
@@ -217,6 +260,10 @@ pub enum DecodeError {
     TooManyGossipEntries(u8),
     #[error("a gossiped record carries routes or too many endpoints")]
     GossipRecordTooBig,
+    #[error("more than {MAX_EXTENSIONS} extensions")]
+    TooManyExtensions,
+    #[error("unknown critical extension {0}")]
+    UnknownCriticalExtension(u8),
 }
 
 /// Encodes a message. The MAC field is written as given; see [`crate::proof`] for computing it.
@@ -231,6 +278,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(m.sender.as_bytes());
             out.extend_from_slice(&m.timestamp.to_be_bytes());
             out.extend_from_slice(&m.challenge);
+            encode_extensions(&m.extensions, &mut out)?;
         }
         Message::Hello(m) => {
             if m.echo == [0; CHALLENGE_LEN] {
@@ -242,6 +290,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(&m.echo);
             out.extend_from_slice(&m.challenge);
             encode_record(&m.record, &mut out)?;
+            encode_extensions(&m.extensions, &mut out)?;
             out.extend_from_slice(&m.mac);
         }
         Message::Goodbye(m) => {
@@ -249,6 +298,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(m.recipient.as_bytes());
             out.extend_from_slice(&m.timestamp.to_be_bytes());
             out.extend_from_slice(&m.nonce);
+            encode_extensions(&m.extensions, &mut out)?;
             out.extend_from_slice(&m.mac);
         }
         Message::Gossip(m) => {
@@ -268,9 +318,28 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
                 out.extend_from_slice(&entry.control.port().to_be_bytes());
                 encode_record(&entry.record, &mut out)?;
             }
+            encode_extensions(&m.extensions, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// Appends an extension block (nothing for none: the previous release's layout).
+fn encode_extensions(extensions: &[Extension], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(EncodeError::TooManyExtensions(extensions.len()));
+    }
+    for extension in extensions {
+        let len =
+            u8::try_from(extension.value.len()).map_err(|_| EncodeError::ExtensionTooLong {
+                kind: extension.kind,
+                len: extension.value.len(),
+            })?;
+        out.push(extension.kind);
+        out.push(len);
+        out.extend_from_slice(&extension.value);
+    }
+    Ok(())
 }
 
 /// Checks a record against the bounds without encoding it.
@@ -342,6 +411,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 sender,
                 timestamp,
                 challenge,
+                extensions: r.extensions_then(0)?,
             })
         }
         MsgType::Hello => {
@@ -354,6 +424,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
             }
             let challenge = r.array()?;
             let record = decode_record(&mut r)?;
+            let extensions = r.extensions_then(MAC_LEN)?;
             let mac = r.array()?;
             Message::Hello(Hello {
                 sender,
@@ -362,6 +433,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 echo,
                 challenge,
                 record,
+                extensions,
                 mac,
             })
         }
@@ -370,6 +442,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
             recipient: r.key()?,
             timestamp: r.u64()?,
             nonce: r.array()?,
+            extensions: r.extensions_then(MAC_LEN)?,
             mac: r.array()?,
         }),
         MsgType::Gossip => {
@@ -396,9 +469,12 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 sender,
                 timestamp,
                 entries,
+                extensions: r.extensions_then(0)?,
             })
         }
     };
+    // Unreachable for a well-formed reader (the extension block runs to the end or the MAC),
+    // kept so no future field can be left unread silently.
     if !r.rest.is_empty() {
         return Err(DecodeError::TrailingBytes(r.rest.len()));
     }
@@ -494,6 +570,39 @@ impl Reader<'_> {
 
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// The extension block: every byte up to the last `tail` (the MAC, read next).
+    fn extensions_then(&mut self, tail: usize) -> Result<Vec<Extension>, DecodeError> {
+        let block_len = self
+            .rest
+            .len()
+            .checked_sub(tail)
+            .ok_or(DecodeError::Truncated)?;
+        let (block, after) = self.rest.split_at(block_len);
+        self.rest = after;
+        let mut block = Reader { rest: block };
+        let mut extensions = Vec::new();
+        while !block.rest.is_empty() {
+            if extensions.len() == MAX_EXTENSIONS {
+                return Err(DecodeError::TooManyExtensions);
+            }
+            let kind = block.u8()?;
+            let len = usize::from(block.u8()?);
+            if block.rest.len() < len {
+                return Err(DecodeError::Truncated);
+            }
+            let (value, rest) = block.rest.split_at(len);
+            block.rest = rest;
+            if kind & EXT_CRITICAL != 0 && !KNOWN_EXTENSIONS.contains(&kind) {
+                return Err(DecodeError::UnknownCriticalExtension(kind));
+            }
+            extensions.push(Extension {
+                kind,
+                value: value.to_vec(),
+            });
+        }
+        Ok(extensions)
     }
 
     fn key(&mut self) -> Result<PublicKey, DecodeError> {
