@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Peers(args) => query::peers(&args),
         Command::Reload(args) => query::reload(&args),
         Command::Down(args) => query::down(&args),
+        Command::Hosts(args) => query::hosts(&args),
         Command::InstallService(args) => service::install(&args),
         Command::UninstallService(args) => service::uninstall(&args),
     }

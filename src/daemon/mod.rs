@@ -195,6 +195,7 @@ async fn daemon(
         collision_counter: identity.collision_counter,
     };
     let shared = Shared::new(own, advertised.clone());
+    shared.lock().own_name = args.name.clone().or_else(exchange_io::default_name);
     let settings = DeviceSettings {
         private_key: private_key.clone(),
         listen_port,
@@ -242,8 +243,9 @@ async fn daemon(
         exchange_io::bind_control(control_port, (!args.no_lan).then_some(group), &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
     let record = exchange_io::own_record(&node, &shared.lock());
-    let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
+    let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
+    exchange.set_info(exchange_io::own_info(&shared.lock()));
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
     let cache_path = wgmesh_state::peer_cache_path(&args.location.state_dir, &interface);
     let cached = match wgmesh_state::load_peer_cache(&cache_path) {
@@ -340,7 +342,8 @@ async fn daemon(
         cancel.clone(),
     ));
     notifier.notify("READY=1\nSTATUS=mesh running");
-    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, "wgmesh up");
+    let name = shared.lock().own_name.as_ref().map(ToString::to_string);
+    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, name = name.unwrap_or_default(), version = crate::VERSION, "wgmesh up");
 
     let reload_ctx = reload::ReloadContext {
         path: args.location.reload_path(),
