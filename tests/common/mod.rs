@@ -120,6 +120,12 @@ impl Node {
 
     /// Starts `wgmesh up` in the node's namespace with the lab secret and `extra` flags.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_with(wgmesh_bin(), extra);
+    }
+
+    /// Like [`Node::start`], with another wgmesh binary (the upgrade lab runs the previous
+    /// release next to this one).
+    pub fn start_with(&mut self, binary: &str, extra: &[&str]) {
         assert!(self.child.is_none(), "node {} already running", self.index);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -130,7 +136,7 @@ impl Node {
             "netns".into(),
             "exec".into(),
             self.ns.clone(),
-            wgmesh_bin().into(),
+            binary.into(),
             "up".into(),
         ];
         args.extend([
