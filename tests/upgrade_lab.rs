@@ -27,6 +27,10 @@ fn previous_release_binary() -> &'static Path {
     BINARY.get_or_init(build_previous_release)
 }
 
+#[expect(
+    clippy::print_stderr,
+    reason = "test progress: how long the build of the previous release took"
+)]
 fn build_previous_release() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let commit = Command::new("git")

@@ -161,9 +161,7 @@ pub fn hosts(args: &QueryArgs) -> Result<(), CliError> {
     }
     output::line(format!(
         "# wgmesh {} mesh hosts ({} {})",
-        report.interface,
-        report.mesh_ipv4,
-        report.mesh_ipv6
+        report.interface, report.mesh_ipv4, report.mesh_ipv6
     ));
     for entry in &entries {
         output::line(format!("{}\t{}", entry.ipv4, entry.name));

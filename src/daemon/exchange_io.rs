@@ -544,10 +544,15 @@ impl ExchangeTask {
             )
         };
         self.second_hand.remove(&record.public_key);
-        let known = self.shared.lock().members.get(&record.public_key).map(|m| MemberInfo {
-            version: m.version.clone(),
-            name: m.name.clone(),
-        });
+        let known = self
+            .shared
+            .lock()
+            .members
+            .get(&record.public_key)
+            .map(|m| MemberInfo {
+                version: m.version.clone(),
+                name: m.name.clone(),
+            });
         let renamed = known
             .as_ref()
             .map(|k| k.name.clone())
@@ -556,7 +561,11 @@ impl ExchangeTask {
         if let Some(old) = renamed.filter(|old| *old != said.name) {
             tracing::info!(peer = %record.public_key.short(), old = ?old.as_ref().map(MemberName::as_str), new = ?said.name.as_ref().map(MemberName::as_str), "member renamed");
         }
-        let name_for_log = said.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let name_for_log = said
+            .name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let version_for_log = said.version.clone().unwrap_or_default();
         let member = Member {
             public_key: record.public_key,

@@ -101,7 +101,10 @@ impl ReloadContext {
             let name = name.or_else(default_name);
             let mut state = self.shared.lock();
             if state.own_name != name {
-                tracing::info!(name = name.as_ref().map(ToString::to_string).unwrap_or_default(), "announced name changed");
+                tracing::info!(
+                    name = name.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    "announced name changed"
+                );
                 state.own_name = name;
                 announce = true;
             }
