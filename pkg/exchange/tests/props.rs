@@ -104,6 +104,32 @@ proptest! {
         prop_assert_eq!(decode_message(&bytes).unwrap(), message);
     }
 
+    /// Unknown (non-critical) extensions survive decoding, in order: the codec stays canonical.
+    #[test]
+    fn hellos_with_extensions_round_trip(
+        record in record(),
+        extensions in prop::collection::vec(
+            (0u8..0x80, prop::collection::vec(any::<u8>(), 0..40)),
+            0..=wgmesh_exchange::MAX_EXTENSIONS,
+        ),
+    ) {
+        let message = Message::Hello(Hello {
+            sender: record.public_key,
+            recipient: record.public_key,
+            timestamp: 1,
+            echo: [1; 16],
+            challenge: [0; 16],
+            record,
+            extensions: extensions
+                .into_iter()
+                .map(|(kind, value)| wgmesh_exchange::Extension { kind, value })
+                .collect(),
+            mac: [2; 32],
+        });
+        let bytes = encode_message(&message).unwrap();
+        prop_assert_eq!(decode_message(&bytes).unwrap(), message);
+    }
+
     #[test]
     fn every_prefix_of_a_valid_message_is_refused(record in record()) {
         let message = Message::Hello(Hello {
