@@ -553,20 +553,13 @@ impl ExchangeTask {
                 version: m.version.clone(),
                 name: m.name.clone(),
             });
-        let renamed = known
-            .as_ref()
-            .map(|k| k.name.clone())
-            .filter(|_| info != PeerInfo::NotSent);
-        let said = info.merge(known);
-        if let Some(old) = renamed.filter(|old| *old != said.name) {
-            tracing::info!(peer = %record.public_key.short(), old = ?old.as_ref().map(MemberName::as_str), new = ?said.name.as_ref().map(MemberName::as_str), "member renamed");
+        let said = info.merge(known.clone());
+        if let Some(old) = known.filter(|k| k.name.is_some() && k.name != said.name) {
+            let show = |name: &Option<MemberName>| name.as_ref().map(ToString::to_string);
+            tracing::info!(peer = %record.public_key.short(), old = ?show(&old.name), new = ?show(&said.name), "member renamed");
         }
-        let name_for_log = said
-            .name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let version_for_log = said.version.clone().unwrap_or_default();
+        let name_for_log = said.name.as_ref().map(ToString::to_string);
+        let version_for_log = said.version.clone();
         let member = Member {
             public_key: record.public_key,
             mesh_ipv4: record.mesh_ipv4,
@@ -587,7 +580,7 @@ impl ExchangeTask {
         let change = self.shared.lock().members.upsert(member);
         match change {
             MemberChange::New => {
-                tracing::info!(peer = %record.public_key.short(), name = %name_for_log, version = %version_for_log, mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
+                tracing::info!(peer = %record.public_key.short(), name = name_for_log.unwrap_or_default(), version = version_for_log.unwrap_or_default(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
                 self.last_join = tokio::time::Instant::now();
                 let _ = self.reconcile.try_send(());
                 self.gossip_about_newcomer(&record.public_key).await;
