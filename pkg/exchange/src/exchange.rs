@@ -417,8 +417,12 @@ impl Exchange {
     }
 
     /// Replaces our version and name (at start, after a reload). Like a new record, it reaches
-    /// members with the next exchange: probe them to push it.
-    pub fn set_info(&mut self, info: MemberInfo) {
+    /// members with the next exchange: probe them to push it. The version is bounded here like a
+    /// received one, so every Hello we build fits its datagram (a name is bounded by its type).
+    pub fn set_info(&mut self, mut info: MemberInfo) {
+        info.version = info
+            .version
+            .and_then(|v| crate::info::sanitize_version(v.as_bytes()));
         self.info = info;
     }
 

@@ -340,3 +340,19 @@ fn hello_with_challenge(
     }
     hello
 }
+
+/// Our own fields are bounded whatever the caller sets, so a Hello always fits its datagram.
+#[test]
+fn an_oversized_version_of_our_own_is_cut_to_the_bound() {
+    let (mut a, mut b) = (member(1), member(2));
+    a.exchange.set_info(MemberInfo {
+        version: Some("v".repeat(300)),
+        name: None,
+    });
+    assert_eq!(
+        a.exchange.info().version.as_deref().map(str::len),
+        Some(wgmesh_exchange::MAX_VERSION_LEN)
+    );
+    handshake(&mut a, &mut b, NOW);
+    handshake(&mut b, &mut a, NOW + 1_000);
+}
