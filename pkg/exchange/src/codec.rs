@@ -5,14 +5,10 @@
 //! All integers are big-endian. The first byte of every plaintext is the message type, so the MAC
 //! transcript of a Hello can never be mistaken for that of a Goodbye.
 //!
-//! Every message is `fixed part | extension block | mac (Hello and Goodbye)`. The extension block
-//! is a run of `kind (1) | length (1) | value` fields up to the MAC (or the end): empty in what
-//! the previous release (whose decoder refused any byte after the fixed part) sent and accepts,
-//! and how fields are added without splitting a mixed fleet (docs/exchange-protocol.md,
-//! "Compatibility"). The decoder keeps every field it does not know, in order, so a message
-//! re-encodes to the same bytes, and only a field whose kind has [`EXT_CRITICAL`] set and that
-//! it does not know makes it refuse the message.
+//! Every message is `fixed part | extension block | mac (Hello and Goodbye)`; the block (see
+//! `crate::extension`) is empty in what the previous release sent and accepts.
 
+use crate::extension::{self, Extension, encode_extensions};
 use crate::record::{Endpoint, EndpointKind, MAX_ENDPOINTS, MAX_ROUTES, Record};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,24 +35,9 @@ pub const MAX_RECORD_LEN: usize =
     RECORD_FIXED_LEN + MAX_ENDPOINTS * MAX_ENDPOINT_LEN + MAX_ROUTES * MAX_ROUTE_LEN;
 /// `type | sender | recipient | timestamp | echo | challenge`, then the record, then the mac.
 pub const HELLO_FIXED_LEN: usize = 1 + 2 * KEY_LEN + 8 + 2 * CHALLENGE_LEN + MAC_LEN;
-/// `kind | length`.
-pub const EXTENSION_HEADER_LEN: usize = 2;
-/// At most this many extension fields per message.
-pub const MAX_EXTENSIONS: usize = 16;
-/// Extension kinds with this bit set must be understood: a decoder that does not know such a
-/// kind refuses the message. Others are skipped by decoders that do not know them.
-pub const EXT_CRITICAL: u8 = 0x80;
-/// Extension kind: the sender's software version (`crate::info`).
-pub const EXT_VERSION: u8 = 1;
-/// Extension kind: the sender's name (`crate::info`).
-pub const EXT_NAME: u8 = 2;
-/// Kinds this decoder understands.
-const KNOWN_EXTENSIONS: [u8; 2] = [EXT_VERSION, EXT_NAME];
-/// The largest extension block this release sends (version and name, see `crate::info`).
-pub const MAX_OWN_EXTENSIONS_LEN: usize =
-    2 * EXTENSION_HEADER_LEN + crate::info::MAX_VERSION_LEN + wgmesh_names::MAX_NAME_LEN;
 /// The largest Hello plaintext this release sends.
-pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_RECORD_LEN + MAX_OWN_EXTENSIONS_LEN;
+pub const MAX_HELLO_LEN: usize =
+    HELLO_FIXED_LEN + MAX_RECORD_LEN + extension::MAX_OWN_EXTENSIONS_LEN;
 /// Gossip carries at most this many second-hand entries per datagram.
 pub const MAX_GOSSIP_ENTRIES: usize = 6;
 /// A gossiped record carries at most this many endpoints and no routes: routes from a member
@@ -99,14 +80,6 @@ impl MsgType {
             _ => None,
         }
     }
-}
-
-/// One extension field: `kind (1) | length (1) | value (length)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extension {
-    pub kind: u8,
-    /// At most 255 bytes.
-    pub value: Vec<u8>,
 }
 
 /// "Who is there? Prove yourself." Sent without knowing the recipient.
@@ -225,7 +198,7 @@ pub enum EncodeError {
     TooManyGossipEntries(usize),
     #[error("a gossiped record must carry no routes and at most {MAX_GOSSIP_ENDPOINTS} endpoints")]
     GossipRecordTooBig,
-    #[error("{0} extensions; at most {MAX_EXTENSIONS} are allowed")]
+    #[error("{0} extensions; at most {max} are allowed", max = extension::MAX_EXTENSIONS)]
     TooManyExtensions(usize),
     #[error("extension {kind} is {len} bytes; at most 255 are allowed")]
     ExtensionTooLong { kind: u8, len: usize },
@@ -260,7 +233,7 @@ pub enum DecodeError {
     TooManyGossipEntries(u8),
     #[error("a gossiped record carries routes or too many endpoints")]
     GossipRecordTooBig,
-    #[error("more than {MAX_EXTENSIONS} extensions")]
+    #[error("more than {max} extensions", max = extension::MAX_EXTENSIONS)]
     TooManyExtensions,
     #[error("unknown critical extension {0}")]
     UnknownCriticalExtension(u8),
@@ -322,24 +295,6 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
         }
     }
     Ok(out)
-}
-
-/// Appends an extension block (nothing for none: the previous release's layout).
-fn encode_extensions(extensions: &[Extension], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    if extensions.len() > MAX_EXTENSIONS {
-        return Err(EncodeError::TooManyExtensions(extensions.len()));
-    }
-    for extension in extensions {
-        let len =
-            u8::try_from(extension.value.len()).map_err(|_| EncodeError::ExtensionTooLong {
-                kind: extension.kind,
-                len: extension.value.len(),
-            })?;
-        out.push(extension.kind);
-        out.push(len);
-        out.extend_from_slice(&extension.value);
-    }
-    Ok(())
 }
 
 /// Checks a record against the bounds without encoding it.
@@ -581,28 +536,7 @@ impl Reader<'_> {
             .ok_or(DecodeError::Truncated)?;
         let (block, after) = self.rest.split_at(block_len);
         self.rest = after;
-        let mut block = Reader { rest: block };
-        let mut extensions = Vec::new();
-        while !block.rest.is_empty() {
-            if extensions.len() == MAX_EXTENSIONS {
-                return Err(DecodeError::TooManyExtensions);
-            }
-            let kind = block.u8()?;
-            let len = usize::from(block.u8()?);
-            if block.rest.len() < len {
-                return Err(DecodeError::Truncated);
-            }
-            let (value, rest) = block.rest.split_at(len);
-            block.rest = rest;
-            if kind & EXT_CRITICAL != 0 && !KNOWN_EXTENSIONS.contains(&kind) {
-                return Err(DecodeError::UnknownCriticalExtension(kind));
-            }
-            extensions.push(Extension {
-                kind,
-                value: value.to_vec(),
-            });
-        }
-        Ok(extensions)
+        extension::decode_block(block)
     }
 
     fn key(&mut self) -> Result<PublicKey, DecodeError> {

@@ -4,7 +4,7 @@
 //! Both come from other members and end up in terminals, JSON and `/etc/hosts` lines, so they
 //! are bounded and sanitised here, on the way in, whatever the sender put on the wire.
 
-use crate::codec::{EXT_NAME, EXT_VERSION, Extension};
+use crate::extension::{EXT_NAME, EXT_VERSION, Extension};
 use wgmesh_names::MemberName;
 
 /// The longest version string carried (`0.2.0`, `0.2.0-rc.1+git.1a2b3c4d`, ...).

@@ -11,6 +11,7 @@
 
 mod codec;
 mod exchange;
+mod extension;
 mod info;
 mod limiter;
 mod order;
@@ -20,15 +21,18 @@ mod replay;
 mod seal;
 
 pub use codec::{
-    CHALLENGE_LEN, DecodeError, EXT_CRITICAL, EXT_NAME, EXT_VERSION, EXTENSION_HEADER_LEN,
-    EncodeError, Extension, GOODBYE_LEN, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
-    MAX_EXTENSIONS, MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, MAX_GOSSIP_LEN, MAX_HELLO_LEN,
-    MAX_OWN_EXTENSIONS_LEN, MAX_RECORD_LEN, Message, MsgType, PROBE_LEN, Probe, decode_message,
-    decode_record_exact, encode_message, encode_record,
+    CHALLENGE_LEN, DecodeError, EncodeError, GOODBYE_LEN, Goodbye, Gossip, GossipEntry, Hello,
+    MAC_LEN, MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, MAX_GOSSIP_LEN, MAX_HELLO_LEN,
+    MAX_RECORD_LEN, Message, MsgType, PROBE_LEN, Probe, decode_message, decode_record_exact,
+    encode_message, encode_record,
 };
 pub use exchange::{
     DropCounters, DropReason, ENTROPY_LEN, Entropy, Event, Exchange, ExchangeConfig, ExchangeError,
     Handled, Millis, RecordError,
+};
+pub use extension::{
+    EXT_CRITICAL, EXT_NAME, EXT_VERSION, EXTENSION_HEADER_LEN, Extension, MAX_EXTENSIONS,
+    MAX_OWN_EXTENSIONS_LEN,
 };
 pub use info::{MAX_VERSION_LEN, MemberInfo, PeerInfo, sanitize_version};
 pub use record::{
