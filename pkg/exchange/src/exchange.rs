@@ -5,14 +5,13 @@ use crate::codec::{
     self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
 };
-use crate::info::{MemberInfo, PeerInfo};
+use crate::info::{ExtensionPeers, MemberInfo, PeerInfo};
 use crate::limiter::RateLimiter;
 use crate::order::Order;
 use crate::proof;
 use crate::record::{FLAG_EXTENSIONS, Record};
 use crate::replay::{Challenges, ReplayCache};
 use crate::seal::{Gate, NONCE_LEN, OpenError};
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
@@ -21,10 +20,6 @@ use zeroize::Zeroizing;
 
 /// Unix time in milliseconds.
 pub type Millis = u64;
-
-/// Bound on the members remembered as accepting extensions. Only verified members are added; a
-/// forgotten one costs one more round trip before it hears our version and name again.
-const MAX_EXTENSION_PEERS: usize = 4_096;
 
 /// Tunables. The defaults are the protocol's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +336,7 @@ pub struct Exchange {
     /// Our version and name, sent to members that accept extensions.
     info: MemberInfo,
     /// Members whose latest verified record has [`FLAG_EXTENSIONS`].
-    extension_peers: HashSet<PublicKey>,
+    extension_peers: ExtensionPeers,
     config: ExchangeConfig,
     challenges: Challenges,
     replay: ReplayCache,
@@ -382,7 +377,7 @@ impl Exchange {
             public_key,
             record,
             info: MemberInfo::default(),
-            extension_peers: HashSet::new(),
+            extension_peers: ExtensionPeers::default(),
             challenges: Challenges::new(
                 config.max_outstanding_challenges,
                 config.challenge_lifetime_ms,
@@ -736,7 +731,7 @@ impl Exchange {
             .goodbye(now, goodbye.sender, goodbye.timestamp, expiry);
         // It may come back as an older release (a downgrade): do not send it extensions before
         // its new record says it accepts them.
-        self.extension_peers.remove(&goodbye.sender);
+        self.extension_peers.forget(&goodbye.sender);
         Ok(Handled {
             event: Some(Event::Goodbye {
                 key: goodbye.sender,
@@ -748,18 +743,10 @@ impl Exchange {
     /// Remembers whether a verified member accepts extensions (its latest record says so), and
     /// reads what its Hello said about itself.
     fn note_extensions(&mut self, hello: &Hello) -> PeerInfo {
-        if !hello.record.accepts_extensions() {
-            self.extension_peers.remove(&hello.sender);
+        let accepts = hello.record.accepts_extensions();
+        self.extension_peers.observe(hello.sender, accepts);
+        if !accepts {
             return PeerInfo::Legacy;
-        }
-        if !self.extension_peers.contains(&hello.sender) {
-            if self.extension_peers.len() >= MAX_EXTENSION_PEERS {
-                // Any one: forgetting a member only costs it a round trip later.
-                if let Some(evict) = self.extension_peers.iter().next().copied() {
-                    self.extension_peers.remove(&evict);
-                }
-            }
-            self.extension_peers.insert(hello.sender);
         }
         if hello.extensions.is_empty() {
             PeerInfo::NotSent
@@ -786,7 +773,7 @@ impl Exchange {
             record: self.record.clone(),
             // Only to members known to accept them: the previous release refuses a Hello with
             // any byte between the record and the MAC.
-            extensions: if self.extension_peers.contains(&recipient) {
+            extensions: if self.extension_peers.accepts(&recipient) {
                 self.info.to_extensions()
             } else {
                 Vec::new()

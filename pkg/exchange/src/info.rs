@@ -5,6 +5,8 @@
 //! are bounded and sanitised here, on the way in, whatever the sender put on the wire.
 
 use crate::extension::{EXT_NAME, EXT_VERSION, Extension};
+use std::collections::HashSet;
+use wgmesh_keys::PublicKey;
 use wgmesh_names::MemberName;
 
 /// The longest version string carried (`0.2.0`, `0.2.0-rc.1+git.1a2b3c4d`, ...).
@@ -74,6 +76,43 @@ impl PeerInfo {
     }
 }
 
+/// Bound on the members remembered as accepting extensions. Only verified members are added; a
+/// forgotten one costs one more round trip before it hears our version and name again.
+const MAX_EXTENSION_PEERS: usize = 4_096;
+
+/// Which members accept extensions: those whose latest verified record has
+/// [`crate::FLAG_EXTENSIONS`]. Only they are sent extension fields.
+#[derive(Debug, Default)]
+pub(crate) struct ExtensionPeers {
+    keys: HashSet<PublicKey>,
+}
+
+impl ExtensionPeers {
+    /// Notes what a member's latest verified record says.
+    pub(crate) fn observe(&mut self, key: PublicKey, accepts: bool) {
+        if !accepts {
+            self.keys.remove(&key);
+            return;
+        }
+        if !self.keys.contains(&key) && self.keys.len() >= MAX_EXTENSION_PEERS {
+            // Any one: forgetting a member only costs it a round trip later.
+            if let Some(evict) = self.keys.iter().next().copied() {
+                self.keys.remove(&evict);
+            }
+        }
+        self.keys.insert(key);
+    }
+
+    /// After its Goodbye: it may come back as an older release.
+    pub(crate) fn forget(&mut self, key: &PublicKey) {
+        self.keys.remove(key);
+    }
+
+    pub(crate) fn accepts(&self, key: &PublicKey) -> bool {
+        self.keys.contains(key)
+    }
+}
+
 /// Printable ASCII only (no spaces or control characters, which could rewrite a terminal), at
 /// most [`MAX_VERSION_LEN`] bytes; anything else becomes `?`. `None` for nothing.
 pub fn sanitize_version(bytes: &[u8]) -> Option<String> {
@@ -134,6 +173,28 @@ mod tests {
             },
         ]);
         assert_eq!(empty, MemberInfo::default());
+    }
+
+    #[test]
+    fn extension_peers_follow_the_latest_record_and_stay_bounded() {
+        let key = |n: u32| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&n.to_be_bytes());
+            PublicKey::from_bytes(bytes)
+        };
+        let mut peers = ExtensionPeers::default();
+        peers.observe(key(1), true);
+        assert!(peers.accepts(&key(1)));
+        peers.observe(key(1), false);
+        assert!(!peers.accepts(&key(1)), "downgraded");
+        peers.observe(key(1), true);
+        peers.forget(&key(1));
+        assert!(!peers.accepts(&key(1)), "said goodbye");
+        for n in 0..(MAX_EXTENSION_PEERS as u32 + 100) {
+            peers.observe(key(n), true);
+        }
+        assert_eq!(peers.keys.len(), MAX_EXTENSION_PEERS);
+        assert!(peers.accepts(&key(MAX_EXTENSION_PEERS as u32 + 99)));
     }
 
     #[test]
