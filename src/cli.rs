@@ -32,6 +32,8 @@ pub enum Command {
     Reload(QueryArgs),
     /// Stop the running daemon and wait until it is gone.
     Down(QueryArgs),
+    /// Print /etc/hosts lines for the mesh: each member's mesh IPv4 and IPv6 and its name.
+    Hosts(QueryArgs),
     /// Install the systemd unit and store the secret as a credential.
     InstallService(Box<InstallArgs>),
     /// Remove the systemd unit and the stored credential.
@@ -223,6 +225,10 @@ pub struct UpOptions {
     /// address other than loopback is logged as a warning).
     #[arg(long, env = "WGMESH_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The name announced to the mesh (lowercase letters, digits, '-'; at most 63). Default:
+    /// the system host name. The reload key `name=` overrides it.
+    #[arg(long, env = "WGMESH_NAME", value_name = "NAME")]
+    pub name: Option<wgmesh_names::MemberName>,
 }
 
 #[derive(Debug, Args)]

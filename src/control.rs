@@ -45,6 +45,13 @@ pub struct StatusReport {
     /// Control-port datagrams since the daemon started.
     #[serde(default)]
     pub exchange: ExchangeCounters,
+    /// This daemon's version (null from a daemon older than the field: `status` may run a newer
+    /// binary than the daemon during an upgrade).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The name this host announces to the mesh.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// What the control port received: how many datagrams cost an AEAD open, and how many were
@@ -80,6 +87,15 @@ pub struct PeerReport {
     pub routes: Vec<String>,
     /// The member (public key) this peer's traffic goes through when no direct path works.
     pub relayed_via: Option<String>,
+    /// The version the member announced; null for a release that does not announce one.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The name the member announced, as this host shows it: bare, or `name~<key prefix>` when
+    /// another member was verified under it first (`name_contested`). Null if it announced none.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub name_contested: bool,
 }
 
 /// The outcome of the latest reload.

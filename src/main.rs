@@ -12,6 +12,9 @@ mod secret_source;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
 
+/// This build's version, as `--version`, `status` and the exchange protocol show it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Exit codes (DESIGN.md §5).
 pub mod exit {
     pub const OK: u8 = 0;

@@ -41,7 +41,7 @@ fn dirs(root: &Path) -> [String; 4] {
 fn commands_without_a_daemon_exit_3() {
     let root = tempfile::tempdir().unwrap();
     let [a, b, c, d] = dirs(root.path());
-    for command in ["status", "peers", "reload", "down"] {
+    for command in ["status", "peers", "reload", "down", "hosts"] {
         for json in [false, true] {
             let mut args = vec![command, "--interface", "wgnothere", &a, &b, &c, &d];
             if json {
@@ -106,10 +106,19 @@ fn bad_flags_exit_2() {
         vec!["up", "--mtu", "100"],
         vec!["up", "--backend", "magic"],
         vec!["status", "--interface", "a/b"],
+        vec!["up", "--name", "web_1"],
+        vec!["up", "--name", "-web"],
+        vec!["up", "--name", &"a".repeat(64)],
     ] {
         let out = wgmesh(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
+    let out = wgmesh(&["up", "--name", "web_1"]);
+    assert!(
+        stderr(&out).contains("name \"web_1\" contains '_' at position 4"),
+        "{}",
+        stderr(&out)
+    );
     let root = tempfile::tempdir().unwrap();
     let secret = root.path().join("secret");
     std::fs::write(
@@ -667,4 +676,14 @@ fn up_reads_flags_from_the_environment() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--mtu"), "{}", stderr(&out));
     assert!(!root.path().join("state").exists(), "nothing touched");
+}
+
+#[test]
+fn version_prints_this_builds_version() {
+    let out = wgmesh(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wgmesh {}", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -302,10 +302,10 @@ fn a_restart_applies_the_reload_file_before_ready() {
         .unwrap();
     std::fs::write(
         lab.nodes[0].reload_path(),
-        "advertise-routes=192.168.78.0/24\nlog-level=debug\n",
+        "advertise-routes=192.168.78.0/24\nlog-level=debug\nname=from-file\n",
     )
     .unwrap();
-    lab.nodes[0].start_with_env(&[], &from_env);
+    lab.nodes[0].start_with_env(&["--name", "from-flag"], &from_env);
     lab.nodes[1].start(&[]);
     lab.wait_for_full_mesh(FORMATION);
     let status = lab.nodes[0].status_ok();
@@ -314,6 +314,7 @@ fn a_restart_applies_the_reload_file_before_ready() {
         serde_json::json!(["192.168.78.0/24"])
     );
     assert_eq!(status["reload"]["ok"], true);
+    assert_eq!(status["name"], "from-file");
     let log = lab.nodes[0].log();
     let reload_file = lab.nodes[0].reload_path().display().to_string();
     assert!(
@@ -328,6 +329,12 @@ fn a_restart_applies_the_reload_file_before_ready() {
         )),
         "{log}"
     );
+    assert!(
+        log.contains(&format!(
+            "key=\"name\" value=from-file source=reload file {reload_file}"
+        )),
+        "{log}"
+    );
     wait_until(FORMATION, "the reload file's route on the peer", || {
         lab.nodes[1]
             .routes(&["proto", "77"])
@@ -338,7 +345,7 @@ fn a_restart_applies_the_reload_file_before_ready() {
     // variable's value, says why, and a fixed file reloads as usual.
     lab.nodes[0].kill9();
     std::fs::write(lab.nodes[0].reload_path(), "advertise-routes=bogus\n").unwrap();
-    lab.nodes[0].start_with_env(&[], &from_env);
+    lab.nodes[0].start_with_env(&["--name", "from-flag"], &from_env);
     lab.wait_for_full_mesh(FORMATION);
     let status = lab.nodes[0].status_ok();
     assert_eq!(
@@ -346,6 +353,7 @@ fn a_restart_applies_the_reload_file_before_ready() {
         serde_json::json!(["192.168.50.0/24"])
     );
     assert_eq!(status["reload"]["ok"], false);
+    assert_eq!(status["name"], "from-flag");
     let why = status["reload"]["messages"][0].as_str().unwrap();
     assert!(
         why.contains("line 1: advertise-routes: \"bogus\" is not a CIDR")

@@ -119,6 +119,17 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
     let key = |node: &Node| node.status_ok()["public_key"].as_str().unwrap().to_owned();
     let (key2, key3) = (key(node2), key(node3));
     let (prefix2, prefix3) = (&key2[..8], &key3[..8]);
+    // Per-peer labels: the key prefix, and the name as node 1's status shows it (the lab's
+    // nodes share the host name, so all but the first verified carry their key prefix).
+    let peers = node1.status_ok()["peers"].as_array().unwrap().clone();
+    let labels = |key: &str| {
+        let peer = peers.iter().find(|p| p["public_key"] == key).unwrap();
+        match peer["name"].as_str() {
+            Some(name) => format!("{{peer=\"{}\",name=\"{name}\"}}", &key[..8]),
+            None => format!("{{peer=\"{}\"}}", &key[..8]),
+        }
+    };
+    let (labels2, labels3) = (labels(&key2), labels(&key3));
 
     // Off by default: the node without the flag listens on no TCP port at all.
     let listening = node3.exec("ss", &["-Hltn"]);
@@ -146,11 +157,9 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
         "a pass that saw both handshakes",
         || {
             let body = curl(node1, &url, &[]).1;
-            [prefix2, prefix3].iter().all(|prefix| {
-                body.contains(&format!(
-                    "wgmesh_peer_handshake_age_seconds{{peer=\"{prefix}\"}} "
-                ))
-            })
+            [&labels2, &labels3]
+                .iter()
+                .all(|labels| body.contains(&format!("wgmesh_peer_handshake_age_seconds{labels} ")))
         },
     );
     eprintln!("handshake age exposed {took:?} after the first ping");
@@ -192,9 +201,9 @@ fn prometheus_scrapes_a_mesh_node_and_promtool_accepts_the_metrics() {
         assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
     }
     for prefix in [
-        format!("wgmesh_peer_handshake_age_seconds{{peer=\"{prefix3}\"}} "),
-        format!("wgmesh_peer_rx_bytes_total{{peer=\"{prefix2}\"}} "),
-        format!("wgmesh_peer_tx_bytes_total{{peer=\"{prefix3}\"}} "),
+        format!("wgmesh_peer_handshake_age_seconds{labels3} "),
+        format!("wgmesh_peer_rx_bytes_total{labels2} "),
+        format!("wgmesh_peer_tx_bytes_total{labels3} "),
         "wgmesh_exchange_aead_opens_total ".to_owned(),
         "wgmesh_reconcile_duration_seconds_count ".to_owned(),
         "wgmesh_reconcile_device_writes_total ".to_owned(),

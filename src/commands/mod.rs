@@ -26,6 +26,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<(), CliError> {
         Command::Peers(args) => query::peers(&args),
         Command::Reload(args) => query::reload(&args),
         Command::Down(args) => query::down(&args),
+        Command::Hosts(args) => query::hosts(&args),
         Command::InstallService(args) => service::install(&args, sub),
         Command::UninstallService(args) => service::uninstall(&args),
         Command::GenerateDocs(args) => generate::run(&args),

@@ -46,6 +46,14 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
     ));
     output::line(format!("public key:  {}", report.public_key));
     output::line(format!(
+        "name:        {}",
+        report.name.as_deref().unwrap_or("-")
+    ));
+    output::line(format!(
+        "version:     {}",
+        report.version.as_deref().unwrap_or("unknown")
+    ));
+    output::line(format!(
         "mesh:        {}  {}",
         report.mesh_ipv4, report.mesh_ipv6
     ));
@@ -102,8 +110,8 @@ fn bytes(n: u64) -> String {
 
 fn print_peers(peers: &[PeerReport]) {
     output::line(format!(
-        "{:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} ROUTES",
-        "PEER", "MESH IPV4", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SOURCE"
+        "{:<10} {:<16} {:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} ROUTES",
+        "PEER", "NAME", "VERSION", "MESH IPV4", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SOURCE"
     ));
     for peer in peers {
         let routes = if peer.routes.is_empty() {
@@ -112,8 +120,10 @@ fn print_peers(peers: &[PeerReport]) {
             peer.routes.join(",")
         };
         output::line(format!(
-            "{:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} {}",
+            "{:<10} {:<16} {:<10} {:<15} {:<21} {:<10} {:>10} {:>10} {:<7} {}",
             &peer.public_key[..8.min(peer.public_key.len())],
+            peer.name.as_deref().unwrap_or("-"),
+            peer.version.as_deref().unwrap_or("-"),
             peer.mesh_ipv4,
             peer.endpoint.as_deref().unwrap_or("-"),
             ago(peer.last_handshake_unix),
@@ -126,6 +136,77 @@ fn print_peers(peers: &[PeerReport]) {
             routes,
         ));
     }
+}
+
+/// `wgmesh hosts`: one `/etc/hosts` line per mesh address of every named member, this host
+/// first. A contested name is printed only as `name~<key prefix>` (never bare), members that
+/// announce no name (older releases) are left out.
+pub fn hosts(args: &QueryArgs) -> Result<(), CliError> {
+    let report = fetch_status(args)?;
+    let entries = host_entries(&report);
+    if args.json {
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "name_contested": e.contested,
+                    "mesh_ipv4": e.ipv4,
+                    "mesh_ipv6": e.ipv6,
+                    "public_key": e.public_key,
+                    "self": e.own,
+                })
+            })
+            .collect();
+        output::json(&serde_json::Value::Array(list));
+        return Ok(());
+    }
+    output::line(format!(
+        "# wgmesh {} mesh hosts ({} {})",
+        report.interface, report.mesh_ipv4, report.mesh_ipv6
+    ));
+    for entry in &entries {
+        output::line(format!("{}\t{}", entry.ipv4, entry.name));
+        output::line(format!("{}\t{}", entry.ipv6, entry.name));
+    }
+    Ok(())
+}
+
+struct HostEntry<'a> {
+    name: &'a str,
+    contested: bool,
+    ipv4: &'a str,
+    ipv6: &'a str,
+    public_key: &'a str,
+    own: bool,
+}
+
+fn host_entries(report: &StatusReport) -> Vec<HostEntry<'_>> {
+    let own = report.name.as_deref().map(|name| HostEntry {
+        name,
+        contested: false,
+        ipv4: &report.mesh_ipv4,
+        ipv6: &report.mesh_ipv6,
+        public_key: &report.public_key,
+        own: true,
+    });
+    let peers = report.peers.iter().filter_map(|peer| {
+        let name = peer.name.as_deref()?;
+        // The daemon shows a contested name with its key suffix; a daemon that did not (or a
+        // corrupted answer) must still never put a contested name bare into a hosts file.
+        if peer.name_contested && !name.contains('~') {
+            return None;
+        }
+        Some(HostEntry {
+            name,
+            contested: peer.name_contested,
+            ipv4: &peer.mesh_ipv4,
+            ipv6: &peer.mesh_ipv6,
+            public_key: &peer.public_key,
+            own: false,
+        })
+    });
+    own.into_iter().chain(peers).collect()
 }
 
 fn daemon_pid(args: &QueryArgs) -> Result<i32, CliError> {

@@ -12,9 +12,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
-use wgmesh_exchange::{Endpoint, EndpointKind, Entropy, Event, Exchange, GossipEntry, Record};
+use wgmesh_exchange::{
+    Endpoint, EndpointKind, Entropy, Event, Exchange, GossipEntry, MemberInfo, PeerInfo, Record,
+};
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, Source};
+use wgmesh_names::MemberName;
 use wgmesh_state::NodeIdentity;
 
 /// Largest datagram the protocol produces; bigger ones are read truncated and dropped.
@@ -97,6 +100,22 @@ pub fn own_record(node: &NodeInfo, state: &MeshState) -> Record {
         },
         timestamp: now_ms() / 1000,
     }
+}
+
+/// The name to announce when neither `--name` nor the reload file sets one: the system host
+/// name's first label, sanitised (`Web-01.example.com` → `web-01`); none if nothing usable.
+pub fn default_name() -> Option<MemberName> {
+    let host = nix::unistd::gethostname().ok()?;
+    let name = MemberName::from_host_name(&host.to_string_lossy());
+    if name.is_none() {
+        tracing::warn!(host = %host.to_string_lossy(), "the host name gives no usable member name; announcing none (set one with --name)");
+    }
+    name
+}
+
+/// Our version and name, as the exchange announces them.
+pub fn own_info(state: &MeshState) -> MemberInfo {
+    MemberInfo::new(crate::VERSION, state.own_name.clone())
 }
 
 /// Binds the control socket: all IPv4 addresses, joined to the LAN group on every interface.
@@ -234,6 +253,8 @@ impl ExchangeTask {
                         if let Err(err) = self.exchange.set_record(*record) {
                             tracing::error!(error = %err, "cannot announce our record");
                         }
+                        let info = own_info(&self.shared.lock());
+                        self.exchange.set_info(info);
                         self.probe_members().await;
                     }
                     Some(Command::Goodbye(done)) => {
@@ -412,7 +433,9 @@ impl ExchangeTask {
             self.send(reply, from).await;
         }
         match handled.event {
-            Some(Event::Verified { record, from }) => self.on_verified(record, from).await,
+            Some(Event::Verified { record, from, info }) => {
+                self.on_verified(record, from, info).await;
+            }
             Some(Event::Goodbye { key }) => {
                 if let Some(gone) = self.shared.lock().members.remove(&key) {
                     tracing::info!(peer = %key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member said goodbye");
@@ -461,7 +484,7 @@ impl ExchangeTask {
         );
     }
 
-    async fn on_verified(&mut self, record: Record, from: SocketAddr) {
+    async fn on_verified(&mut self, record: Record, from: SocketAddr, info: PeerInfo) {
         let own = self.shared.lock().own;
         if record.mesh_ipv4 == own.ipv4 {
             self.on_collision(&record).await;
@@ -521,6 +544,22 @@ impl ExchangeTask {
             )
         };
         self.second_hand.remove(&record.public_key);
+        let known = self
+            .shared
+            .lock()
+            .members
+            .get(&record.public_key)
+            .map(|m| MemberInfo {
+                version: m.version.clone(),
+                name: m.name.clone(),
+            });
+        let said = info.merge(known.clone());
+        if let Some(old) = known.filter(|k| k.name.is_some() && k.name != said.name) {
+            let show = |name: &Option<MemberName>| name.as_ref().map(ToString::to_string);
+            tracing::info!(peer = %record.public_key.short(), old = ?show(&old.name), new = ?show(&said.name), "member renamed");
+        }
+        let name_for_log = said.name.as_ref().map(ToString::to_string);
+        let version_for_log = said.version.clone();
         let member = Member {
             public_key: record.public_key,
             mesh_ipv4: record.mesh_ipv4,
@@ -534,11 +573,14 @@ impl ExchangeTask {
             last_seen_ms: now_ms(),
             moved_at_ms: 0,
             relay_via,
+            name: said.name,
+            version: said.version,
+            name_claim: 0,
         };
         let change = self.shared.lock().members.upsert(member);
         match change {
             MemberChange::New => {
-                tracing::info!(peer = %record.public_key.short(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
+                tracing::info!(peer = %record.public_key.short(), name = name_for_log.unwrap_or_default(), version = version_for_log.unwrap_or_default(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
                 self.last_join = tokio::time::Instant::now();
                 let _ = self.reconcile.try_send(());
                 self.gossip_about_newcomer(&record.public_key).await;
@@ -610,6 +652,10 @@ impl ExchangeTask {
                 last_seen_ms: now_ms(),
                 moved_at_ms: 0,
                 relay_via: Some(relay),
+                // Gossip is second-hand: a name is only taken from the member itself.
+                name: None,
+                version: None,
+                name_claim: 0,
             };
             self.shared.lock().members.upsert(member);
             tracing::info!(peer = %key.short(), mesh_ipv4 = %record.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");

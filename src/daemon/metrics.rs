@@ -211,9 +211,9 @@ impl wgmesh_metrics::SnapshotSource for DaemonView {
 fn peer_sample(peer: &PeerReport, now_unix: u64) -> PeerSample {
     PeerSample {
         peer: peer.public_key.chars().take(8).collect(),
-        // Peer names (issue 12, item 4) are not in `PeerReport` yet: once they are, map the
-        // name here and every per-peer metric gains a `name` label.
-        name: None,
+        // As status shows it: a contested name carries the key prefix, so two peers never
+        // share a label set.
+        name: peer.name.clone(),
         handshake_age_seconds: peer
             .last_handshake_unix
             .map(|then| now_unix.saturating_sub(then) as f64),
@@ -327,6 +327,9 @@ mod tests {
             source: "lan".to_owned(),
             routes: vec![],
             relayed_via: None,
+            version: None,
+            name: Some("web~AbCdEfGh".to_owned()),
+            name_contested: true,
         }
     }
 
@@ -337,6 +340,7 @@ mod tests {
             1_042,
         );
         assert_eq!(sample.peer, "AbCdEfGh");
+        assert_eq!(sample.name.as_deref(), Some("web~AbCdEfGh"));
         assert_eq!(sample.handshake_age_seconds, Some(42.0));
         assert_eq!((sample.rx_bytes, sample.tx_bytes), (10, 20));
         assert_eq!(

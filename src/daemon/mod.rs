@@ -91,6 +91,18 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     };
     let level = log_level.as_deref().unwrap_or(&options.log_level);
     tracing::info!(key = "log-level", value = %level, source = %level_source, "configuration");
+    // `name=` with no value in the file means the system host name, like no --name.
+    let file_name = reload_file.as_ref().and_then(|file| file.name.clone());
+    let name_source = if file_name.is_some() {
+        from_file.clone()
+    } else {
+        value_origin(matches, "name")
+    };
+    let name = file_name
+        .unwrap_or_else(|| options.name.clone())
+        .or_else(exchange_io::default_name);
+    let shown = name.as_ref().map(ToString::to_string).unwrap_or_default();
+    tracing::info!(key = "name", value = %shown, source = %name_source, "configuration");
     let file_routes = reload_file.and_then(|file| file.advertise_routes);
     let routes_source = if file_routes.is_some() {
         from_file
@@ -117,26 +129,36 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(daemon(
-        args,
-        keys,
-        identity,
+    let startup = Startup {
         advertised,
-        startup_report,
-        log,
-    ));
+        name,
+        reload: startup_report,
+    };
+    let result = runtime.block_on(daemon(args, keys, identity, startup, log));
     drop(pid_file);
     result.map_err(CliError::from)
+}
+
+/// The reloadable settings as startup resolved them (reload file over flags, DESIGN.md §6),
+/// and what reading the reload file reported.
+struct Startup {
+    advertised: Vec<ipnet::IpNet>,
+    name: Option<wgmesh_names::MemberName>,
+    reload: ReloadReport,
 }
 
 async fn daemon(
     args: UpArgs,
     keys: MeshKeys,
     identity: NodeIdentity,
-    advertised: Vec<ipnet::IpNet>,
-    startup_report: ReloadReport,
+    startup: Startup,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
+    let Startup {
+        advertised,
+        name,
+        reload: startup_report,
+    } = startup;
     let UpArgs {
         location, options, ..
     } = args;
@@ -239,6 +261,7 @@ async fn daemon(
         collision_counter: identity.collision_counter,
     };
     let shared = Shared::new(own, advertised.clone());
+    shared.lock().own_name = name;
     let settings = DeviceSettings {
         private_key: private_key.clone(),
         listen_port,
@@ -284,8 +307,9 @@ async fn daemon(
         exchange_io::bind_control(control_port, (!options.no_lan).then_some(group), &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
     let record = exchange_io::own_record(&node, &shared.lock());
-    let exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
+    let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
         .context("cannot build our exchange record")?;
+    exchange.set_info(exchange_io::own_info(&shared.lock()));
     let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
     let cache_path = wgmesh_state::peer_cache_path(&location.state_dir, &interface);
     let cached = match wgmesh_state::load_peer_cache(&cache_path) {
@@ -401,7 +425,8 @@ async fn daemon(
         cancel.clone(),
     ));
     notifier.notify("READY=1\nSTATUS=mesh running");
-    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, "wgmesh up");
+    let name = shared.lock().own_name.as_ref().map(ToString::to_string);
+    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, name = name.unwrap_or_default(), version = crate::VERSION, "wgmesh up");
 
     let reload_ctx = reload::ReloadContext {
         path: location.reload_path(),

@@ -1,6 +1,6 @@
 //! SIGHUP: re-read the reload file and apply it all-or-nothing (DESIGN.md §7).
 
-use super::exchange_io::{Command, own_record};
+use super::exchange_io::{Command, default_name, own_record};
 use super::lifecycle::{Notifier, monotonic_usec};
 use super::state::{NodeInfo, Shared};
 use crate::control::ReloadReport;
@@ -66,6 +66,7 @@ impl ReloadContext {
             }
             tracing::info!(%level, "log level changed");
         }
+        let mut announce = false;
         if let Some(routes) = file.advertise_routes {
             let changed = {
                 let mut state = self.shared.lock();
@@ -75,12 +76,29 @@ impl ReloadContext {
             };
             if changed {
                 tracing::info!(routes = ?routes, "advertised routes changed");
-                let record = own_record(&self.node, &self.shared.lock());
-                let _ = self
-                    .announce
-                    .send(Command::Announce(Box::new(record)))
-                    .await;
+                announce = true;
             }
+        }
+        if let Some(name) = file.name {
+            // An empty `name=` goes back to the system host name.
+            let name = name.or_else(default_name);
+            let mut state = self.shared.lock();
+            if state.own_name != name {
+                tracing::info!(
+                    name = name.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    "announced name changed"
+                );
+                state.own_name = name;
+                announce = true;
+            }
+        }
+        if announce {
+            // The exchange task takes our name from the shared state along with the record.
+            let record = own_record(&self.node, &self.shared.lock());
+            let _ = self
+                .announce
+                .send(Command::Announce(Box::new(record)))
+                .await;
         }
         let _ = self.reconcile.try_send(());
         (true, messages)

@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 use wgmesh_device::{BackendKind, DeviceState, PeerConfig, PeerState};
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{AcceptedRoutes, MemberTable};
+use wgmesh_names::MemberName;
 
 /// Facts fixed at startup.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct MeshState {
     pub clock_skew: ClockSkew,
     /// The exchange's drop counters, copied after every datagram for `status`.
     pub exchange: wgmesh_exchange::DropCounters,
+    /// The name we announce (`--name`, the reload key `name=`, or the system host name).
+    pub own_name: Option<MemberName>,
 }
 
 /// Exchange messages refused because the sender's clock is outside the timestamp window
@@ -110,6 +113,7 @@ impl Shared {
             accepted: AcceptedRoutes::default(),
             exchange: wgmesh_exchange::DropCounters::default(),
             clock_skew: ClockSkew::default(),
+            own_name: None,
         })))
     }
 
@@ -177,12 +181,19 @@ pub fn status_report(
     reload: ReloadReport,
     reconcile: ReconcileCounters,
 ) -> StatusReport {
+    let naming = state
+        .members
+        .naming(state.own_name.as_ref().map(|name| (node.public_key, name)));
     let peers = state
         .members
         .iter()
         .map(|member| {
             let observed = device.and_then(|d| d.peer(&member.public_key));
+            let named = naming.get(&member.public_key);
             PeerReport {
+                version: member.version.clone(),
+                name: named.map(|n| n.display().to_owned()),
+                name_contested: named.is_some_and(|n| n.contested),
                 public_key: member.public_key.to_base64(),
                 mesh_ipv4: member.mesh_ipv4.to_string(),
                 mesh_ipv6: member.mesh_ipv6.to_string(),
@@ -231,6 +242,8 @@ pub fn status_report(
                 .collect(),
             last_clock_offset_secs: state.clock_skew.last_offset_secs,
         },
+        version: Some(crate::VERSION.to_owned()),
+        name: state.own_name.as_ref().map(ToString::to_string),
     }
 }
 

@@ -120,11 +120,21 @@ impl Node {
 
     /// Starts `wgmesh up` in the node's namespace with the lab secret and `extra` flags.
     pub fn start(&mut self, extra: &[&str]) {
-        self.start_with_env(extra, &[]);
+        self.launch(wgmesh_bin(), extra, &[]);
     }
 
     /// Like [`Node::start`], with `WGMESH_*` variables set as an env file would set them.
     pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        self.launch(wgmesh_bin(), extra, env);
+    }
+
+    /// Like [`Node::start`], with another wgmesh binary (the upgrade lab runs the previous
+    /// release next to this one).
+    pub fn start_with(&mut self, binary: &str, extra: &[&str]) {
+        self.launch(binary, extra, &[]);
+    }
+
+    fn launch(&mut self, binary: &str, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "node {} already running", self.index);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -135,7 +145,7 @@ impl Node {
             "netns".into(),
             "exec".into(),
             self.ns.clone(),
-            wgmesh_bin().into(),
+            binary.into(),
             "up".into(),
         ];
         args.extend([

@@ -12,8 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use wgmesh_derive::{MeshKeys, NodeSeed, Secret};
 use wgmesh_exchange::{
-    ENTROPY_LEN, Endpoint, EndpointKind, Entropy, Exchange, ExchangeConfig, Goodbye, Gossip,
-    GossipEntry, Hello, MAC_LEN, Message, MsgType, Probe, encode_message, encode_record, seal,
+    ENTROPY_LEN, Endpoint, EndpointKind, Entropy, Exchange, ExchangeConfig, Extension,
+    FLAG_EXTENSIONS, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN, MemberInfo, MemberName, Message,
+    MsgType, Probe, encode_message, encode_record, seal,
 };
 use wgmesh_state::{CachedPeer, NodeIdentity, save_peer_cache};
 
@@ -35,6 +36,7 @@ fn probe(id: u8) -> Message {
         sender: public_key(id),
         timestamp: NOW / 1000,
         challenge: [0x11; 16],
+        extensions: Vec::new(),
     })
 }
 
@@ -46,7 +48,44 @@ fn hello(id: u8, challenge: [u8; 16]) -> Message {
         echo: [0x22; 16],
         challenge,
         record: record_for(id),
+        extensions: Vec::new(),
         mac: [0; MAC_LEN],
+    })
+}
+
+/// A Hello as this release sends it to members that accept extensions (record flag set, version
+/// and name between the record and the MAC), plus one extension no release knows yet.
+fn hello_extended(id: u8) -> Message {
+    let mut record = record_for(id);
+    record.flags |= FLAG_EXTENSIONS;
+    let info = MemberInfo::new("0.2.0", MemberName::parse("web-1").ok());
+    let mut extensions = info.to_extensions();
+    extensions.push(Extension {
+        kind: 0x42,
+        value: b"future".to_vec(),
+    });
+    Message::Hello(Hello {
+        sender: public_key(id),
+        recipient: public_key(TARGET_ID),
+        timestamp: NOW / 1000,
+        echo: [0x22; 16],
+        challenge: [0x44; 16],
+        record,
+        extensions,
+        mac: [0; MAC_LEN],
+    })
+}
+
+/// A Probe with an extension a future release may add (this one skips it).
+fn probe_extended(id: u8) -> Message {
+    Message::Probe(Probe {
+        sender: public_key(id),
+        timestamp: NOW / 1000,
+        challenge: [0x11; 16],
+        extensions: vec![Extension {
+            kind: 0x43,
+            value: vec![1, 2, 3],
+        }],
     })
 }
 
@@ -56,6 +95,7 @@ fn goodbye(id: u8) -> Message {
         recipient: public_key(TARGET_ID),
         timestamp: NOW / 1000,
         nonce: [0x33; 16],
+        extensions: Vec::new(),
         mac: [0; MAC_LEN],
     })
 }
@@ -78,6 +118,7 @@ fn gossip(id: u8) -> Message {
         sender: public_key(id),
         timestamp: NOW / 1000,
         entries,
+        extensions: Vec::new(),
     })
 }
 
@@ -88,6 +129,8 @@ fn exchange_seeds() -> Result<()> {
         ("hello-no-challenge", hello(3, [0; 16])),
         ("goodbye", goodbye(2)),
         ("gossip", gossip(2)),
+        ("hello-extensions", hello_extended(2)),
+        ("probe-extension", probe_extended(2)),
     ];
     let mut plaintexts = Vec::new();
     for (name, message) in &messages {

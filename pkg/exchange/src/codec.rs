@@ -1,10 +1,14 @@
 //! The fixed-layout binary codec of the messages inside the AEAD. Hand-written and bounded: every
 //! length is checked before it is used, the decoder never allocates more than the bounds allow,
-//! rejects trailing bytes, and returns an error (never panics) on any input.
+//! and returns an error (never panics) on any input.
 //!
 //! All integers are big-endian. The first byte of every plaintext is the message type, so the MAC
 //! transcript of a Hello can never be mistaken for that of a Goodbye.
+//!
+//! Every message is `fixed part | extension block | mac (Hello and Goodbye)`; the block (see
+//! `crate::extension`) is empty in what the previous release sent and accepts.
 
+use crate::extension::{self, Extension, encode_extensions};
 use crate::record::{Endpoint, EndpointKind, MAX_ENDPOINTS, MAX_ROUTES, Record};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,8 +35,9 @@ pub const MAX_RECORD_LEN: usize =
     RECORD_FIXED_LEN + MAX_ENDPOINTS * MAX_ENDPOINT_LEN + MAX_ROUTES * MAX_ROUTE_LEN;
 /// `type | sender | recipient | timestamp | echo | challenge`, then the record, then the mac.
 pub const HELLO_FIXED_LEN: usize = 1 + 2 * KEY_LEN + 8 + 2 * CHALLENGE_LEN + MAC_LEN;
-/// The largest legal Hello plaintext.
-pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_RECORD_LEN;
+/// The largest Hello plaintext this release sends.
+pub const MAX_HELLO_LEN: usize =
+    HELLO_FIXED_LEN + MAX_RECORD_LEN + extension::MAX_OWN_EXTENSIONS_LEN;
 /// Gossip carries at most this many second-hand entries per datagram.
 pub const MAX_GOSSIP_ENTRIES: usize = 6;
 /// A gossiped record carries at most this many endpoints and no routes: routes from a member
@@ -84,6 +89,8 @@ pub struct Probe {
     pub timestamp: u64,
     /// Never all-zero.
     pub challenge: [u8; CHALLENGE_LEN],
+    /// Sent to unknown recipients (the previous release among them), so this release sends none.
+    pub extensions: Vec<Extension>,
 }
 
 /// A member's record with proof that the sender holds the private key of `sender`, bound to the
@@ -98,6 +105,9 @@ pub struct Hello {
     /// A challenge for the recipient to answer, or all-zero when no answer is wanted.
     pub challenge: [u8; CHALLENGE_LEN],
     pub record: Record,
+    /// Between the record and the MAC, so the MAC covers them. Only sent to members whose record
+    /// has [`crate::FLAG_EXTENSIONS`].
+    pub extensions: Vec<Extension>,
     /// Keyed BLAKE3 over every plaintext byte before it (see `proof`).
     pub mac: [u8; MAC_LEN],
 }
@@ -110,6 +120,7 @@ pub struct Goodbye {
     pub timestamp: u64,
     /// Random; (sender, nonce) is remembered so a replay changes nothing.
     pub nonce: [u8; CHALLENGE_LEN],
+    pub extensions: Vec<Extension>,
     pub mac: [u8; MAC_LEN],
 }
 
@@ -131,6 +142,7 @@ pub struct Gossip {
     pub sender: PublicKey,
     pub timestamp: u64,
     pub entries: Vec<GossipEntry>,
+    pub extensions: Vec<Extension>,
 }
 
 /// A decoded plaintext.
@@ -186,6 +198,10 @@ pub enum EncodeError {
     TooManyGossipEntries(usize),
     #[error("a gossiped record must carry no routes and at most {MAX_GOSSIP_ENDPOINTS} endpoints")]
     GossipRecordTooBig,
+    #[error("{0} extensions; at most {max} are allowed", max = extension::MAX_EXTENSIONS)]
+    TooManyExtensions(usize),
+    #[error("extension {kind} is {len} bytes; at most 255 are allowed")]
+    ExtensionTooLong { kind: u8, len: usize },
 }
 
 /// Why a plaintext was refused.
@@ -217,6 +233,10 @@ pub enum DecodeError {
     TooManyGossipEntries(u8),
     #[error("a gossiped record carries routes or too many endpoints")]
     GossipRecordTooBig,
+    #[error("more than {max} extensions", max = extension::MAX_EXTENSIONS)]
+    TooManyExtensions,
+    #[error("unknown critical extension {0}")]
+    UnknownCriticalExtension(u8),
 }
 
 /// Encodes a message. The MAC field is written as given; see [`crate::proof`] for computing it.
@@ -231,6 +251,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(m.sender.as_bytes());
             out.extend_from_slice(&m.timestamp.to_be_bytes());
             out.extend_from_slice(&m.challenge);
+            encode_extensions(&m.extensions, &mut out)?;
         }
         Message::Hello(m) => {
             if m.echo == [0; CHALLENGE_LEN] {
@@ -242,6 +263,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(&m.echo);
             out.extend_from_slice(&m.challenge);
             encode_record(&m.record, &mut out)?;
+            encode_extensions(&m.extensions, &mut out)?;
             out.extend_from_slice(&m.mac);
         }
         Message::Goodbye(m) => {
@@ -249,6 +271,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
             out.extend_from_slice(m.recipient.as_bytes());
             out.extend_from_slice(&m.timestamp.to_be_bytes());
             out.extend_from_slice(&m.nonce);
+            encode_extensions(&m.extensions, &mut out)?;
             out.extend_from_slice(&m.mac);
         }
         Message::Gossip(m) => {
@@ -268,6 +291,7 @@ pub fn encode_message(message: &Message) -> Result<Vec<u8>, EncodeError> {
                 out.extend_from_slice(&entry.control.port().to_be_bytes());
                 encode_record(&entry.record, &mut out)?;
             }
+            encode_extensions(&m.extensions, &mut out)?;
         }
     }
     Ok(out)
@@ -342,6 +366,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 sender,
                 timestamp,
                 challenge,
+                extensions: r.extensions_then(0)?,
             })
         }
         MsgType::Hello => {
@@ -354,6 +379,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
             }
             let challenge = r.array()?;
             let record = decode_record(&mut r)?;
+            let extensions = r.extensions_then(MAC_LEN)?;
             let mac = r.array()?;
             Message::Hello(Hello {
                 sender,
@@ -362,6 +388,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 echo,
                 challenge,
                 record,
+                extensions,
                 mac,
             })
         }
@@ -370,6 +397,7 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
             recipient: r.key()?,
             timestamp: r.u64()?,
             nonce: r.array()?,
+            extensions: r.extensions_then(MAC_LEN)?,
             mac: r.array()?,
         }),
         MsgType::Gossip => {
@@ -396,9 +424,12 @@ pub fn decode_message(plaintext: &[u8]) -> Result<Message, DecodeError> {
                 sender,
                 timestamp,
                 entries,
+                extensions: r.extensions_then(0)?,
             })
         }
     };
+    // Unreachable for a well-formed reader (the extension block runs to the end or the MAC),
+    // kept so no future field can be left unread silently.
     if !r.rest.is_empty() {
         return Err(DecodeError::TrailingBytes(r.rest.len()));
     }
@@ -494,6 +525,18 @@ impl Reader<'_> {
 
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// The extension block: every byte up to the last `tail` (the MAC, read next).
+    fn extensions_then(&mut self, tail: usize) -> Result<Vec<Extension>, DecodeError> {
+        let block_len = self
+            .rest
+            .len()
+            .checked_sub(tail)
+            .ok_or(DecodeError::Truncated)?;
+        let (block, after) = self.rest.split_at(block_len);
+        self.rest = after;
+        extension::decode_block(block)
     }
 
     fn key(&mut self) -> Result<PublicKey, DecodeError> {

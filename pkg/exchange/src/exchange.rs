@@ -5,10 +5,11 @@ use crate::codec::{
     self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
 };
+use crate::info::{ExtensionPeers, MemberInfo, PeerInfo};
 use crate::limiter::RateLimiter;
 use crate::order::Order;
 use crate::proof;
-use crate::record::Record;
+use crate::record::{FLAG_EXTENSIONS, Record};
 use crate::replay::{Challenges, ReplayCache};
 use crate::seal::{Gate, NONCE_LEN, OpenError};
 use std::fmt;
@@ -252,8 +253,13 @@ impl DropCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A member proved its key and sent this record. `from` is the observed source address, a
-    /// candidate endpoint in its own right (NAT mapping as seen from here).
-    Verified { record: Record, from: SocketAddr },
+    /// candidate endpoint in its own right (NAT mapping as seen from here). `info` is what it
+    /// said about its version and name, covered by the same proof.
+    Verified {
+        record: Record,
+        from: SocketAddr,
+        info: PeerInfo,
+    },
     /// A member announced it is leaving.
     Goodbye { key: PublicKey },
     /// A member told us about others. Entries whose mesh addresses do not derive from their key,
@@ -327,6 +333,10 @@ pub struct Exchange {
     exchange_key: Zeroizing<[u8; 32]>,
     gate: Gate,
     record: Record,
+    /// Our version and name, sent to members that accept extensions.
+    info: MemberInfo,
+    /// Members whose latest verified record has [`FLAG_EXTENSIONS`].
+    extension_peers: ExtensionPeers,
     config: ExchangeConfig,
     challenges: Challenges,
     replay: ReplayCache,
@@ -346,15 +356,18 @@ impl fmt::Debug for Exchange {
 }
 
 impl Exchange {
-    /// `record` must be ours: our public key, and mesh addresses derived from it.
+    /// `record` must be ours: our public key, and mesh addresses derived from it. Its
+    /// [`FLAG_EXTENSIONS`] bit is set here: this decoder accepts extensions, whatever the caller
+    /// built.
     pub fn new(
         keys: &MeshKeys,
         private_key: PrivateKey,
-        record: Record,
+        mut record: Record,
         config: ExchangeConfig,
     ) -> Result<Self, RecordError> {
         let public_key = private_key.public_key();
         check_own_record(keys, &public_key, &record)?;
+        record.flags |= FLAG_EXTENSIONS;
         let exchange_key = Zeroizing::new(keys.exchange_key());
         Ok(Self {
             keys: keys.clone(),
@@ -363,6 +376,8 @@ impl Exchange {
             private_key,
             public_key,
             record,
+            info: MemberInfo::default(),
+            extension_peers: ExtensionPeers::default(),
             challenges: Challenges::new(
                 config.max_outstanding_challenges,
                 config.challenge_lifetime_ms,
@@ -389,10 +404,25 @@ impl Exchange {
 
     /// Replaces our record (after a reload, new endpoints, a re-address). To push it, probe the
     /// members again: each answers with a Hello that asks for ours.
-    pub fn set_record(&mut self, record: Record) -> Result<(), RecordError> {
+    pub fn set_record(&mut self, mut record: Record) -> Result<(), RecordError> {
         check_own_record(&self.keys, &self.public_key, &record)?;
+        record.flags |= FLAG_EXTENSIONS;
         self.record = record;
         Ok(())
+    }
+
+    /// Replaces our version and name (at start, after a reload). Like a new record, it reaches
+    /// members with the next exchange: probe them to push it. The version is bounded here like a
+    /// received one, so every Hello we build fits its datagram (a name is bounded by its type).
+    pub fn set_info(&mut self, mut info: MemberInfo) {
+        info.version = info
+            .version
+            .and_then(|v| crate::info::sanitize_version(v.as_bytes()));
+        self.info = info;
+    }
+
+    pub fn info(&self) -> &MemberInfo {
+        &self.info
     }
 
     pub fn config(&self) -> &ExchangeConfig {
@@ -412,6 +442,8 @@ impl Exchange {
             sender: self.public_key,
             timestamp: now / 1000,
             challenge,
+            // Probes go to whoever listens, the previous release included: no extensions.
+            extensions: Vec::new(),
         });
         self.seal(&probe, &entropy.nonce)
     }
@@ -430,6 +462,7 @@ impl Exchange {
             recipient: *to,
             timestamp: now / 1000,
             nonce: entropy.token,
+            extensions: Vec::new(),
             mac: [0; MAC_LEN],
         };
         let plaintext = encode_infallible(&Message::Goodbye(goodbye.clone()));
@@ -454,6 +487,7 @@ impl Exchange {
             sender: self.public_key,
             timestamp: now / 1000,
             entries,
+            extensions: Vec::new(),
         });
         self.seal(&gossip, &entropy.nonce)
     }
@@ -623,7 +657,8 @@ impl Exchange {
         // Accepted. A failed MAC above consumed nothing, so an insider racing a bogus answer
         // cannot burn another member's handshake.
         let expiry = self.replay_expiry(now, hello.timestamp);
-        if self.challenges.is_open(&hello.echo) {
+        let answers_probe = self.challenges.is_open(&hello.echo);
+        if answers_probe {
             // A Probe to the LAN group is answered by every member that hears it: the challenge
             // stays live, and the replay cache is what stops a second answer from the same
             // sender, so a full cache must refuse.
@@ -638,21 +673,26 @@ impl Exchange {
         }
         self.order
             .hello(now, hello.sender, record.timestamp, hello.timestamp, expiry);
+        let info = self.note_extensions(hello);
         let reply = (hello.challenge != [0; CHALLENGE_LEN]).then(|| {
-            self.hello(
-                now,
-                &key,
-                hello.sender,
-                hello.challenge,
-                [0; CHALLENGE_LEN],
-                entropy,
-            )
+            // It accepts extensions but answered our Probe before it knew we do, so it sent no
+            // version or name: our answer (which carries ours) asks for its Hello once more. Only
+            // for an answer to a Probe, so a handshake ends after at most four messages.
+            let challenge = if answers_probe && info == PeerInfo::NotSent {
+                let challenge = entropy.challenge();
+                self.challenges.issue(now, challenge, Some(hello.sender));
+                challenge
+            } else {
+                [0; CHALLENGE_LEN]
+            };
+            self.hello(now, &key, hello.sender, hello.challenge, challenge, entropy)
         });
         Ok(Handled {
             reply,
             event: Some(Event::Verified {
                 record: hello.record.clone(),
                 from,
+                info,
             }),
             dropped: None,
             clock_offset_secs: None,
@@ -689,12 +729,30 @@ impl Exchange {
             .map_err(|_| DropReason::ReplayCacheFull)?;
         self.order
             .goodbye(now, goodbye.sender, goodbye.timestamp, expiry);
+        // It may come back as an older release (a downgrade): do not send it extensions before
+        // its new record says it accepts them.
+        self.extension_peers.forget(&goodbye.sender);
         Ok(Handled {
             event: Some(Event::Goodbye {
                 key: goodbye.sender,
             }),
             ..Handled::default()
         })
+    }
+
+    /// Remembers whether a verified member accepts extensions (its latest record says so), and
+    /// reads what its Hello said about itself.
+    fn note_extensions(&mut self, hello: &Hello) -> PeerInfo {
+        let accepts = hello.record.accepts_extensions();
+        self.extension_peers.observe(hello.sender, accepts);
+        if !accepts {
+            return PeerInfo::Legacy;
+        }
+        if hello.extensions.is_empty() {
+            PeerInfo::NotSent
+        } else {
+            PeerInfo::Sent(MemberInfo::from_extensions(&hello.extensions))
+        }
     }
 
     fn hello(
@@ -713,6 +771,13 @@ impl Exchange {
             echo,
             challenge,
             record: self.record.clone(),
+            // Only to members known to accept them: the previous release refuses a Hello with
+            // any byte between the record and the MAC.
+            extensions: if self.extension_peers.accepts(&recipient) {
+                self.info.to_extensions()
+            } else {
+                Vec::new()
+            },
             mac: [0; MAC_LEN],
         };
         let plaintext = encode_infallible(&Message::Hello(hello.clone()));

@@ -5,11 +5,14 @@
 //! only holders of the secret can read or forge one. Inside, a `Probe` asks "who is there", a
 //! `Hello` carries a member's [`Record`] with a MAC keyed by the static-static X25519 secret and
 //! bound to the recipient's fresh challenge (proof of possession of the WireGuard key), and a
-//! `Goodbye` announces departure. [`Exchange`] takes datagrams, `now` and random bytes, and
+//! `Goodbye` announces departure. Messages may carry extension fields (a Hello carries the
+//! sender's version and name, [`MemberInfo`]) that older decoders never see. [`Exchange`] takes datagrams, `now` and random bytes, and
 //! returns replies and [`Event`]s; the daemon owns the socket and the clock.
 
 mod codec;
 mod exchange;
+mod extension;
+mod info;
 mod limiter;
 mod order;
 mod proof;
@@ -27,11 +30,19 @@ pub use exchange::{
     DropCounters, DropReason, ENTROPY_LEN, Entropy, Event, Exchange, ExchangeConfig, ExchangeError,
     Handled, Millis, RecordError,
 };
-pub use record::{Endpoint, EndpointKind, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record};
+pub use extension::{
+    EXT_CRITICAL, EXT_NAME, EXT_VERSION, EXTENSION_HEADER_LEN, Extension, MAX_EXTENSIONS,
+    MAX_OWN_EXTENSIONS_LEN,
+};
+pub use info::{MAX_VERSION_LEN, MemberInfo, PeerInfo, sanitize_version};
+pub use record::{
+    Endpoint, EndpointKind, FLAG_EXTENSIONS, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record,
+};
 pub use seal::{
     HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, NONCE_LEN, OVERHEAD, OpenError, SealError, TAG_LEN, open,
     seal,
 };
+pub use wgmesh_names::{MAX_NAME_LEN, MemberName};
 
 /// The largest datagram the protocol produces: a Hello with a record at every bound.
 pub const MAX_HELLO_DATAGRAM_LEN: usize = OVERHEAD + MAX_HELLO_LEN;

@@ -11,6 +11,10 @@ pub const MAX_ENDPOINTS: usize = 8;
 pub const MAX_ROUTES: usize = 32;
 /// `flags` bit 0: this member offers to relay for others.
 pub const FLAG_RELAY: u8 = 0b0000_0001;
+/// `flags` bit 1: this member's decoder accepts extension blocks, so Hellos to it may carry
+/// them. The previous release carries reserved bits unchanged and ignores them, which is what
+/// makes this bit a safe way to negotiate (docs/exchange-protocol.md, "Compatibility").
+pub const FLAG_EXTENSIONS: u8 = 0b0000_0010;
 
 /// How a member learned one of its own candidate endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,7 +73,8 @@ pub struct Record {
     pub listen_port: u16,
     /// Advertised subnets, at most [`MAX_ROUTES`], each in canonical form (no host bits set).
     pub routes: Vec<IpNet>,
-    /// Bit 0: [`FLAG_RELAY`]. Other bits are reserved and carried unchanged.
+    /// Bit 0: [`FLAG_RELAY`], bit 1: [`FLAG_EXTENSIONS`]. Other bits are reserved and carried
+    /// unchanged.
     pub flags: u8,
     /// Unix seconds at which the member last changed this record; newer wins.
     pub timestamp: u64,
@@ -78,5 +83,9 @@ pub struct Record {
 impl Record {
     pub fn relay_offered(&self) -> bool {
         self.flags & FLAG_RELAY != 0
+    }
+
+    pub fn accepts_extensions(&self) -> bool {
+        self.flags & FLAG_EXTENSIONS != 0
     }
 }

@@ -353,6 +353,7 @@ fn a_non_member_changes_nothing() {
         sender: b.public_key,
         timestamp: NOW / 1000,
         challenge: [5; CHALLENGE_LEN],
+        extensions: Vec::new(),
     }))
     .unwrap();
     guessed.splice(0..0, *b"WGM1\x01"); // magic and the Probe type byte
@@ -381,6 +382,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
             sender: a.public_key,
             timestamp: NOW / 1000,
             challenge: [7; CHALLENGE_LEN],
+            extensions: Vec::new(),
         }),
     );
     let answer = b
@@ -449,6 +451,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
             recipient: b.public_key,
             timestamp: NOW / 1000,
             nonce: [8; CHALLENGE_LEN],
+            extensions: Vec::new(),
             mac: [0; 32],
         }),
     );
@@ -479,6 +482,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
                 ..a.record.clone()
             },
         }],
+        extensions: Vec::new(),
     }))
     .unwrap();
     // The last byte is the entry's route count: claim a default route.

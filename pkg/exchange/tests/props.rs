@@ -96,10 +96,37 @@ proptest! {
             echo,
             challenge,
             record,
+            extensions: Vec::new(),
             mac,
         });
         let bytes = encode_message(&message).unwrap();
         prop_assert!(bytes.len() + wgmesh_exchange::OVERHEAD <= MAX_HELLO_DATAGRAM_LEN);
+        prop_assert_eq!(decode_message(&bytes).unwrap(), message);
+    }
+
+    /// Unknown (non-critical) extensions survive decoding, in order: the codec stays canonical.
+    #[test]
+    fn hellos_with_extensions_round_trip(
+        record in record(),
+        extensions in prop::collection::vec(
+            (0u8..0x80, prop::collection::vec(any::<u8>(), 0..40)),
+            0..=wgmesh_exchange::MAX_EXTENSIONS,
+        ),
+    ) {
+        let message = Message::Hello(Hello {
+            sender: record.public_key,
+            recipient: record.public_key,
+            timestamp: 1,
+            echo: [1; 16],
+            challenge: [0; 16],
+            record,
+            extensions: extensions
+                .into_iter()
+                .map(|(kind, value)| wgmesh_exchange::Extension { kind, value })
+                .collect(),
+            mac: [2; 32],
+        });
+        let bytes = encode_message(&message).unwrap();
         prop_assert_eq!(decode_message(&bytes).unwrap(), message);
     }
 
@@ -112,6 +139,7 @@ proptest! {
             echo: [1; 16],
             challenge: [0; 16],
             record,
+            extensions: Vec::new(),
             mac: [2; 32],
         });
         let bytes = encode_message(&message).unwrap();
@@ -138,6 +166,7 @@ proptest! {
             echo: [1; 16],
             challenge: [0; 16],
             record,
+            extensions: Vec::new(),
             mac: [2; 32],
         }))
         .unwrap();
@@ -194,11 +223,11 @@ proptest! {
         let timestamp = (NOW / 1000).saturating_add_signed(timestamp_offset);
         let message = if as_goodbye {
             Message::Goodbye(wgmesh_exchange::Goodbye {
-                sender, recipient: b.public_key, timestamp, nonce: echo, mac: [0; 32],
+                sender, recipient: b.public_key, timestamp, nonce: echo, extensions: Vec::new(), mac: [0; 32],
             })
         } else {
             Message::Hello(Hello {
-                sender, recipient: b.public_key, timestamp, echo, challenge: echo, record, mac: [0; 32],
+                sender, recipient: b.public_key, timestamp, echo, challenge: echo, record, extensions: Vec::new(), mac: [0; 32],
             })
         };
         let datagram = forge(mesh(), &a.private_key, &b.public_key, &message);
@@ -213,7 +242,7 @@ proptest! {
 
     #[test]
     fn zero_probe_challenges_are_refused(sender in any::<[u8; 32]>(), timestamp in any::<u64>()) {
-        let probe = Probe { sender: PublicKey::from_bytes(sender), timestamp, challenge: [0; 16] };
+        let probe = Probe { sender: PublicKey::from_bytes(sender), timestamp, challenge: [0; 16], extensions: Vec::new() };
         prop_assert!(encode_message(&Message::Probe(probe.clone())).is_err());
         let mut bytes = vec![MsgType::Probe.to_wire()];
         bytes.extend_from_slice(&sender);

@@ -12,8 +12,9 @@ use common::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wgmesh_exchange::{
     CHALLENGE_LEN, DropReason, Endpoint, EndpointKind, Event, Goodbye, Handled, Hello,
-    MAX_DATAGRAM_LEN, MAX_ENDPOINTS, MAX_HELLO_DATAGRAM_LEN, MAX_ROUTES, Message, MsgType, Probe,
-    Record, RecordError,
+    MAX_DATAGRAM_LEN, MAX_ENDPOINTS, MAX_HELLO_DATAGRAM_LEN, MAX_NAME_LEN, MAX_OWN_EXTENSIONS_LEN,
+    MAX_ROUTES, MAX_VERSION_LEN, MemberInfo, MemberName, Message, MsgType, Probe, Record,
+    RecordError,
 };
 use wgmesh_keys::PublicKey;
 
@@ -174,6 +175,7 @@ fn goodbye_is_accepted_once() {
             recipient: b.public_key,
             timestamp: NOW / 1000,
             nonce: [7; CHALLENGE_LEN],
+            extensions: Vec::new(),
             mac: [0; 32],
         }),
     );
@@ -225,6 +227,7 @@ fn out_of_order_hellos_are_refused() {
             echo: [9; CHALLENGE_LEN],
             challenge: [0; CHALLENGE_LEN],
             record: c.record.clone(),
+            extensions: Vec::new(),
             mac: [0; 32],
         }),
     );
@@ -357,6 +360,7 @@ fn timestamp_window_is_plus_minus_120_seconds() {
                 sender: a.public_key,
                 timestamp: (NOW / 1000).checked_add_signed(offset).unwrap(),
                 challenge: [offset.unsigned_abs() as u8 + u8::from(offset > 0) * 100; 16],
+                extensions: Vec::new(),
             }),
         );
         let handled = b.exchange.handle(NOW, a.addr, &probe, entropy());
@@ -377,6 +381,7 @@ fn timestamp_window_is_plus_minus_120_seconds() {
             sender: a.public_key,
             timestamp: NOW / 1000 + 120,
             challenge: [3; 16],
+            extensions: Vec::new(),
         }),
     );
     assert!(
@@ -415,6 +420,7 @@ fn malformed_datagrams_are_dropped_by_reason() {
         sender: a.public_key,
         timestamp: NOW / 1000,
         challenge: [1; 16],
+        extensions: Vec::new(),
     }))
     .unwrap();
     cases.push((
@@ -511,10 +517,23 @@ fn largest_hello_fits_one_datagram_and_is_accepted() {
     b.exchange
         .set_record(max_record(mesh(), b.public_key))
         .unwrap();
+    // The longest version and name this release sends.
+    for m in [&mut a, &mut b] {
+        let name = MemberName::parse(&"n".repeat(MAX_NAME_LEN)).unwrap();
+        m.exchange
+            .set_info(MemberInfo::new(&"9".repeat(MAX_VERSION_LEN), Some(name)));
+    }
+    // First contact: B answers the Probe before it knows A takes extensions, so that Hello has
+    // the previous release's largest size; everything after carries both fields.
     let t = handshake(&mut a, &mut b, NOW);
+    assert_eq!(t.hello_b.len(), 984, "the previous release's bound");
+    assert_eq!(t.hello_a.len(), MAX_HELLO_DATAGRAM_LEN);
+    assert_eq!(t.hello_b_again.unwrap().len(), MAX_HELLO_DATAGRAM_LEN);
+    let t = handshake(&mut a, &mut b, NOW + 1_000);
     assert_eq!(t.hello_b.len(), MAX_HELLO_DATAGRAM_LEN);
     assert_eq!(t.hello_a.len(), MAX_HELLO_DATAGRAM_LEN);
-    assert_eq!(MAX_HELLO_DATAGRAM_LEN, 984);
+    assert_eq!(MAX_HELLO_DATAGRAM_LEN, 984 + MAX_OWN_EXTENSIONS_LEN);
+    assert_eq!(MAX_HELLO_DATAGRAM_LEN, 1083);
     const { assert!(MAX_HELLO_DATAGRAM_LEN <= MAX_DATAGRAM_LEN) };
 }
 

@@ -4,6 +4,7 @@ use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use wgmesh_keys::PublicKey;
+use wgmesh_names::{Claim, MemberName, Naming};
 
 /// How a member was first found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +55,14 @@ pub struct Member {
     pub moved_at_ms: u64,
     /// Reached through this member (a relay) because no direct path works.
     pub relay_via: Option<PublicKey>,
+    /// The name it announced (sanitised), if its release announces one.
+    pub name: Option<MemberName>,
+    /// The software version it announced (sanitised), if its release announces one.
+    pub version: Option<String>,
+    /// When this host first verified it under its current name, as a table-wide sequence
+    /// number: the earliest claim keeps a name (see `wgmesh_names::resolve`). Set by
+    /// [`MemberTable::upsert`]; whatever the caller puts here is ignored.
+    pub name_claim: u64,
 }
 
 /// What an upsert changed, so the daemon reconciles only on news.
@@ -70,17 +79,29 @@ pub enum MemberChange {
 #[derive(Debug, Clone, Default)]
 pub struct MemberTable {
     members: BTreeMap<PublicKey, Member>,
+    /// The next name claim's sequence number.
+    next_claim: u64,
 }
 
 impl MemberTable {
     /// Inserts or updates a member. The first source is kept: it answers "how was it found".
+    /// A member keeps its name claim while its name stays the same; a new name is a new claim.
     pub fn upsert(&mut self, mut member: Member) -> MemberChange {
+        let claim = self.next_claim;
         match self.members.get_mut(&member.public_key) {
             None => {
+                member.name_claim = claim;
+                self.next_claim += 1;
                 self.members.insert(member.public_key, member);
                 MemberChange::New
             }
             Some(existing) => {
+                if existing.name == member.name {
+                    member.name_claim = existing.name_claim;
+                } else {
+                    member.name_claim = claim;
+                    self.next_claim += 1;
+                }
                 member.source = existing.source;
                 member.moved_at_ms = if existing.control_addr.is_some()
                     && member.control_addr.map(|a| a.ip()) != existing.control_addr.map(|a| a.ip())
@@ -151,6 +172,21 @@ impl MemberTable {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+
+    /// How each named member is shown, with `own` (this host) keeping its own name: the member
+    /// first verified under a name keeps it, later claimants are contested.
+    pub fn naming(&self, own: Option<(PublicKey, &MemberName)>) -> BTreeMap<PublicKey, Naming> {
+        wgmesh_names::resolve(
+            own,
+            self.members.values().filter_map(|m| {
+                Some(Claim {
+                    key: m.public_key,
+                    name: m.name.as_ref()?,
+                    order: m.name_claim,
+                })
+            }),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -171,7 +207,54 @@ pub(crate) mod tests {
             last_seen_ms: 1_000,
             moved_at_ms: 0,
             relay_via: None,
+            name: None,
+            version: None,
+            name_claim: 0,
         }
+    }
+
+    fn named(n: u8, name: &str) -> Member {
+        Member {
+            name: Some(MemberName::parse(name).unwrap()),
+            ..member(n)
+        }
+    }
+
+    #[test]
+    fn a_name_stays_with_the_member_first_verified_under_it() {
+        let mut table = MemberTable::default();
+        // Key 9 first, then key 1 (lower, so key order would favour it) claims the same name.
+        table.upsert(named(9, "web1"));
+        table.upsert(named(1, "web1"));
+        table.upsert(named(2, "db1"));
+        let shown = |t: &MemberTable, n: u8| {
+            let naming = t.naming(None);
+            let entry = &naming[&PublicKey::from_bytes([n; 32])];
+            (entry.display().to_owned(), entry.contested)
+        };
+        assert_eq!(shown(&table, 9), ("web1".to_owned(), false));
+        assert_eq!(shown(&table, 1), ("web1~01010101".to_owned(), true));
+        assert_eq!(shown(&table, 2), ("db1".to_owned(), false));
+        // Refreshes keep the claim; the newcomer cannot win by announcing again.
+        let mut again = named(1, "web1");
+        again.last_seen_ms = 9_000;
+        table.upsert(again);
+        table.upsert(named(9, "web1"));
+        assert_eq!(shown(&table, 9), ("web1".to_owned(), false));
+        // The holder renames: its old name passes to the next claimant; coming back to it is a
+        // new claim, behind the one now holding it.
+        table.upsert(named(9, "web9"));
+        assert_eq!(shown(&table, 1), ("web1".to_owned(), false));
+        table.upsert(named(9, "web1"));
+        assert_eq!(shown(&table, 9), ("web1~09090909".to_owned(), true));
+        // The holder leaves: likewise.
+        table.remove(&PublicKey::from_bytes([1; 32]));
+        assert_eq!(shown(&table, 9), ("web1".to_owned(), false));
+        // Our own name is ours.
+        let own = MemberName::parse("db1").unwrap();
+        let naming = table.naming(Some((PublicKey::from_bytes([7; 32]), &own)));
+        assert!(naming[&PublicKey::from_bytes([2; 32])].contested);
+        assert!(!naming[&PublicKey::from_bytes([7; 32])].contested);
     }
 
     #[test]

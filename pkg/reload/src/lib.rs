@@ -6,9 +6,10 @@
 
 use ipnet::IpNet;
 use std::str::FromStr;
+use wgmesh_names::{MemberName, NameError};
 
 /// Keys that may change while the daemon runs.
-const RELOADABLE: &[&str] = &["advertise-routes", "log-level"];
+const RELOADABLE: &[&str] = &["advertise-routes", "log-level", "name"];
 
 /// Keys `wgmesh up` knows that need a restart to change. Reported and ignored.
 const RESTART_ONLY: &[&str] = &[
@@ -46,6 +47,9 @@ pub struct ReloadFile {
     /// `Some(vec![])` clears the advertised routes.
     pub advertise_routes: Option<Vec<IpNet>>,
     pub log_level: Option<String>,
+    /// The name announced to the mesh. `Some(None)` (an empty value) goes back to the default,
+    /// the system host name.
+    pub name: Option<Option<MemberName>>,
     /// Known keys that were ignored because they need a restart: `(line, key)`.
     pub ignored: Vec<(usize, String)>,
 }
@@ -77,6 +81,8 @@ pub enum ReloadError {
     TooManyRoutes { line: usize, count: usize },
     #[error("line {line}: log-level: {value:?} is not one of {}", LOG_LEVELS.join(", "))]
     BadLogLevel { line: usize, value: String },
+    #[error("line {line}: name: {source}")]
+    BadName { line: usize, source: NameError },
 }
 
 impl ReloadError {
@@ -88,7 +94,8 @@ impl ReloadError {
             | Self::BadCidr { line, .. }
             | Self::HostBits { line, .. }
             | Self::TooManyRoutes { line, .. }
-            | Self::BadLogLevel { line, .. } => *line,
+            | Self::BadLogLevel { line, .. }
+            | Self::BadName { line, .. } => *line,
         }
     }
 }
@@ -132,6 +139,12 @@ impl FromStr for ReloadFile {
                         });
                     }
                     file.log_level = Some(level);
+                }
+                "name" if value.is_empty() => file.name = Some(None),
+                "name" => {
+                    let name = MemberName::parse(value)
+                        .map_err(|source| ReloadError::BadName { line, source })?;
+                    file.name = Some(Some(name));
                 }
                 known if RESTART_ONLY.contains(&known) => file.ignored.push((line, key)),
                 _ => return Err(ReloadError::UnknownKey { line, key }),
@@ -200,6 +213,17 @@ mod tests {
     }
 
     #[test]
+    fn name_is_reloadable_and_an_empty_value_restores_the_default() {
+        let name = |text: &str| parse(text).unwrap().name;
+        assert_eq!(
+            name("NAME = Web-1\n"),
+            Some(Some(MemberName::parse("web-1").unwrap()))
+        );
+        assert_eq!(name("name=\n"), Some(None));
+        assert_eq!(name("log-level=info\n"), None);
+    }
+
+    #[test]
     fn empty_value_clears_and_missing_key_keeps() {
         assert_eq!(
             parse("advertise-routes=").unwrap().advertise_routes,
@@ -221,6 +245,8 @@ mod tests {
             ("advertise-routes", 1, "expected KEY=VALUE"),
             ("log-level=loud", 1, "log-level"),
             ("log-level=info\nlog-level=warn", 2, "appears twice"),
+            ("# x\nname=web_1", 2, "name: name \"web_1\" contains '_'"),
+            ("name=-web", 1, "must not start or end with '-'"),
         ];
         for (text, line, needle) in cases {
             let err = parse(text).unwrap_err();

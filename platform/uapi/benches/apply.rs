@@ -241,6 +241,9 @@ impl Mesh {
                 last_seen_ms: 1,
                 moved_at_ms: 0,
                 relay_via: None,
+                name: None,
+                version: None,
+                name_claim: 0,
             });
         }
         let settings = DeviceSettings {
