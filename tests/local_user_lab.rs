@@ -17,7 +17,7 @@ const FORMATION: Duration = Duration::from_secs(60);
 
 /// A user of another uid (`nobody`, via `setpriv`) on a member's host tries to take the
 /// daemon's control port beside it, with `SO_REUSEADDR` and `SO_REUSEPORT`: on `127.0.0.1`,
-/// the LAN address, the LAN group and the wildcard. Pass when every bind is refused with
+/// the LAN address, the LAN group, the IPv4 wildcard and the dual-stack IPv6 wildcard. Pass when every bind is refused with
 /// "Address in use" (so none of the daemon's datagrams can reach that user), and the two-node
 /// mesh, formed by LAN multicast alone, still pings afterwards.
 #[test]
@@ -41,7 +41,8 @@ fn another_uid_cannot_bind_beside_the_control_socket() {
     let helper = bin.path().join("wgmesh-lab");
     std::fs::copy(env!("CARGO_BIN_EXE_wgmesh-lab"), &helper).unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let targets: Vec<String> = ["127.0.0.1", &node.lan_ip, &group, "0.0.0.0"]
+    // `[::]` is a dual-stack socket (the default), which would take IPv4 datagrams as well.
+    let targets: Vec<String> = ["127.0.0.1", &node.lan_ip, &group, "0.0.0.0", "[::]"]
         .iter()
         .map(|ip| format!("{ip}:{port}"))
         .collect();
