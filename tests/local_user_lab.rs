@@ -1,11 +1,6 @@
 //! What a local unprivileged user can do against a running daemon (docs/security.md, "local
 //! unprivileged user"). Needs root (namespaces, and dropping to uid 65534); run with
 //! `--features root-tests`.
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure is a test failure"
-)]
-
 mod common;
 
 use common::{Lab, derive, wait_until};
