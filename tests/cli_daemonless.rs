@@ -762,3 +762,53 @@ fn install_service_refuses_a_binary_others_could_replace() {
         "{unit}"
     );
 }
+
+/// The unit, the credential and the env file are written through a new temporary file and a
+/// rename: a symlink planted at their names is replaced, never written through.
+#[test]
+fn install_service_never_writes_through_a_planted_symlink() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let units = root.path().join("units");
+    let config = root.path().join("etc");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let planted = [
+        units.join("wgmesh@.service"),
+        config.join("wg4.secret"),
+        config.join("wg4.env"),
+    ];
+    for link in &planted {
+        std::os::unix::fs::symlink(&victim, link).unwrap();
+    }
+    let out = wgmesh(&[
+        "install-service",
+        "-i",
+        "wg4",
+        "--secret-file",
+        &secret.display().to_string(),
+        "--unit-dir",
+        &units.display().to_string(),
+        "--config-dir",
+        &config.display().to_string(),
+        "--mtu",
+        "1380",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for path in &planted {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a new file",
+            path.display()
+        );
+    }
+    assert_eq!(mode(&planted[0]), 0o644);
+    assert_eq!(mode(&planted[1]), 0o600);
+}

@@ -8,10 +8,9 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use wgmesh_state::{atomic_write, ensure_private_dir};
+use wgmesh_state::{atomic_write, atomic_write_mode, ensure_private_dir};
 
 /// The unit template; `@BINARY@` becomes the installed binary's path.
 pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/wgmesh@.service");
@@ -94,17 +93,10 @@ fn prepare_config_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes a file world-readable whatever the caller's umask (systemd warns about a unit it
-/// cannot read as other users, and `systemctl cat` fails for them).
+/// cannot read as other users, and `systemctl cat` fails for them), atomically and never
+/// through a symlink.
 fn write_public_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .and_then(|()| file.write_all(contents.as_bytes()))
+    atomic_write_mode(path, contents.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -80,8 +80,8 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<(), StateError> {
     atomic_write_mode(path, contents, 0o600)
 }
 
-/// [`atomic_write`] with another file mode (still subject to the umask), for files others may
-/// read, like a pid file.
+/// [`atomic_write`] with another file mode, set exactly (whatever the umask), for files others
+/// may read, like a pid file or a systemd unit.
 ///
 /// The temporary sibling is created with `O_CREAT|O_EXCL|O_NOFOLLOW` under a name nobody can
 /// guess ([`temp_name`]): a symlink, FIFO or file planted in the directory beforehand is never
@@ -97,6 +97,8 @@ pub fn atomic_write_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), 
     // Errors name the file being written, not its temporary sibling.
     let (tmp, mut file) = create_temp(dir, &name, mode).map_err(io_error(path))?;
     let result = (|| {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_error(path))?;
         file.write_all(contents).map_err(io_error(path))?;
         file.sync_all().map_err(io_error(path))?;
         fs::rename(&tmp, path).map_err(io_error(path))?;
