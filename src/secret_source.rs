@@ -3,6 +3,7 @@
 
 use crate::cli::SecretArgs;
 use anyhow::{Context as _, anyhow};
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use wgmesh_derive::{Secret, SecretStrength};
@@ -109,9 +110,25 @@ fn loose_permissions_warning(path: &Path) -> Option<String> {
     })
 }
 
+/// A secret is one line of about 55 bytes; anything past this is not a secret file (a wrong
+/// path, a log, `/dev/zero`) and is not read into memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Reads at most [`MAX_SECRET_FILE_BYTES`]. Pipes stay allowed (`--secret-file /dev/stdin`,
+/// `<(pass show mesh)`); the cap bounds what they can send too. Errors name the path, never
+/// the content.
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path)
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut bytes))
         .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(anyhow!(
+            "secret file {} is larger than {} KiB ({MAX_SECRET_FILE_BYTES} bytes); a secret is one line like wgmesh://v1/<token>",
+            path.display(),
+            MAX_SECRET_FILE_BYTES / 1024
+        ));
+    }
     String::from_utf8(bytes)
         .map_err(|_| anyhow!("secret file {} is not UTF-8 text", path.display()))
 }
@@ -203,6 +220,38 @@ mod tests {
                 assert!(!warning.contains(A), "the warning shows the secret");
             }
         }
+    }
+
+    #[test]
+    fn a_secret_file_over_the_cap_is_refused_naming_the_path_and_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        // A valid secret followed by padding: at the cap it loads, one byte over it does not.
+        let padded = |len: usize| format!("{A}{}", " ".repeat(len - A.len()));
+        let at_cap = write(
+            dir.path(),
+            "at-cap",
+            &padded(MAX_SECRET_FILE_BYTES as usize),
+        );
+        let args = SecretArgs {
+            secret_file: Some(at_cap),
+            secret: None,
+        };
+        assert!(load(&args, &SecretEnv::default()).is_ok());
+        let big = write(
+            dir.path(),
+            "big",
+            &padded(MAX_SECRET_FILE_BYTES as usize + 1),
+        );
+        let args = SecretArgs {
+            secret_file: Some(big.clone()),
+            secret: None,
+        };
+        let err = format!("{:#}", load(&args, &SecretEnv::default()).unwrap_err());
+        assert!(
+            err.contains(&big.display().to_string()) && err.contains("larger than 4 KiB"),
+            "{err}"
+        );
+        assert!(!err.contains(A.trim_start_matches("wgmesh://v1/")), "{err}");
     }
 
     #[test]

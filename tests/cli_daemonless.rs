@@ -687,3 +687,146 @@ fn version_prints_this_builds_version() {
         format!("wgmesh {}", env!("CARGO_PKG_VERSION"))
     );
 }
+/// `install-service` writes a unit that runs the binary as root: a binary, or a directory on
+/// its path, that someone other than root owns or that group or others can write is refused
+/// before anything is written, naming the path and the fix.
+#[test]
+fn install_service_refuses_a_binary_others_could_replace() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let units = root.path().join("units");
+    let config = root.path().join("etc");
+    let install = |binary: &Path| {
+        wgmesh(&[
+            "install-service",
+            "-i",
+            "wg6",
+            "--secret-file",
+            &secret.display().to_string(),
+            "--unit-dir",
+            &units.display().to_string(),
+            "--config-dir",
+            &config.display().to_string(),
+            "--binary",
+            &binary.display().to_string(),
+        ])
+    };
+    let refused = |binary: &Path, culprit: &Path, needle: &str| {
+        let out = install(binary);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", binary.display());
+        assert!(
+            err.contains(&format!("refusing to install {}", binary.display()))
+                && err.contains(&format!("{} {needle}", culprit.display()))
+                && err.contains("--binary"),
+            "{err}"
+        );
+        assert!(
+            !units.exists() && !config.exists(),
+            "written before refusing"
+        );
+    };
+    // install-service never runs the binary: a small file stands in for a copy of it.
+    let bin_dir = root.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = bin_dir.join("wgmesh");
+    std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o775)).unwrap();
+    refused(
+        &binary,
+        &binary,
+        "is writable by group or others (mode 0775)",
+    );
+    assert!(stderr(&install(&binary)).contains(&format!("chmod go-w {}", binary.display())));
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o757)).unwrap();
+    refused(
+        &binary,
+        &binary,
+        "is writable by group or others (mode 0757)",
+    );
+    // A directory on the way, reached through a symlink, counts as much as the file.
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&binary, &link).unwrap();
+    refused(
+        &link,
+        &bin_dir,
+        "is writable by group or others (mode 0777)",
+    );
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if std::fs::metadata(&binary).unwrap().uid() == 0 {
+        // Owned by another uid (nobody), even with mode 0755.
+        std::os::unix::fs::chown(&binary, Some(65534), Some(65534)).unwrap();
+        refused(&binary, &binary, "is owned by uid 65534");
+        assert!(
+            stderr(&install(&binary)).contains(&format!("chown root:root {}", binary.display()))
+        );
+        refused(&link, &binary, "is owned by uid 65534");
+        std::os::unix::fs::chown(&binary, Some(0), Some(0)).unwrap();
+    } else {
+        eprintln!("not root: the test for a binary owned by another uid is skipped");
+    }
+    // Root-owned 0755 all the way: installed.
+    let out = install(&binary);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = std::fs::read_to_string(units.join("wgmesh@.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} up", binary.display())),
+        "{unit}"
+    );
+}
+
+/// The unit, the credential and the env file are written through a new temporary file and a
+/// rename: a symlink planted at their names is replaced, never written through.
+#[test]
+fn install_service_never_writes_through_a_planted_symlink() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let units = root.path().join("units");
+    let config = root.path().join("etc");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let planted = [
+        units.join("wgmesh@.service"),
+        config.join("wg4.secret"),
+        config.join("wg4.env"),
+    ];
+    for link in &planted {
+        std::os::unix::fs::symlink(&victim, link).unwrap();
+    }
+    let out = wgmesh(&[
+        "install-service",
+        "-i",
+        "wg4",
+        "--secret-file",
+        &secret.display().to_string(),
+        "--unit-dir",
+        &units.display().to_string(),
+        "--config-dir",
+        &config.display().to_string(),
+        "--mtu",
+        "1380",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for path in &planted {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a new file",
+            path.display()
+        );
+    }
+    assert_eq!(mode(&planted[0]), 0o644);
+    assert_eq!(mode(&planted[1]), 0o600);
+}

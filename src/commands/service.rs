@@ -6,10 +6,11 @@ use crate::{CliError, output, secret_source};
 use anyhow::{Context as _, anyhow, bail};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use wgmesh_state::{atomic_write, ensure_private_dir};
+use wgmesh_state::{atomic_write, atomic_write_mode, ensure_private_dir};
 
 /// The unit template; `@BINARY@` becomes the installed binary's path.
 pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/wgmesh@.service");
@@ -92,18 +93,112 @@ fn prepare_config_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes a file world-readable whatever the caller's umask (systemd warns about a unit it
-/// cannot read as other users, and `systemctl cat` fails for them).
+/// cannot read as other users, and `systemctl cat` fails for them), atomically and never
+/// through a symlink.
 fn write_public_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .and_then(|()| file.write_all(contents.as_bytes()))
+    atomic_write_mode(path, contents.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Symlinks followed before a path is called a loop (Linux's `MAXSYMLINKS`).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The unit runs `binary` as root, so whoever can replace it, or rename any directory on the
+/// way to it, gets root. Like sshd's `StrictModes`, every path component from `/` to the file
+/// (symlinks followed, each link and each directory it leads through checked too) must be owned
+/// by root (or by the user running this, who is root whenever the unit goes where systemd runs
+/// it) and not writable by group or others. A directory with the sticky bit (like `/tmp`) may
+/// be writable by others: they cannot rename or remove entries they do not own.
+pub fn check_binary_is_root_only(binary: &Path) -> anyhow::Result<()> {
+    let refuse = |component: &Path, problem: String, fix: String| {
+        anyhow!(
+            "refusing to install {binary}: {component} {problem}, so someone other than root could replace what the root service runs; {fix}, or install wgmesh where only root can write (`install -o root -g root -m 0755 wgmesh /usr/local/bin/wgmesh`) and pass --binary",
+            binary = binary.display(),
+            component = component.display(),
+        )
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let check = |component: &Path, meta: &std::fs::Metadata| -> anyhow::Result<()> {
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(refuse(
+                component,
+                format!("is owned by uid {}", meta.uid()),
+                format!("fix with `chown root:root {}`", component.display()),
+            ));
+        }
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        if !meta.file_type().is_symlink() && meta.mode() & 0o022 != 0 && !sticky_dir {
+            return Err(refuse(
+                component,
+                format!(
+                    "is writable by group or others (mode {:04o})",
+                    meta.mode() & 0o7777
+                ),
+                format!("fix with `chmod go-w {}`", component.display()),
+            ));
+        }
+        Ok(())
+    };
+    let absolute = if binary.is_absolute() {
+        binary.to_owned()
+    } else {
+        std::env::current_dir()
+            .context("cannot find the current directory")?
+            .join(binary)
+    };
+    let look = |path: &Path| {
+        std::fs::symlink_metadata(path).with_context(|| format!("cannot check {}", path.display()))
+    };
+    // Resolve like the kernel, one component at a time: `current` is always a real directory
+    // (never a symlink) that passed the check.
+    let mut current = PathBuf::from("/");
+    check(&current, &look(&current)?)?;
+    let mut pending = VecDeque::new();
+    prepend(&mut pending, &absolute);
+    let mut hops = 0;
+    let mut last = None;
+    while let Some(component) = pending.pop_front() {
+        match component.to_str() {
+            Some("/") => {
+                current = PathBuf::from("/");
+                last = None;
+            }
+            Some(".") => last = None,
+            Some("..") => {
+                current.pop();
+                last = None;
+            }
+            _ => {
+                let next = current.join(&component);
+                let meta = look(&next)?;
+                check(&next, &meta)?;
+                if meta.file_type().is_symlink() {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        bail!("{}: too many levels of symbolic links", binary.display());
+                    }
+                    let target = std::fs::read_link(&next)
+                        .with_context(|| format!("cannot check {}", next.display()))?;
+                    prepend(&mut pending, &target);
+                    last = None;
+                } else {
+                    last = Some(meta);
+                    current = next;
+                }
+            }
+        }
+    }
+    if !last.is_some_and(|meta| meta.is_file()) {
+        bail!("{}: not a regular file", binary.display());
+    }
+    Ok(())
+}
+
+/// Puts the components of `path` before what is still to be resolved.
+fn prepend(pending: &mut VecDeque<OsString>, path: &Path) {
+    for component in path.components().rev() {
+        pending.push_front(component.as_os_str().to_owned());
+    }
 }
 
 fn systemd_running() -> bool {
@@ -132,6 +227,7 @@ pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError>
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot find the wgmesh binary")?,
     };
+    check_binary_is_root_only(&binary).map_err(CliError::usage)?;
     prepare_config_dir(&args.config_dir)?;
     let credential = credential_path(&args.config_dir, &args.interface);
     let mut text = loaded.secret.expose_uri();

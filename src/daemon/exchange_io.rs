@@ -119,17 +119,33 @@ pub fn own_info(state: &MeshState) -> MemberInfo {
 }
 
 /// Binds the control socket: all IPv4 addresses, joined to the LAN group on every interface.
+///
+/// Exclusively: no `SO_REUSEADDR` (and no `SO_REUSEPORT`). With either, a local user of any uid
+/// could bind the same port on `127.0.0.1`, the LAN address, the group or the wildcard beside
+/// the daemon and receive its datagrams (Linux delivers to the most specific, then the newest
+/// socket). Multicast needs no sharing: the one socket bound to the wildcard receives the group's
+/// datagrams on every interface it joined. Two daemons on one host therefore need different
+/// control ports (the derived port differs per secret; `--control-port` for the rest).
 pub fn bind_control(
     port: u16,
     group: Option<Ipv4Addr>,
     mesh_interface: &str,
 ) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    // Several daemons (on different interfaces, or in tests) may share a host; the group
-    // membership needs the port bound by each of them.
-    socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    socket.bind(&addr.into()).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                err.kind(),
+                format!(
+                    "{err}: another process holds UDP port {port} (another wgmesh on this host? give one of them --control-port)"
+                ),
+            )
+        } else {
+            err
+        }
+    })?;
     if let Some(group) = group {
         socket.set_multicast_loop_v4(false)?;
         socket.set_multicast_ttl_v4(1)?;
@@ -884,5 +900,42 @@ impl ExchangeTask {
                 self.schedule_probes(addr, &PUNCH_RETRIES);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No other socket, whatever options it sets, can bind the control port beside the daemon:
+    /// not the wildcard, not loopback, not the LAN group. (A local user of another uid is
+    /// `tests/local_user_lab.rs`.)
+    #[tokio::test]
+    async fn nothing_binds_beside_the_control_socket() {
+        let group = Ipv4Addr::new(239, 192, 77, 78);
+        // No group membership: joining would send IGMP reports on the build host's networks.
+        let control = bind_control(0, None, "none").unwrap();
+        let port = control.local_addr().unwrap().port();
+        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST, group] {
+            let other =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            other.set_reuse_address(true).unwrap();
+            other.set_reuse_port(true).unwrap();
+            let err = other
+                .bind(&SocketAddr::from((ip, port)).into())
+                .expect_err("bound beside the control socket");
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{ip}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_control_port_is_reported_with_the_fix() {
+        let holder = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let err = bind_control(port, None, "none").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("UDP port {port}")) && err.contains("--control-port"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! Pid file, single-instance check and systemd notifications.
 
 use anyhow::{Context as _, anyhow, bail};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +30,14 @@ pub fn read_pid(path: &Path) -> Option<i32> {
 /// daemon of ours left it, never one it cannot vouch for.
 pub fn mark_kept_interface(path: &Path, kept: bool) {
     let result = if kept {
-        std::fs::write(path, b"")
+        // An empty marker: nothing is truncated or written, and a symlink is never followed.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map(drop)
     } else {
         std::fs::remove_file(path).or_else(|err| {
             if err.kind() == std::io::ErrorKind::NotFound {
@@ -74,18 +80,11 @@ impl PidFile {
                     .context(format!("cannot remove stale socket {}", socket.display())));
             }
         }
-        let tmp = path.with_extension("pid.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .with_context(|| format!("cannot write pid file {}", tmp.display()))?;
-        writeln!(file, "{}", std::process::id())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot write pid file {}", path.display()))?;
+        // Through an unguessable O_EXCL|O_NOFOLLOW temporary file and a rename: a symlink
+        // planted in the runtime directory is never written through.
+        let pid = format!("{}\n", std::process::id());
+        wgmesh_state::atomic_write_mode(path, pid.as_bytes(), 0o644)
+            .context("cannot write the pid file")?;
         Ok(Self {
             path: path.to_owned(),
         })
@@ -169,6 +168,35 @@ mod tests {
         assert!(!sock.exists(), "stale socket must be removed");
         drop(claimed);
         assert!(!pid.exists());
+    }
+
+    /// Older releases wrote `<iface>.pid.tmp` and followed a symlink planted there.
+    #[test]
+    fn the_pid_file_is_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let pid = dir.path().join("wg0.pid");
+        let sock = dir.path().join("wg0.sock");
+        std::os::unix::fs::symlink(&victim, dir.path().join("wg0.pid.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".wg0.pid.tmp.1.0000000000000000"))
+            .unwrap();
+        let claimed = PidFile::claim(&pid, &sock, "wg0").unwrap();
+        assert_eq!(read_pid(&pid), Some(std::process::id() as i32));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        drop(claimed);
+
+        // The kept-interface marker neither truncates nor creates through a symlink.
+        let kept = dir.path().join("wg0.kept");
+        std::os::unix::fs::symlink(&victim, &kept).unwrap();
+        mark_kept_interface(&kept, true);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let plain = dir.path().join("wg1.kept");
+        mark_kept_interface(&plain, true);
+        assert!(plain.is_file());
+        mark_kept_interface(&plain, false);
+        assert!(!plain.exists());
     }
 
     #[test]

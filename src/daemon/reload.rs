@@ -173,32 +173,24 @@ pub fn at_startup(path: &Path) -> (Option<ReloadFile>, ReloadReport) {
 const MAX_RELOAD_FILE_BYTES: u64 = 64 * 1024;
 
 /// Reads the reload file: `Ok(None)` if there is none. Only a regular file of at most
-/// [`MAX_RELOAD_FILE_BYTES`] of UTF-8 is read: opening a FIFO would block until someone writes
-/// to it (with no reload ever answered), and a device could be read forever.
+/// [`MAX_RELOAD_FILE_BYTES`] of UTF-8 is read: a FIFO would block the reader until someone
+/// writes to it (with no reload ever answered), and a device could be read forever. A symlink
+/// to a regular file is fine (configuration management installs those).
 fn read_reload_file(path: &Path) -> Result<Option<String>, String> {
-    let kind = |meta: &std::fs::Metadata| {
-        let file_type = meta.file_type();
-        if file_type.is_file() {
-            None
-        } else if file_type.is_dir() {
-            Some("it is a directory, not a regular file")
-        } else {
-            Some("it is not a regular file (a FIFO, socket or device)")
-        }
-    };
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(err.to_string()),
     };
-    if let Some(reason) = kind(&meta) {
+    if let Some(reason) = not_regular(&meta) {
         return Err(reason.to_owned());
     }
-    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
-    // It may have been replaced between the two looks.
-    if let Some(reason) = file.metadata().ok().as_ref().and_then(kind) {
-        return Err(reason.to_owned());
-    }
+    let file = match open_regular(path) {
+        Ok(file) => file,
+        // Removed between the two looks: as if it had never been there.
+        Err(OpenError::Missing) => return Ok(None),
+        Err(OpenError::Refused(reason)) => return Err(reason),
+    };
     let mut bytes = Vec::new();
     file.take(MAX_RELOAD_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -215,6 +207,47 @@ fn read_reload_file(path: &Path) -> Result<Option<String>, String> {
             err.utf8_error().valid_up_to()
         )
     })
+}
+
+/// Why a path is not a file we read, or `None` for a regular file.
+fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some("it is a directory, not a regular file")
+    } else {
+        Some("it is not a regular file (a FIFO, socket or device)")
+    }
+}
+
+enum OpenError {
+    Missing,
+    Refused(String),
+}
+
+/// Opens `path` for reading and checks, on the open descriptor, that it is a regular file. The
+/// path may have been swapped for a FIFO since the caller looked at it: `O_NONBLOCK` makes that
+/// open return at once instead of waiting for a writer (a plain open of a FIFO blocks before
+/// any check could run), and the `fstat` then refuses it. On a regular file `O_NONBLOCK` changes
+/// nothing.
+fn open_regular(path: &Path) -> Result<std::fs::File, OpenError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => OpenError::Missing,
+            _ => OpenError::Refused(err.to_string()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|err| OpenError::Refused(err.to_string()))?;
+    match not_regular(&meta) {
+        Some(reason) => Err(OpenError::Refused(reason.to_owned())),
+        None => Ok(file),
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +281,42 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(read_reload_file(&path).unwrap_err().contains("directory"));
+    }
+
+    /// The file swapped for a FIFO after the first look (which saw a regular file): the open
+    /// itself must not wait for a writer. Without `O_NONBLOCK` this open blocks forever.
+    #[test]
+    fn opening_a_fifo_returns_at_once_with_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.reload");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_regular(&fifo).err().map(|err| match err {
+                OpenError::Missing => "missing".to_owned(),
+                OpenError::Refused(reason) => reason,
+            }));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(5));
+        if result.is_err() {
+            // Release the blocked reader before failing.
+            let _ = std::fs::OpenOptions::new().write(true).open(&path);
+        }
+        let err = result
+            .expect("opening a FIFO blocked")
+            .expect("a FIFO was accepted");
+        assert!(err.contains("not a regular file"), "{err}");
+        // A symlink to a regular file stays allowed.
+        let target = dir.path().join("target.reload");
+        std::fs::write(&target, "log-level=warn\n").unwrap();
+        let link = dir.path().join("link.reload");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            read_reload_file(&link),
+            Ok(Some("log-level=warn\n".to_owned()))
+        );
     }
 
     /// A FIFO in place of the file would block the reader until someone writes into it.

@@ -54,21 +54,78 @@ pub struct ReloadFile {
     pub ignored: Vec<(usize, String)>,
 }
 
-/// Why a reload file was rejected. Always names the line.
+/// Text from the file of this many characters or more could be a pasted secret (the shortest
+/// token `wgmesh` accepts has 16, checked by a test), so errors show only its
+/// length. Errors, logs and `status` carry these messages.
+const SHOWN_BELOW: usize = 16;
+
+/// A piece of the file as an error shows it: quoted if short enough that it cannot be a secret,
+/// otherwise only its length.
+fn shown(text: &str) -> String {
+    let len = text.chars().count();
+    if len < SHOWN_BELOW {
+        format!("{text:?}")
+    } else {
+        format!("<{len} characters, not shown>")
+    }
+}
+
+/// A route item as an error shows it: also in full when it starts with an IP address (an
+/// IPv6 CIDR is up to 43 characters), which is never a secret.
+fn shown_route(item: &str) -> String {
+    let address = item.split_once('/').map_or(item, |(address, _)| address);
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        format!("{item:?}")
+    } else {
+        shown(item)
+    }
+}
+
+/// " (did you mean KEY?)" for a key a typo away from a known one: only known names are shown.
+fn suggestion(key: &str) -> String {
+    RELOADABLE
+        .iter()
+        .chain(RESTART_ONLY)
+        .find(|known| edit_distance(key, known) <= 2)
+        .map(|known| format!(" (did you mean {known}?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, for the suggestion above; keys are short.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Why a reload file was rejected. Always names the line. Never shows a whole line, and shows
+/// a key or value only if it cannot be a secret ([`shown`]): an operator who pastes the secret
+/// into the file must not find it in the logs or in `status`.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ReloadError {
-    #[error("line {line}: expected KEY=VALUE, found {text:?}")]
-    NotKeyValue { line: usize, text: String },
-    #[error("line {line}: unknown key {key:?} (reloadable keys: {})", RELOADABLE.join(", "))]
+    #[error("line {line}: expected KEY=VALUE (the line's text is not shown: it may be a secret)")]
+    NotKeyValue { line: usize },
+    /// `key` is as [`shown`] shows it, with a suggestion if it is close to a known key.
+    #[error("line {line}: unknown key {key} (reloadable keys: {})", RELOADABLE.join(", "))]
     UnknownKey { line: usize, key: String },
-    #[error("line {line}: key {key:?} appears twice (first on line {first})")]
+    #[error("line {line}: key {key} appears twice (first on line {first})")]
     Duplicate {
         line: usize,
         key: String,
         first: usize,
     },
+    /// `value` is as [`shown_route`] shows it.
     #[error(
-        "line {line}: advertise-routes: {value:?} is not a CIDR (like 192.168.1.0/24 or fd00::/64)"
+        "line {line}: advertise-routes: {value} is not a CIDR (like 192.168.1.0/24 or fd00::/64)"
     )]
     BadCidr { line: usize, value: String },
     #[error("line {line}: advertise-routes: {value} has host bits set; did you mean {network}?")]
@@ -79,7 +136,8 @@ pub enum ReloadError {
     },
     #[error("line {line}: advertise-routes: at most {MAX_ADVERTISED_ROUTES} routes, found {count}")]
     TooManyRoutes { line: usize, count: usize },
-    #[error("line {line}: log-level: {value:?} is not one of {}", LOG_LEVELS.join(", "))]
+    /// `value` is as [`shown`] shows it.
+    #[error("line {line}: log-level: {value} is not one of {}", LOG_LEVELS.join(", "))]
     BadLogLevel { line: usize, value: String },
     #[error("line {line}: name: {source}")]
     BadName { line: usize, source: NameError },
@@ -113,17 +171,14 @@ impl FromStr for ReloadFile {
                 continue;
             }
             let Some((key, value)) = content.split_once('=') else {
-                return Err(ReloadError::NotKeyValue {
-                    line,
-                    text: content.to_owned(),
-                });
+                return Err(ReloadError::NotKeyValue { line });
             };
             let key = key.trim().to_ascii_lowercase().replace('_', "-");
             let value = value.trim();
             if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
                 return Err(ReloadError::Duplicate {
                     line,
-                    key,
+                    key: shown(&key),
                     first: *first,
                 });
             }
@@ -135,7 +190,7 @@ impl FromStr for ReloadFile {
                     if !LOG_LEVELS.contains(&level.as_str()) {
                         return Err(ReloadError::BadLogLevel {
                             line,
-                            value: value.to_owned(),
+                            value: shown(value),
                         });
                     }
                     file.log_level = Some(level);
@@ -147,7 +202,12 @@ impl FromStr for ReloadFile {
                     file.name = Some(Some(name));
                 }
                 known if RESTART_ONLY.contains(&known) => file.ignored.push((line, key)),
-                _ => return Err(ReloadError::UnknownKey { line, key }),
+                _ => {
+                    return Err(ReloadError::UnknownKey {
+                        line,
+                        key: format!("{}{}", shown(&key), suggestion(&key)),
+                    });
+                }
             }
         }
         Ok(file)
@@ -159,7 +219,7 @@ fn parse_routes(line: usize, value: &str) -> Result<Vec<IpNet>, ReloadError> {
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let net: IpNet = item.parse().map_err(|_| ReloadError::BadCidr {
             line,
-            value: item.to_owned(),
+            value: shown_route(item),
         })?;
         if net.trunc() != net {
             return Err(ReloadError::HostBits {
@@ -255,6 +315,60 @@ mod tests {
             assert!(message.starts_with(&format!("line {line}:")), "{message}");
             assert!(message.contains(needle), "{message} lacks {needle}");
         }
+    }
+
+    /// A secret pasted into the reload file, alone on a line or as a key or value, never
+    /// appears in the error (which goes to the log, `wgmesh reload` and `status`).
+    #[test]
+    fn errors_never_show_text_that_could_be_a_secret() {
+        let secrets = [
+            "wgmesh://v1/Q2hhbmdlTWVBbmRLZWVwTWVTZWNyZXQtMDEyMzQ1Ng",
+            "Q2hhbmdlTWVBbmRLZWVwTWVTZWNyZXQtMDEyMzQ1Ng",
+            "sixteen-chars-ok",
+            "dead:beef:cafe:babe",
+        ];
+        for secret in secrets {
+            let lines = [
+                secret.to_owned(),
+                format!("  {secret}  # pasted"),
+                format!("{secret}=1"),
+                format!("{secret}="),
+                format!("advertise-routes={secret}"),
+                format!("advertise-routes=10.0.0.0/8,{secret}"),
+                format!("log-level={secret}"),
+            ];
+            for line in lines {
+                let text = format!("log-level=info\n{line}\n");
+                let err = parse(&text).unwrap_err();
+                assert_eq!(err.line(), 2, "{err}");
+                let message = err.to_string();
+                for needle in [secret.to_owned(), secret.to_ascii_lowercase()] {
+                    assert!(!message.contains(&needle), "{line:?} -> {message}");
+                }
+            }
+        }
+        // What cannot be a secret is still shown: a short typo, an address, a near-miss key.
+        let shown = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(shown("advertise-routes=bogus").contains("\"bogus\" is not a CIDR"));
+        assert!(
+            shown("advertise-routes=fd00:1234:5678:9abc:def0::/129")
+                .contains("\"fd00:1234:5678:9abc:def0::/129\" is not a CIDR")
+        );
+        assert!(shown("log-level=loud").contains("\"loud\""));
+        let typo = shown("advertize-routes=10.0.0.0/8");
+        assert!(
+            typo.contains("<16 characters, not shown>")
+                && typo.contains("did you mean advertise-routes?"),
+            "{typo}"
+        );
+        assert!(shown("frobnicate=1").contains("unknown key \"frobnicate\""));
+    }
+
+    #[test]
+    fn the_shown_limit_is_below_the_shortest_secret() {
+        // Anything shown is too short to be accepted as a secret.
+        assert!(wgmesh_derive::Secret::parse(&"a".repeat(SHOWN_BELOW - 1)).is_err());
+        assert!(wgmesh_derive::Secret::parse(&"a".repeat(SHOWN_BELOW)).is_ok());
     }
 
     #[test]

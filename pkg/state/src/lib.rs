@@ -5,7 +5,9 @@ mod atomic;
 mod identity;
 mod peer_cache;
 
-pub use atomic::{StateError, atomic_write, ensure_private_dir};
+pub use atomic::{
+    StateError, atomic_write, atomic_write_mode, create_new_file, ensure_private_dir,
+};
 pub use identity::{IDENTITY_VERSION, NodeIdentity, identity_path};
 pub use peer_cache::{
     CacheLoad, CachedPeer, MAX_CACHED_PEERS, PEER_CACHE_VERSION, load_peer_cache, peer_cache_path,
