@@ -26,8 +26,9 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Rootfs: mmdebstrap, cached under a key that changes with anything that shapes the tree.
-# procps is left out on purpose: ExecReload must not need /bin/kill (issue 12).
-ROOTFS_RECIPE=2
+# procps is left out on purpose: ExecReload must not need /bin/kill (issue 12). Bump
+# ROOTFS_RECIPE when the mmdebstrap options below change.
+ROOTFS_RECIPE=3
 ROOTFS_PACKAGES=(systemd systemd-sysv dbus wireguard-go wireguard-tools iproute2 iputils-ping)
 MIRROR=${WGMESH_LAB_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${WGMESH_LAB_SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}
@@ -63,7 +64,7 @@ ensure_rootfs() {
         find "$CACHE" -maxdepth 1 -name 'rootfs-*' -not -name "rootfs-$key*" -exec rm -rf {} +
         mmdebstrap --variant=minbase --mode=root --format=directory \
             --include="$(IFS=,; echo "${ROOTFS_PACKAGES[*]}")" \
-            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt=force-unsafe-io \
             --customize-hook='rm -f "$1/etc/hostname"' \
             --customize-hook='echo "wgmesh-lab recipe '"$ROOTFS_RECIPE"'" > "$1/etc/wgmesh-lab"' \
             bookworm "$dir.tmp" \
@@ -74,6 +75,9 @@ ensure_rootfs() {
             log "mmdebstrap failed (log: $CACHE/mmdebstrap.log)" >&2
             return 1
         }
+        # force-unsafe-io skips dpkg's fsync per file (a quarter of the build time); one sync
+        # before the tree is marked complete gives the same guarantee for a cache.
+        sync -f "$dir.tmp"
         mv "$dir.tmp" "$dir"
         touch "$dir/.complete"
         log "rootfs built in $(since "$started") s ($(du -sh "$dir" | cut -f1))" >&2
