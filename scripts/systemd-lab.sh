@@ -143,6 +143,9 @@ mkdir -p "$ARTIFACTS"
 teardown() {
     local rc=$?
     set +e
+    # Background helpers (route sampler, ping) first: they would outlive the containers.
+    local job
+    for job in $(jobs -p); do kill "$job" 2>/dev/null; done
     for n in "${NODES[@]}"; do
         if [[ -n ${LEADER[$n]:-} ]] && kill -0 "${LEADER[$n]}" 2>/dev/null; then
             nsenter -t "${LEADER[$n]}" -a journalctl --no-pager -o short-precise \
@@ -286,7 +289,7 @@ mesh_up() { has_peer a "$KEY_B" && has_peer b "$KEY_A" && pings a "$IP_B" && pin
 # Samples, every 0.1 s until the file $1.stop exists, whether node b has node a's route.
 sample_route() {
     local out=$1 yes=0 no=0
-    while [[ ! -e $out.stop ]]; do
+    while [[ ! -e $out.stop && -d $work ]]; do
         if has_route b; then yes=$((yes + 1)); else no=$((no + 1)); fi
         sleep 0.1
     done
