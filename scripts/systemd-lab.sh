@@ -14,6 +14,7 @@
 #   WGMESH_LAB_CACHE      rootfs cache          (default /var/cache/wgmesh-lab)
 #   WGMESH_LAB_ARTIFACTS  journals + console    (default /tmp/wgmesh-systemd-lab)
 #   WGMESH_LAB_MIRROR     Debian mirror         (default http://deb.debian.org/debian)
+#   WGMESH_LAB_SECURITY_MIRROR                  (default: the mirror's debian-security)
 #   WGMESH_LAB_UNDERLAY   bridge /24, first three octets (default 172.31.233)
 #   WGMESH_LAB_KEEP=1     leave the containers running at the end (prints how to enter them)
 set -euo pipefail
@@ -226,6 +227,9 @@ settle_nodes() {
     local n i state
     for i in "${!NODES[@]}"; do
         n=${NODES[$i]}
+        # systemctl cannot connect until PID 1 has made its private socket.
+        wait_for 30 in_node "$n" test -S /run/systemd/private ||
+            { log "node $n: systemd never opened /run/systemd/private"; return 1; }
         state=$(timeout 60 nsenter -t "${LEADER[$n]}" -a systemctl is-system-running --wait 2>&1) || true
         [[ $state == running ]] || log "node $n booted $state: $(in_node "$n" systemctl --failed --no-legend 2>&1 | tr '\n' ' ')"
         ADDR[$n]=$UNDERLAY.$((11 + i))
