@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and property tests, and the root-only
-# integration tests (network namespaces with wireguard-go, the kernel VM), and a short run of
-# every fuzz target. Run as root.
+# integration tests (network namespaces with wireguard-go, the kernel VM, the systemd lab), and a
+# short run of every fuzz target. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
@@ -15,5 +15,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast
 # The Debian package: build (lintian clean), dpkg -i, check, dpkg -r (scripts/deb-test.sh).
 ./scripts/deb-test.sh
+# The unit under a real systemd 252 (PID 1 of two nspawn containers), installed from the package.
+./scripts/systemd-lab.sh
 # Every fuzz target for a bounded time (stable toolchain; installs cargo-fuzz if missing).
 ./scripts/fuzz-ci.sh 15
