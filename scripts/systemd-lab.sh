@@ -362,8 +362,11 @@ step_install_service() {
     local fragment
     fragment=$(prop a FragmentPath)
     note "unit loaded from $fragment"
-    if [[ $fragment != /lib/systemd/system/* ]] && in_node a test -f /lib/systemd/system/wgmesh@.service; then
-        note "(it shadows the packaged /lib/systemd/system/wgmesh@.service: a package upgrade's unit changes stay hidden)"
+    # install-service uses the packaged unit rather than shadowing it with a copy in /etc, so a
+    # package upgrade's unit changes take effect.
+    if [[ $fragment != /lib/systemd/system/* && $fragment != /usr/lib/systemd/system/* ]]; then
+        why "node a: unit loaded from $fragment, shadowing the packaged one"
+        ok=1
     fi
     return $ok
 }

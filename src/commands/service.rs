@@ -92,6 +92,48 @@ fn prepare_config_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the unit goes when `--unit-dir` is left alone: the administrator's unit directory.
+const ADMIN_UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Where the Debian package installs the unit (`/lib` on a merged-/usr system is `/usr/lib`).
+const VENDOR_UNIT_DIRS: &[&str] = &["/lib/systemd/system", "/usr/lib/systemd/system"];
+
+/// Puts the unit in place and returns the path systemd will load it from. A packaged unit that
+/// already says exactly this is used as it is: a copy in `/etc/systemd/system` would shadow it,
+/// and the unit a package upgrade brings would never take effect. Such a copy, left by an
+/// earlier `install-service`, is removed for the same reason; an edited one is the
+/// administrator's and stays (with a warning). Anything else (another binary, another config
+/// dir, no package) is written to `unit_dir`.
+fn place_unit(unit_dir: &Path, vendor_dirs: &[&str], unit: &str) -> anyhow::Result<PathBuf> {
+    let admin_path = unit_dir.join(UNIT_NAME);
+    let packaged = vendor_dirs
+        .iter()
+        .map(|dir| Path::new(dir).join(UNIT_NAME))
+        .find(|path| std::fs::read_to_string(path).is_ok_and(|text| text == unit));
+    if let Some(packaged) = packaged {
+        return match std::fs::read_to_string(&admin_path) {
+            Ok(text) if text == unit => {
+                std::fs::remove_file(&admin_path)
+                    .with_context(|| format!("cannot remove {}", admin_path.display()))?;
+                Ok(packaged)
+            }
+            Ok(_) => {
+                output::warn(format!(
+                    "{} differs from the packaged {} and shadows it; left as it is",
+                    admin_path.display(),
+                    packaged.display()
+                ));
+                Ok(admin_path)
+            }
+            Err(_) => Ok(packaged),
+        };
+    }
+    std::fs::create_dir_all(unit_dir)
+        .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+    write_public_file(&admin_path, unit)?;
+    Ok(admin_path)
+}
+
 /// Writes a file world-readable whatever the caller's umask (systemd warns about a unit it
 /// cannot read as other users, and `systemctl cat` fails for them), atomically and never
 /// through a symlink.
@@ -238,10 +280,13 @@ pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError>
     if let Some(env_text) = &env_text {
         atomic_write(&env_file, env_text.as_bytes())?;
     }
-    std::fs::create_dir_all(&args.unit_dir)
-        .with_context(|| format!("cannot create {}", args.unit_dir.display()))?;
-    let unit_path = args.unit_dir.join(UNIT_NAME);
-    write_public_file(&unit_path, &render_unit(&binary, &args.config_dir))?;
+    let unit = render_unit(&binary, &args.config_dir);
+    let vendor_dirs: &[&str] = if args.unit_dir == Path::new(ADMIN_UNIT_DIR) {
+        VENDOR_UNIT_DIRS
+    } else {
+        &[]
+    };
+    let unit_path = place_unit(&args.unit_dir, vendor_dirs, &unit)?;
     let instance = format!("wgmesh@{}.service", args.interface);
     let started = systemd_running();
     if started {
@@ -258,7 +303,7 @@ pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError>
         }));
     } else {
         output::line(format!(
-            "installed {} and the secret as credential {} (0600)",
+            "unit {} and the secret as credential {} (0600)",
             unit_path.display(),
             credential.display()
         ));
@@ -312,4 +357,49 @@ pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packaged_unit_that_says_the_same_is_not_shadowed() {
+        let root = tempfile::tempdir().unwrap();
+        let (admin, vendor) = (root.path().join("etc"), root.path().join("lib"));
+        std::fs::create_dir_all(&vendor).unwrap();
+        let unit = render_unit(Path::new("/usr/bin/wgmesh"), Path::new("/etc/wgmesh"));
+        let vendor_text = vendor.display().to_string();
+        let vendor_dirs: &[&str] = &[&vendor_text];
+
+        // No package: the unit is written for the administrator.
+        assert_eq!(
+            place_unit(&admin, vendor_dirs, &unit).unwrap(),
+            admin.join(UNIT_NAME)
+        );
+        // The package brings the same unit: the earlier copy goes, the packaged one is used.
+        std::fs::write(vendor.join(UNIT_NAME), &unit).unwrap();
+        assert_eq!(
+            place_unit(&admin, vendor_dirs, &unit).unwrap(),
+            vendor.join(UNIT_NAME)
+        );
+        assert!(!admin.join(UNIT_NAME).exists());
+        // Another binary: a unit of our own, which must shadow the packaged one.
+        let other = render_unit(Path::new("/opt/wgmesh"), Path::new("/etc/wgmesh"));
+        assert_eq!(
+            place_unit(&admin, vendor_dirs, &other).unwrap(),
+            admin.join(UNIT_NAME)
+        );
+        assert_eq!(std::fs::read_to_string(admin.join(UNIT_NAME)).unwrap(), other);
+        // An administrator's edited copy is never removed, and it is what systemd loads.
+        std::fs::write(admin.join(UNIT_NAME), "# edited\n").unwrap();
+        assert_eq!(
+            place_unit(&admin, vendor_dirs, &unit).unwrap(),
+            admin.join(UNIT_NAME)
+        );
+        assert_eq!(
+            std::fs::read_to_string(admin.join(UNIT_NAME)).unwrap(),
+            "# edited\n"
+        );
+    }
 }

@@ -41,11 +41,13 @@ pub enum BackendError {
         backend: BackendKind,
         reason: String,
     },
-    #[error("{interface}: {operation}: {source}")]
+    /// The io error is part of the message, not a `source`: a chain printed with `{:#}` would
+    /// otherwise name it twice.
+    #[error("{interface}: {operation}: {cause}")]
     Io {
         interface: String,
         operation: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{interface}: {operation}: {message}")]
     Protocol {

@@ -61,7 +61,7 @@ impl KernelBackend {
         BackendError::Io {
             interface: self.interface.clone(),
             operation,
-            source,
+            cause: source,
         }
     }
 

@@ -191,19 +191,20 @@ fn invalid(message: String) -> io::Error {
 
 /// An io error with what we were doing when it happened. The `io::ErrorKind` is kept, so callers
 /// can still match on `AlreadyExists`, `NotFound`, `PermissionDenied`, ...; the original error
-/// (with its raw errno) stays reachable as the source.
+/// (with its raw errno) stays reachable through [`NetlinkError::errno`]. It is part of the
+/// message rather than the error's source: `io::Error` reports its payload's source as its own,
+/// so an error chain printed with `{:#}` would otherwise name the cause twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {source}")]
+#[error("{context}: {cause}")]
 pub struct NetlinkError {
     pub context: String,
-    #[source]
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 impl NetlinkError {
     /// The kernel errno this error came from, if any.
     pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
+        self.cause.raw_os_error()
     }
 }
 
@@ -213,7 +214,7 @@ pub(crate) fn with_context(source: io::Error, context: impl Into<String>) -> io:
         source.kind(),
         NetlinkError {
             context: context.into(),
-            source,
+            cause: source,
         },
     )
 }
@@ -288,6 +289,9 @@ mod tests {
             wrapped.to_string().starts_with("adding 10.0.0.1/16: "),
             "{wrapped}"
         );
+        // Printed as a chain (as the CLI prints errors), the cause appears once.
+        let chain = format!("{:#}", anyhow::Error::from(wrapped));
+        assert_eq!(chain.matches("os error").count(), 1, "{chain}");
 
         let ack = reply(NetlinkPayload::Error(ErrorMessage::default()), 4);
         assert!(parse_replies(&ack, 4, Request::Do(0), &mut replies).unwrap());

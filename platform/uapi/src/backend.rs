@@ -184,7 +184,7 @@ impl UserspaceBackend {
             UapiError::Io { source, .. } => BackendError::Io {
                 interface: self.config.interface.clone(),
                 operation,
-                source,
+                cause: source,
             },
             other => BackendError::Protocol {
                 interface: self.config.interface.clone(),
@@ -198,7 +198,7 @@ impl UserspaceBackend {
         BackendError::Io {
             interface: self.config.interface.clone(),
             operation,
-            source,
+            cause: source,
         }
     }
 
