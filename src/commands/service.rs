@@ -390,7 +390,10 @@ mod tests {
             place_unit(&admin, vendor_dirs, &other).unwrap(),
             admin.join(UNIT_NAME)
         );
-        assert_eq!(std::fs::read_to_string(admin.join(UNIT_NAME)).unwrap(), other);
+        assert_eq!(
+            std::fs::read_to_string(admin.join(UNIT_NAME)).unwrap(),
+            other
+        );
         // An administrator's edited copy is never removed, and it is what systemd loads.
         std::fs::write(admin.join(UNIT_NAME), "# edited\n").unwrap();
         assert_eq!(
