@@ -55,17 +55,34 @@ pub struct SecretArgs {
     pub secret: Option<String>,
 }
 
-/// Which daemon and files a command concerns.
+/// Which daemon and files a command concerns. The variables let an ops script point every
+/// command at one daemon; the systemd unit passes all three on its command line, which wins.
 #[derive(Debug, Args, Clone)]
 pub struct Location {
     /// WireGuard interface name.
-    #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
+    #[arg(
+        long,
+        short = 'i',
+        env = "WGMESH_INTERFACE",
+        default_value = "wg0",
+        value_parser = parse_interface
+    )]
     pub interface: String,
     /// Where the identity, reload file and peer cache live.
-    #[arg(long, default_value = "/var/lib/wgmesh", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "WGMESH_STATE_DIR",
+        default_value = "/var/lib/wgmesh",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
     /// Where the control socket and pid file live.
-    #[arg(long, default_value = "/run/wgmesh", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "WGMESH_RUNTIME_DIR",
+        default_value = "/run/wgmesh",
+        value_name = "DIR"
+    )]
     pub runtime_dir: PathBuf,
 }
 

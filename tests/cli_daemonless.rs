@@ -676,6 +676,17 @@ fn up_reads_flags_from_the_environment() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--mtu"), "{}", stderr(&out));
     assert!(!root.path().join("state").exists(), "nothing touched");
+
+    // The location variables point every command at one daemon.
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .arg("status")
+        .env("WGMESH_INTERFACE", "wgenv1")
+        .env("WGMESH_RUNTIME_DIR", root.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let expected = format!("{}/wgenv1.sock", root.path().join("elsewhere").display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
 
 #[test]
