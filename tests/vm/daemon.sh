@@ -15,7 +15,8 @@ WG=/usr/bin/wg
 PING=/usr/bin/ping
 WGMESH=/usr/local/bin/wgmesh
 NODES="1 2 3"
-WAIT=45 # seconds for the mesh to form (TCG is slow)
+WAIT=120 # seconds for the mesh to form: TCG is slow, and three Argon2id (64 MiB) derivations
+         # run at once in it; on a loaded 2-core host that alone took 46 s
 W=/tmp/mesh
 
 mkdir -p "$W"
