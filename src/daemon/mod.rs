@@ -1,6 +1,7 @@
 //! `wgmesh up`: the daemon (DESIGN.md §6). This module wires the parts together in the startup
 //! order the design fixes; each part lives in its own module.
 
+mod config;
 mod control_server;
 mod discovery;
 mod exchange_io;
@@ -19,6 +20,7 @@ use crate::cli::{UpArgs, value_origin};
 use crate::control::{ReloadReport, Response};
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
+use config::DaemonConfig;
 use discovery::{CacheDiscovery, DhtLink, Discovery, LanDiscovery, StaticDiscovery};
 use exchange_io::{Command, ExchangeTask};
 use lifecycle::{Notifier, PidFile};
@@ -113,81 +115,348 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     tracing::info!(key = "advertise-routes", value = ?advertised, source = %routes_source, "configuration");
     let keys = MeshKeys::derive(&loaded.secret);
     drop(loaded);
+    let config = DaemonConfig::from_up_args(&args, advertised, name);
+    drop(args);
     let (identity, created) = NodeIdentity::load_or_create(
-        &identity_path(&location.state_dir, &location.interface),
+        &identity_path(&config.paths.state_dir, &config.interface),
         &keys,
     )?;
     tracing::info!(path = %identity.path().display(), public_key = %identity.public_key, created, "node identity");
-    let pid_file = PidFile::claim(
-        &location.pid_path(),
-        &location.socket_path(),
-        &location.interface,
-    )?;
+    let pid_file = PidFile::claim(&config.paths.pid, &config.paths.socket, &config.interface)?;
     // From here this daemon owns the interface, kept or not.
-    mark_kept_interface(&location.kept_path(), false);
+    mark_kept_interface(&config.paths.kept, false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let startup = Startup {
-        advertised,
-        name,
-        reload: startup_report,
-    };
-    let result = runtime.block_on(daemon(args, keys, identity, startup, log));
+    let result = runtime.block_on(daemon(config, keys, identity, startup_report, log));
     drop(pid_file);
     result.map_err(CliError::from)
 }
 
-/// The reloadable settings as startup resolved them (reload file over flags, DESIGN.md §6),
-/// and what reading the reload file reported.
-struct Startup {
-    advertised: Vec<ipnet::IpNet>,
-    name: Option<wgmesh_names::MemberName>,
-    reload: ReloadReport,
-}
-
+/// Start, run until a signal or `wgmesh down`, shut down (DESIGN.md §6).
 async fn daemon(
-    args: UpArgs,
+    config: DaemonConfig,
     keys: MeshKeys,
     identity: NodeIdentity,
-    startup: Startup,
+    reload_report: ReloadReport,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
-    let Startup {
-        advertised,
-        name,
-        reload: startup_report,
-    } = startup;
-    let UpArgs {
-        location, options, ..
-    } = args;
-    let interface = location.interface.clone();
-    // Before anything touches the interface: a taken metrics address changes nothing.
-    let metrics_listener = options.metrics_listen.map(metrics::bind).transpose()?;
-    let notifier = Notifier::from_env();
-    let addresses = MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
-    let private_key = keys.node_private_key(&identity.seed);
-    let mesh_prefixes = vec![
-        ipnet::IpNet::V4(keys.ipv4_subnet()),
-        ipnet::IpNet::V6(keys.ipv6_prefix()),
-    ];
+    let daemon = Daemon::start(config, keys, identity, reload_report, log).await?;
+    let stop = daemon.run_until_signal().await;
+    daemon.shutdown(stop).await;
+    Ok(())
+}
 
-    // Create or adopt the interface, then key and port.
+/// The WireGuard interface as startup left it: created or adopted, keyed, addressed and up.
+struct Interface {
+    backend: Box<dyn wgmesh_device::WireguardBackend>,
+    origin: DeviceOrigin,
+    rtnl: Arc<wgmesh_linux::Rtnl>,
+    routes: wgmesh_linux::InterfaceRoutes,
+    link: LinkConfig,
+    listen_port: u16,
+}
+
+/// A running daemon: what `run_until_signal` and `shutdown` need.
+struct Daemon {
+    config: DaemonConfig,
+    reconciler: SharedReconciler,
+    notifier: Notifier,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    commands: mpsc::Sender<Command>,
+    reload: reload::ReloadContext,
+    /// Notified by `wgmesh down`.
+    teardown: Arc<tokio::sync::Notify>,
+}
+
+impl Daemon {
+    /// Brings the node up in the order DESIGN.md §6 fixes: interface, key and port, addresses,
+    /// control socket, discovery and the exchange, metrics, the reconcile loop, `READY=1`.
+    async fn start(
+        config: DaemonConfig,
+        keys: MeshKeys,
+        identity: NodeIdentity,
+        reload_report: ReloadReport,
+        log: logging::LogHandle,
+    ) -> anyhow::Result<Self> {
+        let interface = config.interface.clone();
+        // Before anything touches the interface: a taken metrics address changes nothing.
+        let metrics_listener = config.metrics_listen.map(metrics::bind).transpose()?;
+        let notifier = Notifier::from_env();
+        let addresses =
+            MeshAddresses::derive(&keys, &identity.public_key, identity.collision_counter);
+        let private_key = keys.node_private_key(&identity.seed);
+        let mesh_prefixes = vec![
+            ipnet::IpNet::V4(keys.ipv4_subnet()),
+            ipnet::IpNet::V6(keys.ipv6_prefix()),
+        ];
+        let Interface {
+            backend,
+            origin,
+            rtnl,
+            routes,
+            link,
+            listen_port,
+        } = setup_interface(&config, &private_key, &addresses, &mesh_prefixes).await?;
+        let kind = backend.kind();
+
+        let control_port = config.control_port.unwrap_or_else(|| keys.control_port());
+        let node = NodeInfo {
+            interface: interface.clone(),
+            backend: kind,
+            public_key: identity.public_key,
+            listen_port,
+            control_port,
+            mesh_prefixes,
+            accept_routes: config.accept_routes,
+            relay: config.relay,
+        };
+        let own = OwnAddresses {
+            ipv4: addresses.ipv4,
+            ipv6: addresses.ipv6,
+            collision_counter: identity.collision_counter,
+        };
+        let shared = Shared::new(own, config.advertised.clone());
+        shared.lock().own_name.clone_from(&config.name);
+        let settings = DeviceSettings {
+            private_key: private_key.clone(),
+            listen_port,
+            preshared_key: keys.preshared_key(),
+            persistent_keepalive: NAT_KEEPALIVE_SECS,
+        };
+        let mut reconciler = Reconciler::new(
+            backend,
+            rtnl,
+            routes,
+            link,
+            settings,
+            shared.clone(),
+            node.clone(),
+        );
+        if origin == DeviceOrigin::Adopted {
+            reconciler.hold_removals(ADOPTION_GRACE);
+        }
+        let last_pass = reconciler.last_pass();
+
+        // Control socket.
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (reload_tx, reload_rx) = watch::channel(reload_report);
+        let listener = control_server::bind(&config.paths.socket)?;
+        let (refresh_tx, refresh_rx) = mpsc::channel(1);
+        let status = StatusHandle {
+            node: node.clone(),
+            shared: shared.clone(),
+            last_pass: last_pass.clone(),
+            refresh: refresh_tx,
+            reloads: reload_rx.clone(),
+        };
+        let teardown = Arc::new(tokio::sync::Notify::new());
+        tracker.spawn(control_server::serve(
+            listener,
+            status,
+            reload_rx,
+            teardown.clone(),
+            cancel.clone(),
+        ));
+
+        // Discovery and the exchange protocol.
+        let group = keys.lan_group();
+        let lan_group = config.lan_discovery.then_some(group);
+        let socket = exchange_io::bind_control(control_port, lan_group, &interface)
+            .with_context(|| format!("cannot bind control port {control_port}"))?;
+        let record = exchange_io::own_record(&node, &shared.lock());
+        let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
+            .context("cannot build our exchange record")?;
+        exchange.set_info(exchange_io::own_info(&shared.lock()));
+        let cache_path = wgmesh_state::peer_cache_path(&config.paths.state_dir, &interface);
+        let cached = load_peer_cache(&cache_path);
+        let discovery =
+            discovery_sources(&config, &cached, SocketAddr::from((group, control_port)));
+        reconciler.set_peer_cache(cache_path, cached);
+        let stun_servers = nat::server_list(config.stun.as_deref(), DEFAULT_STUN_SERVERS);
+        let (dht, dht_candidates) = match nat::server_list(config.dht_bootstrap.as_deref(), &[]) {
+            None => (None, None),
+            Some(bootstrap) => {
+                let nodes_file = config
+                    .paths
+                    .state_dir
+                    .join(format!("{interface}.dht-nodes.json"));
+                match DhtLink::start(&keys, control_port, bootstrap, nodes_file) {
+                    Ok((link, rx)) => (Some(link), Some(rx)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot start the DHT; continuing without it");
+                        (None, None)
+                    }
+                }
+            }
+        };
+        let (link_tx, link_events) = mpsc::channel(1);
+        if let Err(err) = wgmesh_linux::watch_links_and_addresses(move || {
+            // Coalesced: one pending notice is enough, the receiver re-reads everything.
+            !matches!(
+                link_tx.try_send(()),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        }) {
+            tracing::warn!(error = %err, "no link/address events; noticing network changes by polling");
+        }
+        let (command_tx, command_rx) = mpsc::channel(8);
+        let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
+        let task = ExchangeTask {
+            socket,
+            exchange,
+            shared: shared.clone(),
+            node: node.clone(),
+            discovery,
+            commands: command_rx,
+            reconcile: reconcile_tx.clone(),
+            identity,
+            keys: keys.clone(),
+            probed: std::collections::HashMap::new(),
+            nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
+            lan_group,
+            dht,
+            dht_candidates,
+            last_join: tokio::time::Instant::now(),
+            members_seen: 0,
+            punches: Vec::new(),
+            link_events,
+            second_hand: std::collections::HashMap::new(),
+        };
+        if let Some(servers) = stun_servers {
+            let commands = command_tx.clone();
+            tokio::spawn(async move {
+                let resolved = nat::resolve(servers).await;
+                let _ = commands.send(Command::StunServers(resolved)).await;
+            });
+        }
+        let dht_status = task.dht.as_ref().map(DhtLink::status_reader);
+        tracker.spawn(task.run(cancel.clone()));
+
+        // Metrics (off unless --metrics-listen).
+        let metrics = metrics_listener.map(|listener| {
+            let view = metrics::DaemonView {
+                node: node.clone(),
+                shared: shared.clone(),
+                last_pass,
+                dht: dht_status,
+            };
+            let metrics = Arc::new(wgmesh_metrics::MeshMetrics::new(
+                env!("CARGO_PKG_VERSION"),
+                view,
+            ));
+            tracker.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
+            metrics
+        });
+
+        // Reconcile loop.
+        let reconciler: SharedReconciler = Arc::new(Mutex::new(reconciler));
+        tracker.spawn(reconcile_loop(
+            reconciler.clone(),
+            reconcile_rx,
+            refresh_rx,
+            notifier.clone(),
+            metrics,
+            cancel.clone(),
+        ));
+        notifier.notify("READY=1\nSTATUS=mesh running");
+        let name = config.name.as_ref().map(ToString::to_string);
+        tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, name = name.unwrap_or_default(), version = crate::VERSION, "wgmesh up");
+
+        let reload = reload::ReloadContext {
+            path: config.paths.reload.clone(),
+            shared,
+            node,
+            log,
+            announce: command_tx.clone(),
+            reconcile: reconcile_tx,
+            reports: reload_tx,
+            notifier: notifier.clone(),
+        };
+        Ok(Self {
+            config,
+            reconciler,
+            notifier,
+            cancel,
+            tracker,
+            commands: command_tx,
+            reload,
+            teardown,
+        })
+    }
+
+    /// Serves until SIGINT/SIGTERM or `wgmesh down`, handling SIGHUP reloads meanwhile.
+    async fn run_until_signal(&self) -> Stop {
+        wait_for_signals(&self.reload, &self.teardown).await
+    }
+
+    /// Cancel → tasks drain → goodbye → routes → interface → files → `STOPPING=1`.
+    async fn shutdown(self, stop: Stop) {
+        // `wgmesh down` removes everything; a signal (`systemctl stop`, Ctrl-C) keeps the
+        // interface if asked to, so that a restart does not drop tunnels.
+        let keep = self.config.keep_interface && stop == Stop::Signal;
+        self.notifier.notify("STOPPING=1");
+        tracing::info!("shutting down");
+        // With --keep-interface the tunnels stay up for the next run: no goodbye, or peers would
+        // drop us.
+        if !keep {
+            let (done_tx, done_rx) = oneshot::channel();
+            if self.commands.send(Command::Goodbye(done_tx)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
+            }
+        }
+        self.cancel.cancel();
+        self.tracker.close();
+        let force = tokio::spawn(async {
+            // A second signal forces exit while the drain runs.
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        let reconciler = self.reconciler.clone();
+        tokio::task::spawn_blocking(move || lock(&reconciler).shutdown(keep))
+            .await
+            .ok();
+        force.abort();
+        let _ = std::fs::remove_file(&self.config.paths.socket);
+        lifecycle::mark_kept_interface(&self.config.paths.kept, keep);
+        tracing::info!("stopped");
+    }
+}
+
+/// Creates or adopts the interface, then sets key and port, addresses, MTU and up state.
+async fn setup_interface(
+    config: &DaemonConfig,
+    private_key: &wgmesh_keys::PrivateKey,
+    addresses: &MeshAddresses,
+    mesh_prefixes: &[ipnet::IpNet],
+) -> anyhow::Result<Interface> {
+    let interface = &config.interface;
     let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
     // A wireguard-go that outlives us (--keep-interface) must not write into our closed stderr.
-    let child_output = if options.keep_interface {
-        let log = location
-            .state_dir
-            .join(format!("{interface}.wireguard-go.log"));
-        wgmesh_uapi::ChildOutput::File(log)
+    let child_output = if config.keep_interface {
+        wgmesh_uapi::ChildOutput::File(config.wireguard_go_log())
     } else {
         wgmesh_uapi::ChildOutput::Log
     };
     let mut backend = platform::select_backend(
-        options.backend,
-        &interface,
-        &options.wireguard_go,
+        config.backend,
+        interface,
+        &config.wireguard_go,
         child_output,
         &rtnl,
     )?;
@@ -198,18 +467,17 @@ async fn daemon(
     .await
     .context("interface setup panicked")?
     .context("cannot create the WireGuard interface")?;
-    let kind = backend.kind();
-    tracing::info!(%interface, backend = %kind, adopted = (origin == DeviceOrigin::Adopted), "WireGuard interface ready");
+    tracing::info!(%interface, backend = %backend.kind(), adopted = (origin == DeviceOrigin::Adopted), "WireGuard interface ready");
     let current = backend
         .read()
         .context("cannot read the WireGuard interface")?;
     let listen_port = if origin == DeviceOrigin::Adopted && current.listen_port != 0 {
         current.listen_port
     } else {
-        let port = platform::free_udp_port(options.listen_port)?;
-        if port != options.listen_port {
+        let port = platform::free_udp_port(config.listen_port)?;
+        if port != config.listen_port {
             tracing::warn!(
-                requested = options.listen_port,
+                requested = config.listen_port,
                 using = port,
                 "listen port busy; using the next free one"
             );
@@ -217,7 +485,7 @@ async fn daemon(
         port
     };
     let mut setup = DeviceUpdate::default();
-    if current.private_key.as_ref() != Some(&private_key) {
+    if current.private_key.as_ref() != Some(private_key) {
         setup.private_key = Some(private_key.clone());
     }
     if current.listen_port != listen_port {
@@ -233,255 +501,62 @@ async fn daemon(
     let link = LinkConfig {
         interface: interface.clone(),
         addresses: platform::interface_addresses(addresses.ipv4, addresses.ipv6).to_vec(),
-        managed: mesh_prefixes.clone(),
-        mtu: options.mtu,
+        managed: mesh_prefixes.to_vec(),
+        mtu: config.mtu,
     };
     let index =
-        platform::configure_link(&rtnl, &interface, &link.addresses, &link.managed, link.mtu)?;
-    let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), &interface, index);
-    if options.relay {
-        platform::enable_relay_forwarding(&interface)?;
+        platform::configure_link(&rtnl, interface, &link.addresses, &link.managed, link.mtu)?;
+    let routes = wgmesh_linux::InterfaceRoutes::new(rtnl.clone(), interface, index);
+    if config.relay {
+        platform::enable_relay_forwarding(interface)?;
         tracing::info!(%interface, "relaying for members without a direct path (IPv4 forwarding on this interface)");
     }
-
-    let control_port = options.control_port.unwrap_or_else(|| keys.control_port());
-    let node = NodeInfo {
-        interface: interface.clone(),
-        backend: kind,
-        public_key: identity.public_key,
-        listen_port,
-        control_port,
-        mesh_prefixes,
-        accept_routes: options.accept_routes,
-        relay: options.relay,
-    };
-    let own = OwnAddresses {
-        ipv4: addresses.ipv4,
-        ipv6: addresses.ipv6,
-        collision_counter: identity.collision_counter,
-    };
-    let shared = Shared::new(own, advertised.clone());
-    shared.lock().own_name = name;
-    let settings = DeviceSettings {
-        private_key: private_key.clone(),
-        listen_port,
-        preshared_key: keys.preshared_key(),
-        persistent_keepalive: NAT_KEEPALIVE_SECS,
-    };
-    let reconciler: SharedReconciler = Arc::new(Mutex::new(Reconciler::new(
+    Ok(Interface {
         backend,
-        rtnl.clone(),
+        origin,
+        rtnl,
         routes,
         link,
-        settings,
-        shared.clone(),
-        node.clone(),
-    )));
-    if origin == DeviceOrigin::Adopted {
-        lock(&reconciler).hold_removals(ADOPTION_GRACE);
-    }
+        listen_port,
+    })
+}
 
-    // Control socket.
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (reload_tx, reload_rx) = watch::channel(startup_report);
-    let listener = control_server::bind(&location.socket_path())?;
-    let status = StatusHandle {
-        node: node.clone(),
-        shared: shared.clone(),
-        reconciler: reconciler.clone(),
-        reloads: reload_rx.clone(),
-    };
-    let teardown = Arc::new(tokio::sync::Notify::new());
-    tracker.spawn(control_server::serve(
-        listener,
-        status,
-        reload_rx,
-        teardown.clone(),
-        cancel.clone(),
-    ));
-
-    // Discovery and the exchange protocol.
-    let group = keys.lan_group();
-    let socket =
-        exchange_io::bind_control(control_port, (!options.no_lan).then_some(group), &interface)
-            .with_context(|| format!("cannot bind control port {control_port}"))?;
-    let record = exchange_io::own_record(&node, &shared.lock());
-    let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
-        .context("cannot build our exchange record")?;
-    exchange.set_info(exchange_io::own_info(&shared.lock()));
-    let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
-    let cache_path = wgmesh_state::peer_cache_path(&location.state_dir, &interface);
-    let cached = match wgmesh_state::load_peer_cache(&cache_path) {
+/// The peer cache as last written; an unreadable one is moved aside and ignored.
+fn load_peer_cache(path: &std::path::Path) -> Vec<wgmesh_state::CachedPeer> {
+    match wgmesh_state::load_peer_cache(path) {
         Ok(wgmesh_state::CacheLoad::Loaded(peers)) => peers,
         Ok(wgmesh_state::CacheLoad::Missing) => Vec::new(),
         Ok(wgmesh_state::CacheLoad::MovedAside { to, reason }) => {
-            tracing::warn!(path = %cache_path.display(), moved_to = %to.display(), %reason, "unreadable peer cache moved aside");
+            tracing::warn!(path = %path.display(), moved_to = %to.display(), %reason, "unreadable peer cache moved aside");
             Vec::new()
         }
         Err(err) => {
             tracing::warn!(error = %err, "cannot read the peer cache; starting without it");
             Vec::new()
         }
-    };
+    }
+}
+
+/// The discovery sources the configuration enables: the peer cache first, then the LAN, then
+/// static seeds. (The DHT is a task of its own.)
+fn discovery_sources(
+    config: &DaemonConfig,
+    cached: &[wgmesh_state::CachedPeer],
+    lan_group: SocketAddr,
+) -> Vec<Box<dyn Discovery>> {
+    let mut discovery: Vec<Box<dyn Discovery>> = Vec::new();
     let cached_addrs: Vec<SocketAddr> = cached.iter().filter_map(|c| c.control_addr).collect();
     if !cached_addrs.is_empty() {
         tracing::info!(peers = cached_addrs.len(), "probing cached peers first");
         discovery.push(Box::new(CacheDiscovery::new(cached_addrs)));
     }
-    lock(&reconciler).set_peer_cache(cache_path, cached);
-    if !options.no_lan {
-        discovery.push(Box::new(LanDiscovery::new(SocketAddr::from((
-            group,
-            control_port,
-        )))));
+    if config.lan_discovery {
+        discovery.push(Box::new(LanDiscovery::new(lan_group)));
     }
-    if !options.peer.is_empty() {
-        discovery.push(Box::new(StaticDiscovery::new(options.peer.clone())));
+    if !config.static_peers.is_empty() {
+        discovery.push(Box::new(StaticDiscovery::new(config.static_peers.clone())));
     }
-    let stun_servers = nat::server_list(options.stun.as_deref(), DEFAULT_STUN_SERVERS);
-    let (dht, dht_candidates) = match nat::server_list(options.dht_bootstrap.as_deref(), &[]) {
-        None => (None, None),
-        Some(bootstrap) => {
-            let nodes_file = location
-                .state_dir
-                .join(format!("{interface}.dht-nodes.json"));
-            match DhtLink::start(&keys, control_port, bootstrap, nodes_file) {
-                Ok((link, rx)) => (Some(link), Some(rx)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot start the DHT; continuing without it");
-                    (None, None)
-                }
-            }
-        }
-    };
-    let (link_tx, link_events) = mpsc::channel(1);
-    if let Err(err) = wgmesh_linux::watch_links_and_addresses(move || {
-        // Coalesced: one pending notice is enough, the receiver re-reads everything.
-        !matches!(
-            link_tx.try_send(()),
-            Err(mpsc::error::TrySendError::Closed(_))
-        )
-    }) {
-        tracing::warn!(error = %err, "no link/address events; noticing network changes by polling");
-    }
-    let (command_tx, command_rx) = mpsc::channel(8);
-    let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
-    let task = ExchangeTask {
-        socket,
-        exchange,
-        shared: shared.clone(),
-        node: node.clone(),
-        discovery,
-        commands: command_rx,
-        reconcile: reconcile_tx.clone(),
-        identity,
-        keys: keys.clone(),
-        probed: std::collections::HashMap::new(),
-        nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
-        lan_group: (!options.no_lan).then_some(group),
-        dht,
-        dht_candidates,
-        last_join: tokio::time::Instant::now(),
-        members_seen: 0,
-        punches: Vec::new(),
-        link_events,
-        second_hand: std::collections::HashMap::new(),
-    };
-    if let Some(servers) = stun_servers {
-        let commands = command_tx.clone();
-        tokio::spawn(async move {
-            let resolved = nat::resolve(servers).await;
-            let _ = commands.send(Command::StunServers(resolved)).await;
-        });
-    }
-    let dht_status = task.dht.as_ref().map(DhtLink::status_reader);
-    tracker.spawn(task.run(cancel.clone()));
-
-    // Metrics (off unless --metrics-listen).
-    let metrics = metrics_listener.map(|listener| {
-        let last_pass = state::LastPassCell::default();
-        lock(&reconciler).publish_passes(last_pass.clone());
-        let view = metrics::DaemonView {
-            node: node.clone(),
-            shared: shared.clone(),
-            last_pass,
-            dht: dht_status,
-        };
-        let metrics = Arc::new(wgmesh_metrics::MeshMetrics::new(
-            env!("CARGO_PKG_VERSION"),
-            view,
-        ));
-        tracker.spawn(metrics::serve(listener, metrics.clone(), cancel.clone()));
-        metrics
-    });
-
-    // Reconcile loop.
-    tracker.spawn(reconcile_loop(
-        reconciler.clone(),
-        reconcile_rx,
-        notifier.clone(),
-        metrics,
-        cancel.clone(),
-    ));
-    notifier.notify("READY=1\nSTATUS=mesh running");
-    let name = shared.lock().own_name.as_ref().map(ToString::to_string);
-    tracing::info!(%interface, mesh_ipv4 = %own.ipv4, mesh_ipv6 = %own.ipv6, listen_port, control_port, name = name.unwrap_or_default(), version = crate::VERSION, "wgmesh up");
-
-    let reload_ctx = reload::ReloadContext {
-        path: location.reload_path(),
-        shared: shared.clone(),
-        node: node.clone(),
-        log,
-        announce: command_tx.clone(),
-        reconcile: reconcile_tx,
-        reports: reload_tx,
-        notifier: notifier.clone(),
-    };
-    let stop = wait_for_signals(&reload_ctx, &teardown).await;
-    // `wgmesh down` removes everything; a signal (`systemctl stop`, Ctrl-C) keeps the interface
-    // if asked to, so that a restart does not drop tunnels.
-    let keep = options.keep_interface && stop == Stop::Signal;
-
-    // Shutdown: cancel, drain, goodbye, routes, interface.
-    notifier.notify("STOPPING=1");
-    tracing::info!("shutting down");
-    // With --keep-interface the tunnels stay up for the next run: no goodbye, or peers would
-    // drop us.
-    if !keep {
-        let (done_tx, done_rx) = oneshot::channel();
-        if command_tx.send(Command::Goodbye(done_tx)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), done_rx).await;
-        }
-    }
-    cancel.cancel();
-    tracker.close();
-    let force = tokio::spawn(async {
-        // A second signal forces exit while the drain runs.
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    let reconciler_for_exit = reconciler.clone();
-    tokio::task::spawn_blocking(move || lock(&reconciler_for_exit).shutdown(keep))
-        .await
-        .ok();
-    force.abort();
-    let _ = std::fs::remove_file(location.socket_path());
-    lifecycle::mark_kept_interface(&location.kept_path(), keep);
-    tracing::info!("stopped");
-    Ok(())
+    discovery
 }
 
 /// What ended the daemon.
@@ -517,6 +592,7 @@ async fn wait_for_signals(reload: &reload::ReloadContext, down: &tokio::sync::No
 async fn reconcile_loop(
     reconciler: SharedReconciler,
     mut triggers: mpsc::Receiver<()>,
+    mut refreshes: mpsc::Receiver<oneshot::Sender<()>>,
     notifier: Notifier,
     metrics: Option<Arc<wgmesh_metrics::MeshMetrics>>,
     cancel: CancellationToken,
@@ -538,6 +614,13 @@ async fn reconcile_loop(
             _ = timer.tick() => {}
             Some(()) = triggers.recv() => {}
             () = nudge => {}
+            Some(done) = refreshes.recv() => {
+                // Between passes only: a status request never waits for one.
+                let worker = reconciler.clone();
+                let _ = tokio::task::spawn_blocking(move || lock(&worker).refresh_snapshot()).await;
+                let _ = done.send(());
+                continue;
+            }
         }
         let worker = reconciler.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -572,29 +655,36 @@ async fn reconcile_loop(
     }
 }
 
+/// How long `status` waits for a device read newer than the last pass before it answers with
+/// the last pass. A pass in progress (a wireguard-go restart takes seconds) is not waited for.
+const STATUS_REFRESH_WAIT: Duration = Duration::from_millis(500);
+
+/// Answers `status` from the published snapshot ([`state::LastPassCell`]) and the member
+/// table; never from the reconciler.
 #[derive(Clone)]
 struct StatusHandle {
     node: NodeInfo,
     shared: Shared,
-    reconciler: SharedReconciler,
+    last_pass: state::LastPassCell,
+    /// Asks the reconcile loop for a fresh device read when it is idle.
+    refresh: mpsc::Sender<oneshot::Sender<()>>,
     reloads: watch::Receiver<ReloadReport>,
 }
 
 impl control_server::StatusSource for StatusHandle {
     async fn status(&self) -> Response {
-        let worker = self.reconciler.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut reconciler = lock(&worker);
-            (reconciler.read_device(), reconciler.stats)
-        });
-        let (device, counters) = read.await.unwrap_or_default();
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.refresh.try_send(done_tx).is_ok() {
+            let _ = tokio::time::timeout(STATUS_REFRESH_WAIT, done_rx).await;
+        }
+        let pass = self.last_pass.read();
         let reload = self.reloads.borrow().clone();
         let report = state::status_report(
             &self.node,
             &self.shared.lock(),
-            device.as_ref(),
+            pass.device.as_ref(),
             reload,
-            counters,
+            pass.stats,
         );
         Response::Status(Box::new(report))
     }

@@ -1,6 +1,6 @@
 //! Choosing the WireGuard backend and preparing the interface (Linux).
 
-use crate::cli::BackendChoice;
+use super::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -26,7 +26,7 @@ pub fn resolve_program(program: &Path) -> PathBuf {
 /// Picks the backend. `auto` prefers the kernel; an existing wireguard-go device for this
 /// interface (left by `--keep-interface`) is adopted through its socket whatever the kernel has.
 pub fn select_backend(
-    choice: BackendChoice,
+    choice: BackendPreference,
     interface: &str,
     wireguard_go: &Path,
     child_output: ChildOutput,
@@ -42,19 +42,19 @@ pub fn select_backend(
     let kernel =
         || Box::new(KernelBackend::new(interface, rtnl.clone())) as Box<dyn WireguardBackend>;
     match choice {
-        BackendChoice::Kernel => {
+        BackendPreference::Kernel => {
             wgmesh_linux::probe_kernel_wireguard().map_err(|reason| {
                 anyhow!("--backend kernel: kernel WireGuard is unavailable: {reason}")
             })?;
             Ok(kernel())
         }
-        BackendChoice::Userspace => {
+        BackendPreference::Userspace => {
             wgmesh_uapi::userspace_available(&wireguard_go).map_err(|reason| {
                 anyhow!("--backend userspace: wireguard-go cannot run: {reason}")
             })?;
             Ok(userspace())
         }
-        BackendChoice::Auto => {
+        BackendPreference::Auto => {
             let existing_userspace = UserspaceConfig::new(interface)
                 .socket_dir
                 .join(format!("{interface}.sock"));

@@ -10,9 +10,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use wgmesh_device::{
-    DeviceOrigin, DeviceState, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend,
-};
+use wgmesh_device::{DeviceOrigin, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend};
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
 use wgmesh_mesh::DeviceSettings;
 use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
@@ -56,8 +54,8 @@ pub struct Reconciler {
     nudges: Vec<PendingNudge>,
     /// Ours, derived once from the private key.
     own_key: wgmesh_keys::PublicKey,
-    /// Where each pass is published, when something reads it (`--metrics-listen`).
-    last_pass: Option<LastPassCell>,
+    /// Where each pass is published for `status` and metrics.
+    last_pass: LastPassCell,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -97,13 +95,13 @@ impl Reconciler {
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
             nudges: Vec::new(),
-            last_pass: None,
+            last_pass: LastPassCell::default(),
         }
     }
 
-    /// Publishes every pass from now on into `cell`.
-    pub fn publish_passes(&mut self, cell: LastPassCell) {
-        self.last_pass = Some(cell);
+    /// Where every pass is published: readers never wait for a pass.
+    pub fn last_pass(&self) -> LastPassCell {
+        self.last_pass.clone()
     }
 
     /// Keeps peers and routes that are not (yet) desired for `grace`: after adopting a device
@@ -200,9 +198,7 @@ impl Reconciler {
         self.stats.runs += 1;
         self.stats.device_writes += outcome.device_writes as u64;
         self.stats.route_writes += outcome.route_writes as u64;
-        if let Some(cell) = &self.last_pass {
-            cell.publish(&observed.device, self.stats);
-        }
+        self.last_pass.publish(&observed.device, self.stats);
         Ok(outcome)
     }
 
@@ -383,8 +379,12 @@ impl Reconciler {
         Ok(())
     }
 
-    pub fn read_device(&mut self) -> Option<DeviceState> {
-        self.backend.read().ok()
+    /// Reads the device between passes and publishes it, so `status` shows current
+    /// handshakes and counters without waiting for the next pass.
+    pub fn refresh_snapshot(&mut self) {
+        if let Ok(device) = self.backend.read() {
+            self.last_pass.publish_device(&device);
+        }
     }
 
     /// Removes our routes, then the interface unless it is to be kept.
