@@ -1,31 +1,25 @@
 //! observe → plan → apply (DESIGN.md §6): the pure plan is [`wgmesh_mesh::plan`]; this module
-//! reads the host and applies the plan. Runs on a blocking thread: every step is a short
-//! netlink or UAPI round trip.
+//! reads the device, the routes and the host, and applies the plan. It is generic over the
+//! WireGuard backend, the route control and the [`Host`], so its unit tests run on fakes. Runs
+//! on a blocking thread: every step is a short netlink or UAPI round trip.
 
-use super::platform::configure_link;
 use super::state::{LastPassCell, NodeInfo, Shared};
 use crate::control::ReconcileCounters;
 use crate::logging::RepeatLimiter;
 use anyhow::Context as _;
 use ipnet::IpNet;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use wgmesh_device::{DeviceOrigin, DeviceUpdate, RouteChange, RouteControl as _, WireguardBackend};
-use wgmesh_linux::{InterfaceRoutes, Rtnl};
+use wgmesh_device::{
+    DeviceOrigin, DeviceUpdate, Host, InterfaceConfig, RouteChange, RouteControl, WireguardBackend,
+};
 use wgmesh_mesh::DeviceSettings;
 use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
 
+/// `exchange_io` tells LAN members from others by the host's connected networks.
+pub use super::platform::connected_networks;
+
 /// Members unseen this long are removed (DESIGN.md §6 default).
 const MEMBER_TTL: Duration = Duration::from_secs(600);
-
-/// Link settings, re-applied when a restarted wireguard-go recreated the TUN device.
-#[derive(Debug, Clone)]
-pub struct LinkConfig {
-    pub interface: String,
-    pub addresses: Vec<IpNet>,
-    pub managed: Vec<IpNet>,
-    pub mtu: u32,
-}
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +28,13 @@ pub struct Outcome {
     pub route_writes: usize,
 }
 
-pub struct Reconciler {
-    pub backend: Box<dyn WireguardBackend>,
-    pub rtnl: Arc<Rtnl>,
-    pub routes: InterfaceRoutes,
-    pub link: LinkConfig,
+/// Keeps one WireGuard device and its routes reconciled with the member table.
+pub struct Reconciler<B, R, H> {
+    pub backend: B,
+    pub routes: R,
+    pub host: H,
+    /// Re-applied when a restarted wireguard-go recreated the TUN device, or re-addressed.
+    pub link: InterfaceConfig,
     pub settings: DeviceSettings,
     pub shared: Shared,
     pub node: NodeInfo,
@@ -58,7 +54,7 @@ pub struct Reconciler {
     last_pass: LastPassCell,
 }
 
-impl std::fmt::Debug for Reconciler {
+impl<B, R, H> std::fmt::Debug for Reconciler<B, R, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reconciler")
             .field("interface", &self.link.interface)
@@ -68,12 +64,12 @@ impl std::fmt::Debug for Reconciler {
 
 use super::state::unix_ms;
 
-impl Reconciler {
+impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
     pub fn new(
-        backend: Box<dyn WireguardBackend>,
-        rtnl: Arc<Rtnl>,
-        routes: InterfaceRoutes,
-        link: LinkConfig,
+        backend: B,
+        routes: R,
+        host: H,
+        link: InterfaceConfig,
         settings: DeviceSettings,
         shared: Shared,
         node: NodeInfo,
@@ -82,8 +78,8 @@ impl Reconciler {
         Self {
             own_key,
             backend,
-            rtnl,
             routes,
+            host,
             link,
             settings,
             shared,
@@ -131,7 +127,7 @@ impl Reconciler {
                 .backend
                 .read()
                 .context("reading the WireGuard device")?,
-            connected: connected_networks(&self.link.interface),
+            connected: self.host.connected_networks(),
             routes: match self.routes.owned_routes() {
                 Ok(owned) => Some(owned),
                 Err(err) => {
@@ -365,17 +361,8 @@ impl Reconciler {
     /// After wireguard-go restarted: the TUN link is new, so addresses, MTU, up state and the
     /// route owner's interface index must be set again.
     fn relink(&mut self) -> anyhow::Result<()> {
-        let index = configure_link(
-            &self.rtnl,
-            &self.link.interface,
-            &self.link.addresses,
-            &self.link.managed,
-            self.link.mtu,
-        )?;
-        self.routes = InterfaceRoutes::new(self.rtnl.clone(), &self.link.interface, index);
-        if self.node.relay {
-            super::platform::enable_relay_forwarding(&self.link.interface)?;
-        }
+        let index = self.host.configure_interface(&self.link)?;
+        self.routes.bind_interface(index);
         Ok(())
     }
 
@@ -451,36 +438,6 @@ fn show(endpoint: Option<std::net::SocketAddr>) -> String {
     endpoint.map_or_else(|| "none".to_owned(), |e| e.to_string())
 }
 
-/// The networks directly connected to this host, except the mesh interface's own.
-pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut nets = Vec::new();
-    for ifaddr in addrs {
-        if ifaddr.interface_name == mesh_interface {
-            continue;
-        }
-        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else {
-            continue;
-        };
-        let net = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
-                .ok()
-                .map(IpNet::V4)
-        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
-                .ok()
-                .map(IpNet::V6)
-        } else {
-            None
-        };
-        if let Some(net) = net.map(|n| n.trunc()) {
-            // Loopback and link-local are not routes anyone advertises into a mesh.
-            if !net.addr().is_loopback() && !nets.contains(&net) {
-                nets.push(net);
-            }
-        }
-    }
-    nets
-}
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -381,6 +381,54 @@ fn a_member_verified_from_a_new_address_after_the_handshake_is_followed() {
 }
 
 #[test]
+fn a_relayed_member_whose_direct_path_answered_becomes_a_peer_of_its_own() {
+    let mut relay = member(1);
+    relay.relay_offered = true;
+    let mut far = member(2);
+    far.relay_via = Some(relay.public_key);
+    let mut world = World::new(&[relay.clone(), far.clone()]);
+    let now = t0();
+    let observed = steady(&world, now);
+    // Relayed: its addresses ride on the relay's peer.
+    let mut via_relay = peer_of(&relay);
+    via_relay.allowed_ips.extend(peer_of(&far).allowed_ips);
+    via_relay.normalise();
+    assert_eq!(
+        observed
+            .device
+            .peers
+            .iter()
+            .map(|p| p.config.clone())
+            .collect::<Vec<_>>(),
+        [via_relay.clone()]
+    );
+
+    // The first direct exchange ends the relaying.
+    far.relay_via = None;
+    world.members.upsert(far.clone());
+    let plan = world.plan(&observed, now);
+    assert_eq!(
+        plan.peers,
+        [
+            PeerDiff {
+                public_key: relay.public_key,
+                old: Some(via_relay),
+                new: Some(peer_of(&relay)),
+                endpoint: None,
+                nudge: false,
+            },
+            PeerDiff {
+                public_key: far.public_key,
+                old: None,
+                new: Some(peer_of(&far)),
+                endpoint: None,
+                nudge: true,
+            },
+        ]
+    );
+}
+
+#[test]
 fn changed_host_addresses_rewrite_every_kept_endpoint_unchanged() {
     let (a, b) = (member(1), member(2));
     let mut world = World::new(&[a.clone(), b.clone()]);
