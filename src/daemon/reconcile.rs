@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use std::time::{Duration, Instant, SystemTime};
 use wgmesh_device::{
-    DeviceOrigin, DeviceUpdate, Host, InterfaceConfig, RouteChange, RouteControl, WireguardBackend,
+    DeviceOrigin, DeviceUpdate, Host, InterfaceConfig, ROAMING_GRACE, RouteChange, RouteControl,
+    WireguardBackend,
 };
 use wgmesh_mesh::DeviceSettings;
 use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
@@ -142,11 +143,13 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         };
         let plan = {
             let mut state = self.shared.lock();
+            // A WireGuard session is proof of life too (the same window that keeps a roamed
+            // endpoint).
             for peer in &observed.device.peers {
                 let fresh = peer
                     .last_handshake
                     .and_then(|t| now.wall.duration_since(t).ok())
-                    .is_some_and(|age| age < Duration::from_secs(180));
+                    .is_some_and(|age| age < ROAMING_GRACE);
                 if fresh {
                     state
                         .members
