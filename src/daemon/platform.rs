@@ -1,12 +1,12 @@
 //! Choosing the WireGuard backend and preparing the interface (Linux).
 
-use crate::cli::BackendChoice;
+use super::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wgmesh_device::WireguardBackend;
+use wgmesh_device::{Host, HostError, InterfaceConfig, WireguardBackend};
 use wgmesh_linux::{KernelBackend, Rtnl};
 use wgmesh_uapi::{ChildOutput, UserspaceBackend, UserspaceConfig};
 
@@ -26,7 +26,7 @@ pub fn resolve_program(program: &Path) -> PathBuf {
 /// Picks the backend. `auto` prefers the kernel; an existing wireguard-go device for this
 /// interface (left by `--keep-interface`) is adopted through its socket whatever the kernel has.
 pub fn select_backend(
-    choice: BackendChoice,
+    choice: BackendPreference,
     interface: &str,
     wireguard_go: &Path,
     child_output: ChildOutput,
@@ -42,19 +42,19 @@ pub fn select_backend(
     let kernel =
         || Box::new(KernelBackend::new(interface, rtnl.clone())) as Box<dyn WireguardBackend>;
     match choice {
-        BackendChoice::Kernel => {
+        BackendPreference::Kernel => {
             wgmesh_linux::probe_kernel_wireguard().map_err(|reason| {
                 anyhow!("--backend kernel: kernel WireGuard is unavailable: {reason}")
             })?;
             Ok(kernel())
         }
-        BackendChoice::Userspace => {
+        BackendPreference::Userspace => {
             wgmesh_uapi::userspace_available(&wireguard_go).map_err(|reason| {
                 anyhow!("--backend userspace: wireguard-go cannot run: {reason}")
             })?;
             Ok(userspace())
         }
-        BackendChoice::Auto => {
+        BackendPreference::Auto => {
             let existing_userspace = UserspaceConfig::new(interface)
                 .socket_dir
                 .join(format!("{interface}.sock"));
@@ -164,4 +164,98 @@ pub fn remove_kept_interface(interface: &str) -> anyhow::Result<bool> {
     rtnl.delete_link(index)
         .with_context(|| format!("cannot delete interface {interface}"))?;
     Ok(true)
+}
+
+/// The networks directly connected to this host, except the mesh interface's own.
+pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for ifaddr in addrs {
+        if ifaddr.interface_name == mesh_interface {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else {
+            continue;
+        };
+        let net = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V4)
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V6)
+        } else {
+            None
+        };
+        if let Some(net) = net.map(|n| n.trunc()) {
+            // Loopback and link-local are not routes anyone advertises into a mesh.
+            if !net.addr().is_loopback() && !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+    }
+    nets
+}
+
+/// The Linux [`Host`]: rtnetlink for the link and its addresses, `getifaddrs` for connected
+/// networks, rtnetlink multicast groups for change events.
+#[derive(Debug)]
+pub struct LinuxHost {
+    rtnl: Arc<Rtnl>,
+    interface: String,
+    /// `--relay`: forwarding is a per-link setting, so a recreated link needs it again.
+    relay: bool,
+}
+
+impl LinuxHost {
+    pub fn new(rtnl: Arc<Rtnl>, interface: &str, relay: bool) -> Self {
+        Self {
+            rtnl,
+            interface: interface.to_owned(),
+            relay,
+        }
+    }
+
+    /// `{:#}`: an `anyhow` error shows its whole chain.
+    fn error(&self, operation: &'static str, err: &dyn std::fmt::Display) -> HostError {
+        HostError {
+            interface: self.interface.clone(),
+            operation,
+            message: format!("{err:#}"),
+        }
+    }
+}
+
+impl Host for LinuxHost {
+    fn configure_interface(&mut self, config: &InterfaceConfig) -> Result<u32, HostError> {
+        let index = configure_link(
+            &self.rtnl,
+            &config.interface,
+            &config.addresses,
+            &config.managed,
+            config.mtu,
+        )
+        .map_err(|err| self.error("link setup", &err))?;
+        if self.relay {
+            enable_relay_forwarding(&config.interface)
+                .map_err(|err| self.error("relay forwarding", &err))?;
+        }
+        Ok(index)
+    }
+
+    fn connected_networks(&self) -> Vec<IpNet> {
+        connected_networks(&self.interface)
+    }
+
+    fn watch_links_and_addresses(
+        &self,
+        on_change: Box<dyn FnMut() -> bool + Send>,
+    ) -> Result<(), HostError> {
+        wgmesh_linux::watch_links_and_addresses(on_change)
+            .map(drop)
+            .map_err(|err| self.error("watch link and address events", &err))
+    }
 }

@@ -125,8 +125,8 @@ impl Shared {
 }
 
 /// What the last reconcile pass read from the device and the totals after it, published for
-/// readers that must never wait for a pass (metrics scrapes): the reconciler's own lock is held
-/// for a whole pass, this one only to copy.
+/// readers that must never wait for a pass (`wgmesh status`, metrics scrapes): a pass can take
+/// seconds (a wireguard-go restart), this lock is held only to copy.
 #[derive(Debug, Clone, Default)]
 pub struct LastPass {
     /// The device as the pass read it, without the private key and the preshared keys.
@@ -145,31 +145,43 @@ impl LastPassCell {
             .clone()
     }
 
+    /// Publishes a pass: what it read and the totals after it.
     pub fn publish(&self, observed: &DeviceState, stats: ReconcileCounters) {
-        let device = DeviceState {
-            private_key: None,
-            listen_port: observed.listen_port,
-            peers: observed
-                .peers
-                .iter()
-                .map(|peer| PeerState {
-                    config: PeerConfig {
-                        public_key: peer.config.public_key,
-                        preshared_key: None,
-                        endpoint: peer.config.endpoint,
-                        allowed_ips: peer.config.allowed_ips.clone(),
-                        persistent_keepalive: peer.config.persistent_keepalive,
-                    },
-                    last_handshake: peer.last_handshake,
-                    rx_bytes: peer.rx_bytes,
-                    tx_bytes: peer.tx_bytes,
-                })
-                .collect(),
-        };
+        let device = without_keys(observed);
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = LastPass {
             device: Some(device),
             stats,
         };
+    }
+
+    /// Replaces the device only (a read between passes, for `status`); the totals stay.
+    pub fn publish_device(&self, observed: &DeviceState) {
+        let device = without_keys(observed);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).device = Some(device);
+    }
+}
+
+/// The device without the private key and the preshared keys.
+fn without_keys(observed: &DeviceState) -> DeviceState {
+    DeviceState {
+        private_key: None,
+        listen_port: observed.listen_port,
+        peers: observed
+            .peers
+            .iter()
+            .map(|peer| PeerState {
+                config: PeerConfig {
+                    public_key: peer.config.public_key,
+                    preshared_key: None,
+                    endpoint: peer.config.endpoint,
+                    allowed_ips: peer.config.allowed_ips.clone(),
+                    persistent_keepalive: peer.config.persistent_keepalive,
+                },
+                last_handshake: peer.last_handshake,
+                rx_bytes: peer.rx_bytes,
+                tx_bytes: peer.tx_bytes,
+            })
+            .collect(),
     }
 }
 
@@ -279,6 +291,10 @@ mod tests {
             route_writes: 3,
         };
         cell.publish(&observed, stats);
+        let mut later = observed.clone();
+        later.peers[0].rx_bytes = 20;
+        cell.publish_device(&later);
+        peer.rx_bytes = 20;
         let pass = cell.read();
         assert_eq!(pass.stats, stats);
         let device = pass.device.unwrap();

@@ -78,6 +78,37 @@ pub trait WireguardBackend: Send {
     fn detach(&mut self) {}
 }
 
+/// The daemon picks its backend at run time.
+impl<B: WireguardBackend + ?Sized> WireguardBackend for Box<B> {
+    fn kind(&self) -> BackendKind {
+        (**self).kind()
+    }
+
+    fn interface(&self) -> &str {
+        (**self).interface()
+    }
+
+    fn ensure_device(&mut self) -> Result<DeviceOrigin, BackendError> {
+        (**self).ensure_device()
+    }
+
+    fn read(&mut self) -> Result<DeviceState, BackendError> {
+        (**self).read()
+    }
+
+    fn apply(&mut self, update: &DeviceUpdate) -> Result<(), BackendError> {
+        (**self).apply(update)
+    }
+
+    fn remove_device(&mut self) -> Result<(), BackendError> {
+        (**self).remove_device()
+    }
+
+    fn detach(&mut self) {
+        (**self).detach();
+    }
+}
+
 /// An in-memory backend that counts writes, for unit tests of the logic above the device.
 #[derive(Debug, Default)]
 pub struct FakeBackend {
@@ -85,6 +116,11 @@ pub struct FakeBackend {
     pub state: Option<DeviceState>,
     pub writes: usize,
     pub reads: usize,
+    /// The next [`WireguardBackend::ensure_device`] acts as if a userspace process had died:
+    /// the device comes back empty and reports [`DeviceOrigin::Restarted`].
+    pub restart_next: bool,
+    /// Writes that touch one of these peers fail (one bad peer among good ones).
+    pub failing_peers: Vec<wgmesh_keys::PublicKey>,
 }
 
 impl FakeBackend {
@@ -114,6 +150,10 @@ impl WireguardBackend for FakeBackend {
     }
 
     fn ensure_device(&mut self) -> Result<DeviceOrigin, BackendError> {
+        if std::mem::take(&mut self.restart_next) {
+            self.state = Some(DeviceState::default());
+            return Ok(DeviceOrigin::Restarted);
+        }
         if self.state.is_some() {
             return Ok(DeviceOrigin::Adopted);
         }
@@ -128,6 +168,17 @@ impl WireguardBackend for FakeBackend {
 
     fn apply(&mut self, update: &DeviceUpdate) -> Result<(), BackendError> {
         let missing = self.missing();
+        if let Some(peer) = update
+            .peers
+            .iter()
+            .find(|p| self.failing_peers.contains(&p.public_key))
+        {
+            return Err(BackendError::Protocol {
+                interface: self.interface.clone(),
+                operation: "fake write",
+                message: format!("peer {} refused", peer.public_key.short()),
+            });
+        }
         let state = self.state.as_mut().ok_or(missing)?;
         state.apply(update);
         self.writes += 1;

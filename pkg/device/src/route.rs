@@ -37,6 +37,49 @@ pub trait RouteControl: Send {
     fn owned_routes(&mut self) -> std::io::Result<Vec<IpNet>>;
     fn add_route(&mut self, route: IpNet) -> std::io::Result<()>;
     fn remove_route(&mut self, route: IpNet) -> std::io::Result<()>;
+    /// The interface was recreated with a new index (a restarted wireguard-go): routes from now
+    /// on go through `index`. The old link's routes went with it.
+    fn bind_interface(&mut self, index: u32) {
+        let _ = index;
+    }
+}
+
+/// Routes in memory for unit tests: counts writes, and can refuse one route.
+#[derive(Debug, Default)]
+pub struct FakeRoutes {
+    pub routes: Vec<IpNet>,
+    pub writes: usize,
+    /// Adding this route fails.
+    pub refuse: Option<IpNet>,
+    /// The index from the last [`RouteControl::bind_interface`].
+    pub index: u32,
+}
+
+impl RouteControl for FakeRoutes {
+    fn owned_routes(&mut self) -> std::io::Result<Vec<IpNet>> {
+        Ok(self.routes.clone())
+    }
+
+    fn add_route(&mut self, route: IpNet) -> std::io::Result<()> {
+        if self.refuse == Some(route) {
+            return Err(std::io::Error::other("refused"));
+        }
+        if !self.routes.contains(&route) {
+            self.routes.push(route);
+        }
+        self.writes += 1;
+        Ok(())
+    }
+
+    fn remove_route(&mut self, route: IpNet) -> std::io::Result<()> {
+        self.routes.retain(|r| *r != route);
+        self.writes += 1;
+        Ok(())
+    }
+
+    fn bind_interface(&mut self, index: u32) {
+        self.index = index;
+    }
 }
 
 #[cfg(test)]

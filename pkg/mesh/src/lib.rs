@@ -4,9 +4,11 @@
 //! Pure: the daemon feeds in exchange results, time and local facts, and applies what comes out.
 
 mod members;
+pub mod plan;
 mod routes;
 
 pub use members::{Member, MemberChange, MemberTable, Source};
+pub use plan::{EndpointWrite, Now, Observed, PeerDiff, PendingNudge, Plan, PlanState, plan};
 pub use routes::{AcceptedRoutes, LocalView, RejectReason, accept_routes};
 
 use wgmesh_device::{DesiredDevice, PeerConfig};

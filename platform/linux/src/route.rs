@@ -157,6 +157,9 @@ impl RouteControl for InterfaceRoutes {
             )),
         }
     }
+    fn bind_interface(&mut self, index: u32) {
+        self.index = index;
+    }
 }
 
 /// `RTM_NEWROUTE` for our route to `route` via link `index`: main table, protocol

@@ -1,0 +1,162 @@
+//! The daemon's configuration: what `wgmesh up` resolved from flags, environment and the reload
+//! file. The daemon depends on this, not on the CLI's clap types, so it can be started (and
+//! tested) without a command line.
+
+use crate::cli::{BackendChoice, UpArgs};
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wgmesh_names::MemberName;
+
+/// Which WireGuard implementation to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendPreference {
+    /// The kernel when it has WireGuard, else wireguard-go; an existing wireguard-go device for
+    /// the interface is adopted whatever the kernel has.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// The files a daemon owns, all derived from the interface name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonPaths {
+    pub state_dir: PathBuf,
+    /// `<runtime-dir>/<iface>.sock`
+    pub socket: PathBuf,
+    /// `<runtime-dir>/<iface>.pid`
+    pub pid: PathBuf,
+    /// `<state-dir>/<iface>.reload`
+    pub reload: PathBuf,
+    /// `<runtime-dir>/<iface>.kept`: present while a kept interface outlives its daemon.
+    pub kept: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub interface: String,
+    pub paths: DaemonPaths,
+    /// Preferred WireGuard listen port; if busy, the next free one.
+    pub listen_port: u16,
+    /// `None`: derived from the secret.
+    pub control_port: Option<u16>,
+    /// Routes this host advertises (the reload file's, else the flag's).
+    pub advertised: Vec<IpNet>,
+    pub accept_routes: bool,
+    /// The name announced (the reload file's, else the flag's, else the host name).
+    pub name: Option<MemberName>,
+    pub backend: BackendPreference,
+    pub wireguard_go: PathBuf,
+    pub mtu: u32,
+    /// Static seeds, `HOST:PORT`.
+    pub static_peers: Vec<String>,
+    pub lan_discovery: bool,
+    /// Unparsed: `HOST:PORT,...`, `none`, or `None` for the defaults.
+    pub dht_bootstrap: Option<String>,
+    /// Unparsed: `HOST:PORT,...`, `none`, or `None` for the defaults.
+    pub stun: Option<String>,
+    pub relay: bool,
+    pub keep_interface: bool,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl DaemonConfig {
+    /// The daemon's configuration from `wgmesh up`'s flags, with the reloadable settings as
+    /// startup resolved them (reload file over flags, DESIGN.md §6).
+    pub fn from_up_args(args: &UpArgs, advertised: Vec<IpNet>, name: Option<MemberName>) -> Self {
+        let location = &args.location;
+        let options = &args.options;
+        Self {
+            interface: location.interface.clone(),
+            paths: DaemonPaths {
+                state_dir: location.state_dir.clone(),
+                socket: location.socket_path(),
+                pid: location.pid_path(),
+                reload: location.reload_path(),
+                kept: location.kept_path(),
+            },
+            listen_port: options.listen_port,
+            control_port: options.control_port,
+            advertised,
+            accept_routes: options.accept_routes,
+            name,
+            backend: match options.backend {
+                BackendChoice::Auto => BackendPreference::Auto,
+                BackendChoice::Kernel => BackendPreference::Kernel,
+                BackendChoice::Userspace => BackendPreference::Userspace,
+            },
+            wireguard_go: options.wireguard_go.clone(),
+            mtu: options.mtu,
+            static_peers: options.peer.clone(),
+            lan_discovery: !options.no_lan,
+            dht_bootstrap: options.dht_bootstrap.clone(),
+            stun: options.stun.clone(),
+            relay: options.relay,
+            keep_interface: options.keep_interface,
+            metrics_listen: options.metrics_listen,
+        }
+    }
+
+    /// Where wireguard-go's output goes. One that outlives us (`--keep-interface`) must not
+    /// write into our closed stderr.
+    pub fn wireguard_go_log(&self) -> PathBuf {
+        self.paths
+            .state_dir
+            .join(format!("{}.wireguard-go.log", self.interface))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn up_flags_become_the_daemon_config() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "wgmesh",
+            "up",
+            "--interface",
+            "wgt7",
+            "--state-dir",
+            "/s",
+            "--runtime-dir",
+            "/r",
+            "--no-lan",
+            "--peer",
+            "192.0.2.1:51821,192.0.2.2:51821",
+            "--backend",
+            "userspace",
+            "--mtu",
+            "1300",
+            "--relay",
+        ])
+        .unwrap();
+        let crate::cli::Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        let routes = vec!["192.168.5.0/24".parse().unwrap()];
+        let config = DaemonConfig::from_up_args(&args, routes.clone(), None);
+        assert_eq!(config.interface, "wgt7");
+        assert_eq!(
+            config.paths,
+            DaemonPaths {
+                state_dir: "/s".into(),
+                socket: "/r/wgt7.sock".into(),
+                pid: "/r/wgt7.pid".into(),
+                reload: "/s/wgt7.reload".into(),
+                kept: "/r/wgt7.kept".into(),
+            }
+        );
+        assert_eq!(config.advertised, routes);
+        assert!(!config.lan_discovery && config.relay && !config.keep_interface);
+        assert_eq!(config.backend, BackendPreference::Userspace);
+        assert_eq!(config.mtu, 1300);
+        assert_eq!(config.static_peers.len(), 2);
+        assert_eq!(config.listen_port, 51820);
+        assert_eq!(
+            config.wireguard_go_log(),
+            PathBuf::from("/s/wgt7.wireguard-go.log")
+        );
+    }
+}
