@@ -24,6 +24,14 @@ fn wgmesh(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A new secret in `<dir>/secret`, 0600 as operators keep it.
+fn private_secret_file(dir: &Path) -> PathBuf {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secret
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -534,9 +542,7 @@ fn a_loose_secret_file_warns_and_a_loose_identity_is_refused() {
 #[test]
 fn install_service_writes_up_flags_to_the_env_file() {
     let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("secret");
-    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = private_secret_file(root.path());
     let units = root.path().join("units");
     let config = root.path().join("etc/wgmesh");
     // A config directory made by a plain `mkdir` (0755) is tightened, not refused.
@@ -650,9 +656,7 @@ fn install_service_writes_up_flags_to_the_env_file() {
 #[test]
 fn up_reads_flags_from_the_environment() {
     let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("secret");
-    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = private_secret_file(root.path());
     let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
         .args(["up", "-i", "wgenv0", "--secret-file"])
         .arg(&secret)
@@ -705,9 +709,7 @@ fn version_prints_this_builds_version() {
 fn install_service_refuses_a_binary_others_could_replace() {
     use std::os::unix::fs::MetadataExt as _;
     let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("secret");
-    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = private_secret_file(root.path());
     let units = root.path().join("units");
     let config = root.path().join("etc");
     let install = |binary: &Path| {
@@ -797,9 +799,7 @@ fn install_service_refuses_a_binary_others_could_replace() {
 #[test]
 fn install_service_never_writes_through_a_planted_symlink() {
     let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("secret");
-    std::fs::write(&secret, wgmesh(&["secret"]).stdout).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = private_secret_file(root.path());
     let units = root.path().join("units");
     let config = root.path().join("etc");
     std::fs::create_dir_all(&units).unwrap();
