@@ -125,6 +125,28 @@ pub struct Sim {
     pub join_minutes: std::collections::BTreeSet<usize>,
     /// Nodes that took an input in the last step: the per-step invariants look at these.
     pub dirty: Vec<usize>,
+    blocked: std::collections::BTreeSet<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub seed: [u8; 32],
+    pub skew_ms: i64,
+    /// Offers to relay.
+    pub relay: bool,
+    /// LAN discovery on (else the node only probes what it is given).
+    pub lan: bool,
+}
+
+impl NodeOptions {
+    pub fn new(seed: [u8; 32]) -> Self {
+        Self {
+            seed,
+            skew_ms: 0,
+            relay: false,
+            lan: true,
+        }
+    }
 }
 
 pub fn underlay(i: usize) -> Ipv4Addr {
@@ -152,6 +174,7 @@ impl Sim {
             record_trace: false,
             join_minutes: std::collections::BTreeSet::new(),
             dirty: Vec::new(),
+            blocked: std::collections::BTreeSet::new(),
         }
     }
 
@@ -166,12 +189,26 @@ impl Sim {
 
     /// Adds a node (LAN discovery on) started now; returns its index.
     pub fn add_node(&mut self, skew_ms: i64) -> usize {
+        let seed = self.next_node_seed();
+        self.add_node_with(NodeOptions {
+            skew_ms,
+            ..NodeOptions::new(seed)
+        })
+    }
+
+    pub fn next_node_seed(&mut self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(self.nodes.len() as u64).to_le_bytes());
+        seed[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        seed
+    }
+
+    /// Adds a node started now; returns its index.
+    pub fn add_node_with(&mut self, options: NodeOptions) -> usize {
         let keys = keys();
         let i = self.nodes.len();
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        seed[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-        let private_key = keys.node_private_key(&NodeSeed::from_bytes(seed));
+        let skew_ms = options.skew_ms;
+        let private_key = keys.node_private_key(&NodeSeed::from_bytes(options.seed));
         let public_key = private_key.public_key();
         let addresses = MeshAddresses::derive(keys, &public_key, 0);
         let ip = underlay(i);
@@ -188,7 +225,11 @@ impl Sim {
             }],
             listen_port: LISTEN_PORT,
             routes: Vec::new(),
-            flags: 0,
+            flags: if options.relay {
+                wgmesh_exchange::FLAG_RELAY
+            } else {
+                0
+            },
             timestamp: WALL_START / 1000,
         };
         let mut exchange =
@@ -200,13 +241,15 @@ impl Sim {
                 ipnet::IpNet::V4(keys.ipv4_subnet()),
                 ipnet::IpNet::V6(keys.ipv6_prefix()),
             ],
-            lan_discovery: true,
+            lan_discovery: options.lan,
             dht: false,
         };
         let mut core_seed = [0u8; 32];
         core_seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
         let mut core = Membership::new(config, exchange, core_seed, self.now);
-        core.add_discovery(Source::Lan, self.now);
+        if options.lan {
+            core.add_discovery(Source::Lan, self.now);
+        }
         core.set_connected_networks(vec!["172.16.0.0/16".parse().unwrap()]);
         self.by_underlay.insert(IpAddr::V4(ip), i);
         self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
@@ -223,11 +266,63 @@ impl Sim {
         i
     }
 
-    fn can_reach(&self, a: usize, b: usize) -> bool {
+    pub fn can_reach(&self, a: usize, b: usize) -> bool {
         a != b
             && self.nodes[a].alive
             && self.nodes[b].alive
             && self.nodes[a].partition == self.nodes[b].partition
+            && !self.blocked.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// No direct path between `a` and `b` (both behind endpoint-dependent NAT, say).
+    pub fn block(&mut self, a: usize, b: usize) {
+        self.blocked.insert((a.min(b), a.max(b)));
+    }
+
+    /// Hands `bytes` to node `to` as if from `from`, now.
+    pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
+        let wall = self.wall(to);
+        let now = self.now;
+        self.nodes[to].core.handle_datagram(now, wall, from, bytes);
+    }
+
+    /// Drains node `i`'s events, keeping them (transmits are sent as usual).
+    pub fn events_of(&mut self, i: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            while let Some(transmit) = self.nodes[i].core.poll_transmit() {
+                self.route(i, transmit);
+            }
+            let Some(event) = self.nodes[i].core.poll_event() else {
+                return events;
+            };
+            events.push(event);
+        }
+    }
+
+    /// What the daemon does for [`wgmesh_membership::Collision::WeMove`]: take the next
+    /// counter's addresses and announce them.
+    pub fn readdress(&mut self, i: usize, counter: u8) {
+        let keys = keys();
+        let node = &mut self.nodes[i];
+        let addresses = MeshAddresses::derive(keys, &node.public_key, counter);
+        let mut record = node.core.exchange().record().clone();
+        record.collision_counter = counter;
+        record.mesh_ipv4 = addresses.ipv4;
+        record.mesh_ipv6 = addresses.ipv6;
+        self.by_mesh.remove(&IpAddr::V4(node.mesh_ipv4));
+        node.mesh_ipv4 = addresses.ipv4;
+        self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
+        let wall = self.wall(i);
+        self.nodes[i].core.handle_readdressed(wall, record).unwrap();
+    }
+
+    pub fn group(&self) -> SocketAddr {
+        self.group
+    }
+
+    pub fn wall_of(&self, i: usize) -> u64 {
+        self.wall(i)
     }
 
     fn enqueue(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>) {
@@ -309,10 +404,17 @@ impl Sim {
                 self.trace
                     .push((self.elapsed().as_millis() as u64, i, format!("{event:?}")));
             }
-            if let Event::PollDiscovery(source) = event {
-                let wall = self.wall(i);
-                let group = self.group;
-                self.nodes[i].core.handle_candidates(wall, source, &[group]);
+            match event {
+                Event::PollDiscovery(source) => {
+                    let wall = self.wall(i);
+                    let group = self.group;
+                    self.nodes[i].core.handle_candidates(wall, source, &[group]);
+                }
+                Event::Collision {
+                    outcome: wgmesh_membership::Collision::WeMove { counter },
+                    ..
+                } => self.readdress(i, counter),
+                _ => {}
             }
         }
     }
