@@ -151,6 +151,41 @@ fn a_node_whose_clock_is_outside_the_window_never_joins() {
     }
 }
 
+#[test]
+fn a_healed_partition_rejoins_within_one_slow_discovery_poll() {
+    let mut sim = Sim::new(6, NetConfig::default());
+    for _ in 0..10 {
+        sim.add_node(0);
+    }
+    converge(&mut sim, Duration::from_secs(5));
+    sim.run_until(Duration::from_secs(10), check_step);
+    for i in 5..10 {
+        sim.nodes[i].partition = 1;
+    }
+    sim.run_until(Duration::from_secs(20), check_step);
+    // One newcomer on each side: each side takes it in as usual.
+    let left = sim.add_node(0);
+    let right = sim.add_node(0);
+    sim.nodes[right].partition = 1;
+    converge(&mut sim, Duration::from_secs(5));
+    assert!(
+        sim.nodes[left]
+            .core
+            .members()
+            .get(&sim.nodes[right].public_key)
+            .is_none()
+    );
+    sim.run_until(Duration::from_secs(40), check_step);
+    for node in &mut sim.nodes {
+        node.partition = 0;
+    }
+    // The newcomers never met: the next slow LAN poll (and the gossip it sets off) joins them.
+    converge(
+        &mut sim,
+        wgmesh_membership::cadence::SLOW_POLL + Duration::from_secs(5),
+    );
+}
+
 #[derive(Debug, Clone)]
 struct Scenario {
     seed: u64,

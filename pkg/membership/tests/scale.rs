@@ -1,0 +1,64 @@
+//! How the membership protocol scales in the simulator: formation time and datagrams sent per
+//! member per simulated minute, once formed, for meshes of growing size. Release builds only
+//! (`scripts/test.sh` runs it with `--release`); in debug builds it is ignored.
+
+mod sim;
+
+use sim::{NetConfig, Sim};
+use std::time::{Duration, Instant};
+
+/// Forms a LAN mesh of `n` at once (fixed seed), then runs `steady` more; returns (formation
+/// time, datagrams per member per minute while steady, wall time taken).
+fn measure(n: usize, steady: Duration) -> (Duration, f64, Duration) {
+    let started = Instant::now();
+    let mut sim = Sim::new(1_000 + n as u64, NetConfig::default());
+    for _ in 0..n {
+        sim.add_node(0);
+    }
+    let step = Duration::from_millis(250);
+    while !sim.missing_pairs().is_empty() {
+        let next = sim.elapsed() + step;
+        assert!(
+            next < Duration::from_secs(120),
+            "{n} nodes not formed in 120 s"
+        );
+        sim.run_until(next, |_| {});
+    }
+    let formed = sim.elapsed();
+    // Steady state from the next whole minute on.
+    let first = (formed.as_secs() / 60 + 1) as usize;
+    let minutes = (steady.as_secs() / 60) as usize;
+    sim.run_until(Duration::from_secs(((first + minutes) * 60) as u64), |_| {});
+    let sent: u64 = sim
+        .nodes
+        .iter()
+        .map(|node| {
+            node.sent_per_minute[first..first + minutes]
+                .iter()
+                .sum::<u64>()
+        })
+        .sum();
+    let per_member_minute = sent as f64 / (n * minutes) as f64;
+    (formed, per_member_minute, started.elapsed())
+}
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release only: scripts/test.sh runs it with --release"
+)]
+fn scaling_report() {
+    let sizes: Vec<usize> = std::env::var("WGMESH_SIM_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![25, 50, 100]);
+    for n in sizes {
+        let (formed, per_minute, took) = measure(n, Duration::from_secs(120));
+        eprintln!(
+            "simulated LAN mesh of {n}: formed in {:.1} s; steady {per_minute:.0} datagrams sent per member per minute ({:.1} per peer); {:.1} s of CPU",
+            formed.as_secs_f64(),
+            per_minute / (n - 1) as f64,
+            took.as_secs_f64()
+        );
+    }
+}
