@@ -227,6 +227,7 @@ fn run_scenario(s: &Scenario) {
         latency_max_ms: s.latency_max_ms,
         loss_permille: if s.lossy { 200 } else { 0 },
         duplicate_permille: s.duplicate_permille,
+        ..NetConfig::default()
     };
     let deadline = Duration::from_secs(if s.lossy { 30 } else { 5 });
     let mut sim = Sim::new(s.seed, net);

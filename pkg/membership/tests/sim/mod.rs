@@ -43,6 +43,11 @@ pub struct NetConfig {
     pub latency_max_ms: u64,
     pub loss_permille: u32,
     pub duplicate_permille: u32,
+    /// A node's socket receive buffer, in datagrams: `None` is unbounded. With a bound, a node
+    /// takes [`NetConfig::service_us`] per datagram and drops arrivals while its buffer is full,
+    /// as the kernel does (`RcvbufErrors`).
+    pub rx_capacity: Option<u32>,
+    pub service_us: u64,
 }
 
 impl Default for NetConfig {
@@ -52,6 +57,8 @@ impl Default for NetConfig {
             latency_max_ms: 20,
             loss_permille: 0,
             duplicate_permille: 0,
+            rx_capacity: None,
+            service_us: 0,
         }
     }
 }
@@ -94,6 +101,10 @@ pub struct SimNode {
     pub skew_ms: i64,
     /// Datagrams sent, per simulated minute (index = minute).
     pub sent_per_minute: Vec<u64>,
+    /// When its receive buffer will have drained (with [`NetConfig::rx_capacity`]).
+    pub rx_busy_until: Instant,
+    /// Datagrams dropped because its receive buffer was full.
+    pub rx_overflows: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,6 +114,8 @@ struct InFlight {
     to: usize,
     from: SocketAddr,
     bytes: Vec<u8>,
+    /// Already in the receiver's socket buffer (its turn comes at `at`).
+    admitted: bool,
 }
 
 pub struct Sim {
@@ -262,6 +275,8 @@ impl Sim {
             partition: 0,
             skew_ms,
             sent_per_minute: Vec::new(),
+            rx_busy_until: self.now,
+            rx_overflows: 0,
         });
         i
     }
@@ -348,6 +363,7 @@ impl Sim {
                 to,
                 from,
                 bytes: bytes.clone(),
+                admitted: false,
             }));
         }
     }
@@ -454,6 +470,24 @@ impl Sim {
                     break;
                 };
                 if !self.nodes[packet.to].alive {
+                    continue;
+                }
+                if let (Some(capacity), false) = (self.net.rx_capacity, packet.admitted) {
+                    // Arrives at the socket: queued behind what the node has not read yet.
+                    let service = Duration::from_micros(self.net.service_us.max(1));
+                    let node = &mut self.nodes[packet.to];
+                    let backlog = node.rx_busy_until.saturating_duration_since(self.now);
+                    if backlog.as_nanos() / service.as_nanos() >= u128::from(capacity) {
+                        node.rx_overflows += 1;
+                        continue;
+                    }
+                    node.rx_busy_until = node.rx_busy_until.max(self.now) + service;
+                    let at = node.rx_busy_until;
+                    self.queue.push(Reverse(InFlight {
+                        at,
+                        admitted: true,
+                        ..packet
+                    }));
                     continue;
                 }
                 self.delivered += 1;
