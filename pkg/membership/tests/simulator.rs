@@ -10,7 +10,7 @@ use std::time::Duration;
 use wgmesh_membership::{found, punch, relay};
 
 /// Datagrams one node may send per simulated minute in a mesh of `n`. In a steady minute (no
-/// node joined): today's protocol refreshes every member every minute and answers every LAN
+/// node joined and no partition healed in it or the minute before): today's protocol refreshes every member every minute and answers every LAN
 /// beacon, so the cost per node is linear in N (the SWIM-style detector of issue 11 item 4 is
 /// what makes it constant). In a minute with joins, every join is gossiped to every member and
 /// every member to the newcomer, so formation costs each node O(N²).
@@ -179,6 +179,7 @@ fn a_healed_partition_rejoins_within_one_slow_discovery_poll() {
     for node in &mut sim.nodes {
         node.partition = 0;
     }
+    sim.mark_change();
     // The newcomers never met: the next slow LAN poll (and the gossip it sets off) joins them.
     converge(
         &mut sim,
@@ -248,9 +249,9 @@ fn run_scenario(s: &Scenario) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 8,
+        cases: 5,
         failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
         ..ProptestConfig::default()
     })]
@@ -258,5 +259,99 @@ proptest! {
     #[test]
     fn meshes_of_up_to_64_form_within_their_deadline(s in scenario(64)) {
         run_scenario(&s);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PartitionScenario {
+    seed: u64,
+    nodes: usize,
+    /// Nodes that join while the mesh is split (alternately on each side).
+    newcomers: usize,
+    split_at_ms: u64,
+    heal_after_ms: u64,
+    /// Nodes that die while split (never the newcomers).
+    deaths: usize,
+    lossy: bool,
+}
+
+fn partition_scenario() -> impl Strategy<Value = PartitionScenario> {
+    (
+        any::<u64>(),
+        2usize..=24,
+        1usize..=4,
+        0u64..10_000,
+        1_000u64..60_000,
+        0usize..=3,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(seed, nodes, newcomers, split_at_ms, heal_after_ms, deaths, lossy)| {
+                PartitionScenario {
+                    seed,
+                    nodes,
+                    newcomers,
+                    split_at_ms,
+                    heal_after_ms,
+                    deaths: deaths.min(nodes - 1),
+                    lossy,
+                }
+            },
+        )
+}
+
+/// After a heal, nodes that joined on different sides meet at the next slow LAN poll; with
+/// 20 % loss a poll can miss, so up to three polls.
+fn heal_deadline(lossy: bool) -> Duration {
+    let polls = if lossy { 3 } else { 1 };
+    wgmesh_membership::cadence::SLOW_POLL * polls + Duration::from_secs(5)
+}
+
+fn run_partition_scenario(s: &PartitionScenario) {
+    let net = NetConfig {
+        loss_permille: if s.lossy { 200 } else { 0 },
+        ..NetConfig::default()
+    };
+    let deadline = Duration::from_secs(if s.lossy { 30 } else { 5 });
+    let mut sim = Sim::new(s.seed, net);
+    for _ in 0..s.nodes {
+        sim.add_node(0);
+    }
+    converge(&mut sim, deadline);
+    let split_at = sim.elapsed() + Duration::from_millis(s.split_at_ms);
+    sim.run_until(split_at, check_step);
+    for (i, node) in sim.nodes.iter_mut().enumerate() {
+        node.partition = (i % 2) as u8;
+    }
+    for k in 0..s.newcomers {
+        let i = sim.add_node(0);
+        sim.nodes[i].partition = (k % 2) as u8;
+    }
+    for i in 0..s.deaths {
+        sim.nodes[i].alive = false;
+    }
+    // Each side takes its newcomers in as usual.
+    converge(&mut sim, deadline);
+    let heal_at = sim.elapsed() + Duration::from_millis(s.heal_after_ms);
+    sim.run_until(heal_at, check_step);
+    for node in &mut sim.nodes {
+        node.partition = 0;
+    }
+    sim.mark_change();
+    converge(&mut sim, heal_deadline(s.lossy));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 8,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn split_meshes_with_deaths_heal_within_their_deadline(s in partition_scenario()) {
+        run_partition_scenario(&s);
     }
 }

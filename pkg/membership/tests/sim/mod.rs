@@ -225,8 +225,7 @@ impl Sim {
         let public_key = private_key.public_key();
         let addresses = MeshAddresses::derive(keys, &public_key, 0);
         let ip = underlay(i);
-        let minute = (self.elapsed().as_secs() / 60) as usize;
-        self.join_minutes.insert(minute);
+        self.mark_change();
         let record = Record {
             public_key,
             collision_counter: 0,
@@ -287,6 +286,14 @@ impl Sim {
             && self.nodes[b].alive
             && self.nodes[a].partition == self.nodes[b].partition
             && !self.blocked.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The membership changes now (a join, a healed partition): this minute and the next get
+    /// the formation budget, since the gossip a change sets off can spill over a minute's end.
+    pub fn mark_change(&mut self) {
+        let minute = (self.elapsed().as_secs() / 60) as usize;
+        self.join_minutes.insert(minute);
+        self.join_minutes.insert(minute + 1);
     }
 
     /// No direct path between `a` and `b` (both behind endpoint-dependent NAT, say).
