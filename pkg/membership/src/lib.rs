@@ -17,7 +17,7 @@
 //!   [`Membership::poll_timeout`].
 //!
 //! One concept per module: [`cadence`] (discovery and DHT pace), [`found`] (how a member was
-//! found), [`gossip`], [`punch`] (repeated probes), [`relay`] (second-hand members, relay
+//! found), [`gossip`], [`path`] (tunnel versus underlay), [`punch`] (repeated probes), [`relay`] (second-hand members, relay
 //! choice), [`entropy`], [`event`] (what the shell is asked to do), and [`node`] tying them
 //! together.
 
@@ -27,6 +27,7 @@ pub mod event;
 pub mod found;
 pub mod gossip;
 pub mod node;
+pub mod path;
 pub mod punch;
 pub mod relay;
 

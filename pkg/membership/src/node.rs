@@ -6,6 +6,7 @@ use crate::entropy::EntropySource;
 use crate::event::{Collision, Event, TimerReason, Transmit};
 use crate::found::FoundBy;
 use crate::gossip;
+use crate::path::member_path;
 use crate::punch::{PUNCH_RETRIES, PunchSchedule, RELAYED_TUNNEL_RETRIES, TUNNEL_RETRIES};
 use crate::relay::{self, SecondHand};
 use ipnet::IpNet;
@@ -388,38 +389,23 @@ impl Membership {
         };
         let source = self.found.source_of(from.ip(), lan);
         let known = self.members.get(&record.public_key);
-        // An exchange that came through the tunnel (from a mesh address) says nothing about the
-        // member's underlay: keep what we know, or we would point WireGuard at itself.
         let through_tunnel = self.is_mesh_address(from.ip());
-        let (endpoint, control_addr, relay_via) = if through_tunnel {
-            let relay_via = match known {
-                Some(m) => m.relay_via,
-                None => relay::choose_relay(&self.members),
-            };
-            if known.is_none() && relay_via.is_none() {
-                return;
-            }
-            (
-                known.and_then(|m| m.endpoint),
-                known.and_then(|m| m.control_addr).or(Some(from)),
-                relay_via,
-            )
-        } else {
-            // The address its exchange reached us from is on a path that works; WireGuard
-            // listens on the same host at its own port.
-            if let Some(relay) = known.and_then(|m| m.relay_via) {
-                self.push_event(Event::DirectPath {
-                    key: record.public_key,
-                    relay,
-                    from,
-                });
-            }
-            (
-                Some(SocketAddr::new(from.ip(), record.listen_port)),
-                Some(from),
-                None,
-            )
+        let Some(path) = member_path(
+            known,
+            &self.members,
+            from,
+            record.listen_port,
+            through_tunnel,
+        ) else {
+            return;
         };
+        if !through_tunnel && let Some(relay) = known.and_then(|m| m.relay_via) {
+            self.push_event(Event::DirectPath {
+                key: record.public_key,
+                relay,
+                from,
+            });
+        }
         self.second_hand.answered(&record.public_key);
         let known = self.members.get(&record.public_key).map(|m| MemberInfo {
             version: m.version.clone(),
@@ -438,14 +424,14 @@ impl Membership {
             mesh_ipv4: record.mesh_ipv4,
             mesh_ipv6: record.mesh_ipv6,
             collision_counter: record.collision_counter,
-            endpoint,
-            control_addr,
+            endpoint: path.endpoint,
+            control_addr: path.control_addr,
             routes: record.routes.clone(),
             source,
             relay_offered: record.relay_offered(),
             last_seen_ms: wall_ms,
             moved_at_ms: 0,
-            relay_via,
+            relay_via: path.relay_via,
             name: said.name,
             version: said.version,
             name_claim: 0,
