@@ -13,6 +13,9 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast
+# The membership simulator's scaling report (formation time, datagrams per member per minute for
+# 25, 50 and 100 simulated members): release only, ignored in debug builds.
+cargo test --release -p wgmesh-membership --test scale -- --nocapture
 # The Debian package: build (lintian clean), dpkg -i, check, dpkg -r (scripts/deb-test.sh).
 ./scripts/deb-test.sh
 # The unit under a real systemd 252 (PID 1 of two nspawn containers), installed from the package.

@@ -2,56 +2,25 @@
 //! task probes. Membership itself is decided by the exchange protocol, never by a source.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 use wgmesh_mesh::Source;
 
-/// A source of candidate control addresses (LAN multicast, static seeds; later the DHT and the
-/// peer cache). Polled by the exchange task on the source's own schedule.
+/// A source of candidate control addresses (LAN multicast, static seeds, the peer cache). When
+/// each is polled is the membership core's decision (`wgmesh_membership::cadence`).
 pub trait Discovery: Send + Sync {
     fn source(&self) -> Source;
     /// Addresses to probe now.
     fn candidates(&mut self) -> Vec<SocketAddr>;
-    /// How long until the next poll, given how many members are known.
-    fn interval(&self, members: usize) -> Duration;
-}
-
-/// Fast polls while starting (a lost first datagram costs a second, not a minute), then slow: a
-/// newcomer announces itself, so a steady mesh only needs the slow polls to notice healed
-/// partitions.
-#[derive(Debug, Default)]
-struct Cadence {
-    polls: u32,
-}
-
-impl Cadence {
-    const FAST_POLLS: u32 = 5;
-
-    fn tick(&mut self) {
-        self.polls = self.polls.saturating_add(1);
-    }
-
-    fn interval(&self) -> Duration {
-        if self.polls < Self::FAST_POLLS {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(30)
-        }
-    }
 }
 
 /// LAN multicast on the secret-derived group: the probe itself is the (encrypted) beacon.
 #[derive(Debug)]
 pub struct LanDiscovery {
     pub group: SocketAddr,
-    cadence: Cadence,
 }
 
 impl LanDiscovery {
     pub fn new(group: SocketAddr) -> Self {
-        Self {
-            group,
-            cadence: Cadence::default(),
-        }
+        Self { group }
     }
 }
 
@@ -61,12 +30,7 @@ impl Discovery for LanDiscovery {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.cadence.tick();
         vec![self.group]
-    }
-
-    fn interval(&self, _members: usize) -> Duration {
-        self.cadence.interval()
     }
 }
 
@@ -78,7 +42,6 @@ pub struct StaticDiscovery {
     literal: Vec<SocketAddr>,
     names: Vec<String>,
     resolved: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
-    cadence: Cadence,
 }
 
 impl StaticDiscovery {
@@ -90,7 +53,6 @@ impl StaticDiscovery {
             literal: literal.iter().filter_map(|s| s.parse().ok()).collect(),
             names,
             resolved: std::sync::Arc::default(),
-            cadence: Cadence::default(),
         }
     }
 
@@ -130,7 +92,6 @@ impl Discovery for StaticDiscovery {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.cadence.tick();
         self.resolve_in_background();
         let resolved = self
             .resolved
@@ -139,28 +100,20 @@ impl Discovery for StaticDiscovery {
             .clone();
         self.literal.iter().copied().chain(resolved).collect()
     }
-
-    fn interval(&self, _members: usize) -> Duration {
-        self.cadence.interval()
-    }
 }
 
 /// The peer cache: members seen in earlier runs, probed first on start so a restart rejoins
-/// before (or without) any other source. Only useful while starting, so it falls silent after.
+/// before (or without) any other source. The core polls it only while starting.
 #[derive(Debug)]
 pub struct CacheDiscovery {
     pub addrs: Vec<SocketAddr>,
-    polls: u32,
 }
 
 impl CacheDiscovery {
     pub fn new(addrs: Vec<SocketAddr>) -> Self {
-        Self { addrs, polls: 0 }
+        Self { addrs }
     }
 }
-
-/// Polls of the cache: once a second for ten seconds.
-const CACHE_POLLS: u32 = 10;
 
 impl Discovery for CacheDiscovery {
     fn source(&self) -> Source {
@@ -168,20 +121,7 @@ impl Discovery for CacheDiscovery {
     }
 
     fn candidates(&mut self) -> Vec<SocketAddr> {
-        self.polls = self.polls.saturating_add(1);
-        if self.polls > CACHE_POLLS {
-            Vec::new()
-        } else {
-            self.addrs.clone()
-        }
-    }
-
-    fn interval(&self, _members: usize) -> Duration {
-        if self.polls < CACHE_POLLS {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(3600)
-        }
+        self.addrs.clone()
     }
 }
 

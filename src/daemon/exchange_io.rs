@@ -5,17 +5,15 @@
 use super::discovery::{DhtLink, Discovery};
 use super::nat::{NatView, NatWatch};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared};
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::SystemTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
-use wgmesh_exchange::{
-    Endpoint, EndpointKind, Entropy, Event, Exchange, GossipEntry, MemberInfo, PeerInfo, Record,
-};
+use wgmesh_exchange::{Endpoint, EndpointKind, Exchange, MemberInfo, Record};
 use wgmesh_keys::PublicKey;
+use wgmesh_membership::{Collision, Config as MembershipConfig, Event as CoreEvent, Membership};
 use wgmesh_mesh::{Member, MemberChange, Source};
 use wgmesh_names::MemberName;
 use wgmesh_state::NodeIdentity;
@@ -36,16 +34,6 @@ pub enum Command {
 
 pub fn now_ms() -> u64 {
     super::state::unix_ms(SystemTime::now())
-}
-
-fn entropy() -> Option<Entropy> {
-    match Entropy::from_os() {
-        Ok(entropy) => Some(entropy),
-        Err(err) => {
-            tracing::error!(error = %err, "no OS randomness; cannot send");
-            None
-        }
-    }
 }
 
 /// IPv4 addresses of the host's interfaces that can carry mesh traffic (not loopback, not the
@@ -158,8 +146,35 @@ pub fn bind_control(
     UdpSocket::from_std(socket.into())
 }
 
-/// The exchange task: receives datagrams, probes candidates, records verified members.
+/// The exchange task: the control socket, the clock and the channels around the membership
+/// core (`wgmesh_membership::Membership`), which makes every membership decision. This loop only
+/// moves datagrams, timers and events, and does what the core asks (log, mirror members into the
+/// shared table, persist a new collision counter, poll a discovery source).
 pub struct ExchangeTask {
+    socket: UdpSocket,
+    core: Membership,
+    shared: Shared,
+    node: NodeInfo,
+    discovery: Vec<Box<dyn Discovery>>,
+    commands: mpsc::Receiver<Command>,
+    reconcile: mpsc::Sender<()>,
+    /// Kept to persist a new collision counter.
+    identity: NodeIdentity,
+    keys: MeshKeys,
+    nat: NatWatch,
+    /// The LAN group, when LAN discovery is on (rejoined when addresses change).
+    lan_group: Option<std::net::Ipv4Addr>,
+    /// The DHT rendezvous, when enabled (re-announced when addresses change).
+    dht: Option<DhtLink>,
+    /// Candidates from the DHT thread.
+    dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
+    /// Link and address changes on the host (from rtnetlink).
+    link_events: mpsc::Receiver<()>,
+}
+
+/// Everything the exchange task is built from.
+#[derive(Debug)]
+pub struct ExchangeParts {
     pub socket: UdpSocket,
     pub exchange: Exchange,
     pub shared: Shared,
@@ -167,51 +182,30 @@ pub struct ExchangeTask {
     pub discovery: Vec<Box<dyn Discovery>>,
     pub commands: mpsc::Receiver<Command>,
     pub reconcile: mpsc::Sender<()>,
-    /// Kept to persist a new collision counter.
     pub identity: NodeIdentity,
     pub keys: MeshKeys,
-    /// Which source an address was probed from, to tell status how a member was found.
-    pub probed: HashMap<IpAddr, Source>,
     pub nat: NatWatch,
-    /// The LAN group, when LAN discovery is on (rejoined when addresses change).
     pub lan_group: Option<std::net::Ipv4Addr>,
-    /// The DHT rendezvous, when enabled (re-announced when addresses change).
     pub dht: Option<DhtLink>,
-    /// Candidates from the DHT thread.
     pub dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
-    /// When the member table last gained a member; the DHT looks up fast until it has been
-    /// stable for a while.
-    pub last_join: tokio::time::Instant,
-    /// Members at the last refresh; fewer now means one went missing.
-    pub members_seen: usize,
-    /// Repeated probes to addresses learned second-hand: both sides start punching when gossip
-    /// reaches them, and the first datagrams of each side usually hit the other's NAT before its
-    /// own outbound mapping exists.
-    pub punches: Vec<(tokio::time::Instant, SocketAddr)>,
-    /// Link and address changes on the host (from rtnetlink).
     pub link_events: mpsc::Receiver<()>,
-    /// Members we heard of only through gossip and could not reach directly yet: after
-    /// [`RELAY_AFTER`] they are reached through a member that offers to relay.
-    pub second_hand: HashMap<PublicKey, (GossipEntry, tokio::time::Instant)>,
+}
+
+impl std::fmt::Debug for dyn Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("source", &self.source())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ExchangeTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExchangeTask")
-            .field("exchange", &self.exchange)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
-
-/// How long a member heard of through gossip gets to answer directly before its traffic goes
-/// through a relay.
-const RELAY_AFTER: Duration = Duration::from_secs(6);
-
-/// When to probe a gossiped address again (ms after the first probe).
-const PUNCH_RETRIES: [u64; 4] = [500, 1_000, 2_000, 4_000];
-
-/// The mesh counts as stable (slow DHT lookups) once no member has joined for this long.
-const DHT_SETTLE: Duration = Duration::from_secs(60);
 
 async fn recv_candidate(
     rx: &mut Option<mpsc::UnboundedReceiver<SocketAddr>>,
@@ -222,38 +216,62 @@ async fn recv_candidate(
     }
 }
 
-/// How often each member is probed directly, refreshing its record and last-seen time. Far
-/// below the 10-minute expiry, so one or two lost datagrams never expire a live member.
-const MEMBER_REFRESH: Duration = Duration::from_secs(60);
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 impl ExchangeTask {
+    /// Builds the task; the core's randomness is seeded from the OS once, here.
+    pub fn new(parts: ExchangeParts) -> std::io::Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+        let start = now();
+        let config = MembershipConfig {
+            control_port: parts.node.control_port,
+            mesh_prefixes: parts.node.mesh_prefixes.clone(),
+            lan_discovery: parts.lan_group.is_some(),
+            dht: parts.dht.is_some(),
+        };
+        let mut core = Membership::new(config, parts.exchange, seed, start);
+        for discovery in &parts.discovery {
+            core.add_discovery(discovery.source(), start);
+        }
+        core.set_connected_networks(super::reconcile::connected_networks(&parts.node.interface));
+        Ok(Self {
+            socket: parts.socket,
+            core,
+            shared: parts.shared,
+            node: parts.node,
+            discovery: parts.discovery,
+            commands: parts.commands,
+            reconcile: parts.reconcile,
+            identity: parts.identity,
+            keys: parts.keys,
+            nat: parts.nat,
+            lan_group: parts.lan_group,
+            dht: parts.dht,
+            dht_candidates: parts.dht_candidates,
+            link_events: parts.link_events,
+        })
+    }
+
+    /// The DHT's counters, for metrics.
+    pub fn dht_status(&self) -> Option<wgmesh_dht::DhtStatusReader> {
+        self.dht.as_ref().map(DhtLink::status_reader)
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let start = tokio::time::Instant::now();
-        let mut next_poll: Vec<tokio::time::Instant> = vec![start; self.discovery.len()];
-        let mut next_refresh = start + MEMBER_REFRESH;
         loop {
-            let soonest = next_poll
-                .iter()
-                .copied()
-                .min()
-                .unwrap_or(next_refresh)
-                .min(next_refresh)
-                .min(self.nat.next_deadline())
-                .min(
-                    self.punches
-                        .iter()
-                        .map(|(t, _)| *t)
-                        .min()
-                        .unwrap_or(next_refresh),
-                )
-                .min(
-                    self.second_hand
-                        .values()
-                        .map(|(_, since)| *since + RELAY_AFTER)
-                        .min()
-                        .unwrap_or(next_refresh),
-                );
+            self.drain().await;
+            // The core's next deadline, and STUN's (the NAT watch is still its own clock).
+            let core_deadline = self
+                .core
+                .poll_timeout()
+                .map(|(at, _)| tokio::time::Instant::from_std(at));
+            let wake = core_deadline.map_or(self.nat.next_deadline(), |t| {
+                t.min(self.nat.next_deadline())
+            });
             tokio::select! {
                 () = cancel.cancelled() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -262,67 +280,31 @@ impl ExchangeTask {
                 },
                 Some(()) = self.link_events.recv() => self.nat.link_event(tokio::time::Instant::now()),
                 Some(addr) = recv_candidate(&mut self.dht_candidates) => {
-                    self.probe(addr, Some(Source::Dht)).await;
+                    self.core.handle_candidates(now_ms(), Source::Dht, &[addr]);
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Announce(record)) => {
-                        if let Err(err) = self.exchange.set_record(*record) {
+                        let info = own_info(&self.shared.lock());
+                        if let Err(err) = self.core.set_record(now_ms(), *record, info) {
                             tracing::error!(error = %err, "cannot announce our record");
                         }
-                        let info = own_info(&self.shared.lock());
-                        self.exchange.set_info(info);
-                        self.probe_members().await;
                     }
                     Some(Command::Goodbye(done)) => {
-                        self.goodbye_all().await;
+                        self.core.goodbye_all(now_ms());
+                        self.drain().await;
                         let _ = done.send(());
                     }
                     Some(Command::StunServers(servers)) => self.nat.set_servers(servers),
                     None => break,
                 },
-                () = tokio::time::sleep_until(soonest) => {
-                    let now = tokio::time::Instant::now();
-                    let members = self.shared.lock().members.len();
-                    let mut due = Vec::new();
-                    for (discovery, next) in self.discovery.iter_mut().zip(next_poll.iter_mut()) {
-                        if *next <= now {
-                            due.push((discovery.source(), discovery.candidates()));
-                            *next = now + discovery.interval(members);
-                        }
-                    }
-                    for (source, candidates) in due {
-                        for addr in candidates {
-                            self.probe(addr, Some(source)).await;
-                        }
-                    }
-                    if next_refresh <= now {
-                        self.probe_members().await;
-                        next_refresh = now + MEMBER_REFRESH;
-                        if let Some(dht) = &self.dht {
-                            // Fast while forming, and again when a member went missing (it may
-                            // be back at a new address), until the mesh has been stable a while.
-                            let members = self.shared.lock().members.len();
-                            if members < self.members_seen {
-                                self.last_join = now;
-                            }
-                            self.members_seen = members;
-                            dht.set_fast(members == 0 || now.duration_since(self.last_join) < DHT_SETTLE);
-                        }
-                    }
-                    if self.nat.addresses_changed(now) {
+                () = tokio::time::sleep_until(wake) => {
+                    let now_tokio = tokio::time::Instant::now();
+                    self.forget_expired();
+                    self.core.handle_timeout(now_tokio.into_std(), now_ms());
+                    if self.nat.addresses_changed(now_tokio) {
                         self.on_addresses_changed().await;
-                        // Rediscover at once on the new network.
-                        next_poll.iter_mut().for_each(|t| *t = now);
                     }
-                    let due: Vec<SocketAddr> =
-                        self.punches.iter().filter(|(t, _)| *t <= now).map(|(_, a)| *a).collect();
-                    self.punches.retain(|(t, _)| *t > now);
-                    for addr in due {
-                        let source = (!self.is_mesh_address(addr.ip())).then_some(Source::Gossip);
-                        self.probe(addr, source).await;
-                    }
-                    self.relay_unreachable(now).await;
-                    for (server, request) in self.nat.due_requests(now) {
+                    for (server, request) in self.nat.due_requests(now_tokio) {
                         self.send(&request, server).await;
                     }
                 }
@@ -334,39 +316,149 @@ impl ExchangeTask {
         }
     }
 
-    /// Whether `ip` is a mesh address: traffic from or to it goes through the tunnels.
-    fn is_mesh_address(&self, ip: IpAddr) -> bool {
-        self.node.mesh_prefixes.iter().any(|net| net.contains(&ip))
+    /// Members the reconciler's failure detector expired are forgotten by the core too.
+    fn forget_expired(&mut self) {
+        let state = self.shared.lock();
+        self.core
+            .retain_members(|key| state.members.get(key).is_some());
     }
 
-    /// A member's control port reached through its tunnel.
-    fn tunnel_addr(&self, mesh_ipv4: std::net::Ipv4Addr) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(mesh_ipv4), self.node.control_port)
-    }
-
-    /// Probes `addr` again after each delay (milliseconds from now).
-    fn schedule_probes(&mut self, addr: SocketAddr, delays_ms: &[u64]) {
-        let now = tokio::time::Instant::now();
-        self.punches.extend(
-            delays_ms
-                .iter()
-                .map(|ms| (now + Duration::from_millis(*ms), addr)),
-        );
-    }
-
-    /// Probes `addr`; `source` (if any) is how the address was discovered, reported for the
-    /// member that answers. Refresh probes to known members pass `None`.
-    async fn probe(&mut self, addr: SocketAddr, source: Option<Source>) {
-        let Some(entropy) = entropy() else { return };
-        let datagram = self.exchange.probe(now_ms(), entropy);
-        if addr.ip().is_multicast() {
-            self.send_multicast(&datagram, addr).await;
-        } else {
-            if let Some(source) = source {
-                self.probed.entry(addr.ip()).or_insert(source);
+    /// Sends what the core queued and acts on its events, until both are empty (acting on an
+    /// event may queue more).
+    async fn drain(&mut self) {
+        loop {
+            while let Some(transmit) = self.core.poll_transmit() {
+                if transmit.dst.ip().is_multicast() {
+                    self.send_multicast(&transmit.payload, transmit.dst).await;
+                } else {
+                    self.send(&transmit.payload, transmit.dst).await;
+                }
             }
-            self.send(&datagram, addr).await;
+            let Some(event) = self.core.poll_event() else {
+                return;
+            };
+            self.on_event(event).await;
         }
+    }
+
+    async fn on_event(&mut self, event: CoreEvent) {
+        match event {
+            CoreEvent::Member {
+                member,
+                change,
+                from,
+            } => self.on_member(*member, change, from),
+            CoreEvent::Renamed { key, old, new } => {
+                let show = |name: &Option<MemberName>| name.as_ref().map(ToString::to_string);
+                tracing::info!(peer = %key.short(), old = ?show(&old), new = ?show(&new), "member renamed");
+            }
+            CoreEvent::DirectPath { key, relay, from } => {
+                tracing::info!(peer = %key.short(), relay = %relay.short(), %from, "direct path found; no longer relayed");
+            }
+            CoreEvent::Relayed { member, relay } => {
+                tracing::info!(peer = %member.public_key.short(), mesh_ipv4 = %member.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
+                self.shared.lock().members.upsert(*member);
+                let _ = self.reconcile.try_send(());
+            }
+            CoreEvent::Unreachable { key } => {
+                tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
+            }
+            CoreEvent::Left { key, mesh_ipv4 } => {
+                if self.shared.lock().members.remove(&key).is_some()
+                    && let Some(mesh_ipv4) = mesh_ipv4
+                {
+                    tracing::info!(peer = %key.short(), %mesh_ipv4, "member said goodbye");
+                }
+                let _ = self.reconcile.try_send(());
+            }
+            CoreEvent::Collision {
+                peer,
+                mesh_ipv4,
+                outcome,
+            } => self.on_collision(peer, mesh_ipv4, outcome),
+            CoreEvent::ClockSkew { from, offset_secs } => self.warn_clock_skew(from, offset_secs),
+            CoreEvent::PollDiscovery(source) => {
+                let candidates: Vec<SocketAddr> = self
+                    .discovery
+                    .iter_mut()
+                    .filter(|d| d.source() == source)
+                    .flat_map(|d| d.candidates())
+                    .collect();
+                self.core.handle_candidates(now_ms(), source, &candidates);
+            }
+            CoreEvent::DhtFast(fast) => {
+                if let Some(dht) = &self.dht {
+                    dht.set_fast(fast);
+                }
+            }
+        }
+    }
+
+    /// Mirrors a verified member into the table the reconciler reads.
+    fn on_member(&mut self, member: Member, change: MemberChange, from: SocketAddr) {
+        let key = member.public_key;
+        let routes = member.routes.clone();
+        let (name, version, mesh_ipv4, source) = (
+            member.name.as_ref().map(ToString::to_string),
+            member.version.clone(),
+            member.mesh_ipv4,
+            member.source,
+        );
+        let mirrored = self.shared.lock().members.upsert(member);
+        // The reconciler's table may have expired a member the core still knew: that is a join.
+        let change = if mirrored == MemberChange::New {
+            MemberChange::New
+        } else {
+            change
+        };
+        match change {
+            MemberChange::New => {
+                tracing::info!(peer = %key.short(), name = name.unwrap_or_default(), version = version.unwrap_or_default(), %mesh_ipv4, %from, source = source.as_str(), "member joined");
+                let _ = self.reconcile.try_send(());
+            }
+            MemberChange::Updated => {
+                tracing::info!(peer = %key.short(), %from, ?routes, "member updated");
+                let _ = self.reconcile.try_send(());
+            }
+            MemberChange::Refreshed => {}
+        }
+    }
+
+    /// The core decided who moves after an IPv4 collision (DESIGN.md §3); when it is us,
+    /// persist the new counter first, then announce the new address.
+    fn on_collision(&mut self, peer: PublicKey, mesh_ipv4: Ipv4Addr, outcome: Collision) {
+        let next = match outcome {
+            Collision::OtherMoves => {
+                tracing::info!(peer = %peer.short(), %mesh_ipv4, "IPv4 collision; the other member re-addresses");
+                return;
+            }
+            Collision::Exhausted => {
+                tracing::error!(peer = %peer.short(), "IPv4 collision and no collision counter left; keeping the address");
+                return;
+            }
+            Collision::WeMove { counter } => counter,
+        };
+        if let Err(err) = self.identity.set_collision_counter(next, &self.keys) {
+            tracing::error!(error = %err, "cannot persist the new collision counter; keeping the address");
+            return;
+        }
+        let addresses = MeshAddresses::derive(&self.keys, &self.node.public_key, next);
+        let own = OwnAddresses {
+            ipv4: addresses.ipv4,
+            ipv6: addresses.ipv6,
+            collision_counter: next,
+        };
+        let record = {
+            let mut state = self.shared.lock();
+            let old = state.own.ipv4;
+            state.own = own;
+            tracing::warn!(peer = %peer.short(), old = %old, new = %own.ipv4, counter = next, "IPv4 collision: re-addressed");
+            own_record(&self.node, &state)
+        };
+        if let Err(err) = self.core.handle_readdressed(now_ms(), record) {
+            tracing::error!(error = %err, "cannot announce the new address");
+        }
+        let _ = self.reconcile.try_send(());
     }
 
     /// Sends to the group once per LAN interface: without a default route the kernel would not
@@ -390,81 +482,18 @@ impl ExchangeTask {
         }
     }
 
-    async fn probe_members(&mut self) {
-        let targets: Vec<SocketAddr> = self
-            .shared
-            .lock()
-            .members
-            .iter()
-            .flat_map(|m| {
-                // A relayed member is probed directly (is a direct path there now?) and through
-                // the tunnel (which keeps it verified and its routes current).
-                let inside = m
-                    .relay_via
-                    .map(|_| SocketAddr::new(IpAddr::V4(m.mesh_ipv4), self.node.control_port));
-                m.control_addr.into_iter().chain(inside)
-            })
-            .collect();
-        for addr in targets {
-            self.probe(addr, None).await;
-        }
-    }
-
-    async fn goodbye_all(&mut self) {
-        let targets: Vec<_> = self
-            .shared
-            .lock()
-            .members
-            .iter()
-            .filter_map(|m| m.control_addr.map(|a| (m.public_key, a)))
-            .collect();
-        for (key, addr) in targets {
-            let Some(entropy) = entropy() else { return };
-            match self.exchange.goodbye(&key, now_ms(), entropy) {
-                Ok(datagram) => self.send(&datagram, addr).await,
-                Err(err) => tracing::debug!(error = %err, "cannot build goodbye"),
-            }
-        }
-    }
-
     async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         // STUN shares the socket; its first two bits are 00, ours ("WGM1") are 01.
         if wgmesh_nat::is_stun(datagram) {
             if let Some(view) = self.nat.on_stun(from, datagram) {
                 tracing::info!(nat = %view.nat_type, public = ?view.public_endpoint, "NAT mapping learned");
-                self.announce_changed_endpoints(view).await;
+                self.announce_changed_endpoints(view);
             }
             return;
         }
-        let Some(entropy) = entropy() else { return };
-        let handled = self.exchange.handle(now_ms(), from, datagram, entropy);
-        self.shared.lock().exchange = self.exchange.stats().clone();
-        if let Some(reason) = handled.dropped {
-            tracing::trace!(%from, ?reason, "dropped control datagram");
-        }
-        if let Some(offset) = handled.clock_offset_secs {
-            self.warn_clock_skew(from, offset);
-        }
-        if let Some(reply) = &handled.reply {
-            self.send(reply, from).await;
-        }
-        match handled.event {
-            Some(Event::Verified { record, from, info }) => {
-                self.on_verified(record, from, info).await;
-            }
-            Some(Event::Goodbye { key }) => {
-                if let Some(gone) = self.shared.lock().members.remove(&key) {
-                    tracing::info!(peer = %key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member said goodbye");
-                }
-                let _ = self.reconcile.try_send(());
-            }
-            Some(Event::Gossip {
-                sender,
-                from,
-                entries,
-            }) => self.on_gossip(sender, from, entries).await,
-            None => {}
-        }
+        self.forget_expired();
+        self.core.handle_datagram(now(), now_ms(), from, datagram);
+        self.shared.lock().exchange = self.core.exchange_stats().clone();
     }
 
     /// A message sealed under the mesh key came with a timestamp outside the window: the sender
@@ -478,10 +507,10 @@ impl ExchangeTask {
         let Some(suppressed) = suppressed else { return };
         // The same count as `status --json` shows under exchange.dropped.stale_timestamp.
         let stale_drops = self
-            .exchange
-            .stats()
+            .core
+            .exchange_stats()
             .get(wgmesh_exchange::DropReason::StaleTimestamp);
-        let window = self.exchange.config().timestamp_window_secs;
+        let window = self.core.exchange().config().timestamp_window_secs;
         let direction = if offset_secs > 0 {
             "ahead of"
         } else {
@@ -500,224 +529,20 @@ impl ExchangeTask {
         );
     }
 
-    async fn on_verified(&mut self, record: Record, from: SocketAddr, info: PeerInfo) {
-        let own = self.shared.lock().own;
-        if record.mesh_ipv4 == own.ipv4 {
-            self.on_collision(&record).await;
-            if record.public_key > self.node.public_key {
-                // It re-addresses itself (DESIGN.md §3); until then it is not installed, or its
-                // /32 would shadow ours.
-                return;
-            }
-        }
-        // Not probed by address: found by our LAN beacon if it sits on our LAN, otherwise it
-        // contacted us first (found by its own discovery, not ours).
-        let source = self.probed.get(&from.ip()).copied().unwrap_or_else(|| {
-            let on_lan = self.lan_group.is_some()
-                && super::reconcile::connected_networks(&self.node.interface)
-                    .iter()
-                    .any(|net| net.contains(&from.ip()));
-            if on_lan { Source::Lan } else { Source::Inbound }
-        });
-        // An exchange that came through the tunnel (from a mesh address) says nothing about the
-        // member's underlay: keep what we know, or we would point WireGuard at itself.
-        let through_tunnel = self.is_mesh_address(from.ip());
-        let (endpoint, control_addr, relay_via) = if through_tunnel {
-            let state = self.shared.lock();
-            let known = state.members.get(&record.public_key);
-            let relay_via = match known {
-                Some(m) => m.relay_via,
-                None => state
-                    .members
-                    .iter()
-                    .find(|m| m.relay_offered && m.relay_via.is_none())
-                    .map(|m| m.public_key),
-            };
-            if known.is_none() && relay_via.is_none() {
-                return;
-            }
-            (
-                known.and_then(|m| m.endpoint),
-                known.and_then(|m| m.control_addr).or(Some(from)),
-                relay_via,
-            )
-        } else {
-            // The address its exchange reached us from is on a path that works; WireGuard
-            // listens on the same host at its own port.
-            if let Some(via) = self
-                .shared
-                .lock()
-                .members
-                .get(&record.public_key)
-                .and_then(|m| m.relay_via)
-            {
-                tracing::info!(peer = %record.public_key.short(), relay = %via.short(), %from, "direct path found; no longer relayed");
-            }
-            (
-                Some(SocketAddr::new(from.ip(), record.listen_port)),
-                Some(from),
-                None,
-            )
-        };
-        self.second_hand.remove(&record.public_key);
-        let known = self
-            .shared
-            .lock()
-            .members
-            .get(&record.public_key)
-            .map(|m| MemberInfo {
-                version: m.version.clone(),
-                name: m.name.clone(),
-            });
-        let said = info.merge(known.clone());
-        if let Some(old) = known.filter(|k| k.name.is_some() && k.name != said.name) {
-            let show = |name: &Option<MemberName>| name.as_ref().map(ToString::to_string);
-            tracing::info!(peer = %record.public_key.short(), old = ?show(&old.name), new = ?show(&said.name), "member renamed");
-        }
-        let name_for_log = said.name.as_ref().map(ToString::to_string);
-        let version_for_log = said.version.clone();
-        let member = Member {
-            public_key: record.public_key,
-            mesh_ipv4: record.mesh_ipv4,
-            mesh_ipv6: record.mesh_ipv6,
-            collision_counter: record.collision_counter,
-            endpoint,
-            control_addr,
-            routes: record.routes.clone(),
-            source,
-            relay_offered: record.relay_offered(),
-            last_seen_ms: now_ms(),
-            moved_at_ms: 0,
-            relay_via,
-            name: said.name,
-            version: said.version,
-            name_claim: 0,
-        };
-        let change = self.shared.lock().members.upsert(member);
-        match change {
-            MemberChange::New => {
-                tracing::info!(peer = %record.public_key.short(), name = name_for_log.unwrap_or_default(), version = version_for_log.unwrap_or_default(), mesh_ipv4 = %record.mesh_ipv4, %from, source = source.as_str(), "member joined");
-                self.last_join = tokio::time::Instant::now();
-                let _ = self.reconcile.try_send(());
-                self.gossip_about_newcomer(&record.public_key).await;
-            }
-            MemberChange::Updated => {
-                tracing::info!(peer = %record.public_key.short(), %from, routes = ?record.routes, "member updated");
-                let _ = self.reconcile.try_send(());
-                // It may have moved: the others learn its new address from us.
-                self.gossip_about_newcomer(&record.public_key).await;
-                let moved = self
-                    .shared
-                    .lock()
-                    .members
-                    .get(&record.public_key)
-                    .is_some_and(|m| {
-                        m.moved_at_ms != 0 && now_ms().saturating_sub(m.moved_at_ms) < 5_000
-                    });
-                if moved && !through_tunnel {
-                    // Our NAT only lets its packets in once we have sent to its new address:
-                    // after the reconcile points WireGuard there, send through the tunnel.
-                    self.schedule_probes(self.tunnel_addr(record.mesh_ipv4), &[300, 1_000]);
-                }
-            }
-            MemberChange::Refreshed => {}
-        }
-    }
-
-    /// Members heard of through gossip that did not answer directly within [`RELAY_AFTER`] are
-    /// reached through a member offering to relay (both behind endpoint-dependent NAT, so no
-    /// hole can be punched). Their underlay control address stays known, so the periodic member
-    /// probe keeps trying the direct path; the first direct exchange ends the relaying.
-    async fn relay_unreachable(&mut self, now: tokio::time::Instant) {
-        let due: Vec<PublicKey> = self
-            .second_hand
-            .iter()
-            .filter(|(_, (_, since))| *since + RELAY_AFTER <= now)
-            .map(|(key, _)| *key)
-            .collect();
-        for key in due {
-            let Some((entry, _)) = self.second_hand.remove(&key) else {
-                continue;
-            };
-            let relay = {
-                let state = self.shared.lock();
-                if state.members.get(&key).is_some() {
-                    continue;
-                }
-                state
-                    .members
-                    .iter()
-                    .find(|m| m.relay_offered && m.relay_via.is_none())
-                    .map(|m| m.public_key)
-            };
-            let Some(relay) = relay else {
-                tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
-                continue;
-            };
-            let record = &entry.record;
-            let member = Member {
-                public_key: key,
-                mesh_ipv4: record.mesh_ipv4,
-                mesh_ipv6: record.mesh_ipv6,
-                collision_counter: record.collision_counter,
-                endpoint: record.endpoints.first().map(|e| e.addr),
-                control_addr: Some(entry.control),
-                routes: Vec::new(),
-                source: Source::Gossip,
-                relay_offered: record.relay_offered(),
-                last_seen_ms: now_ms(),
-                moved_at_ms: 0,
-                relay_via: Some(relay),
-                // Gossip is second-hand: a name is only taken from the member itself.
-                name: None,
-                version: None,
-                name_claim: 0,
-            };
-            self.shared.lock().members.upsert(member);
-            tracing::info!(peer = %key.short(), mesh_ipv4 = %record.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
-            let _ = self.reconcile.try_send(());
-            // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
-            self.schedule_probes(self.tunnel_addr(record.mesh_ipv4), &[300, 1_000, 2_000]);
-        }
-    }
-
-    /// Our underlay addresses changed (a laptop moved networks): rejoin the LAN group on the new
-    /// interfaces, tell every member our new endpoints; STUN starts over on its own.
+    /// Our underlay addresses changed (a laptop moved networks): the core punches towards every
+    /// member and rediscovers; here the LAN group is rejoined on the new interfaces, WireGuard's
+    /// pinned source addresses are cleared, and every member hears our new endpoints.
     async fn on_addresses_changed(&mut self) {
         tracing::info!("host addresses changed; re-announcing");
         if let Some(servers) = self.nat.unresolved() {
             let resolved = super::nat::resolve(servers).await;
             self.nat.set_servers(resolved);
         }
-        // Punch towards every member from the new address: their NATs only let us in once
-        // their side has sent to us too, which gossip through a reachable member triggers.
-        let members: Vec<SocketAddr> = self
-            .shared
-            .lock()
-            .members
-            .iter()
-            .filter_map(|m| m.control_addr)
-            .collect();
-        for addr in members {
-            self.schedule_probes(addr, &PUNCH_RETRIES);
-        }
-        // And through the tunnels: a datagram to a member's mesh address makes WireGuard send
-        // from our new address at once, so the member roams its endpoint to us and our NAT
-        // opens for its answer, instead of both waiting for the next keepalive (up to 25 s).
-        let inside: Vec<SocketAddr> = {
-            let mut state = self.shared.lock();
-            state.refresh_endpoints = true;
-            state
-                .members
-                .iter()
-                .map(|m| self.tunnel_addr(m.mesh_ipv4))
-                .collect()
-        };
+        self.core
+            .set_connected_networks(super::reconcile::connected_networks(&self.node.interface));
+        self.core.handle_addresses_changed(now());
+        self.shared.lock().refresh_endpoints = true;
         let _ = self.reconcile.try_send(());
-        // After the reconcile above has unpinned WireGuard's source addresses.
-        for addr in inside {
-            self.schedule_probes(addr, &[300, 1_000]);
-        }
         if let Some(group) = self.lan_group {
             for (name, ip) in lan_addresses(&self.node.interface) {
                 if let Err(err) =
@@ -728,177 +553,22 @@ impl ExchangeTask {
             }
         }
         let view = self.nat.view().clone();
-        self.announce_changed_endpoints(view).await;
+        self.announce_changed_endpoints(view);
         if let Some(dht) = &self.dht {
             dht.reannounce();
         }
     }
 
     /// Records the NAT view, rebuilds our record with the new endpoints and pushes it.
-    async fn announce_changed_endpoints(&mut self, view: NatView) {
-        let record = {
+    fn announce_changed_endpoints(&mut self, view: NatView) {
+        let (record, info) = {
             let mut state = self.shared.lock();
             state.nat_type = view.nat_type;
             state.public_endpoint = view.public_endpoint;
-            own_record(&self.node, &state)
+            (own_record(&self.node, &state), own_info(&state))
         };
-        if let Err(err) = self.exchange.set_record(record) {
+        if let Err(err) = self.core.set_record(now_ms(), record, info) {
             tracing::error!(error = %err, "cannot announce new endpoints");
-        }
-        self.probe_members().await;
-    }
-
-    /// Two members derived the same IPv4. The one with the greater public key moves to the next
-    /// collision counter, persists it and re-announces (DESIGN.md §3).
-    async fn on_collision(&mut self, other: &Record) {
-        if other.public_key > self.node.public_key {
-            tracing::info!(peer = %other.public_key.short(), mesh_ipv4 = %other.mesh_ipv4, "IPv4 collision; the other member re-addresses");
-            return;
-        }
-        let next = self.identity.collision_counter + 1;
-        if next > wgmesh_derive::MAX_COLLISION_COUNTER {
-            tracing::error!(peer = %other.public_key.short(), "IPv4 collision and no collision counter left; keeping the address");
-            return;
-        }
-        if let Err(err) = self.identity.set_collision_counter(next, &self.keys) {
-            tracing::error!(error = %err, "cannot persist the new collision counter; keeping the address");
-            return;
-        }
-        let addresses = MeshAddresses::derive(&self.keys, &self.node.public_key, next);
-        let own = OwnAddresses {
-            ipv4: addresses.ipv4,
-            ipv6: addresses.ipv6,
-            collision_counter: next,
-        };
-        let record = {
-            let mut state = self.shared.lock();
-            let old = state.own.ipv4;
-            state.own = own;
-            tracing::warn!(peer = %other.public_key.short(), old = %old, new = %own.ipv4, counter = next, "IPv4 collision: re-addressed");
-            own_record(&self.node, &state)
-        };
-        if let Err(err) = self.exchange.set_record(record) {
-            tracing::error!(error = %err, "cannot announce the new address");
-        }
-        let _ = self.reconcile.try_send(());
-        self.probe_members().await;
-        // The member we collided with is not in our table (it was not installed): tell it too.
-        if let Some(addr) = self.probed_addr_of(other) {
-            self.probe(addr, None).await;
-        }
-    }
-
-    fn probed_addr_of(&self, record: &Record) -> Option<SocketAddr> {
-        record
-            .endpoints
-            .first()
-            .map(|e| SocketAddr::new(e.addr.ip(), self.node.control_port))
-    }
-
-    /// What we know of `member`, as a gossip entry.
-    fn gossip_entry(member: &Member) -> Option<GossipEntry> {
-        let control = member.control_addr?;
-        let endpoint = member.endpoint?;
-        Some(GossipEntry {
-            control,
-            record: Record {
-                public_key: member.public_key,
-                collision_counter: member.collision_counter,
-                mesh_ipv4: member.mesh_ipv4,
-                mesh_ipv6: member.mesh_ipv6,
-                endpoints: vec![Endpoint {
-                    kind: EndpointKind::Observed,
-                    addr: endpoint,
-                }],
-                listen_port: endpoint.port(),
-                routes: Vec::new(),
-                flags: if member.relay_offered {
-                    wgmesh_exchange::FLAG_RELAY
-                } else {
-                    0
-                },
-                timestamp: member.last_seen_ms / 1000,
-            },
-        })
-    }
-
-    /// Tells a newcomer about everyone we know, and everyone about the newcomer, so a mesh
-    /// converges even where each member found only one other (DESIGN.md §8).
-    async fn gossip_about_newcomer(&mut self, newcomer: &PublicKey) {
-        let (others, about_newcomer): (Vec<(SocketAddr, GossipEntry)>, Option<GossipEntry>) = {
-            let state = self.shared.lock();
-            let others = state
-                .members
-                .iter()
-                .filter(|m| m.public_key != *newcomer)
-                .filter_map(|m| Some((m.control_addr?, Self::gossip_entry(m)?)))
-                .collect();
-            (
-                others,
-                state.members.get(newcomer).and_then(Self::gossip_entry),
-            )
-        };
-        let Some(about_newcomer) = about_newcomer else {
-            return;
-        };
-        let newcomer_addr = about_newcomer.control;
-        let entries: Vec<GossipEntry> = others.iter().map(|(_, e)| e.clone()).collect();
-        for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
-            let Some(entropy) = entropy() else { return };
-            let datagram = self.exchange.gossip(chunk, now_ms(), entropy);
-            self.send(&datagram, newcomer_addr).await;
-        }
-        for (addr, _) in &others {
-            let Some(entropy) = entropy() else { return };
-            let datagram =
-                self.exchange
-                    .gossip(std::slice::from_ref(&about_newcomer), now_ms(), entropy);
-            self.send(&datagram, *addr).await;
-        }
-    }
-
-    /// Gossip from a verified member: probe every member it names that we do not know yet.
-    /// Gossip from anyone else is ignored (the secret gate alone is not membership).
-    async fn on_gossip(&mut self, sender: PublicKey, from: SocketAddr, entries: Vec<GossipEntry>) {
-        let unknown: Vec<SocketAddr> = {
-            let state = self.shared.lock();
-            if state
-                .members
-                .get(&sender)
-                .is_none_or(|m| m.control_addr.map(|a| a.ip()) != Some(from.ip()))
-            {
-                tracing::debug!(%from, "gossip from a non-member ignored");
-                return;
-            }
-            entries
-                .iter()
-                // Unknown members, and known ones seen at a new address (they moved).
-                .filter(|e| {
-                    state
-                        .members
-                        .get(&e.record.public_key)
-                        .is_none_or(|m| m.control_addr != Some(e.control))
-                })
-                .map(|e| e.control)
-                .collect()
-        };
-        let now = tokio::time::Instant::now();
-        {
-            let state = self.shared.lock();
-            for entry in &entries {
-                if state.members.get(&entry.record.public_key).is_none() {
-                    self.second_hand
-                        .entry(entry.record.public_key)
-                        .or_insert((entry.clone(), now));
-                }
-            }
-        }
-        for addr in unknown {
-            tracing::debug!(%addr, "probing a member learned by gossip");
-            self.probe(addr, Some(Source::Gossip)).await;
-            if !self.punches.iter().any(|(_, a)| *a == addr) {
-                self.schedule_probes(addr, &PUNCH_RETRIES);
-            }
         }
     }
 }

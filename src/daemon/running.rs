@@ -191,7 +191,7 @@ impl Daemon {
         }
         let (command_tx, command_rx) = mpsc::channel(8);
         let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
-        let task = ExchangeTask {
+        let task = ExchangeTask::new(exchange_io::ExchangeParts {
             socket,
             exchange,
             shared: shared.clone(),
@@ -201,17 +201,13 @@ impl Daemon {
             reconcile: reconcile_tx.clone(),
             identity,
             keys: keys.clone(),
-            probed: std::collections::HashMap::new(),
             nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
             lan_group,
             dht,
             dht_candidates,
-            last_join: tokio::time::Instant::now(),
-            members_seen: 0,
-            punches: Vec::new(),
             link_events,
-            second_hand: std::collections::HashMap::new(),
-        };
+        })
+        .context("cannot seed the membership core")?;
         if let Some(servers) = stun_servers {
             let commands = command_tx.clone();
             tokio::spawn(async move {
@@ -219,7 +215,7 @@ impl Daemon {
                 let _ = commands.send(Command::StunServers(resolved)).await;
             });
         }
-        let dht_status = task.dht.as_ref().map(DhtLink::status_reader);
+        let dht_status = task.dht_status();
         tracker.spawn(task.run(cancel.clone()));
 
         // Metrics (off unless --metrics-listen).

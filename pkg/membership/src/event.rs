@@ -1,0 +1,87 @@
+//! What the core asks of its shell: datagrams to send and events to act on.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use wgmesh_keys::PublicKey;
+use wgmesh_mesh::{Member, MemberChange, Source};
+use wgmesh_names::MemberName;
+
+/// A datagram to send from the control socket. A multicast `dst` (the LAN group) is sent once
+/// per LAN interface by the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Why the core wants to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerReason {
+    /// A discovery source is due to be polled.
+    Discovery(Source),
+    /// The periodic probe of every member.
+    Refresh,
+    /// A repeated probe (hole punching, a probe through a tunnel).
+    Punch,
+    /// A second-hand member's time to answer directly ran out.
+    Relay,
+}
+
+/// What happened to an IPv4 collision (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collision {
+    /// The other member re-addresses itself; it is not installed until it has.
+    OtherMoves,
+    /// We move to this collision counter: the shell persists it, derives the new addresses and
+    /// hands the new record back through [`crate::Membership::handle_readdressed`].
+    WeMove { counter: u8 },
+    /// No counter left: we keep the address.
+    Exhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member proved itself (joined, changed, or was only refreshed). The shell mirrors
+    /// `member` into the table the reconciler reads.
+    Member {
+        member: Box<Member>,
+        change: MemberChange,
+        from: SocketAddr,
+    },
+    /// A member announced a different name from the one it had.
+    Renamed {
+        key: PublicKey,
+        old: Option<MemberName>,
+        new: Option<MemberName>,
+    },
+    /// A relayed member answered directly: it is no longer relayed.
+    DirectPath {
+        key: PublicKey,
+        relay: PublicKey,
+        from: SocketAddr,
+    },
+    /// A member heard of by gossip did not answer directly and is reached through `relay`.
+    Relayed {
+        member: Box<Member>,
+        relay: PublicKey,
+    },
+    /// A member heard of by gossip did not answer directly and no member offers to relay.
+    Unreachable { key: PublicKey },
+    /// A member said goodbye.
+    Left {
+        key: PublicKey,
+        mesh_ipv4: Option<Ipv4Addr>,
+    },
+    /// A member claims our IPv4.
+    Collision {
+        peer: PublicKey,
+        mesh_ipv4: Ipv4Addr,
+        outcome: Collision,
+    },
+    /// A datagram under the mesh key with a timestamp outside the window (a wrong clock).
+    ClockSkew { from: SocketAddr, offset_secs: i64 },
+    /// Poll this discovery source and hand its candidates to
+    /// [`crate::Membership::handle_candidates`].
+    PollDiscovery(Source),
+    /// Set the DHT's lookup pace.
+    DhtFast(bool),
+}

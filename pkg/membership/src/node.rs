@@ -1,0 +1,553 @@
+//! [`Membership`]: the exchange, the member table and every schedule around them, driven by
+//! datagrams, timeouts and the shell's inputs, drained through `poll_*`.
+
+use crate::cadence::{DhtCadence, DiscoverySchedule};
+use crate::entropy::EntropySource;
+use crate::event::{Collision, Event, TimerReason, Transmit};
+use crate::found::FoundBy;
+use crate::gossip;
+use crate::path::member_path;
+use crate::punch::{PUNCH_RETRIES, PunchSchedule, RELAYED_TUNNEL_RETRIES, TUNNEL_RETRIES};
+use crate::relay::{self, SecondHand};
+use ipnet::IpNet;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use wgmesh_exchange::{
+    DropCounters, Exchange, GossipEntry, MemberInfo, PeerInfo, Record, RecordError,
+};
+use wgmesh_keys::PublicKey;
+use wgmesh_mesh::{Member, MemberChange, MemberTable, Source};
+
+/// How often each member is probed directly, refreshing its record and last-seen time. Far
+/// below the 10-minute expiry, so one or two lost datagrams never expire a live member.
+pub const MEMBER_REFRESH: Duration = Duration::from_secs(60);
+/// A member that moved within this long is also probed through its tunnel.
+const MOVED_RECENTLY_MS: u64 = 5_000;
+/// At most this many datagrams wait to be sent; the shell drains them after every input, so
+/// the bound only matters to a shell that stops draining.
+pub const MAX_QUEUED_TRANSMITS: usize = 65_536;
+/// At most this many events wait, likewise.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
+
+/// Facts fixed at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The control port every member listens on (inside the tunnels too).
+    pub control_port: u16,
+    /// The mesh prefixes: a datagram from one of them came through a tunnel.
+    pub mesh_prefixes: Vec<IpNet>,
+    /// Whether LAN discovery is on (members on our networks count as found by it).
+    pub lan_discovery: bool,
+    /// Whether the DHT rendezvous runs (the core then paces its lookups).
+    pub dht: bool,
+}
+
+/// The membership core. See the crate documentation.
+#[derive(Debug)]
+pub struct Membership {
+    config: Config,
+    exchange: Exchange,
+    entropy: EntropySource,
+    members: MemberTable,
+    found: FoundBy,
+    punches: PunchSchedule,
+    second_hand: SecondHand,
+    discovery: DiscoverySchedule,
+    dht: DhtCadence,
+    next_refresh: Instant,
+    /// Networks our LAN beacon reaches.
+    connected: Vec<IpNet>,
+    /// Where the member we collided with answers, to tell it our new address once we have one.
+    collided_with: Option<SocketAddr>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Membership {
+    pub fn new(config: Config, exchange: Exchange, seed: [u8; 32], now: Instant) -> Self {
+        Self {
+            config,
+            exchange,
+            entropy: EntropySource::new(seed),
+            members: MemberTable::default(),
+            found: FoundBy::default(),
+            punches: PunchSchedule::default(),
+            second_hand: SecondHand::default(),
+            discovery: DiscoverySchedule::default(),
+            dht: DhtCadence::new(now),
+            next_refresh: now + MEMBER_REFRESH,
+            connected: Vec::new(),
+            collided_with: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- Inputs ----
+
+    /// A polled discovery source (LAN, static seeds, peer cache), first polled at `now`.
+    pub fn add_discovery(&mut self, source: Source, now: Instant) {
+        self.discovery.add(source, now);
+    }
+
+    /// The networks directly connected to this host (members there count as found on the LAN).
+    pub fn set_connected_networks(&mut self, networks: Vec<IpNet>) {
+        self.connected = networks;
+    }
+
+    /// Candidate control addresses from a discovery source: each is probed.
+    pub fn handle_candidates(&mut self, wall_ms: u64, source: Source, candidates: &[SocketAddr]) {
+        for addr in candidates {
+            self.probe(wall_ms, *addr, Some(source));
+        }
+    }
+
+    /// A datagram arrived on the control port (STUN excluded: it is the shell's).
+    pub fn handle_datagram(&mut self, now: Instant, wall_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        let entropy = self.entropy.next_entropy();
+        let handled = self.exchange.handle(wall_ms, from, bytes, entropy);
+        if let Some(offset_secs) = handled.clock_offset_secs {
+            self.push_event(Event::ClockSkew { from, offset_secs });
+        }
+        if let Some(reply) = handled.reply {
+            self.send(from, reply);
+        }
+        match handled.event {
+            Some(wgmesh_exchange::Event::Verified { record, from, info }) => {
+                self.on_verified(now, wall_ms, record, from, info);
+            }
+            Some(wgmesh_exchange::Event::Goodbye { key }) => {
+                let gone = self.members.remove(&key);
+                self.push_event(Event::Left {
+                    key,
+                    mesh_ipv4: gone.map(|m| m.mesh_ipv4),
+                });
+            }
+            Some(wgmesh_exchange::Event::Gossip {
+                sender,
+                from,
+                entries,
+            }) => self.on_gossip(now, wall_ms, sender, from, &entries),
+            None => {}
+        }
+    }
+
+    /// Runs whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+        for source in self.discovery.due(now) {
+            self.push_event(Event::PollDiscovery(source));
+        }
+        if self.next_refresh <= now {
+            self.probe_members(wall_ms);
+            self.next_refresh = now + MEMBER_REFRESH;
+            if self.config.dht
+                && let Some(fast) = self.dht.review(now, self.members.len())
+            {
+                self.push_event(Event::DhtFast(fast));
+            }
+        }
+        for addr in self.punches.take_due(now) {
+            let source = (!self.is_mesh_address(addr.ip())).then_some(Source::Gossip);
+            self.probe(wall_ms, addr, source);
+        }
+        self.relay_unreachable(now, wall_ms);
+    }
+
+    /// Our record changed (reload, new endpoints): announce it to every member.
+    pub fn set_record(
+        &mut self,
+        wall_ms: u64,
+        record: Record,
+        info: MemberInfo,
+    ) -> Result<(), RecordError> {
+        self.exchange.set_info(info);
+        let result = self.exchange.set_record(record);
+        self.probe_members(wall_ms);
+        result
+    }
+
+    /// We re-addressed after a collision ([`Collision::WeMove`]) and the shell persisted it:
+    /// announce the new record, to the member we collided with too (it is not in our table).
+    pub fn handle_readdressed(&mut self, wall_ms: u64, record: Record) -> Result<(), RecordError> {
+        let result = self.exchange.set_record(record);
+        self.probe_members(wall_ms);
+        if let Some(addr) = self.collided_with.take() {
+            self.probe(wall_ms, addr, None);
+        }
+        result
+    }
+
+    /// The host's underlay addresses changed (a laptop moved networks). The shell rejoins the
+    /// LAN group and then announces our new endpoints with [`Self::set_record`].
+    pub fn handle_addresses_changed(&mut self, now: Instant) {
+        // Punch towards every member from the new address: their NATs only let us in once their
+        // side has sent to us too, which gossip through a reachable member triggers.
+        let members: Vec<SocketAddr> = self.members.iter().filter_map(|m| m.control_addr).collect();
+        for addr in members {
+            self.punches.schedule(now, addr, &PUNCH_RETRIES);
+        }
+        // And through the tunnels: a datagram to a member's mesh address makes WireGuard send
+        // from our new address at once, so the member roams its endpoint to us and our NAT opens
+        // for its answer, instead of both waiting for the next keepalive (up to 25 s). Delayed
+        // until the reconcile has unpinned WireGuard's source addresses.
+        let inside: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .map(|m| self.tunnel_addr(m.mesh_ipv4))
+            .collect();
+        for addr in inside {
+            self.punches.schedule(now, addr, &TUNNEL_RETRIES);
+        }
+        self.discovery.rediscover(now);
+    }
+
+    /// Says goodbye to every member.
+    pub fn goodbye_all(&mut self, wall_ms: u64) {
+        let targets: Vec<(PublicKey, SocketAddr)> = self
+            .members
+            .iter()
+            .filter_map(|m| m.control_addr.map(|a| (m.public_key, a)))
+            .collect();
+        for (key, addr) in targets {
+            let entropy = self.entropy.next_entropy();
+            // A weak key cannot be in the table (its exchange would not verify); nothing to say.
+            if let Ok(datagram) = self.exchange.goodbye(&key, wall_ms, entropy) {
+                self.send(addr, datagram);
+            }
+        }
+    }
+
+    /// Members the daemon's failure detector removed (unseen too long): forgotten here too, so
+    /// they are no longer probed and count as new when they come back.
+    pub fn retain_members(&mut self, mut keep: impl FnMut(&PublicKey) -> bool) {
+        let gone: Vec<PublicKey> = self
+            .members
+            .iter()
+            .map(|m| m.public_key)
+            .filter(|k| !keep(k))
+            .collect();
+        for key in gone {
+            self.members.remove(&key);
+        }
+    }
+
+    // ---- Outputs ----
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Self::handle_timeout`] next, and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerReason)> {
+        let candidates = [
+            self.discovery
+                .next_deadline()
+                .map(|(t, s)| (t, TimerReason::Discovery(s))),
+            Some((self.next_refresh, TimerReason::Refresh)),
+            self.punches
+                .next_deadline()
+                .map(|t| (t, TimerReason::Punch)),
+            self.second_hand
+                .next_deadline()
+                .map(|t| (t, TimerReason::Relay)),
+        ];
+        candidates.into_iter().flatten().min_by_key(|(t, _)| *t)
+    }
+
+    // ---- Views ----
+
+    pub fn members(&self) -> &MemberTable {
+        &self.members
+    }
+
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    pub fn exchange_stats(&self) -> &DropCounters {
+        self.exchange.stats()
+    }
+
+    /// Sizes of the bounded internal tables, for tests and metrics.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            members: self.members.len(),
+            probed: self.found.len(),
+            punches: self.punches.len(),
+            second_hand: self.second_hand.len(),
+            transmits: self.transmits.len(),
+            events: self.events.len(),
+        }
+    }
+
+    // ---- Decisions ----
+
+    /// Whether `ip` is a mesh address: traffic from or to it goes through the tunnels.
+    fn is_mesh_address(&self, ip: IpAddr) -> bool {
+        self.config
+            .mesh_prefixes
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+
+    /// A member's control port reached through its tunnel.
+    fn tunnel_addr(&self, mesh_ipv4: Ipv4Addr) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(mesh_ipv4), self.config.control_port)
+    }
+
+    fn send(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+        if self.transmits.len() < MAX_QUEUED_TRANSMITS {
+            self.transmits.push_back(Transmit { dst, payload });
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push_back(event);
+        }
+    }
+
+    /// Probes `addr`; `source` (if any) is how the address was discovered, reported for the
+    /// member that answers. Refresh probes to known members pass `None`.
+    fn probe(&mut self, wall_ms: u64, addr: SocketAddr, source: Option<Source>) {
+        let entropy = self.entropy.next_entropy();
+        let datagram = self.exchange.probe(wall_ms, entropy);
+        if let Some(source) = source
+            && !addr.ip().is_multicast()
+        {
+            self.found.probed(addr.ip(), source);
+        }
+        self.send(addr, datagram);
+    }
+
+    fn probe_members(&mut self, wall_ms: u64) {
+        let targets: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .flat_map(|m| {
+                // A relayed member is probed directly (is a direct path there now?) and through
+                // the tunnel (which keeps it verified and its routes current).
+                let inside = m.relay_via.map(|_| self.tunnel_addr(m.mesh_ipv4));
+                m.control_addr.into_iter().chain(inside)
+            })
+            .collect();
+        for addr in targets {
+            self.probe(wall_ms, addr, None);
+        }
+    }
+
+    /// Two members derived the same IPv4. The one with the greater public key moves to the next
+    /// collision counter (DESIGN.md §3).
+    fn on_collision(&mut self, other: &Record) -> Collision {
+        let own = self.exchange.record();
+        let outcome = if other.public_key > *self.exchange.public_key() {
+            Collision::OtherMoves
+        } else {
+            let next = own.collision_counter + 1;
+            if next > wgmesh_derive::MAX_COLLISION_COUNTER {
+                Collision::Exhausted
+            } else {
+                self.collided_with = other
+                    .endpoints
+                    .first()
+                    .map(|e| SocketAddr::new(e.addr.ip(), self.config.control_port));
+                Collision::WeMove { counter: next }
+            }
+        };
+        self.push_event(Event::Collision {
+            peer: other.public_key,
+            mesh_ipv4: other.mesh_ipv4,
+            outcome,
+        });
+        outcome
+    }
+
+    fn on_verified(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        record: Record,
+        from: SocketAddr,
+        info: PeerInfo,
+    ) {
+        if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
+            && self.on_collision(&record) == Collision::OtherMoves
+        {
+            // It re-addresses itself; until then it is not installed, or its /32 would shadow
+            // ours.
+            return;
+        }
+        let lan: &[IpNet] = if self.config.lan_discovery {
+            &self.connected
+        } else {
+            &[]
+        };
+        let source = self.found.source_of(from.ip(), lan);
+        let known = self.members.get(&record.public_key);
+        let through_tunnel = self.is_mesh_address(from.ip());
+        let Some(path) = member_path(
+            known,
+            &self.members,
+            from,
+            record.listen_port,
+            through_tunnel,
+        ) else {
+            return;
+        };
+        if !through_tunnel && let Some(relay) = known.and_then(|m| m.relay_via) {
+            self.push_event(Event::DirectPath {
+                key: record.public_key,
+                relay,
+                from,
+            });
+        }
+        self.second_hand.answered(&record.public_key);
+        let known = self.members.get(&record.public_key).map(|m| MemberInfo {
+            version: m.version.clone(),
+            name: m.name.clone(),
+        });
+        let said = info.merge(known.clone());
+        if let Some(old) = known.filter(|k| k.name.is_some() && k.name != said.name) {
+            self.push_event(Event::Renamed {
+                key: record.public_key,
+                old: old.name,
+                new: said.name.clone(),
+            });
+        }
+        let member = Member {
+            public_key: record.public_key,
+            mesh_ipv4: record.mesh_ipv4,
+            mesh_ipv6: record.mesh_ipv6,
+            collision_counter: record.collision_counter,
+            endpoint: path.endpoint,
+            control_addr: path.control_addr,
+            routes: record.routes.clone(),
+            source,
+            relay_offered: record.relay_offered(),
+            last_seen_ms: wall_ms,
+            moved_at_ms: 0,
+            relay_via: path.relay_via,
+            name: said.name,
+            version: said.version,
+            name_claim: 0,
+        };
+        let change = self.members.upsert(member);
+        if let Some(member) = self.members.get(&record.public_key) {
+            self.push_event(Event::Member {
+                member: Box::new(member.clone()),
+                change,
+                from,
+            });
+        }
+        match change {
+            MemberChange::New => {
+                self.dht.joined(now);
+                self.gossip_about(wall_ms, &record.public_key);
+            }
+            MemberChange::Updated => {
+                // It may have moved: the others learn its new address from us.
+                self.gossip_about(wall_ms, &record.public_key);
+                let moved = self.members.get(&record.public_key).is_some_and(|m| {
+                    m.moved_at_ms != 0 && wall_ms.saturating_sub(m.moved_at_ms) < MOVED_RECENTLY_MS
+                });
+                if moved && !through_tunnel {
+                    // Our NAT only lets its packets in once we have sent to its new address:
+                    // after the reconcile points WireGuard there, send through the tunnel.
+                    let inside = self.tunnel_addr(record.mesh_ipv4);
+                    self.punches.schedule(now, inside, &TUNNEL_RETRIES);
+                }
+            }
+            MemberChange::Refreshed => {}
+        }
+    }
+
+    /// Tells a newcomer about everyone we know, and everyone about the newcomer.
+    fn gossip_about(&mut self, wall_ms: u64, newcomer: &PublicKey) {
+        let Some(plan) = gossip::about_newcomer(&self.members, newcomer) else {
+            return;
+        };
+        let (newcomer_addr, entries) = plan.to_newcomer;
+        for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
+            let entropy = self.entropy.next_entropy();
+            let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
+            self.send(newcomer_addr, datagram);
+        }
+        let (about, others) = plan.about_newcomer;
+        for addr in others {
+            let entropy = self.entropy.next_entropy();
+            let datagram = self
+                .exchange
+                .gossip(std::slice::from_ref(&about), wall_ms, entropy);
+            self.send(addr, datagram);
+        }
+    }
+
+    /// Gossip from a verified member: probe every member it names that we do not know yet.
+    /// Gossip from anyone else is ignored (the secret gate alone is not membership).
+    fn on_gossip(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        sender: PublicKey,
+        from: SocketAddr,
+        entries: &[GossipEntry],
+    ) {
+        if !gossip::from_member(&self.members, &sender, from) {
+            return;
+        }
+        let unknown = gossip::worth_probing(&self.members, entries);
+        for entry in entries {
+            if self.members.get(&entry.record.public_key).is_none() {
+                self.second_hand.heard_of(entry, now);
+            }
+        }
+        for addr in unknown {
+            self.probe(wall_ms, addr, Some(Source::Gossip));
+            if !self.punches.is_pending(addr) {
+                self.punches.schedule(now, addr, &PUNCH_RETRIES);
+            }
+        }
+    }
+
+    /// Members heard of through gossip that did not answer directly in time are reached
+    /// through a member offering to relay.
+    fn relay_unreachable(&mut self, now: Instant, wall_ms: u64) {
+        for entry in self.second_hand.take_due(now) {
+            let key = entry.record.public_key;
+            if self.members.get(&key).is_some() {
+                continue;
+            }
+            let Some(relay) = relay::choose_relay(&self.members) else {
+                self.push_event(Event::Unreachable { key });
+                continue;
+            };
+            let member = relay::relayed_member(&entry, relay, wall_ms);
+            self.members.upsert(member);
+            if let Some(member) = self.members.get(&key) {
+                self.push_event(Event::Relayed {
+                    member: Box::new(member.clone()),
+                    relay,
+                });
+            }
+            // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
+            let inside = self.tunnel_addr(entry.record.mesh_ipv4);
+            self.punches.schedule(now, inside, &RELAYED_TUNNEL_RETRIES);
+        }
+    }
+}
+
+/// Sizes of the core's bounded tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    pub members: usize,
+    pub probed: usize,
+    pub punches: usize,
+    pub second_hand: usize,
+    pub transmits: usize,
+    pub events: usize,
+}

@@ -1,0 +1,268 @@
+//! The core's decisions, scenario by scenario: where a member was found, tunnel versus underlay,
+//! relay choice, gossip from strangers, collisions, goodbyes, forgetting.
+
+mod sim;
+
+use sim::{NetConfig, NodeOptions, Sim, keys};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use wgmesh_derive::{NodeSeed, mesh_ipv4};
+use wgmesh_exchange::{Exchange, ExchangeConfig, GossipEntry};
+use wgmesh_membership::{Collision, Event};
+use wgmesh_mesh::Source;
+
+fn quiet_node(sim: &mut Sim, relay: bool) -> usize {
+    let seed = sim.next_node_seed();
+    sim.add_node_with(NodeOptions {
+        lan: false,
+        relay,
+        ..NodeOptions::new(seed)
+    })
+}
+
+fn lan_node(sim: &mut Sim, relay: bool) -> usize {
+    let seed = sim.next_node_seed();
+    sim.add_node_with(NodeOptions {
+        relay,
+        ..NodeOptions::new(seed)
+    })
+}
+
+fn member_of(sim: &Sim, holder: usize, member: usize) -> Option<wgmesh_mesh::Member> {
+    sim.nodes[holder]
+        .core
+        .members()
+        .get(&sim.nodes[member].public_key)
+        .cloned()
+}
+
+fn traced(sim: &Sim, node: usize, needle: &str) -> bool {
+    sim.trace
+        .iter()
+        .any(|(_, i, event)| *i == node && event.contains(needle))
+}
+
+#[test]
+fn a_member_is_reported_as_found_by_the_source_that_named_its_address() {
+    // A is given B as a static seed; neither beacons on the LAN.
+    let mut sim = Sim::new(11, NetConfig::default());
+    let a = quiet_node(&mut sim, false);
+    let b = quiet_node(&mut sim, false);
+    let wall = sim.wall_of(a);
+    let b_addr = sim.nodes[b].addr;
+    sim.nodes[a]
+        .core
+        .handle_candidates(wall, Source::Static, &[b_addr]);
+    sim.run_until(Duration::from_secs(3), |_| {});
+    // C beacons on the LAN; D does not.
+    let mut lan = Sim::new(12, NetConfig::default());
+    let c = lan_node(&mut lan, false);
+    let d = quiet_node(&mut lan, false);
+    lan.run_until(Duration::from_secs(3), |_| {});
+    // (holder, member, how the holder found it)
+    let table = [
+        (&sim, a, b, Source::Static),
+        // A contacted B first, from an address B never probed, and B beacons on no LAN.
+        (&sim, b, a, Source::Inbound),
+        (&lan, c, d, Source::Lan),
+        (&lan, d, c, Source::Inbound),
+    ];
+    for (sim, holder, member, source) in table {
+        assert_eq!(
+            member_of(sim, holder, member).map(|m| m.source),
+            Some(source),
+            "{holder} holding {member}"
+        );
+    }
+}
+
+#[test]
+fn an_exchange_through_the_tunnel_keeps_the_underlay_endpoint() {
+    let mut sim = Sim::new(12, NetConfig::default());
+    let a = lan_node(&mut sim, false);
+    let b = lan_node(&mut sim, false);
+    sim.run_until(Duration::from_secs(2), |_| {});
+    let before = member_of(&sim, a, b).expect("formed");
+    let delivered = sim.delivered;
+    // A moved networks: it probes every member through its tunnel too.
+    let now = sim.now;
+    sim.nodes[a].core.handle_addresses_changed(now);
+    sim.run_until(Duration::from_secs(4), |_| {});
+    assert!(sim.delivered > delivered);
+    let after = member_of(&sim, a, b).expect("still a member");
+    assert_eq!(after.endpoint, before.endpoint);
+    assert_eq!(after.control_addr, before.control_addr);
+    assert_eq!(after.relay_via, None);
+    let underlay = SocketAddr::from((sim::underlay(b), sim::LISTEN_PORT));
+    assert_eq!(after.endpoint, Some(underlay));
+}
+
+/// R reaches A and B, which cannot reach each other: each hears of the other through R's gossip,
+/// punches, and after `RELAY_AFTER` goes through R if R offers to relay.
+fn relay_scenario(relay_offered: bool) -> Sim {
+    let mut sim = Sim::new(13, NetConfig::default());
+    sim.record_trace = true;
+    let r = lan_node(&mut sim, relay_offered);
+    let a = lan_node(&mut sim, false);
+    let b = lan_node(&mut sim, false);
+    sim.block(a, b);
+    let _ = r;
+    sim.run_until(Duration::from_secs(12), |_| {});
+    sim
+}
+
+#[test]
+fn a_member_without_a_direct_path_is_reached_through_a_relay() {
+    let sim = relay_scenario(true);
+    let (r, a, b) = (0, 1, 2);
+    let relay = sim.nodes[r].public_key;
+    for (holder, member) in [(a, b), (b, a)] {
+        let held = member_of(&sim, holder, member).expect("relayed member");
+        assert_eq!(held.relay_via, Some(relay), "{holder} holding {member}");
+        assert!(traced(&sim, holder, "Relayed"));
+    }
+    // The relay itself is reached directly.
+    assert_eq!(member_of(&sim, a, r).and_then(|m| m.relay_via), None);
+}
+
+#[test]
+fn without_a_relay_an_unreachable_member_is_reported_and_not_installed() {
+    let sim = relay_scenario(false);
+    let (a, b) = (1, 2);
+    assert!(member_of(&sim, a, b).is_none());
+    assert!(traced(&sim, a, "Unreachable"));
+}
+
+#[test]
+fn gossip_from_a_stranger_is_ignored() {
+    let mut sim = Sim::new(14, NetConfig::default());
+    let a = quiet_node(&mut sim, false);
+    let keys = keys();
+    let stranger_key = keys.node_private_key(&NodeSeed::from_bytes([99; 32]));
+    let stranger_pub = stranger_key.public_key();
+    let addresses = wgmesh_derive::MeshAddresses::derive(keys, &stranger_pub, 0);
+    let record = wgmesh_exchange::Record {
+        public_key: stranger_pub,
+        collision_counter: 0,
+        mesh_ipv4: addresses.ipv4,
+        mesh_ipv6: addresses.ipv6,
+        endpoints: Vec::new(),
+        listen_port: sim::LISTEN_PORT,
+        routes: Vec::new(),
+        flags: 0,
+        timestamp: sim::WALL_START / 1000,
+    };
+    let stranger = Exchange::new(
+        keys,
+        stranger_key,
+        record.clone(),
+        ExchangeConfig::default(),
+    )
+    .expect("valid record");
+    let entry = GossipEntry {
+        control: SocketAddr::from(([198, 51, 100, 7], 5000)),
+        record,
+    };
+    let gossip = stranger.gossip(
+        &[entry],
+        sim.wall_of(a),
+        wgmesh_exchange::Entropy::from_bytes([5; wgmesh_exchange::ENTROPY_LEN]),
+    );
+    sim.inject(a, SocketAddr::from(([198, 51, 100, 8], 5000)), &gossip);
+    assert_eq!(sim.nodes[a].core.poll_transmit(), None);
+    assert!(
+        sim.nodes[a]
+            .core
+            .poll_timeout()
+            .is_some_and(|(_, r)| r == wgmesh_membership::TimerReason::Refresh)
+    );
+    assert_eq!(sim.nodes[a].core.table_sizes().second_hand, 0);
+}
+
+#[test]
+fn a_goodbye_removes_the_member_and_forgotten_members_join_again() {
+    let mut sim = Sim::new(15, NetConfig::default());
+    sim.record_trace = true;
+    let a = lan_node(&mut sim, false);
+    let b = lan_node(&mut sim, false);
+    sim.run_until(Duration::from_secs(2), |_| {});
+    assert!(member_of(&sim, b, a).is_some());
+    let wall = sim.wall_of(a);
+    sim.nodes[a].core.goodbye_all(wall);
+    // The daemon stops after its goodbyes.
+    sim.events_of(a);
+    sim.nodes[a].alive = false;
+    sim.run_until(Duration::from_secs(3), |_| {});
+    assert!(member_of(&sim, b, a).is_none());
+    assert!(traced(&sim, b, "Left"));
+    sim.nodes[a].alive = true;
+    // The daemon's failure detector expired B at A: A forgets it; the next beacon brings it
+    // back as new.
+    let key_b = sim.nodes[b].public_key;
+    sim.nodes[a].core.retain_members(|k| *k != key_b);
+    assert!(member_of(&sim, a, b).is_none());
+    sim.run_until(Duration::from_secs(40), |_| {});
+    assert!(member_of(&sim, a, b).is_some() && member_of(&sim, b, a).is_some());
+}
+
+/// Two node seeds whose keys derive the same mesh IPv4 at counter 0 (a 16-bit space: a few
+/// hundred keys find a pair).
+fn colliding_seeds() -> ([u8; 32], [u8; 32]) {
+    let keys = keys();
+    let mut seen = HashMap::new();
+    for n in 0u32.. {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&n.to_le_bytes());
+        let key = keys.node_public_key(&NodeSeed::from_bytes(seed));
+        if let Some(other) = seen.insert(mesh_ipv4(keys, &key, 0), seed) {
+            return (other, seed);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn an_ipv4_collision_moves_the_greater_key_and_both_end_up_members() {
+    let (one, two) = colliding_seeds();
+    let mut sim = Sim::new(16, NetConfig::default());
+    sim.record_trace = true;
+    let a = sim.add_node_with(NodeOptions::new(one));
+    let b = sim.add_node_with(NodeOptions::new(two));
+    let (lesser, greater) = if sim.nodes[a].public_key < sim.nodes[b].public_key {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(sim.nodes[a].mesh_ipv4, sim.nodes[b].mesh_ipv4);
+    sim.run_until(Duration::from_secs(5), |_| {});
+    let outcomes: Vec<(usize, String)> = sim
+        .trace
+        .iter()
+        .filter(|(_, _, e)| e.starts_with("Collision"))
+        .map(|(_, i, e)| (*i, e.clone()))
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|(i, e)| *i == lesser && e.contains(&format!("{:?}", Collision::OtherMoves))),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|(i, e)| *i == greater
+            && e.contains(&format!("{:?}", Collision::WeMove { counter: 1 }))),
+        "{outcomes:?}"
+    );
+    assert_ne!(sim.nodes[a].mesh_ipv4, sim.nodes[b].mesh_ipv4);
+    assert_eq!(
+        sim.nodes[greater]
+            .core
+            .exchange()
+            .record()
+            .collision_counter,
+        1
+    );
+    assert!(sim.missing_pairs().is_empty());
+    assert!(sim.address_conflicts(&[a, b]).is_empty());
+    let _ = Event::DhtFast(false);
+}

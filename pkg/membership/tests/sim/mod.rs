@@ -1,0 +1,571 @@
+//! A deterministic simulated network of membership cores (issue 11, item 3): latency, loss,
+//! duplication, reordering (random latency), partitions, and per-node clock skew. Every node is
+//! a real [`Membership`] with a real [`Exchange`]; only the wire is simulated.
+//!
+//! Addressing: node `i` sits at `172.16.(i / 250).(i % 250 + 1)`, all on one LAN segment that
+//! carries the multicast group. A datagram to a mesh address goes through the "tunnel" when both
+//! ends hold each other as members (WireGuard would have the peer configured) and arrives from
+//! the sender's mesh address.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test fixtures: a failure here is a test failure"
+)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use wgmesh_derive::{MeshAddresses, MeshKeys, NodeSeed, Secret};
+use wgmesh_exchange::{Endpoint, EndpointKind, Exchange, ExchangeConfig, MemberInfo, Record};
+use wgmesh_keys::PublicKey;
+use wgmesh_membership::{Config, Event, Membership, Transmit};
+use wgmesh_mesh::Source;
+
+/// Wall-clock time at the start of every simulation (Unix ms).
+pub const WALL_START: u64 = 1_750_000_000_000;
+pub const LISTEN_PORT: u16 = 51820;
+
+pub fn keys() -> &'static MeshKeys {
+    static KEYS: OnceLock<MeshKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        MeshKeys::derive(&Secret::parse("wgmesh://v1/membership-sim-secret").unwrap())
+    })
+}
+
+/// The network's behaviour, all probabilities in per mille.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    pub loss_permille: u32,
+    pub duplicate_permille: u32,
+    /// A node's socket receive buffer, in datagrams: `None` is unbounded. With a bound, a node
+    /// takes [`NetConfig::service_us`] per datagram and drops arrivals while its buffer is full,
+    /// as the kernel does (`RcvbufErrors`).
+    pub rx_capacity: Option<u32>,
+    pub service_us: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            latency_min_ms: 1,
+            latency_max_ms: 20,
+            loss_permille: 0,
+            duplicate_permille: 0,
+            rx_capacity: None,
+            service_us: 0,
+        }
+    }
+}
+
+/// A small deterministic generator (SplitMix64): the whole simulation is a function of its seed.
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    pub fn permille(&mut self, p: u32) -> bool {
+        self.below(1000) < u64::from(p)
+    }
+}
+
+pub struct SimNode {
+    pub core: Membership,
+    pub addr: SocketAddr,
+    pub public_key: PublicKey,
+    pub mesh_ipv4: Ipv4Addr,
+    pub alive: bool,
+    /// Nodes in different partitions cannot reach each other.
+    pub partition: u8,
+    /// This node's wall clock minus the true one.
+    pub skew_ms: i64,
+    /// Datagrams sent, per simulated minute (index = minute).
+    pub sent_per_minute: Vec<u64>,
+    /// When its receive buffer will have drained (with [`NetConfig::rx_capacity`]).
+    pub rx_busy_until: Instant,
+    /// Datagrams dropped because its receive buffer was full.
+    pub rx_overflows: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+    /// Already in the receiver's socket buffer (its turn comes at `at`).
+    admitted: bool,
+}
+
+pub struct Sim {
+    pub start: Instant,
+    pub now: Instant,
+    pub nodes: Vec<SimNode>,
+    pub net: NetConfig,
+    pub rng: SimRng,
+    by_underlay: HashMap<IpAddr, usize>,
+    by_mesh: HashMap<IpAddr, usize>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    control_port: u16,
+    group: SocketAddr,
+    pub delivered: u64,
+    /// Every (time, node, event) in order: the trace two equal runs must share.
+    pub trace: Vec<(u64, usize, String)>,
+    pub record_trace: bool,
+    /// Simulated minutes in which a node joined (their datagram budget is a formation budget).
+    pub join_minutes: std::collections::BTreeSet<usize>,
+    /// Nodes that took an input in the last step: the per-step invariants look at these.
+    pub dirty: Vec<usize>,
+    blocked: std::collections::BTreeSet<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub seed: [u8; 32],
+    pub skew_ms: i64,
+    /// Offers to relay.
+    pub relay: bool,
+    /// LAN discovery on (else the node only probes what it is given).
+    pub lan: bool,
+}
+
+impl NodeOptions {
+    pub fn new(seed: [u8; 32]) -> Self {
+        Self {
+            seed,
+            skew_ms: 0,
+            relay: false,
+            lan: true,
+        }
+    }
+}
+
+pub fn underlay(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+impl Sim {
+    pub fn new(seed: u64, net: NetConfig) -> Self {
+        let keys = keys();
+        let start = Instant::now();
+        Self {
+            start,
+            now: start,
+            nodes: Vec::new(),
+            net,
+            rng: SimRng::new(seed),
+            by_underlay: HashMap::new(),
+            by_mesh: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            control_port: keys.control_port(),
+            group: SocketAddr::from((keys.lan_group(), keys.control_port())),
+            delivered: 0,
+            trace: Vec::new(),
+            record_trace: false,
+            join_minutes: std::collections::BTreeSet::new(),
+            dirty: Vec::new(),
+            blocked: std::collections::BTreeSet::new(),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now.duration_since(self.start)
+    }
+
+    fn wall(&self, node: usize) -> u64 {
+        let true_wall = WALL_START + self.elapsed().as_millis() as u64;
+        true_wall.saturating_add_signed(self.nodes[node].skew_ms)
+    }
+
+    /// Adds a node (LAN discovery on) started now; returns its index.
+    pub fn add_node(&mut self, skew_ms: i64) -> usize {
+        let seed = self.next_node_seed();
+        self.add_node_with(NodeOptions {
+            skew_ms,
+            ..NodeOptions::new(seed)
+        })
+    }
+
+    pub fn next_node_seed(&mut self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(self.nodes.len() as u64).to_le_bytes());
+        seed[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        seed
+    }
+
+    /// Adds a node started now; returns its index.
+    pub fn add_node_with(&mut self, options: NodeOptions) -> usize {
+        let keys = keys();
+        let i = self.nodes.len();
+        let skew_ms = options.skew_ms;
+        let private_key = keys.node_private_key(&NodeSeed::from_bytes(options.seed));
+        let public_key = private_key.public_key();
+        let addresses = MeshAddresses::derive(keys, &public_key, 0);
+        let ip = underlay(i);
+        self.mark_change();
+        let record = Record {
+            public_key,
+            collision_counter: 0,
+            mesh_ipv4: addresses.ipv4,
+            mesh_ipv6: addresses.ipv6,
+            endpoints: vec![Endpoint {
+                kind: EndpointKind::Lan,
+                addr: SocketAddr::from((ip, LISTEN_PORT)),
+            }],
+            listen_port: LISTEN_PORT,
+            routes: Vec::new(),
+            flags: if options.relay {
+                wgmesh_exchange::FLAG_RELAY
+            } else {
+                0
+            },
+            timestamp: WALL_START / 1000,
+        };
+        let mut exchange =
+            Exchange::new(keys, private_key, record, ExchangeConfig::default()).unwrap();
+        exchange.set_info(MemberInfo::new("sim", None));
+        let config = Config {
+            control_port: self.control_port,
+            mesh_prefixes: vec![
+                ipnet::IpNet::V4(keys.ipv4_subnet()),
+                ipnet::IpNet::V6(keys.ipv6_prefix()),
+            ],
+            lan_discovery: options.lan,
+            dht: false,
+        };
+        let mut core_seed = [0u8; 32];
+        core_seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        let mut core = Membership::new(config, exchange, core_seed, self.now);
+        if options.lan {
+            core.add_discovery(Source::Lan, self.now);
+        }
+        core.set_connected_networks(vec!["172.16.0.0/16".parse().unwrap()]);
+        self.by_underlay.insert(IpAddr::V4(ip), i);
+        self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
+        self.nodes.push(SimNode {
+            core,
+            addr: SocketAddr::from((ip, self.control_port)),
+            public_key,
+            mesh_ipv4: addresses.ipv4,
+            alive: true,
+            partition: 0,
+            skew_ms,
+            sent_per_minute: Vec::new(),
+            rx_busy_until: self.now,
+            rx_overflows: 0,
+        });
+        i
+    }
+
+    pub fn can_reach(&self, a: usize, b: usize) -> bool {
+        a != b
+            && self.nodes[a].alive
+            && self.nodes[b].alive
+            && self.nodes[a].partition == self.nodes[b].partition
+            && !self.blocked.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The membership changes now (a join, a healed partition): this minute and the next get
+    /// the formation budget, since the gossip a change sets off can spill over a minute's end.
+    pub fn mark_change(&mut self) {
+        let minute = (self.elapsed().as_secs() / 60) as usize;
+        self.join_minutes.insert(minute);
+        self.join_minutes.insert(minute + 1);
+    }
+
+    /// No direct path between `a` and `b` (both behind endpoint-dependent NAT, say).
+    pub fn block(&mut self, a: usize, b: usize) {
+        self.blocked.insert((a.min(b), a.max(b)));
+    }
+
+    /// Hands `bytes` to node `to` as if from `from`, now.
+    pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
+        let wall = self.wall(to);
+        let now = self.now;
+        self.nodes[to].core.handle_datagram(now, wall, from, bytes);
+    }
+
+    /// Drains node `i`'s events, keeping them (transmits are sent as usual).
+    pub fn events_of(&mut self, i: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            while let Some(transmit) = self.nodes[i].core.poll_transmit() {
+                self.route(i, transmit);
+            }
+            let Some(event) = self.nodes[i].core.poll_event() else {
+                return events;
+            };
+            events.push(event);
+        }
+    }
+
+    /// What the daemon does for [`wgmesh_membership::Collision::WeMove`]: take the next
+    /// counter's addresses and announce them.
+    pub fn readdress(&mut self, i: usize, counter: u8) {
+        let keys = keys();
+        let node = &mut self.nodes[i];
+        let addresses = MeshAddresses::derive(keys, &node.public_key, counter);
+        let mut record = node.core.exchange().record().clone();
+        record.collision_counter = counter;
+        record.mesh_ipv4 = addresses.ipv4;
+        record.mesh_ipv6 = addresses.ipv6;
+        self.by_mesh.remove(&IpAddr::V4(node.mesh_ipv4));
+        node.mesh_ipv4 = addresses.ipv4;
+        self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
+        let wall = self.wall(i);
+        self.nodes[i].core.handle_readdressed(wall, record).unwrap();
+    }
+
+    pub fn group(&self) -> SocketAddr {
+        self.group
+    }
+
+    pub fn wall_of(&self, i: usize) -> u64 {
+        self.wall(i)
+    }
+
+    fn enqueue(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>) {
+        if self.rng.permille(self.net.loss_permille) {
+            return;
+        }
+        let copies = if self.rng.permille(self.net.duplicate_permille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let span = self
+                .net
+                .latency_max_ms
+                .saturating_sub(self.net.latency_min_ms)
+                + 1;
+            let latency = self.net.latency_min_ms + self.rng.below(span);
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now + Duration::from_millis(latency),
+                seq: self.seq,
+                to,
+                from,
+                bytes: bytes.clone(),
+                admitted: false,
+            }));
+        }
+    }
+
+    fn route(&mut self, sender: usize, transmit: Transmit) {
+        let minute = (self.elapsed().as_secs() / 60) as usize;
+        let counts = &mut self.nodes[sender].sent_per_minute;
+        if counts.len() <= minute {
+            counts.resize(minute + 1, 0);
+        }
+        counts[minute] += 1;
+        let from = self.nodes[sender].addr;
+        if transmit.dst == self.group {
+            for to in 0..self.nodes.len() {
+                if self.can_reach(sender, to) {
+                    self.enqueue(to, from, transmit.payload.clone());
+                }
+            }
+        } else if let Some(&to) = self.by_underlay.get(&transmit.dst.ip()) {
+            if self.can_reach(sender, to) {
+                self.enqueue(to, from, transmit.payload);
+            }
+        } else if let Some(&to) = self.by_mesh.get(&transmit.dst.ip()) {
+            // Through the tunnel: WireGuard on both ends holds the other as a peer.
+            let tunnel = self.nodes[sender]
+                .core
+                .members()
+                .get(&self.nodes[to].public_key)
+                .is_some()
+                && self.nodes[to]
+                    .core
+                    .members()
+                    .get(&self.nodes[sender].public_key)
+                    .is_some();
+            if tunnel && self.can_reach(sender, to) {
+                let from = SocketAddr::from((self.nodes[sender].mesh_ipv4, self.control_port));
+                self.enqueue(to, from, transmit.payload);
+            }
+        }
+    }
+
+    /// Drains a node: sends its transmits, answers its discovery polls.
+    fn drain(&mut self, i: usize) {
+        loop {
+            while let Some(transmit) = self.nodes[i].core.poll_transmit() {
+                if self.nodes[i].alive {
+                    self.route(i, transmit);
+                }
+            }
+            let Some(event) = self.nodes[i].core.poll_event() else {
+                return;
+            };
+            if self.record_trace {
+                self.trace
+                    .push((self.elapsed().as_millis() as u64, i, format!("{event:?}")));
+            }
+            match event {
+                Event::PollDiscovery(source) => {
+                    let wall = self.wall(i);
+                    let group = self.group;
+                    self.nodes[i].core.handle_candidates(wall, source, &[group]);
+                }
+                Event::Collision {
+                    outcome: wgmesh_membership::Collision::WeMove { counter },
+                    ..
+                } => self.readdress(i, counter),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs until `until` (elapsed time), calling `check` after every step.
+    pub fn run_until(&mut self, until: Duration, mut check: impl FnMut(&Sim)) {
+        let end = self.start + until;
+        self.dirty = (0..self.nodes.len()).collect();
+        loop {
+            for i in std::mem::take(&mut self.dirty) {
+                self.drain(i);
+                self.dirty.push(i);
+            }
+            check(self);
+            self.dirty.clear();
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.alive)
+                .filter_map(|(i, n)| Some((n.core.poll_timeout()?.0, i)))
+                .min();
+            let next_packet = self.queue.peek().map(|Reverse(p)| p.at);
+            let next = match (next_timer, next_packet) {
+                (Some((t, _)), Some(p)) => t.min(p),
+                (Some((t, _)), None) => t,
+                (None, Some(p)) => p,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            // Packets first, in order, then every node whose timer is due.
+            while self.queue.peek().is_some_and(|Reverse(p)| p.at <= self.now) {
+                let Some(Reverse(packet)) = self.queue.pop() else {
+                    break;
+                };
+                if !self.nodes[packet.to].alive {
+                    continue;
+                }
+                if let (Some(capacity), false) = (self.net.rx_capacity, packet.admitted) {
+                    // Arrives at the socket: queued behind what the node has not read yet.
+                    let service = Duration::from_micros(self.net.service_us.max(1));
+                    let node = &mut self.nodes[packet.to];
+                    let backlog = node.rx_busy_until.saturating_duration_since(self.now);
+                    if backlog.as_nanos() / service.as_nanos() >= u128::from(capacity) {
+                        node.rx_overflows += 1;
+                        continue;
+                    }
+                    node.rx_busy_until = node.rx_busy_until.max(self.now) + service;
+                    let at = node.rx_busy_until;
+                    self.queue.push(Reverse(InFlight {
+                        at,
+                        admitted: true,
+                        ..packet
+                    }));
+                    continue;
+                }
+                self.delivered += 1;
+                let wall = self.wall(packet.to);
+                let now = self.now;
+                self.nodes[packet.to]
+                    .core
+                    .handle_datagram(now, wall, packet.from, &packet.bytes);
+                self.drain(packet.to);
+                self.dirty.push(packet.to);
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].alive
+                    && self.nodes[i]
+                        .core
+                        .poll_timeout()
+                        .is_some_and(|(t, _)| t <= self.now)
+                {
+                    let wall = self.wall(i);
+                    let now = self.now;
+                    self.nodes[i].core.handle_timeout(now, wall);
+                    self.dirty.push(i);
+                }
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Pairs of live, mutually reachable nodes that are not mutual members.
+    pub fn missing_pairs(&self) -> Vec<(usize, usize)> {
+        let mut missing = Vec::new();
+        for a in 0..self.nodes.len() {
+            for b in (a + 1)..self.nodes.len() {
+                if !self.can_reach(a, b) {
+                    continue;
+                }
+                let ab = self.nodes[a]
+                    .core
+                    .members()
+                    .get(&self.nodes[b].public_key)
+                    .is_some();
+                let ba = self.nodes[b]
+                    .core
+                    .members()
+                    .get(&self.nodes[a].public_key)
+                    .is_some();
+                if !(ab && ba) {
+                    missing.push((a, b));
+                }
+            }
+        }
+        missing
+    }
+
+    /// No node holds two members with the same mesh address, nor one with its own.
+    pub fn address_conflicts(&self, nodes: &[usize]) -> Vec<String> {
+        let mut conflicts = Vec::new();
+        for &i in nodes {
+            let node = &self.nodes[i];
+            let mut seen: BTreeMap<Ipv4Addr, PublicKey> = BTreeMap::new();
+            for member in node.core.members().iter() {
+                if member.mesh_ipv4 == node.core.exchange().record().mesh_ipv4 {
+                    conflicts.push(format!("node {i} holds a member with its own address"));
+                }
+                if let Some(other) = seen.insert(member.mesh_ipv4, member.public_key)
+                    && other != member.public_key
+                {
+                    conflicts.push(format!("node {i}: {} held twice", member.mesh_ipv4));
+                }
+            }
+        }
+        conflicts
+    }
+}
