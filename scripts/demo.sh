@@ -45,8 +45,10 @@ done
 echo "starting $nodes daemons with one shared secret and no other configuration..."
 start=$(date +%s.%N)
 for i in $(seq 1 "$nodes"); do
+    # The namespaces share this host's name, so each node gets its own (--name).
     ip netns exec "${tag}n$i" "$bin" up --secret-file "$work/secret" --interface "${tag}w$i" \
-        --state-dir "$work/n$i/state" --runtime-dir "$work/n$i/run" >"$work/n$i/log" 2>&1 &
+        --name "node$i" --state-dir "$work/n$i/state" --runtime-dir "$work/n$i/run" \
+        >"$work/n$i/log" 2>&1 &
 done
 
 status() { ip netns exec "${tag}n$1" "$bin" status --json --interface "${tag}w$1" \
