@@ -320,3 +320,24 @@ pub fn value_origin(matches: &ArgMatches, id: &str) -> String {
         _ => "default".to_owned(),
     }
 }
+
+/// The `WGMESH_*` variables that are set but lose to a flag given on the command line (the
+/// systemd unit's `--interface %i`, for one), each as a sentence for the log: a variable that
+/// silently changed nothing would be a setting accepted and ignored.
+pub fn overridden_variables(matches: &ArgMatches) -> Vec<String> {
+    let up = <Cli as clap::CommandFactory>::command();
+    let Some(up) = up.find_subcommand("up") else {
+        return Vec::new();
+    };
+    up.get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_string_lossy().into_owned();
+            std::env::var_os(&env)?;
+            let long = arg.get_long().unwrap_or(arg.get_id().as_str());
+            Some(format!(
+                "{env} is set, but --{long} on the command line wins"
+            ))
+        })
+        .collect()
+}

@@ -681,6 +681,23 @@ fn up_reads_flags_from_the_environment() {
     assert!(stderr(&out).contains("--mtu"), "{}", stderr(&out));
     assert!(!root.path().join("state").exists(), "nothing touched");
 
+    // A variable that a command-line flag overrides is named in the log, not silently lost
+    // (here `up` then stops for want of a secret).
+    let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .args(["up", "-i", "wgenv0", "--mtu", "1400"])
+        .args(dirs(root.path()))
+        .env_remove("WGMESH_SECRET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("WGMESH_MTU", "1300")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WGMESH_MTU is set, but --mtu on the command line wins"),
+        "{}",
+        stderr(&out)
+    );
+
     // The location variables point every command at one daemon.
     let out = Command::new(env!("CARGO_BIN_EXE_wgmesh"))
         .arg("status")

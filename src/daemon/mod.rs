@@ -21,7 +21,7 @@ mod status;
 pub use lifecycle::{mark_kept_interface, process_alive, read_pid};
 pub use platform::remove_kept_interface;
 
-use crate::cli::{UpArgs, value_origin};
+use crate::cli::{UpArgs, overridden_variables, value_origin};
 use crate::control::ReloadReport;
 use crate::{CliError, logging, secret_source};
 use anyhow::Context as _;
@@ -34,6 +34,9 @@ use wgmesh_state::{NodeIdentity, ensure_private_dir, identity_path};
 pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     let options = &args.options;
     let log = logging::init(&options.log_level, options.log_format).map_err(CliError::usage)?;
+    for overridden in overridden_variables(matches) {
+        tracing::warn!("{overridden}");
+    }
     let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
         .map_err(CliError::usage)?;
     for warning in &loaded.warnings {
