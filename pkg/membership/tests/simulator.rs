@@ -247,12 +247,36 @@ fn run_scenario(s: &Scenario) {
     assert!(sim.missing_pairs().is_empty(), "{s:?}");
 }
 
+/// The seed of the scenario generator for the proptests below.
+const SCENARIO_SEED: u64 = 0x5eed_0001;
+
+/// Found by a random-seeded run of the split proptest: after a split with one death and one
+/// newcomer, and 20 % loss, two members that verified each other's claimants on opposite sides
+/// end up holding one IPv4 (`node 12: 10.228.4.70 held twice`). Address ownership across a
+/// healed partition is issue 13's (insider safety) to fix; this reproduces it until then.
+#[test]
+#[ignore = "fails today: a healed partition can leave one IPv4 with two holders (issue 13)"]
+fn a_healed_split_with_a_newcomer_never_leaves_an_address_held_twice() {
+    run_partition_scenario(&PartitionScenario {
+        seed: 6_676_784_336_448_330_812,
+        nodes: 20,
+        newcomers: 1,
+        split_at_ms: 1690,
+        heal_after_ms: 36_277,
+        deaths: 1,
+        lossy: true,
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 5,
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
+        // Fixed, so every run (and CI) checks the same scenarios: same seed, same trace.
+        // `PROPTEST_RNG_SEED=random` explores new ones.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(SCENARIO_SEED),
         ..ProptestConfig::default()
     })]
 
@@ -347,6 +371,7 @@ proptest! {
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(SCENARIO_SEED),
         ..ProptestConfig::default()
     })]
 
