@@ -410,6 +410,14 @@ fn install_service_stores_the_secret_only_in_the_credential_file() {
     assert_eq!(unit_files, vec![units.join("wgmesh@.service")]);
     let unit = std::fs::read_to_string(&unit_files[0]).unwrap();
     // The only environment the unit reads is the flag file install-service writes.
+    // A permanent failure stops instead of looping (the live start limit: scripts/systemd-lab.sh).
+    for line in [
+        "StartLimitIntervalSec=60s",
+        "StartLimitBurst=5",
+        "RestartPreventExitStatus=2",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+    }
     let env_file_line = format!("EnvironmentFile=-{}/%i.env", config.display());
     assert!(unit.lines().any(|l| l == env_file_line), "{unit}");
     for line in unit
