@@ -143,7 +143,60 @@ pub fn bind_control(
             }
         }
     }
+    // Which datagrams came to the LAN group (beacons a known member need not answer).
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+        .map_err(std::io::Error::from)?;
+    enlarge_receive_buffer(&socket);
     UdpSocket::from_std(socket.into())
+}
+
+/// The control socket's receive buffer. When a large mesh forms, every member's beacon answers,
+/// Hellos and gossip arrive within a few hundred milliseconds; Linux's default buffer
+/// (`net.core.rmem_default`, 208 KiB, about 200 such datagrams) overflowed at 40 nodes and the
+/// lost datagrams waited for the next discovery round. Root may exceed `net.core.rmem_max`.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+fn enlarge_receive_buffer(socket: &socket2::Socket) {
+    let forced =
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &RECEIVE_BUFFER);
+    if let Err(errno) = forced {
+        tracing::debug!(error = %errno, "cannot force the control socket's receive buffer; asking within rmem_max");
+        if let Err(err) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::debug!(error = %err, "cannot enlarge the control socket's receive buffer");
+        }
+    }
+}
+
+/// Receives one datagram: its length, source, and whether it was addressed to `group`.
+fn recv_with_destination(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    group: Option<Ipv4Addr>,
+) -> std::io::Result<(usize, SocketAddr, bool)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+    use std::os::fd::AsRawFd as _;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+    let msg = recvmsg::<SockaddrIn>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    let to_group = group.is_some_and(|group| {
+        msg.cmsgs().is_ok_and(|mut cmsgs| {
+            cmsgs.any(|c| {
+                matches!(c, ControlMessageOwned::Ipv4PacketInfo(info)
+                    if Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)) == group)
+            })
+        })
+    });
+    let from = msg
+        .address
+        .map(|a| SocketAddr::from((a.ip(), a.port())))
+        .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
+    Ok((msg.bytes, from, to_group))
 }
 
 /// The exchange task: the control socket, the clock and the channels around the membership
@@ -274,8 +327,10 @@ impl ExchangeTask {
             });
             tokio::select! {
                 () = cancel.cancelled() => break,
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.on_datagram(&buf[..len], from).await,
+                received = self.socket.async_io(tokio::io::Interest::READABLE, || {
+                    recv_with_destination(&self.socket, &mut buf, self.lan_group)
+                }) => match received {
+                    Ok((len, from, to_group)) => self.on_datagram(&buf[..len], from, to_group).await,
                     Err(err) => tracing::debug!(error = %err, "control socket receive failed"),
                 },
                 Some(()) = self.link_events.recv() => self.nat.link_event(tokio::time::Instant::now()),
@@ -362,6 +417,12 @@ impl ExchangeTask {
             }
             CoreEvent::Unreachable { key } => {
                 tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
+            }
+            CoreEvent::Failed { key, mesh_ipv4 } => {
+                if self.shared.lock().members.remove(&key).is_some() {
+                    tracing::info!(peer = %key.short(), %mesh_ipv4, "member failed: it answered none of our probes");
+                }
+                let _ = self.reconcile.try_send(());
             }
             CoreEvent::Left { key, mesh_ipv4 } => {
                 if self.shared.lock().members.remove(&key).is_some()
@@ -482,7 +543,7 @@ impl ExchangeTask {
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, to_group: bool) {
         // STUN shares the socket; its first two bits are 00, ours ("WGM1") are 01.
         if wgmesh_nat::is_stun(datagram) {
             if let Some(view) = self.nat.on_stun(from, datagram) {
@@ -492,7 +553,12 @@ impl ExchangeTask {
             return;
         }
         self.forget_expired();
-        self.core.handle_datagram(now(), now_ms(), from, datagram);
+        if to_group {
+            self.core
+                .handle_group_datagram(now(), now_ms(), from, datagram);
+        } else {
+            self.core.handle_datagram(now(), now_ms(), from, datagram);
+        }
         self.shared.lock().exchange = self.core.exchange_stats().clone();
     }
 

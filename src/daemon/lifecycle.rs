@@ -113,6 +113,14 @@ impl Notifier {
         }
     }
 
+    /// Half of systemd's watchdog timeout (`$WATCHDOG_USEC`, set with `WatchdogSec=`), the
+    /// interval sd_watchdog_enabled(3) advises pinging at; `None` when there is no watchdog.
+    pub fn watchdog_interval(&self) -> Option<std::time::Duration> {
+        self.socket.as_ref()?;
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+    }
+
     pub fn notify(&self, state: &str) {
         let Some(target) = &self.socket else { return };
         if let Err(err) = send_notify(target, state) {

@@ -19,8 +19,17 @@ use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
 /// `exchange_io` tells LAN members from others by the host's connected networks.
 pub use super::platform::connected_networks;
 
-/// Members unseen this long are removed (DESIGN.md §6 default).
+/// Members unconfirmed this long are removed (DESIGN.md §6 default). The membership core's
+/// failure detector removes a silent member much sooner (after its failed probes); this is the
+/// backstop, stretched to three probe rounds in a mesh large enough that a round (one member
+/// per `PROBE_INTERVAL`) takes longer.
 const MEMBER_TTL: Duration = Duration::from_secs(600);
+
+pub fn member_ttl(members: usize) -> Duration {
+    let round = wgmesh_membership::liveness::PROBE_INTERVAL
+        .saturating_mul(u32::try_from(members).unwrap_or(u32::MAX));
+    MEMBER_TTL.max(round.saturating_mul(3))
+}
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +121,13 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
     /// peer or route is logged (rate-limited) and the rest proceeds.
     pub fn run_once(&mut self) -> anyhow::Result<Outcome> {
         let mut outcome = Outcome::default();
+        if self
+            .hold_removals_until
+            .is_some_and(|until| until <= Instant::now())
+        {
+            // Over: it must not keep asking for passes (next_wakeup).
+            self.hold_removals_until = None;
+        }
         if self.backend.ensure_device().context("WireGuard device")? == DeviceOrigin::Restarted {
             tracing::warn!(interface = %self.link.interface, "wireguard-go had stopped; restarted it, restoring peers");
             self.relink()?;
@@ -156,9 +172,10 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
                         .touch(&peer.config.public_key, unix_ms(now.wall));
                 }
             }
+            let ttl = member_ttl(state.members.len());
             for gone in state
                 .members
-                .expire(unix_ms(now.wall), MEMBER_TTL.as_millis() as u64)
+                .expire(unix_ms(now.wall), ttl.as_millis() as u64)
             {
                 tracing::info!(peer = %gone.public_key.short(), mesh_ipv4 = %gone.mesh_ipv4, "member expired: unseen for too long");
             }
@@ -218,9 +235,13 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         }
     }
 
-    /// When a pending handshake nudge wants the next pass.
+    /// When a pending handshake nudge, or the end of the removal hold, wants the next pass.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.nudges.iter().map(|n| n.due).min()
+        self.nudges
+            .iter()
+            .map(|n| n.due)
+            .chain(self.hold_removals_until)
+            .min()
     }
 
     /// Applies in one write; if the batch fails, peer by peer so one bad peer does not block

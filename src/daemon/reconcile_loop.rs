@@ -1,5 +1,15 @@
-//! The reconcile task: passes on a timer, on triggers (discovery, reloads, link events) and when
-//! a handshake nudge is due; between passes, fresh device reads for `status`.
+//! The reconcile task: passes on triggers and a slow safety timer; between passes, fresh device
+//! reads for `status`.
+//!
+//! What replaced each job of v0.1's 5 s device poll (docs/scaling.md):
+//! - a dead wireguard-go: its TUN interface goes with it, and the link event (rtnetlink) triggers
+//!   a pass, which restarts it; a pass that fails retries after 1 s, 2 s, 4 s … up to the safety
+//!   interval;
+//! - a roamed peer or a host that changed networks: link and address events, and the membership
+//!   core's events (a member moved, joined, left);
+//! - drift (someone ran `wg set` or `ip route del`): the safety pass, every
+//!   [`SAFETY_INTERVAL`], or every half `WatchdogSec=` under a systemd watchdog;
+//! - handshake nudges and the end of the removal hold: their own deadlines.
 
 use super::lifecycle::Notifier;
 use super::platform::LinuxHost;
@@ -10,8 +20,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Reconcile timer (DESIGN.md §6 default).
-const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+/// The safety pass: catches drift no event reports (DESIGN.md §6 "a slow safety timer").
+pub const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
+/// A failed pass is retried after this, doubling up to the safety interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// The reconciler as the daemon runs it on Linux: backend chosen at run time.
 pub type DaemonReconciler =
@@ -32,23 +44,28 @@ pub async fn reconcile_loop(
     metrics: Option<Arc<wgmesh_metrics::MeshMetrics>>,
     cancel: CancellationToken,
 ) {
-    let mut timer = tokio::time::interval(RECONCILE_INTERVAL);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Under a systemd watchdog the safety pass doubles as its ping, so it runs at least that
+    // often.
+    let safety = notifier
+        .watchdog_interval()
+        .map_or(SAFETY_INTERVAL, |w| w.min(SAFETY_INTERVAL));
     let mut failures = logging::RepeatLimiter::new(Duration::from_secs(60));
+    let mut retry: Option<Duration> = None;
+    let mut next_safety = tokio::time::Instant::now() + safety;
     loop {
-        // A pending handshake nudge (see Reconciler::next_wakeup) wants a pass of its own.
-        let wakeup = lock(&reconciler).next_wakeup();
-        let nudge = async {
-            match wakeup {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        // A pending handshake nudge or the end of the removal hold (Reconciler::next_wakeup)
+        // wants a pass of its own; so does a failed pass (retry).
+        let wakeup = lock(&reconciler).next_wakeup().map(tokio::time::Instant::from_std);
+        let retry_at = retry.map(|after| tokio::time::Instant::now() + after);
+        let deadline = [Some(next_safety), wakeup, retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_safety);
         tokio::select! {
             () = cancel.cancelled() => break,
-            _ = timer.tick() => {}
+            () = tokio::time::sleep_until(deadline) => {}
             Some(()) = triggers.recv() => {}
-            () = nudge => {}
             Some(done) = refreshes.recv() => {
                 // Between passes only: a status request never waits for one.
                 let worker = reconciler.clone();
@@ -71,6 +88,11 @@ pub async fn reconcile_loop(
             }
             outcome
         });
+        next_safety = tokio::time::Instant::now() + safety;
+        retry = match &result {
+            Ok(Ok(_)) => None,
+            _ => Some(retry.map_or(FIRST_RETRY, |r| (r * 2).min(safety))),
+        };
         match result {
             Ok(Ok(_)) => {
                 failures.clear("reconcile");

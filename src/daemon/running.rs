@@ -180,17 +180,21 @@ impl Daemon {
             }
         };
         let (link_tx, link_events) = mpsc::channel(1);
+        let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
+        let link_reconcile = reconcile_tx.clone();
         if let Err(err) = reconciler.host.watch_links_and_addresses(Box::new(move || {
-            // Coalesced: one pending notice is enough, the receiver re-reads everything.
+            // Coalesced: one pending notice is enough, the receivers re-read everything. The
+            // reconciler hears of it too: a wireguard-go that died took its TUN link with it,
+            // and a roamed host's routes and endpoints need a pass.
+            let _ = link_reconcile.try_send(());
             !matches!(
                 link_tx.try_send(()),
                 Err(mpsc::error::TrySendError::Closed(_))
             )
         })) {
-            tracing::warn!(error = %err, "no link/address events; noticing network changes by polling");
+            tracing::warn!(error = %err, "no link/address events; noticing network changes by the safety pass");
         }
         let (command_tx, command_rx) = mpsc::channel(8);
-        let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
         let task = ExchangeTask::new(exchange_io::ExchangeParts {
             socket,
             exchange,

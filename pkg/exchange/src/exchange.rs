@@ -1,6 +1,7 @@
 //! The state machine: datagrams in, datagrams and membership events out. No sockets, no clock,
 //! no ambient randomness: the shell passes `now`, the source address and fresh random bytes.
 
+use crate::extension::Extension;
 use crate::codec::{
     self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
@@ -269,6 +270,9 @@ pub enum Event {
         sender: PublicKey,
         from: SocketAddr,
         entries: Vec<GossipEntry>,
+        /// The message's extension fields (a member table digest, failure hints), for the
+        /// membership core to read.
+        extensions: Vec<Extension>,
     },
 }
 
@@ -284,6 +288,9 @@ pub struct Handled {
     /// (positive when its clock is ahead). The datagram opened under the mesh key, so this is a
     /// member's clock (or a replay of one): the shell tells the operator to check NTP.
     pub clock_offset_secs: Option<i64>,
+    /// For an answered Probe: who sent it (a claim until its Hello verifies). The membership
+    /// core uses it to leave a known member's LAN beacon unanswered.
+    pub probed_by: Option<PublicKey>,
 }
 
 /// A drop and, for a stale timestamp, how far off the sender's clock was.
@@ -473,6 +480,25 @@ impl Exchange {
     /// A Gossip datagram carrying `entries` (at most [`MAX_GOSSIP_ENTRIES`]; routes are stripped
     /// and endpoints trimmed to [`MAX_GOSSIP_ENDPOINTS`] here).
     pub fn gossip(&self, entries: &[GossipEntry], now: Millis, entropy: Entropy) -> Vec<u8> {
+        self.gossip_with(entries, Vec::new(), now, entropy)
+    }
+
+    /// Whether the member with `key` accepts extension fields (its latest verified record says
+    /// so): only such members may be sent [`Self::gossip_with`] extensions, since the previous
+    /// release refuses any byte after a message's fixed part.
+    pub fn accepts_extensions(&self, key: &PublicKey) -> bool {
+        self.extension_peers.accepts(key)
+    }
+
+    /// [`Self::gossip`] with extension fields (the caller checked
+    /// [`Self::accepts_extensions`] for the recipient).
+    pub fn gossip_with(
+        &self,
+        entries: &[GossipEntry],
+        extensions: Vec<Extension>,
+        now: Millis,
+        entropy: Entropy,
+    ) -> Vec<u8> {
         let entries = entries
             .iter()
             .take(MAX_GOSSIP_ENTRIES)
@@ -487,7 +513,7 @@ impl Exchange {
             sender: self.public_key,
             timestamp: now / 1000,
             entries,
-            extensions: Vec::new(),
+            extensions,
         });
         self.seal(&gossip, &entropy.nonce)
     }
@@ -515,6 +541,7 @@ impl Exchange {
                 sender: gossip.sender,
                 from,
                 entries,
+                extensions: gossip.extensions,
             }),
             ..Handled::default()
         }
@@ -607,6 +634,7 @@ impl Exchange {
         let reply = self.hello(now, &key, probe.sender, probe.challenge, challenge, entropy);
         Ok(Handled {
             reply: Some(reply),
+            probed_by: Some(probe.sender),
             ..Handled::default()
         })
     }
@@ -696,6 +724,7 @@ impl Exchange {
             }),
             dropped: None,
             clock_offset_secs: None,
+            probed_by: None,
         })
     }
 

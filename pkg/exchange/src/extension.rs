@@ -20,6 +20,12 @@ pub const EXT_CRITICAL: u8 = 0x80;
 pub const EXT_VERSION: u8 = 1;
 /// Extension kind: the sender's name (`crate::info`).
 pub const EXT_NAME: u8 = 2;
+/// Extension kind (Gossip only): a digest of the sender's member table, for anti-entropy (read
+/// by the membership core, `wgmesh_membership::digest`).
+pub const EXT_DIGEST: u8 = 3;
+/// Extension kind (Gossip only): members the sender's failure detector found dead, as 32-byte
+/// keys; receivers probe them at once rather than wait for their own turn.
+pub const EXT_SUSPECT: u8 = 4;
 /// Kinds this decoder understands.
 const KNOWN_EXTENSIONS: [u8; 2] = [EXT_VERSION, EXT_NAME];
 /// The largest extension block this release sends (version and name, see `crate::info`).

@@ -610,7 +610,9 @@ fn gossip_carries_verified_entries_and_drops_forged_ones() {
             sender,
             from,
             entries,
+            extensions,
         }) => {
+            assert!(extensions.is_empty());
             assert_eq!(sender, *a.exchange.public_key());
             assert_eq!(from, a.addr);
             assert_eq!(entries, vec![entry], "forged and self entries are removed");

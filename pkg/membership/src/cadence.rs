@@ -3,14 +3,22 @@
 //! Fast polls while starting (a lost first datagram costs a second, not a minute), then slow: a
 //! newcomer announces itself, so a steady mesh only needs the slow polls to notice healed
 //! partitions. The peer cache is only useful while starting, so it falls silent after.
+//!
+//! The slow interval grows with the members we know, `SLOW_POLL × (members + 1)` (jittered by
+//! ±50 %, capped at [`MAX_SLOW_POLL`]): the mesh as a whole then beacons about once per
+//! [`SLOW_POLL`], whatever its size, so what a node receives from beacons does not grow with N,
+//! and each half of a split mesh still beacons that often to find the other.
 
 use std::time::{Duration, Instant};
 use wgmesh_mesh::Source;
 
 /// Polls of LAN and static sources one second apart before falling back to [`SLOW_POLL`].
 pub const FAST_POLLS: u32 = 5;
-/// The steady poll interval of LAN multicast and static seeds.
+/// The steady poll interval of LAN multicast and static seeds, for a node that knows no member
+/// (see the module documentation for how it grows).
 pub const SLOW_POLL: Duration = Duration::from_secs(30);
+/// The slow interval never grows past this.
+pub const MAX_SLOW_POLL: Duration = Duration::from_secs(3_600);
 /// Polls of the peer cache: once a second for ten seconds, then never again.
 pub const CACHE_POLLS: u32 = 10;
 /// The mesh counts as stable (slow DHT lookups) once no member has joined for this long.
@@ -28,14 +36,22 @@ struct Polled {
 }
 
 impl Polled {
-    fn after_poll(&self) -> Option<Duration> {
+    /// `jitter_permille` (0..1000) spreads slow polls from ×0.5 to ×1.5.
+    fn after_poll(&self, members: usize, jitter_permille: u64) -> Option<Duration> {
         match self.source {
             Source::Cache if self.polls >= CACHE_POLLS => None,
             Source::Cache => Some(FAST_POLL),
             _ if self.polls < FAST_POLLS => Some(FAST_POLL),
-            _ => Some(SLOW_POLL),
+            _ => Some(slow_poll(members, jitter_permille)),
         }
     }
+}
+
+/// The slow interval for a node that knows `members` members.
+pub fn slow_poll(members: usize, jitter_permille: u64) -> Duration {
+    let base = SLOW_POLL.saturating_mul(u32::try_from(members + 1).unwrap_or(u32::MAX));
+    let jittered = base.as_millis() as u64 * (500 + jitter_permille.min(999)) / 1000;
+    Duration::from_millis(jittered).min(MAX_SLOW_POLL)
 }
 
 /// The poll schedule of every polled source (LAN, static, cache). The DHT pushes candidates on
@@ -65,13 +81,14 @@ impl DiscoverySchedule {
             .min_by_key(|(t, _)| *t)
     }
 
-    /// The sources due at `now`, each rescheduled.
-    pub fn due(&mut self, now: Instant) -> Vec<Source> {
+    /// The sources due at `now`, each rescheduled; `members` is how many we know, `jitter` a
+    /// random number (the core's seeded stream).
+    pub fn due(&mut self, now: Instant, members: usize, jitter: u64) -> Vec<Source> {
         let mut due = Vec::new();
         for polled in &mut self.sources {
             if polled.next.is_some_and(|t| t <= now) {
                 polled.polls = polled.polls.saturating_add(1);
-                polled.next = polled.after_poll().map(|d| now + d);
+                polled.next = polled.after_poll(members, jitter % 1000).map(|d| now + d);
                 due.push(polled.source);
             }
         }
@@ -137,7 +154,7 @@ mod tests {
             if at > start + until {
                 break;
             }
-            assert_eq!(schedule.due(at), vec![source]);
+            assert_eq!(schedule.due(at, 0, 500), vec![source]);
             times.push(at.duration_since(start).as_secs());
         }
         times
@@ -170,11 +187,20 @@ mod tests {
         let mut now = start;
         for _ in 0..12 {
             now += Duration::from_secs(1);
-            schedule.due(now);
+            schedule.due(now, 0, 500);
         }
         let later = now + Duration::from_secs(5);
         schedule.rediscover(later);
-        assert_eq!(schedule.due(later), vec![Source::Lan]);
+        assert_eq!(schedule.due(later, 0, 500), vec![Source::Lan]);
+    }
+
+    #[test]
+    fn the_slow_poll_grows_with_the_mesh_so_the_mesh_beacons_at_a_fixed_rate() {
+        assert_eq!(slow_poll(0, 500), SLOW_POLL);
+        assert_eq!(slow_poll(9, 500), SLOW_POLL * 10);
+        assert_eq!(slow_poll(9, 0), SLOW_POLL * 5);
+        assert_eq!(slow_poll(9, 999), Duration::from_millis(449_700));
+        assert_eq!(slow_poll(10_000, 500), MAX_SLOW_POLL);
     }
 
     #[test]

@@ -33,6 +33,14 @@ impl EntropySource {
         hasher.finalize_xof().fill(&mut bytes);
         Entropy::from_bytes(bytes)
     }
+
+    /// A random number from the same stream (shuffles and random choices).
+    pub fn next_u64(&mut self) -> u64 {
+        let nonce = self.next_entropy().nonce;
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&nonce[..8]);
+        u64::from_le_bytes(bytes)
+    }
 }
 
 #[cfg(test)]

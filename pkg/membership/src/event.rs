@@ -18,8 +18,12 @@ pub struct Transmit {
 pub enum TimerReason {
     /// A discovery source is due to be polled.
     Discovery(Source),
-    /// The periodic probe of every member.
-    Refresh,
+    /// The failure detector's next probe, retry or verdict.
+    Liveness,
+    /// The next anti-entropy digest.
+    Digest,
+    /// The DHT's pace is due for review.
+    DhtReview,
     /// A repeated probe (hole punching, a probe through a tunnel).
     Punch,
     /// A second-hand member's time to answer directly ran out.
@@ -66,6 +70,8 @@ pub enum Event {
     },
     /// A member heard of by gossip did not answer directly and no member offers to relay.
     Unreachable { key: PublicKey },
+    /// A member answered none of our failure detector's probes: removed.
+    Failed { key: PublicKey, mesh_ipv4: Ipv4Addr },
     /// A member said goodbye.
     Left {
         key: PublicKey,

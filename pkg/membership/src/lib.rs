@@ -16,20 +16,22 @@
 //! - outputs: [`Membership::poll_transmit`], [`Membership::poll_event`],
 //!   [`Membership::poll_timeout`].
 //!
-//! One concept per module: [`cadence`] (discovery and DHT pace), [`found`] (how a member was
-//! found), [`gossip`], [`path`] (tunnel versus underlay), [`punch`] (repeated probes), [`relay`] (second-hand members, relay
+//! One concept per module: [`cadence`] (discovery and DHT pace), [`digest`] (anti-entropy),
+//! [`found`] (how a member was found), [`gossip`], [`liveness`] (the failure detector), [`path`] (tunnel versus underlay), [`punch`] (repeated probes), [`relay`] (second-hand members, relay
 //! choice), [`entropy`], [`event`] (what the shell is asked to do), and [`node`] tying them
 //! together.
 
 pub mod cadence;
+pub mod digest;
 pub mod entropy;
 pub mod event;
 pub mod found;
 pub mod gossip;
+pub mod liveness;
 pub mod node;
 pub mod path;
 pub mod punch;
 pub mod relay;
 
 pub use event::{Collision, Event, TimerReason, Transmit};
-pub use node::{Config, MEMBER_REFRESH, Membership, TableSizes};
+pub use node::{Config, DHT_REVIEW, Membership, TableSizes};

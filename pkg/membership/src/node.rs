@@ -2,26 +2,35 @@
 //! datagrams, timeouts and the shell's inputs, drained through `poll_*`.
 
 use crate::cadence::{DhtCadence, DiscoverySchedule};
+use crate::digest::{DIGEST_INTERVAL, Digest, MAX_REPAIR_ENTRIES, bucket_of};
 use crate::entropy::EntropySource;
 use crate::event::{Collision, Event, TimerReason, Transmit};
 use crate::found::FoundBy;
 use crate::gossip;
+use crate::liveness::{self, Liveness};
 use crate::path::member_path;
 use crate::punch::{PUNCH_RETRIES, PunchSchedule, RELAYED_TUNNEL_RETRIES, TUNNEL_RETRIES};
 use crate::relay::{self, SecondHand};
 use ipnet::IpNet;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use wgmesh_exchange::{
-    DropCounters, Exchange, GossipEntry, MemberInfo, PeerInfo, Record, RecordError,
+    DropCounters, EXT_DIGEST, EXT_SUSPECT, Exchange, Extension, GossipEntry, MemberInfo, PeerInfo,
+    Record, RecordError,
 };
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, MemberTable, Source};
 
-/// How often each member is probed directly, refreshing its record and last-seen time. Far
-/// below the 10-minute expiry, so one or two lost datagrams never expire a live member.
-pub const MEMBER_REFRESH: Duration = Duration::from_secs(60);
+/// How often the DHT's pace is reviewed (fast while the mesh changes, slow once it is stable).
+pub const DHT_REVIEW: Duration = Duration::from_secs(60);
+/// A digest repair goes to the same address at most once per this long.
+const REPAIR_COOLDOWN: Duration = Duration::from_secs(10);
+/// At most this many repair destinations are remembered for their cooldown.
+const MAX_REPAIRED: usize = 1_024;
+/// A known member named in gossip is probed when the gossiping member heard from it this much
+/// more recently than we did (our view of it may be stale).
+const STALE_AFTER_MS: u64 = 60_000;
 /// A member that moved within this long is also probed through its tunnel.
 const MOVED_RECENTLY_MS: u64 = 5_000;
 /// At most this many datagrams wait to be sent; the shell drains them after every input, so
@@ -55,7 +64,11 @@ pub struct Membership {
     second_hand: SecondHand,
     discovery: DiscoverySchedule,
     dht: DhtCadence,
-    next_refresh: Instant,
+    next_dht_review: Instant,
+    liveness: Liveness,
+    next_digest: Instant,
+    /// When each address was last sent a digest repair (the cooldown).
+    repaired: HashMap<SocketAddr, Instant>,
     /// Networks our LAN beacon reaches.
     connected: Vec<IpNet>,
     /// Where the member we collided with answers, to tell it our new address once we have one.
@@ -76,7 +89,10 @@ impl Membership {
             second_hand: SecondHand::default(),
             discovery: DiscoverySchedule::default(),
             dht: DhtCadence::new(now),
-            next_refresh: now + MEMBER_REFRESH,
+            next_dht_review: now + DHT_REVIEW,
+            liveness: Liveness::new(now),
+            next_digest: now + DIGEST_INTERVAL,
+            repaired: HashMap::new(),
             connected: Vec::new(),
             collided_with: None,
             transmits: VecDeque::new(),
@@ -105,12 +121,44 @@ impl Membership {
 
     /// A datagram arrived on the control port (STUN excluded: it is the shell's).
     pub fn handle_datagram(&mut self, now: Instant, wall_ms: u64, from: SocketAddr, bytes: &[u8]) {
+        self.handle_received(now, wall_ms, from, bytes, false);
+    }
+
+    /// A datagram arrived addressed to the LAN group (a beacon). A known member's beacon from
+    /// the address we know it at is left unanswered: it asks "who is there", and we are there
+    /// already. Answering every beacon made each member send 2(N−1) datagrams per beacon round.
+    pub fn handle_group_datagram(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.handle_received(now, wall_ms, from, bytes, true);
+    }
+
+    fn handle_received(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+        to_group: bool,
+    ) {
         let entropy = self.entropy.next_entropy();
         let handled = self.exchange.handle(wall_ms, from, bytes, entropy);
         if let Some(offset_secs) = handled.clock_offset_secs {
             self.push_event(Event::ClockSkew { from, offset_secs });
         }
-        if let Some(reply) = handled.reply {
+        let known_beacon = to_group
+            && handled.probed_by.is_some_and(|key| {
+                self.members
+                    .get(&key)
+                    .is_some_and(|m| m.control_addr.map(|a| a.ip()) == Some(from.ip()))
+            });
+        if let Some(reply) = handled.reply
+            && !known_beacon
+        {
             self.send(from, reply);
         }
         match handled.event {
@@ -118,6 +166,7 @@ impl Membership {
                 self.on_verified(now, wall_ms, record, from, info);
             }
             Some(wgmesh_exchange::Event::Goodbye { key }) => {
+                self.liveness.forget(&key);
                 let gone = self.members.remove(&key);
                 self.push_event(Event::Left {
                     key,
@@ -128,24 +177,28 @@ impl Membership {
                 sender,
                 from,
                 entries,
-            }) => self.on_gossip(now, wall_ms, sender, from, &entries),
+                extensions,
+            }) => self.on_gossip(now, wall_ms, sender, from, &entries, &extensions),
             None => {}
         }
     }
 
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
-        for source in self.discovery.due(now) {
+        let jitter = self.entropy.next_u64();
+        for source in self.discovery.due(now, self.members.len(), jitter) {
             self.push_event(Event::PollDiscovery(source));
         }
-        if self.next_refresh <= now {
-            self.probe_members(wall_ms);
-            self.next_refresh = now + MEMBER_REFRESH;
-            if self.config.dht
-                && let Some(fast) = self.dht.review(now, self.members.len())
-            {
+        if self.config.dht && self.next_dht_review <= now {
+            self.next_dht_review = now + DHT_REVIEW;
+            if let Some(fast) = self.dht.review(now, self.members.len()) {
                 self.push_event(Event::DhtFast(fast));
             }
+        }
+        self.check_liveness(now, wall_ms);
+        if self.next_digest <= now {
+            self.next_digest = now + DIGEST_INTERVAL;
+            self.send_digest(wall_ms);
         }
         for addr in self.punches.take_due(now) {
             let source = (!self.is_mesh_address(addr.ip())).then_some(Source::Gossip);
@@ -228,6 +281,7 @@ impl Membership {
             .filter(|k| !keep(k))
             .collect();
         for key in gone {
+            self.liveness.forget(&key);
             self.members.remove(&key);
         }
     }
@@ -248,7 +302,11 @@ impl Membership {
             self.discovery
                 .next_deadline()
                 .map(|(t, s)| (t, TimerReason::Discovery(s))),
-            Some((self.next_refresh, TimerReason::Refresh)),
+            self.config
+                .dht
+                .then_some((self.next_dht_review, TimerReason::DhtReview)),
+            Some((self.liveness.next_deadline(), TimerReason::Liveness)),
+            Some((self.next_digest, TimerReason::Digest)),
             self.punches
                 .next_deadline()
                 .map(|t| (t, TimerReason::Punch)),
@@ -280,6 +338,8 @@ impl Membership {
             probed: self.found.len(),
             punches: self.punches.len(),
             second_hand: self.second_hand.len(),
+            liveness: self.liveness.len(),
+            repaired: self.repaired.len(),
             transmits: self.transmits.len(),
             events: self.events.len(),
         }
@@ -375,6 +435,7 @@ impl Membership {
         from: SocketAddr,
         info: PeerInfo,
     ) {
+        self.liveness.answered(&record.public_key, now);
         if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
             && self.on_collision(&record) == Collision::OtherMoves
         {
@@ -496,9 +557,45 @@ impl Membership {
         sender: PublicKey,
         from: SocketAddr,
         entries: &[GossipEntry],
+        extensions: &[Extension],
     ) {
         if !gossip::from_member(&self.members, &sender, from) {
             return;
+        }
+        for extension in extensions {
+            match extension.kind {
+                EXT_DIGEST => {
+                    if let Some(digest) = Digest::decode(&extension.value) {
+                        self.on_digest(now, wall_ms, sender, from, &digest);
+                    }
+                }
+                EXT_SUSPECT => {
+                    for key in extension.value.chunks_exact(32) {
+                        let mut bytes = [0u8; 32];
+                        bytes.copy_from_slice(key);
+                        let key = PublicKey::from_bytes(bytes);
+                        if self.members.get(&key).is_some() {
+                            self.liveness.hint(key, now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Known members the sender heard from much more recently: our record of them may be
+        // stale (a missed route change), so ask them directly.
+        let stale: Vec<SocketAddr> = entries
+            .iter()
+            .filter_map(|e| {
+                let known = self.members.get(&e.record.public_key)?;
+                let theirs = e.record.timestamp.saturating_mul(1000);
+                (known.control_addr == Some(e.control)
+                    && theirs > known.last_seen_ms.saturating_add(STALE_AFTER_MS))
+                .then_some(e.control)
+            })
+            .collect();
+        for addr in stale {
+            self.probe(wall_ms, addr, None);
         }
         let unknown = gossip::worth_probing(&self.members, entries);
         for entry in entries {
@@ -511,6 +608,192 @@ impl Membership {
             if !self.punches.is_pending(addr) {
                 self.punches.schedule(now, addr, &PUNCH_RETRIES);
             }
+        }
+    }
+
+    /// Runs the failure detector: the probe of this interval, retries, and verdicts.
+    fn check_liveness(&mut self, now: Instant, wall_ms: u64) {
+        let members = &self.members;
+        let entropy = &mut self.entropy;
+        let actions = self.liveness.due(
+            now,
+            |key| members.get(key).is_some(),
+            || {
+                // A new round: every member once, in a fresh random order (Fisher–Yates).
+                let mut keys: Vec<PublicKey> = members.iter().map(|m| m.public_key).collect();
+                for i in (1..keys.len()).rev() {
+                    let j = (entropy.next_u64() % (i as u64 + 1)) as usize;
+                    keys.swap(i, j);
+                }
+                keys
+            },
+        );
+        let mut failed = Vec::new();
+        for action in actions {
+            match action {
+                liveness::Action::Probe { key, attempt } => {
+                    let Some(member) = self.members.get(&key) else {
+                        continue;
+                    };
+                    // Later attempts go through the tunnel too: a second path, as SWIM's
+                    // indirect probe. A relayed member is always reached both ways.
+                    let inside = (attempt > 1 || member.relay_via.is_some())
+                        .then(|| self.tunnel_addr(member.mesh_ipv4));
+                    let targets: Vec<SocketAddr> =
+                        member.control_addr.into_iter().chain(inside).collect();
+                    for addr in targets {
+                        self.probe(wall_ms, addr, None);
+                    }
+                }
+                liveness::Action::Failed(key) => {
+                    self.liveness.forget(&key);
+                    if let Some(gone) = self.members.remove(&key) {
+                        self.push_event(Event::Failed {
+                            key,
+                            mesh_ipv4: gone.mesh_ipv4,
+                        });
+                        failed.push(key);
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.announce_suspects(wall_ms, &failed);
+        }
+    }
+
+    /// Tells every member that speaks extensions which members failed our probes, so each
+    /// probes them at once (and removes them only if they fail its probes too).
+    fn announce_suspects(&mut self, wall_ms: u64, failed: &[PublicKey]) {
+        let value: Vec<u8> = failed
+            .iter()
+            .take(u8::MAX as usize / 32)
+            .flat_map(|k| *k.as_bytes())
+            .collect();
+        let targets: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|m| self.exchange.accepts_extensions(&m.public_key))
+            .filter_map(|m| m.control_addr)
+            .collect();
+        for addr in targets {
+            let extension = Extension {
+                kind: EXT_SUSPECT,
+                value: value.clone(),
+            };
+            let entropy = self.entropy.next_entropy();
+            let datagram = self
+                .exchange
+                .gossip_with(&[], vec![extension], wall_ms, entropy);
+            self.send(addr, datagram);
+        }
+    }
+
+    /// Ourselves, as the other members hold us (for the digest).
+    fn own_member(&self) -> Member {
+        let record = self.exchange.record();
+        Member {
+            public_key: record.public_key,
+            mesh_ipv4: record.mesh_ipv4,
+            mesh_ipv6: record.mesh_ipv6,
+            collision_counter: record.collision_counter,
+            endpoint: None,
+            control_addr: None,
+            routes: record.routes.clone(),
+            source: Source::Lan,
+            relay_offered: record.relay_offered(),
+            last_seen_ms: 0,
+            moved_at_ms: 0,
+            relay_via: None,
+            name: None,
+            version: None,
+            name_claim: 0,
+        }
+    }
+
+    /// Sends our digest to one member chosen at random (among those that speak extensions).
+    fn send_digest(&mut self, wall_ms: u64) {
+        let targets: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|m| self.exchange.accepts_extensions(&m.public_key))
+            .filter_map(|m| m.control_addr)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let to = targets[(self.entropy.next_u64() % targets.len() as u64) as usize];
+        self.send_digest_to(wall_ms, to, false);
+    }
+
+    fn send_digest_to(&mut self, wall_ms: u64, to: SocketAddr, answer: bool) {
+        let digest = Digest::of(&self.own_member(), &self.members, answer);
+        let extension = Extension {
+            kind: EXT_DIGEST,
+            value: digest.encode(),
+        };
+        let entropy = self.entropy.next_entropy();
+        let datagram = self
+            .exchange
+            .gossip_with(&[], vec![extension], wall_ms, entropy);
+        self.send(to, datagram);
+    }
+
+    /// A member's digest: where our tables differ, send our side (bounded) and, unless it was
+    /// an answer, our digest so it sends its side.
+    fn on_digest(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        sender: PublicKey,
+        from: SocketAddr,
+        theirs: &Digest,
+    ) {
+        let ours = Digest::of(&self.own_member(), &self.members, false);
+        let differing = ours.differing(theirs);
+        if differing.is_empty() {
+            return;
+        }
+        let cooled = self
+            .repaired
+            .get(&from)
+            .is_none_or(|at| now.duration_since(*at) >= REPAIR_COOLDOWN);
+        if !cooled {
+            return;
+        }
+        self.repaired
+            .retain(|_, at| now.duration_since(*at) < REPAIR_COOLDOWN);
+        if self.repaired.len() >= MAX_REPAIRED {
+            return;
+        }
+        self.repaired.insert(from, now);
+        // Our own record differs at the sender: it learns it best from a Hello of ours.
+        if differing.contains(&bucket_of(self.exchange.public_key())) {
+            self.probe(wall_ms, from, None);
+        }
+        // Start at a random differing bucket, so repeated repairs cover them all.
+        let start = (self.entropy.next_u64() % differing.len() as u64) as usize;
+        let mut entries: Vec<GossipEntry> = Vec::new();
+        for i in 0..differing.len() {
+            let bucket = differing[(start + i) % differing.len()];
+            entries.extend(
+                self.members
+                    .iter()
+                    .filter(|m| m.public_key != sender && bucket_of(&m.public_key) == bucket)
+                    .filter_map(gossip::gossip_entry),
+            );
+            if entries.len() >= MAX_REPAIR_ENTRIES {
+                break;
+            }
+        }
+        entries.truncate(MAX_REPAIR_ENTRIES);
+        for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
+            let entropy = self.entropy.next_entropy();
+            let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
+            self.send(from, datagram);
+        }
+        if !theirs.answer {
+            self.send_digest_to(wall_ms, from, true);
         }
     }
 
@@ -548,6 +831,8 @@ pub struct TableSizes {
     pub probed: usize,
     pub punches: usize,
     pub second_hand: usize,
+    pub liveness: usize,
+    pub repaired: usize,
     pub transmits: usize,
     pub events: usize,
 }

@@ -116,6 +116,8 @@ struct InFlight {
     bytes: Vec<u8>,
     /// Already in the receiver's socket buffer (its turn comes at `at`).
     admitted: bool,
+    /// Sent to the LAN group (the receiver's socket sees the group as destination).
+    to_group: bool,
 }
 
 pub struct Sim {
@@ -348,6 +350,10 @@ impl Sim {
     }
 
     fn enqueue(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>) {
+        self.enqueue_to(to, from, bytes, false);
+    }
+
+    fn enqueue_to(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>, to_group: bool) {
         if self.rng.permille(self.net.loss_permille) {
             return;
         }
@@ -371,6 +377,7 @@ impl Sim {
                 from,
                 bytes: bytes.clone(),
                 admitted: false,
+                to_group,
             }));
         }
     }
@@ -386,7 +393,7 @@ impl Sim {
         if transmit.dst == self.group {
             for to in 0..self.nodes.len() {
                 if self.can_reach(sender, to) {
-                    self.enqueue(to, from, transmit.payload.clone());
+                    self.enqueue_to(to, from, transmit.payload.clone(), true);
                 }
             }
         } else if let Some(&to) = self.by_underlay.get(&transmit.dst.ip()) {
@@ -500,9 +507,12 @@ impl Sim {
                 self.delivered += 1;
                 let wall = self.wall(packet.to);
                 let now = self.now;
-                self.nodes[packet.to]
-                    .core
-                    .handle_datagram(now, wall, packet.from, &packet.bytes);
+                let core = &mut self.nodes[packet.to].core;
+                if packet.to_group {
+                    core.handle_group_datagram(now, wall, packet.from, &packet.bytes);
+                } else {
+                    core.handle_datagram(now, wall, packet.from, &packet.bytes);
+                }
                 self.drain(packet.to);
                 self.dirty.push(packet.to);
             }
