@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use wgmesh_exchange::{ENTROPY_LEN, Entropy, Exchange, ExchangeConfig, MAX_DATAGRAM_LEN};
-use wgmesh_membership::{Config, Membership, Transmit, found, punch, relay};
+use wgmesh_membership::{Config, Membership, Transmit, found, liveness, punch, relay};
 use wgmesh_mesh::Source;
 
 fn entropy(step: usize, who: u8) -> Entropy {
@@ -69,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         wall = wall.saturating_add(u64::from(step.dt_ms));
         let peer = usize::from(step.signer) % peers.len();
         match step.op % 6 {
+            0 if step.fix & 4 != 0 => core.handle_group_datagram(now, wall, source(step.src), step.payload),
             0 => core.handle_datagram(now, wall, source(step.src), step.payload),
             1 => {
                 let probe = peers[peer].exchange.probe(wall, entropy(i, step.signer));
@@ -127,5 +128,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(sizes.probed <= found::MAX_PROBED);
         assert!(sizes.punches <= punch::MAX_PENDING_PUNCHES);
         assert!(sizes.second_hand <= relay::MAX_SECOND_HAND);
+        assert!(sizes.liveness <= 2 * liveness::MAX_HINTED + 1);
+        assert!(sizes.announcements <= signers.len());
     }
 });

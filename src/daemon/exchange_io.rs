@@ -157,8 +157,11 @@ pub fn bind_control(
 const RECEIVE_BUFFER: usize = 4 << 20;
 
 fn enlarge_receive_buffer(socket: &socket2::Socket) {
-    let forced =
-        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &RECEIVE_BUFFER);
+    let forced = nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::RcvBufForce,
+        &RECEIVE_BUFFER,
+    );
     if let Err(errno) = forced {
         tracing::debug!(error = %errno, "cannot force the control socket's receive buffer; asking within rmem_max");
         if let Err(err) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
@@ -340,7 +343,7 @@ impl ExchangeTask {
                 command = self.commands.recv() => match command {
                     Some(Command::Announce(record)) => {
                         let info = own_info(&self.shared.lock());
-                        if let Err(err) = self.core.set_record(now_ms(), *record, info) {
+                        if let Err(err) = self.core.set_record(now(), now_ms(), *record, info) {
                             tracing::error!(error = %err, "cannot announce our record");
                         }
                     }
@@ -516,7 +519,7 @@ impl ExchangeTask {
             tracing::warn!(peer = %peer.short(), old = %old, new = %own.ipv4, counter = next, "IPv4 collision: re-addressed");
             own_record(&self.node, &state)
         };
-        if let Err(err) = self.core.handle_readdressed(now_ms(), record) {
+        if let Err(err) = self.core.handle_readdressed(now(), now_ms(), record) {
             tracing::error!(error = %err, "cannot announce the new address");
         }
         let _ = self.reconcile.try_send(());
@@ -633,7 +636,7 @@ impl ExchangeTask {
             state.public_endpoint = view.public_endpoint;
             (own_record(&self.node, &state), own_info(&state))
         };
-        if let Err(err) = self.core.set_record(now_ms(), record, info) {
+        if let Err(err) = self.core.set_record(now(), now_ms(), record, info) {
             tracing::error!(error = %err, "cannot announce new endpoints");
         }
     }

@@ -55,7 +55,9 @@ pub async fn reconcile_loop(
     loop {
         // A pending handshake nudge or the end of the removal hold (Reconciler::next_wakeup)
         // wants a pass of its own; so does a failed pass (retry).
-        let wakeup = lock(&reconciler).next_wakeup().map(tokio::time::Instant::from_std);
+        let wakeup = lock(&reconciler)
+            .next_wakeup()
+            .map(tokio::time::Instant::from_std);
         let retry_at = retry.map(|after| tokio::time::Instant::now() + after);
         let deadline = [Some(next_safety), wakeup, retry_at]
             .into_iter()

@@ -1,11 +1,11 @@
 //! The state machine: datagrams in, datagrams and membership events out. No sockets, no clock,
 //! no ambient randomness: the shell passes `now`, the source address and fresh random bytes.
 
-use crate::extension::Extension;
 use crate::codec::{
     self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
 };
+use crate::extension::Extension;
 use crate::info::{ExtensionPeers, MemberInfo, PeerInfo};
 use crate::limiter::RateLimiter;
 use crate::order::Order;

@@ -31,8 +31,8 @@ pub use exchange::{
     Handled, Millis, RecordError,
 };
 pub use extension::{
-    EXT_CRITICAL, EXT_DIGEST, EXT_NAME, EXT_SUSPECT, EXT_VERSION, EXTENSION_HEADER_LEN, Extension, MAX_EXTENSIONS,
-    MAX_OWN_EXTENSIONS_LEN,
+    EXT_CRITICAL, EXT_DIGEST, EXT_NAME, EXT_SUSPECT, EXT_VERSION, EXTENSION_HEADER_LEN, Extension,
+    MAX_EXTENSIONS, MAX_OWN_EXTENSIONS_LEN,
 };
 pub use info::{MAX_VERSION_LEN, MemberInfo, PeerInfo, sanitize_version};
 pub use record::{

@@ -122,7 +122,9 @@ mod tests {
         Member {
             public_key: PublicKey::from_bytes(key),
             mesh_ipv4: Ipv4Addr::new(10, 0, 0, n),
-            mesh_ipv6: format!("fd00::{n}").parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+            mesh_ipv6: format!("fd00::{n}")
+                .parse()
+                .unwrap_or(std::net::Ipv6Addr::LOCALHOST),
             collision_counter: 0,
             endpoint: None,
             control_addr: None,

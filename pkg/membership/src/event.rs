@@ -24,6 +24,8 @@ pub enum TimerReason {
     Digest,
     /// The DHT's pace is due for review.
     DhtReview,
+    /// A member has not yet answered the announcement of our new record.
+    Announce,
     /// A repeated probe (hole punching, a probe through a tunnel).
     Punch,
     /// A second-hand member's time to answer directly ran out.

@@ -5,9 +5,10 @@
 //! order (each is probed once per round, a round takes N intervals). A probe that is not
 //! answered within [`PROBE_TIMEOUT`] is sent again, up to [`PROBE_ATTEMPTS`] times in all (the
 //! core sends the later attempts through the member's tunnel too: a second path). A member that
-//! answered none is declared failed, but only while this node itself is known to be connected
-//! (some member answered it within [`HEALTHY_WINDOW`]): a host that lost its own network must
-//! not expire the whole mesh one member at a time.
+//! answered none is declared failed, but only if this node itself is known to be connected:
+//! some other member answered it while the probe ran (the core probes a random other member, a
+//! witness, with the later attempts). A host that lost its own network must not expire the
+//! whole mesh one member at a time.
 //!
 //! A failure is local: each node removes only members that failed its own probes. Other members
 //! are told ([`crate::Event`] and a suspect hint in gossip) so they probe the member at once
@@ -27,8 +28,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Attempts per probe before the member counts as failed (the first plus retries).
 pub const PROBE_ATTEMPTS: u32 = 3;
-/// Members are only declared failed while another member answered us within this window.
-pub const HEALTHY_WINDOW: Duration = Duration::from_secs(60);
 /// A hinted member (another member suspects it) is probed at most once per this window, so
 /// hints cannot be used to make a node probe one member over and over.
 pub const HINT_COOLDOWN: Duration = Duration::from_secs(60);
@@ -47,6 +46,7 @@ pub enum Action {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     key: PublicKey,
+    started: Instant,
     attempts: u32,
     deadline: Instant,
 }
@@ -105,8 +105,7 @@ impl Liveness {
             .hinted_at
             .get(&key)
             .is_some_and(|at| now.duration_since(*at) < HINT_COOLDOWN);
-        if recent || self.hinted.len() >= MAX_HINTED || self.pending.iter().any(|p| p.key == key)
-        {
+        if recent || self.hinted.len() >= MAX_HINTED || self.pending.iter().any(|p| p.key == key) {
             return false;
         }
         self.hinted_at
@@ -119,11 +118,10 @@ impl Liveness {
         true
     }
 
-    /// Whether we heard from any member lately (the guard against expiring the mesh while it is
-    /// our own network that is down).
-    pub fn healthy(&self, now: Instant) -> bool {
-        self.last_answer
-            .is_some_and(|at| now.duration_since(at) < HEALTHY_WINDOW)
+    /// Whether another member answered us since `since` (the guard against expiring the mesh
+    /// while it is our own network that is down).
+    fn connected_since(&self, since: Instant) -> bool {
+        self.last_answer.is_some_and(|at| at >= since)
     }
 
     /// What is due at `now`. `members` lists the current members; `shuffle` orders a new round
@@ -135,7 +133,6 @@ impl Liveness {
         new_round: impl FnOnce() -> Vec<PublicKey>,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        let healthy = self.healthy(now);
         let mut still = Vec::with_capacity(self.pending.len());
         for mut pending in std::mem::take(&mut self.pending) {
             if pending.deadline > now {
@@ -150,10 +147,10 @@ impl Liveness {
                     attempt: pending.attempts,
                 });
                 still.push(pending);
-            } else if healthy {
+            } else if self.connected_since(pending.started) {
                 actions.push(Action::Failed(pending.key));
             }
-            // Unhealthy: no verdict; the member comes round again next round.
+            // Else no verdict (we may be the one cut off); it comes round again next round.
         }
         self.pending = still;
         while let Some((key, _)) = self.hinted.pop_front() {
@@ -182,6 +179,7 @@ impl Liveness {
     fn start(&mut self, key: PublicKey, now: Instant, actions: &mut Vec<Action>) {
         self.pending.push(Pending {
             key,
+            started: now,
             attempts: 1,
             deadline: now + PROBE_TIMEOUT,
         });
@@ -237,18 +235,20 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_member_gets_three_attempts_then_fails_only_while_we_are_healthy() {
+    fn a_silent_member_gets_three_attempts_then_fails_only_if_another_answered_meanwhile() {
         let start = Instant::now();
         let members = [key(1), key(2)];
-        let run = |healthy: bool| {
+        let run = |witness_answers: bool| {
             let mut liveness = Liveness::new(start);
-            if healthy {
-                liveness.answered(&key(9), start);
-            }
+            // An answer from before the probe proves nothing about now.
+            liveness.answered(&key(2), start);
             let mut now = start + PROBE_INTERVAL;
             let mut all = liveness.due(now, |k| members.contains(k), || vec![key(1)]);
             for _ in 0..3 {
                 now += PROBE_TIMEOUT;
+                if witness_answers {
+                    liveness.answered(&key(2), now - PROBE_TIMEOUT / 2);
+                }
                 all.extend(liveness.due(now, |k| members.contains(k), Vec::new));
             }
             all

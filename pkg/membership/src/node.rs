@@ -1,6 +1,7 @@
 //! [`Membership`]: the exchange, the member table and every schedule around them, driven by
 //! datagrams, timeouts and the shell's inputs, drained through `poll_*`.
 
+use crate::announce::Announcements;
 use crate::cadence::{DhtCadence, DiscoverySchedule};
 use crate::digest::{DIGEST_INTERVAL, Digest, MAX_REPAIR_ENTRIES, bucket_of};
 use crate::entropy::EntropySource;
@@ -29,8 +30,8 @@ const REPAIR_COOLDOWN: Duration = Duration::from_secs(10);
 /// At most this many repair destinations are remembered for their cooldown.
 const MAX_REPAIRED: usize = 1_024;
 /// A known member named in gossip is probed when the gossiping member heard from it this much
-/// more recently than we did (our view of it may be stale).
-const STALE_AFTER_MS: u64 = 60_000;
+/// more recently than we did (our record of it may be stale). Entries carry whole seconds.
+const STALE_AFTER_MS: u64 = 1_000;
 /// A member that moved within this long is also probed through its tunnel.
 const MOVED_RECENTLY_MS: u64 = 5_000;
 /// At most this many datagrams wait to be sent; the shell drains them after every input, so
@@ -66,6 +67,7 @@ pub struct Membership {
     dht: DhtCadence,
     next_dht_review: Instant,
     liveness: Liveness,
+    announcements: Announcements,
     next_digest: Instant,
     /// When each address was last sent a digest repair (the cooldown).
     repaired: HashMap<SocketAddr, Instant>,
@@ -91,6 +93,7 @@ impl Membership {
             dht: DhtCadence::new(now),
             next_dht_review: now + DHT_REVIEW,
             liveness: Liveness::new(now),
+            announcements: Announcements::default(),
             next_digest: now + DIGEST_INTERVAL,
             repaired: HashMap::new(),
             connected: Vec::new(),
@@ -196,6 +199,11 @@ impl Membership {
             }
         }
         self.check_liveness(now, wall_ms);
+        for key in self.announcements.take_due(now) {
+            if let Some(addr) = self.members.get(&key).and_then(|m| m.control_addr) {
+                self.probe(wall_ms, addr, None);
+            }
+        }
         if self.next_digest <= now {
             self.next_digest = now + DIGEST_INTERVAL;
             self.send_digest(wall_ms);
@@ -210,21 +218,35 @@ impl Membership {
     /// Our record changed (reload, new endpoints): announce it to every member.
     pub fn set_record(
         &mut self,
+        now: Instant,
         wall_ms: u64,
         record: Record,
         info: MemberInfo,
     ) -> Result<(), RecordError> {
         self.exchange.set_info(info);
         let result = self.exchange.set_record(record);
-        self.probe_members(wall_ms);
+        self.announce(now, wall_ms);
         result
+    }
+
+    /// Probes every member so each fetches our new record, and asks again those that do not
+    /// answer ([`crate::announce`]).
+    fn announce(&mut self, now: Instant, wall_ms: u64) {
+        self.probe_members(wall_ms);
+        let keys: Vec<PublicKey> = self.members.iter().map(|m| m.public_key).collect();
+        self.announcements.start(keys, now);
     }
 
     /// We re-addressed after a collision ([`Collision::WeMove`]) and the shell persisted it:
     /// announce the new record, to the member we collided with too (it is not in our table).
-    pub fn handle_readdressed(&mut self, wall_ms: u64, record: Record) -> Result<(), RecordError> {
+    pub fn handle_readdressed(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        record: Record,
+    ) -> Result<(), RecordError> {
         let result = self.exchange.set_record(record);
-        self.probe_members(wall_ms);
+        self.announce(now, wall_ms);
         if let Some(addr) = self.collided_with.take() {
             self.probe(wall_ms, addr, None);
         }
@@ -307,6 +329,9 @@ impl Membership {
                 .then_some((self.next_dht_review, TimerReason::DhtReview)),
             Some((self.liveness.next_deadline(), TimerReason::Liveness)),
             Some((self.next_digest, TimerReason::Digest)),
+            self.announcements
+                .next_deadline()
+                .map(|t| (t, TimerReason::Announce)),
             self.punches
                 .next_deadline()
                 .map(|t| (t, TimerReason::Punch)),
@@ -339,6 +364,7 @@ impl Membership {
             punches: self.punches.len(),
             second_hand: self.second_hand.len(),
             liveness: self.liveness.len(),
+            announcements: self.announcements.len(),
             repaired: self.repaired.len(),
             transmits: self.transmits.len(),
             events: self.events.len(),
@@ -436,6 +462,7 @@ impl Membership {
         info: PeerInfo,
     ) {
         self.liveness.answered(&record.public_key, now);
+        self.announcements.answered(&record.public_key);
         if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
             && self.on_collision(&record) == Collision::OtherMoves
         {
@@ -644,6 +671,9 @@ impl Membership {
                     for addr in targets {
                         self.probe(wall_ms, addr, None);
                     }
+                    if attempt > 1 {
+                        self.probe_witness(wall_ms, &key);
+                    }
                 }
                 liveness::Action::Failed(key) => {
                     self.liveness.forget(&key);
@@ -660,6 +690,22 @@ impl Membership {
         if !failed.is_empty() {
             self.announce_suspects(wall_ms, &failed);
         }
+    }
+
+    /// Probes a random member other than `suspect`: its answer shows we are connected, which a
+    /// failure verdict needs (see [`crate::liveness`]).
+    fn probe_witness(&mut self, wall_ms: u64, suspect: &PublicKey) {
+        let others: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|m| m.public_key != *suspect)
+            .filter_map(|m| m.control_addr)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let witness = others[(self.entropy.next_u64() % others.len() as u64) as usize];
+        self.probe(wall_ms, witness, None);
     }
 
     /// Tells every member that speaks extensions which members failed our probes, so each
@@ -832,6 +878,7 @@ pub struct TableSizes {
     pub punches: usize,
     pub second_hand: usize,
     pub liveness: usize,
+    pub announcements: usize,
     pub repaired: usize,
     pub transmits: usize,
     pub events: usize,

@@ -338,7 +338,26 @@ impl Sim {
         node.mesh_ipv4 = addresses.ipv4;
         self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
         let wall = self.wall(i);
-        self.nodes[i].core.handle_readdressed(wall, record).unwrap();
+        let now = self.now;
+        self.nodes[i]
+            .core
+            .handle_readdressed(now, wall, record)
+            .unwrap();
+    }
+
+    /// What the daemon does after a reload that changed the advertised routes.
+    pub fn set_routes(&mut self, i: usize, routes: Vec<ipnet::IpNet>) {
+        let mut record = self.nodes[i].core.exchange().record().clone();
+        record.routes = routes;
+        record.timestamp = self.wall(i) / 1000;
+        let wall = self.wall(i);
+        let now = self.now;
+        let info = self.nodes[i].core.exchange().info().clone();
+        self.nodes[i]
+            .core
+            .set_record(now, wall, record, info)
+            .unwrap();
+        self.drain(i);
     }
 
     pub fn group(&self) -> SocketAddr {
