@@ -2,6 +2,10 @@
 //! the newcomer, so a mesh converges even where each member found only one other.
 
 use std::net::SocketAddr;
+
+/// How many members each member tells about a newcomer (or a member that moved). Each member
+/// that then verifies it tells as many again, so news reaches all N in about log₄ N hops.
+pub const FANOUT: usize = 4;
 use wgmesh_exchange::{Endpoint, EndpointKind, GossipEntry, Record};
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberTable};

@@ -559,13 +559,19 @@ impl Membership {
         let Some(plan) = gossip::about_newcomer(&self.members, newcomer) else {
             return;
         };
-        let (newcomer_addr, entries) = plan.to_newcomer;
+        // Infection-style, bounded: a few members hear of the newcomer from us (each that
+        // verifies it tells a few more), and the newcomer hears of a few members (digests fill
+        // in the rest). Telling everyone everything made a mesh forming at once send O(N³)
+        // gossip, which overflowed receive buffers past 25 nodes.
+        let (newcomer_addr, mut entries) = plan.to_newcomer;
+        self.sample(&mut entries, MAX_REPAIR_ENTRIES);
         for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
             let entropy = self.entropy.next_entropy();
             let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
             self.send(newcomer_addr, datagram);
         }
-        let (about, others) = plan.about_newcomer;
+        let (about, mut others) = plan.about_newcomer;
+        self.sample(&mut others, gossip::FANOUT);
         for addr in others {
             let entropy = self.entropy.next_entropy();
             let datagram = self
@@ -573,6 +579,18 @@ impl Membership {
                 .gossip(std::slice::from_ref(&about), wall_ms, entropy);
             self.send(addr, datagram);
         }
+    }
+
+    /// Keeps `keep` random elements of `items` (all if it has no more).
+    fn sample<T>(&mut self, items: &mut Vec<T>, keep: usize) {
+        if items.len() <= keep {
+            return;
+        }
+        for i in 0..keep {
+            let j = i + (self.entropy.next_u64() % (items.len() - i) as u64) as usize;
+            items.swap(i, j);
+        }
+        items.truncate(keep);
     }
 
     /// Gossip from a verified member: probe every member it names that we do not know yet.
