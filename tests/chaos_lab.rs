@@ -653,7 +653,7 @@ fn bad_reload_files_and_a_full_state_dir_change_nothing_and_are_reported() {
     wait_until(FORMATION, "the failed cache write to be logged", || {
         cache_failures(&node3.log()) > 0
     });
-    // The reconciler retries every 5 s; the log says it once a minute.
+    // The reconciler retries a failed step after 1, 2, 4, 8 s …; the log says it once a minute.
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(cache_failures(&node3.log()), 1, "{}", node3.log());
     assert!(identity_bytes(node3) == identity, "identity changed");

@@ -421,9 +421,15 @@ impl ExchangeTask {
             CoreEvent::Unreachable { key } => {
                 tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
             }
+            CoreEvent::Suspect { key, mesh_ipv4 } => {
+                tracing::info!(peer = %key.short(), %mesh_ipv4, timeout_secs = wgmesh_membership::liveness::SUSPECT_TIMEOUT.as_secs(), "member suspected: it answered none of our probes; removed unless it answers within the timeout");
+            }
+            CoreEvent::Cleared { key } => {
+                tracing::info!(peer = %key.short(), "suspected member answered again");
+            }
             CoreEvent::Failed { key, mesh_ipv4 } => {
                 if self.shared.lock().members.remove(&key).is_some() {
-                    tracing::info!(peer = %key.short(), %mesh_ipv4, "member failed: it answered none of our probes");
+                    tracing::info!(peer = %key.short(), %mesh_ipv4, "member failed: it answered no probe while suspected");
                 }
                 let _ = self.reconcile.try_send(());
             }

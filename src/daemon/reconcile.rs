@@ -54,6 +54,9 @@ pub struct Reconciler<B, R, H> {
     cached: Vec<wgmesh_state::CachedPeer>,
     /// Until then, nothing is removed (see [`Reconciler::hold_removals`]).
     hold_removals_until: Option<Instant>,
+    /// A step of the last pass failed (a route, a peer, the peer cache): the loop retries soon
+    /// rather than at the next safety pass.
+    steps_failed: bool,
     failures: RepeatLimiter,
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
     /// New peers whose handshake this end starts later, if none has happened by then.
@@ -96,6 +99,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
             node,
             stats: ReconcileCounters::default(),
             hold_removals_until: None,
+            steps_failed: false,
             cache_path: None,
             cached: Vec::new(),
             failures: RepeatLimiter::new(Duration::from_secs(60)),
@@ -121,6 +125,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
     /// peer or route is logged (rate-limited) and the rest proceeds.
     pub fn run_once(&mut self) -> anyhow::Result<Outcome> {
         let mut outcome = Outcome::default();
+        self.steps_failed = false;
         if self
             .hold_removals_until
             .is_some_and(|until| until <= Instant::now())
@@ -235,6 +240,11 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         }
     }
 
+    /// Whether a step of the last pass failed (retried like a failed pass).
+    pub fn steps_failed(&self) -> bool {
+        self.steps_failed
+    }
+
     /// When a pending handshake nudge, or the end of the removal hold, wants the next pass.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.nudges
@@ -309,6 +319,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
     }
 
     fn fail(&mut self, key: &str, err: &dyn std::fmt::Display) {
+        self.steps_failed = true;
         if let Some(suppressed) = self.failures.should_log(key, Instant::now()) {
             tracing::warn!(what = key, error = %err, suppressed, "reconcile step failed");
         }

@@ -3,8 +3,8 @@
 //!
 //! What replaced each job of v0.1's 5 s device poll (docs/scaling.md):
 //! - a dead wireguard-go: its TUN interface goes with it, and the link event (rtnetlink) triggers
-//!   a pass, which restarts it; a pass that fails retries after 1 s, 2 s, 4 s … up to the safety
-//!   interval;
+//!   a pass, which restarts it; a pass that fails, or in which a step failed (a route, a peer,
+//!   the peer cache on a full disk), retries after 1 s, 2 s, 4 s … up to the safety interval;
 //! - a roamed peer or a host that changed networks: link and address events, and the membership
 //!   core's events (a member moved, joined, left);
 //! - drift (someone ran `wg set` or `ip route del`): the safety pass, every
@@ -91,9 +91,11 @@ pub async fn reconcile_loop(
             outcome
         });
         next_safety = tokio::time::Instant::now() + safety;
-        retry = match &result {
-            Ok(Ok(_)) => None,
-            _ => Some(retry.map_or(FIRST_RETRY, |r| (r * 2).min(safety))),
+        let clean = matches!(result, Ok(Ok(_))) && !lock(&reconciler).steps_failed();
+        retry = if clean {
+            None
+        } else {
+            Some(retry.map_or(FIRST_RETRY, |r| (r * 2).min(safety)))
         };
         match result {
             Ok(Ok(_)) => {

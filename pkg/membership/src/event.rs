@@ -72,7 +72,12 @@ pub enum Event {
     },
     /// A member heard of by gossip did not answer directly and no member offers to relay.
     Unreachable { key: PublicKey },
-    /// A member answered none of our failure detector's probes: removed.
+    /// A member answered none of our failure detector's probes: suspected. It stays a member
+    /// (tunnel and routes) until [`crate::liveness::SUSPECT_TIMEOUT`] passes without an answer.
+    Suspect { key: PublicKey, mesh_ipv4: Ipv4Addr },
+    /// A suspect answered again.
+    Cleared { key: PublicKey },
+    /// A suspect stayed silent: removed.
     Failed { key: PublicKey, mesh_ipv4: Ipv4Addr },
     /// A member said goodbye.
     Left {

@@ -10,15 +10,20 @@
 //! witness, with the later attempts). A host that lost its own network must not expire the
 //! whole mesh one member at a time.
 //!
-//! A failure is local: each node removes only members that failed its own probes. Other members
-//! are told ([`crate::Event`] and a suspect hint in gossip) so they probe the member at once
-//! rather than wait for their own turn; they too remove it only if it fails their probes. An
-//! insider's hint therefore costs one probe per named member, never a removal.
+//! A member that failed becomes a *suspect* (SWIM's suspicion): it stays a member (its tunnel and
+//! routes stay, so a network blip costs nothing when it heals), one suspect is probed again per
+//! interval, and it is removed only if it answered none of these for [`SUSPECT_TIMEOUT`] while
+//! we kept hearing from others. An answer clears the suspicion.
+//!
+//! A verdict is local: each node removes only members that failed its own probes. Other members
+//! are told (a suspect hint in gossip) so they probe the member at once rather than wait for
+//! their own turn; they too suspect and remove it only if it fails their probes. An insider's
+//! hint therefore costs one probe per named member, never a removal.
 //!
 //! Cost per node and minute at the 10 s interval: 6 probes sent, 6 answers sent to other
 //! members' probes, 6 final Hellos: 18 datagrams, whatever N is.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use wgmesh_keys::PublicKey;
 
@@ -33,13 +38,21 @@ pub const PROBE_ATTEMPTS: u32 = 3;
 pub const HINT_COOLDOWN: Duration = Duration::from_secs(60);
 /// At most this many hinted probes wait; later hints are dropped until these are done.
 pub const MAX_HINTED: usize = 64;
+/// A suspect that answers none of its re-probes for this long is removed.
+pub const SUSPECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Removal also needs an answer from some other member within this window (we are connected).
+const CONNECTED_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the core is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Probe this member (`attempt` 1 is the first; later attempts go through the tunnel too).
     Probe { key: PublicKey, attempt: u32 },
-    /// The member answered none of its attempts: remove it, and tell the others.
+    /// The member answered none of its attempts: it is now a suspect; tell the others.
+    Suspect(PublicKey),
+    /// Probe a suspect once more (directly and through its tunnel).
+    Recheck(PublicKey),
+    /// A suspect stayed silent for [`SUSPECT_TIMEOUT`]: remove it.
     Failed(PublicKey),
 }
 
@@ -62,6 +75,10 @@ pub struct Liveness {
     /// last hinted.
     hinted: VecDeque<(PublicKey, Instant)>,
     hinted_at: HashMap<PublicKey, Instant>,
+    /// Members that failed a probe, and since when.
+    suspects: BTreeMap<PublicKey, Instant>,
+    /// The suspect rechecked last (they are rechecked in key order, one per interval).
+    recheck_after: Option<PublicKey>,
     last_answer: Option<Instant>,
 }
 
@@ -73,6 +90,8 @@ impl Liveness {
             pending: Vec::new(),
             hinted: VecDeque::new(),
             hinted_at: HashMap::new(),
+            suspects: BTreeMap::new(),
+            recheck_after: None,
             last_answer: None,
         }
     }
@@ -87,9 +106,19 @@ impl Liveness {
 
     /// A member proved itself (any verified Hello): its probe, if any, is answered, and we are
     /// connected.
-    pub fn answered(&mut self, key: &PublicKey, now: Instant) {
+    /// Returns whether `key` was a suspect (and no longer is).
+    pub fn answered(&mut self, key: &PublicKey, now: Instant) -> bool {
         self.last_answer = Some(now);
         self.pending.retain(|p| p.key != *key);
+        self.suspects.remove(key).is_some()
+    }
+
+    pub fn is_suspect(&self, key: &PublicKey) -> bool {
+        self.suspects.contains_key(key)
+    }
+
+    pub fn suspects(&self) -> usize {
+        self.suspects.len()
     }
 
     /// The member is gone (goodbye, removal): nothing more to ask it.
@@ -97,6 +126,7 @@ impl Liveness {
         self.pending.retain(|p| p.key != *key);
         self.round.retain(|k| k != key);
         self.hinted.retain(|(k, _)| k != key);
+        self.suspects.remove(key);
     }
 
     /// Another member suspects `key`: probe it soon, unless it was hinted recently.
@@ -148,7 +178,8 @@ impl Liveness {
                 });
                 still.push(pending);
             } else if self.connected_since(pending.started) {
-                actions.push(Action::Failed(pending.key));
+                self.suspects.entry(pending.key).or_insert(now);
+                actions.push(Action::Suspect(pending.key));
             }
             // Else no verdict (we may be the one cut off); it comes round again next round.
         }
@@ -158,13 +189,32 @@ impl Liveness {
                 self.start(key, now, &mut actions);
             }
         }
+        self.suspects.retain(|key, _| is_member(key));
+        let connected = self
+            .last_answer
+            .is_some_and(|at| now.saturating_duration_since(at) < CONNECTED_WINDOW);
+        let expired: Vec<PublicKey> = self
+            .suspects
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= SUSPECT_TIMEOUT)
+            .map(|(key, _)| *key)
+            .collect();
+        if connected {
+            for key in expired {
+                self.suspects.remove(&key);
+                actions.push(Action::Failed(key));
+            }
+        }
         if self.next_probe <= now {
             self.next_probe = now + PROBE_INTERVAL;
+            if let Some(key) = self.next_suspect() {
+                actions.push(Action::Recheck(key));
+            }
             if self.round.is_empty() {
                 self.round = new_round().into();
             }
             while let Some(key) = self.round.pop_front() {
-                if !is_member(&key) {
+                if !is_member(&key) || self.suspects.contains_key(&key) {
                     continue;
                 }
                 if !self.pending.iter().any(|p| p.key == key) {
@@ -174,6 +224,20 @@ impl Liveness {
             }
         }
         actions
+    }
+
+    /// The suspect after the one rechecked last, in key order, wrapping around.
+    fn next_suspect(&mut self) -> Option<PublicKey> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = self.recheck_after.map_or(Unbounded, Excluded);
+        let next = self
+            .suspects
+            .range((after, Unbounded))
+            .next()
+            .or_else(|| self.suspects.iter().next())
+            .map(|(key, _)| *key);
+        self.recheck_after = next;
+        next
     }
 
     fn start(&mut self, key: PublicKey, now: Instant, actions: &mut Vec<Action>) {
@@ -187,7 +251,7 @@ impl Liveness {
     }
 
     /// Probes waiting for an answer plus hinted ones (bounded: one per round and at most
-    /// [`MAX_HINTED`] hinted).
+    /// [`MAX_HINTED`] hinted). Suspects are members, bounded by the member table.
     pub fn len(&self) -> usize {
         self.pending.len() + self.hinted.len()
     }
@@ -210,7 +274,7 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::Probe { key, attempt } => Some((key.as_bytes()[0], *attempt)),
-                Action::Failed(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -255,10 +319,48 @@ mod tests {
         };
         let healthy = run(true);
         assert_eq!(probes(&healthy), [(1, 1), (1, 2), (1, 3)]);
-        assert_eq!(healthy.last(), Some(&Action::Failed(key(1))));
+        assert_eq!(healthy.last(), Some(&Action::Suspect(key(1))));
         let isolated = run(false);
         assert_eq!(probes(&isolated), [(1, 1), (1, 2), (1, 3)]);
-        assert!(!isolated.iter().any(|a| matches!(a, Action::Failed(_))));
+        assert!(!isolated.iter().any(|a| matches!(a, Action::Suspect(_))));
+    }
+
+    #[test]
+    fn a_suspect_is_rechecked_each_interval_and_removed_after_the_timeout_unless_it_answers() {
+        let start = Instant::now();
+        let members = [key(1), key(2)];
+        let is_member = |k: &PublicKey| members.contains(k);
+        let mut liveness = Liveness::new(start);
+        liveness.suspects.insert(key(1), start);
+        let mut now = start;
+        let mut rechecks = 0;
+        let mut failed = None;
+        while now < start + SUSPECT_TIMEOUT + PROBE_INTERVAL {
+            now += PROBE_INTERVAL;
+            // Member 2 keeps answering: we are connected.
+            liveness.answered(&key(2), now);
+            for action in liveness.due(now, is_member, || vec![key(1), key(2)]) {
+                match action {
+                    Action::Recheck(k) => {
+                        assert_eq!(k, key(1));
+                        rechecks += 1;
+                    }
+                    Action::Probe { key: k, .. } => {
+                        assert!(k == key(2) || failed.is_some(), "suspects skip rounds");
+                    }
+                    Action::Failed(k) => failed = failed.or(Some((k, now))),
+                    Action::Suspect(_) => {}
+                }
+            }
+        }
+        assert!(rechecks >= 11, "{rechecks}");
+        assert_eq!(failed, Some((key(1), start + SUSPECT_TIMEOUT)));
+
+        // An answer clears it.
+        let mut liveness = Liveness::new(start);
+        liveness.suspects.insert(key(1), start);
+        assert!(liveness.answered(&key(1), start + PROBE_INTERVAL));
+        assert!(!liveness.is_suspect(&key(1)));
     }
 
     #[test]

@@ -348,6 +348,11 @@ impl Membership {
         &self.members
     }
 
+    /// Whether our failure detector suspects this member (see [`crate::liveness`]).
+    pub fn is_suspect(&self, key: &PublicKey) -> bool {
+        self.liveness.is_suspect(key)
+    }
+
     pub fn exchange(&self) -> &Exchange {
         &self.exchange
     }
@@ -461,7 +466,11 @@ impl Membership {
         from: SocketAddr,
         info: PeerInfo,
     ) {
-        self.liveness.answered(&record.public_key, now);
+        if self.liveness.answered(&record.public_key, now) {
+            self.push_event(Event::Cleared {
+                key: record.public_key,
+            });
+        }
         self.announcements.answered(&record.public_key);
         if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
             && self.on_collision(&record) == Collision::OtherMoves
@@ -673,7 +682,7 @@ impl Membership {
                 keys
             },
         );
-        let mut failed = Vec::new();
+        let mut suspects = Vec::new();
         for action in actions {
             match action {
                 liveness::Action::Probe { key, attempt } => {
@@ -693,6 +702,26 @@ impl Membership {
                         self.probe_witness(wall_ms, &key);
                     }
                 }
+                liveness::Action::Suspect(key) => {
+                    if let Some(member) = self.members.get(&key) {
+                        self.push_event(Event::Suspect {
+                            key,
+                            mesh_ipv4: member.mesh_ipv4,
+                        });
+                        suspects.push(key);
+                    }
+                }
+                liveness::Action::Recheck(key) => {
+                    let Some(member) = self.members.get(&key) else {
+                        continue;
+                    };
+                    let inside = self.tunnel_addr(member.mesh_ipv4);
+                    let targets: Vec<SocketAddr> =
+                        member.control_addr.into_iter().chain([inside]).collect();
+                    for addr in targets {
+                        self.probe(wall_ms, addr, None);
+                    }
+                }
                 liveness::Action::Failed(key) => {
                     self.liveness.forget(&key);
                     if let Some(gone) = self.members.remove(&key) {
@@ -700,13 +729,12 @@ impl Membership {
                             key,
                             mesh_ipv4: gone.mesh_ipv4,
                         });
-                        failed.push(key);
                     }
                 }
             }
         }
-        if !failed.is_empty() {
-            self.announce_suspects(wall_ms, &failed);
+        if !suspects.is_empty() {
+            self.announce_suspects(wall_ms, &suspects);
         }
     }
 
