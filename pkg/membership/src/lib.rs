@@ -16,12 +16,13 @@
 //! - outputs: [`Membership::poll_transmit`], [`Membership::poll_event`],
 //!   [`Membership::poll_timeout`].
 //!
-//! One concept per module: [`announce`] (our record changed), [`cadence`] (discovery and DHT pace), [`digest`] (anti-entropy),
+//! One concept per module: [`announce`] (our record changed), [`budget`] (probes others asked for), [`cadence`] (discovery and DHT pace), [`digest`] (anti-entropy),
 //! [`found`] (how a member was found), [`gossip`], [`liveness`] (the failure detector), [`path`] (tunnel versus underlay), [`punch`] (repeated probes), [`relay`] (second-hand members, relay
 //! choice), [`entropy`], [`event`] (what the shell is asked to do), and [`node`] tying them
 //! together.
 
 pub mod announce;
+pub mod budget;
 pub mod cadence;
 pub mod digest;
 pub mod entropy;

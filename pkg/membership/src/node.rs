@@ -2,6 +2,7 @@
 //! datagrams, timeouts and the shell's inputs, drained through `poll_*`.
 
 use crate::announce::Announcements;
+use crate::budget::ProbeBudget;
 use crate::cadence::{DhtCadence, DiscoverySchedule};
 use crate::digest::{DIGEST_INTERVAL, Digest, MAX_REPAIR_ENTRIES, bucket_of};
 use crate::entropy::EntropySource;
@@ -69,6 +70,7 @@ pub struct Membership {
     liveness: Liveness,
     announcements: Announcements,
     next_digest: Instant,
+    probe_budget: ProbeBudget,
     /// When each address was last sent a digest repair (the cooldown).
     repaired: HashMap<SocketAddr, Instant>,
     /// Networks our LAN beacon reaches.
@@ -96,6 +98,7 @@ impl Membership {
             announcements: Announcements::default(),
             next_digest: now + DIGEST_INTERVAL,
             repaired: HashMap::new(),
+            probe_budget: ProbeBudget::default(),
             connected: Vec::new(),
             collided_with: None,
             transmits: VecDeque::new(),
@@ -357,6 +360,11 @@ impl Membership {
         &self.exchange
     }
 
+    /// Probes to addresses named by gossip or the DHT refused by the budget so far.
+    pub fn probes_refused(&self) -> u64 {
+        self.probe_budget.refused()
+    }
+
     pub fn exchange_stats(&self) -> &DropCounters {
         self.exchange.stats()
     }
@@ -371,6 +379,7 @@ impl Membership {
             liveness: self.liveness.len(),
             announcements: self.announcements.len(),
             repaired: self.repaired.len(),
+            budget: self.probe_budget.len(),
             transmits: self.transmits.len(),
             events: self.events.len(),
         }
@@ -406,6 +415,13 @@ impl Membership {
     /// Probes `addr`; `source` (if any) is how the address was discovered, reported for the
     /// member that answers. Refresh probes to known members pass `None`.
     fn probe(&mut self, wall_ms: u64, addr: SocketAddr, source: Option<Source>) {
+        // Addresses a third party named (gossip, the DHT) are probed within a budget, so no
+        // one can aim our probes at a victim (crate::budget).
+        if matches!(source, Some(Source::Gossip | Source::Dht))
+            && !self.probe_budget.allow(wall_ms, addr.ip())
+        {
+            return;
+        }
         let entropy = self.entropy.next_entropy();
         let datagram = self.exchange.probe(wall_ms, entropy);
         if let Some(source) = source
@@ -926,6 +942,7 @@ pub struct TableSizes {
     pub liveness: usize,
     pub announcements: usize,
     pub repaired: usize,
+    pub budget: usize,
     pub transmits: usize,
     pub events: usize,
 }

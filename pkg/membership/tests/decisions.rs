@@ -269,3 +269,61 @@ fn an_ipv4_collision_moves_the_greater_key_and_both_end_up_members() {
     assert!(sim.address_conflicts(&[a, b]).is_empty());
     let _ = Event::DhtFast(false);
 }
+
+/// An insider's gossip names a victim that is no member (a reflection attack): every member's
+/// probes to it stay within the per-target budget, however often and with however many fresh
+/// fake identities the insider repeats it.
+#[test]
+fn gossip_cannot_aim_members_probes_at_a_third_party() {
+    use wgmesh_membership::budget::PER_TARGET_PER_MINUTE;
+    let mut sim = Sim::new(31, NetConfig::default());
+    let nodes: Vec<usize> = (0..6).map(|_| lan_node(&mut sim, false)).collect();
+    sim.run_until(Duration::from_secs(3), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let keys = keys();
+    let victim = SocketAddr::from(([203, 0, 113, 9], 53));
+    let insider = nodes[0];
+    let start = sim.elapsed();
+    for round in 0..60u32 {
+        let entries: Vec<GossipEntry> = (0..6u32)
+            .map(|n| {
+                let mut seed = [7u8; 32];
+                seed[..4].copy_from_slice(&(round * 6 + n).to_le_bytes());
+                let key = keys.node_private_key(&NodeSeed::from_bytes(seed)).public_key();
+                let addresses = wgmesh_derive::MeshAddresses::derive(keys, &key, 0);
+                GossipEntry {
+                    control: victim,
+                    record: wgmesh_exchange::Record {
+                        public_key: key,
+                        collision_counter: 0,
+                        mesh_ipv4: addresses.ipv4,
+                        mesh_ipv6: addresses.ipv6,
+                        endpoints: Vec::new(),
+                        listen_port: 53,
+                        routes: Vec::new(),
+                        flags: 0,
+                        timestamp: sim::WALL_START / 1000,
+                    },
+                }
+            })
+            .collect();
+        for &target in &nodes[1..] {
+            let wall = sim.wall_of(insider);
+            let gossip = sim.nodes[insider].core.exchange().gossip(
+                &entries,
+                wall,
+                wgmesh_exchange::Entropy::from_bytes([round as u8; wgmesh_exchange::ENTROPY_LEN]),
+            );
+            let from = sim.nodes[insider].addr;
+            sim.inject(target, from, &gossip);
+            sim.events_of(target);
+        }
+        sim.run_until(start + Duration::from_secs(u64::from(round) + 1), |_| {});
+    }
+    sim.run_until(start + Duration::from_secs(70), |_| {});
+    let sent = sim.sent_to.get(&victim.ip()).copied().unwrap_or(0);
+    // Five members, at most two budget windows in the 70 s.
+    let bound = 5 * 2 * u64::from(PER_TARGET_PER_MINUTE);
+    assert!(sent <= bound, "{sent} probes reached the victim (bound {bound})");
+    assert!(sent > 0, "the budget still lets a named address be tried");
+}

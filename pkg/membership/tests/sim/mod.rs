@@ -133,6 +133,8 @@ pub struct Sim {
     control_port: u16,
     group: SocketAddr,
     pub delivered: u64,
+    /// Datagrams sent to each destination IP (including ones no node owns).
+    pub sent_to: HashMap<IpAddr, u64>,
     /// Every (time, node, event) in order: the trace two equal runs must share.
     pub trace: Vec<(u64, usize, String)>,
     pub record_trace: bool,
@@ -185,6 +187,7 @@ impl Sim {
             control_port: keys.control_port(),
             group: SocketAddr::from((keys.lan_group(), keys.control_port())),
             delivered: 0,
+            sent_to: HashMap::new(),
             trace: Vec::new(),
             record_trace: false,
             join_minutes: std::collections::BTreeSet::new(),
@@ -408,6 +411,7 @@ impl Sim {
             counts.resize(minute + 1, 0);
         }
         counts[minute] += 1;
+        *self.sent_to.entry(transmit.dst.ip()).or_default() += 1;
         let from = self.nodes[sender].addr;
         if transmit.dst == self.group {
             for to in 0..self.nodes.len() {
