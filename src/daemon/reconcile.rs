@@ -57,6 +57,8 @@ pub struct Reconciler<B, R, H> {
     /// A step of the last pass failed (a route, a peer, the peer cache): the loop retries soon
     /// rather than at the next safety pass.
     steps_failed: bool,
+    /// When an endpoint write held back by a recent handshake becomes allowed.
+    revisit_at: Option<Instant>,
     failures: RepeatLimiter,
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
     /// New peers whose handshake this end starts later, if none has happened by then.
@@ -100,6 +102,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
             stats: ReconcileCounters::default(),
             hold_removals_until: None,
             steps_failed: false,
+            revisit_at: None,
             cache_path: None,
             cached: Vec::new(),
             failures: RepeatLimiter::new(Duration::from_secs(60)),
@@ -205,6 +208,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         };
         self.log_rejections(&plan.accepted.rejected);
         self.nudges.clone_from(&plan.pending_nudges);
+        self.revisit_at = plan.revisit_at;
         if let Some(update) = plan.device_update() {
             for diff in &plan.peers {
                 log_diff(diff);
@@ -251,6 +255,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
             .iter()
             .map(|n| n.due)
             .chain(self.hold_removals_until)
+            .chain(self.revisit_at)
             .min()
     }
 

@@ -26,8 +26,7 @@ impl ProbeBudget {
     /// Whether a probe to `target` fits the budget at `now_ms` (wall clock: a budget, not a
     /// protocol timestamp); counts it if so.
     pub fn allow(&mut self, now_ms: u64, target: IpAddr) -> bool {
-        if now_ms.saturating_sub(self.window_start_ms) >= WINDOW_MS
-            || now_ms < self.window_start_ms
+        if now_ms.saturating_sub(self.window_start_ms) >= WINDOW_MS || now_ms < self.window_start_ms
         {
             self.window_start_ms = now_ms;
             self.total = 0;

@@ -289,7 +289,9 @@ fn gossip_cannot_aim_members_probes_at_a_third_party() {
             .map(|n| {
                 let mut seed = [7u8; 32];
                 seed[..4].copy_from_slice(&(round * 6 + n).to_le_bytes());
-                let key = keys.node_private_key(&NodeSeed::from_bytes(seed)).public_key();
+                let key = keys
+                    .node_private_key(&NodeSeed::from_bytes(seed))
+                    .public_key();
                 let addresses = wgmesh_derive::MeshAddresses::derive(keys, &key, 0);
                 GossipEntry {
                     control: victim,
@@ -324,6 +326,9 @@ fn gossip_cannot_aim_members_probes_at_a_third_party() {
     let sent = sim.sent_to.get(&victim.ip()).copied().unwrap_or(0);
     // Five members, at most two budget windows in the 70 s.
     let bound = 5 * 2 * u64::from(PER_TARGET_PER_MINUTE);
-    assert!(sent <= bound, "{sent} probes reached the victim (bound {bound})");
+    assert!(
+        sent <= bound,
+        "{sent} probes reached the victim (bound {bound})"
+    );
     assert!(sent > 0, "the budget still lets a named address be tried");
 }

@@ -175,6 +175,9 @@ pub struct Plan {
     pub pending_nudges: Vec<PendingNudge>,
     /// Peer and route removals left out because of the removal hold.
     pub held_removals: usize,
+    /// When an endpoint write held back by a recent handshake becomes allowed (the handshake
+    /// ages past [`ROAMING_GRACE`]): the next pass is due then, not at the safety timer.
+    pub revisit_at: Option<Instant>,
 }
 
 impl Plan {
@@ -215,9 +218,13 @@ impl Plan {
         })
     }
 
-    /// When a pending nudge wants a pass of its own.
+    /// When a pending nudge, or a held-back endpoint write, wants a pass of its own.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.pending_nudges.iter().map(|n| n.due).min()
+        self.pending_nudges
+            .iter()
+            .map(|n| n.due)
+            .chain(self.revisit_at)
+            .min()
     }
 }
 
@@ -295,7 +302,7 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
                     nudge,
                 })
             }
-            Some(current) => change_peer(current, want, state, &due, now),
+            Some(current) => change_peer(current, want, state, &due, now, &mut plan.revisit_at),
         };
         changes.extend(diff);
     }
@@ -322,6 +329,7 @@ fn change_peer(
     state: &PlanState<'_>,
     due_nudges: &HashSet<PublicKey>,
     now: Now,
+    revisit_at: &mut Option<Instant>,
 ) -> Option<PeerDiff> {
     let old = normalised(&current.config);
     let mut new = want.clone();
@@ -345,8 +353,11 @@ fn change_peer(
             Some(at) if moved_since(state.members, &want.public_key, at) => {
                 Some(EndpointWrite::Moved)
             }
-            Some(_) => {
+            Some(at) => {
                 new.endpoint = old.endpoint;
+                let age = now.wall.duration_since(at).unwrap_or_default();
+                let allowed = now.mono + ROAMING_GRACE.saturating_sub(age);
+                *revisit_at = Some(revisit_at.map_or(allowed, |t| t.min(allowed)));
                 None
             }
         },
