@@ -52,6 +52,19 @@ pub struct StatusReport {
     /// The name this host announces to the mesh.
     #[serde(default)]
     pub name: Option<String>,
+    /// Members refused because another member already holds their mesh address here (the
+    /// incumbent keeps it; issue 13, docs/exchange-protocol.md "Address ownership").
+    #[serde(default)]
+    pub contested: Vec<ContestedReport>,
+}
+
+/// A member not installed because its address is taken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContestedReport {
+    pub public_key: String,
+    pub mesh_ipv4: String,
+    /// The member that holds the address here.
+    pub holder: String,
 }
 
 /// What the control port received: how many datagrams cost an AEAD open, and how many were

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         mesh_prefixes: vec![ipnet::IpNet::V4(keys.ipv4_subnet()), ipnet::IpNet::V6(keys.ipv6_prefix())],
         lan_discovery: true,
         dht: true,
+        established: false,
     };
     let start = Instant::now();
     let mut now = start;

@@ -245,6 +245,8 @@ pub struct ExchangeParts {
     pub dht: Option<DhtLink>,
     pub dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
     pub link_events: mpsc::Receiver<()>,
+    /// We were in a mesh at this address before (the peer cache names members): incumbent.
+    pub established: bool,
 }
 
 impl std::fmt::Debug for dyn Discovery {
@@ -287,6 +289,7 @@ impl ExchangeTask {
             mesh_prefixes: parts.node.mesh_prefixes.clone(),
             lan_discovery: parts.lan_group.is_some(),
             dht: parts.dht.is_some(),
+            established: parts.established,
         };
         let mut core = Membership::new(config, parts.exchange, seed, start);
         for discovery in &parts.discovery {
@@ -421,6 +424,17 @@ impl ExchangeTask {
             CoreEvent::Unreachable { key } => {
                 tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
             }
+            CoreEvent::Contested {
+                key,
+                holder,
+                mesh_ipv4,
+            } => {
+                tracing::warn!(peer = %key.short(), holder = %holder.short(), %mesh_ipv4, "member not installed: it claims an address another member already holds here (the incumbent keeps it)");
+                let mut state = self.shared.lock();
+                if state.contested.len() < 1_024 {
+                    state.contested.insert(key, (mesh_ipv4, holder));
+                }
+            }
             CoreEvent::Suspect { key, mesh_ipv4 } => {
                 tracing::info!(peer = %key.short(), %mesh_ipv4, timeout_secs = wgmesh_membership::liveness::SUSPECT_TIMEOUT.as_secs(), "member suspected: it answered none of our probes; removed unless it answers within the timeout");
             }
@@ -467,6 +481,8 @@ impl ExchangeTask {
     /// Mirrors a verified member into the table the reconciler reads.
     fn on_member(&mut self, member: Member, change: MemberChange, from: SocketAddr) {
         let key = member.public_key;
+        // Installed: no longer contested (it re-addressed, or the holder left).
+        self.shared.lock().contested.remove(&key);
         let routes = member.routes.clone();
         let (name, version, mesh_ipv4, source) = (
             member.name.as_ref().map(ToString::to_string),
@@ -500,6 +516,10 @@ impl ExchangeTask {
         let next = match outcome {
             Collision::OtherMoves => {
                 tracing::info!(peer = %peer.short(), %mesh_ipv4, "IPv4 collision; the other member re-addresses");
+                return;
+            }
+            Collision::Held => {
+                tracing::warn!(peer = %peer.short(), %mesh_ipv4, "IPv4 collision; we moved less than 10 minutes ago, so we keep the address and the other member is not installed");
                 return;
             }
             Collision::Exhausted => {

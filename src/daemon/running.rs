@@ -159,6 +159,7 @@ impl Daemon {
         exchange.set_info(exchange_io::own_info(&shared.lock()));
         let cache_path = wgmesh_state::peer_cache_path(&config.paths.state_dir, &interface);
         let cached = load_peer_cache(&cache_path);
+        let cached_peers_empty = cached.is_empty();
         let discovery =
             discovery_sources(&config, &cached, SocketAddr::from((group, control_port)));
         reconciler.set_peer_cache(cache_path, cached);
@@ -210,6 +211,8 @@ impl Daemon {
             dht,
             dht_candidates,
             link_events,
+            // Our address served in a mesh before: the peer cache names members we met there.
+            established: !cached_peers_empty,
         })
         .context("cannot seed the membership core")?;
         if let Some(servers) = stun_servers {

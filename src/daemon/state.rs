@@ -52,6 +52,8 @@ pub struct MeshState {
     pub exchange: wgmesh_exchange::DropCounters,
     /// The name we announce (`--name`, the reload key `name=`, or the system host name).
     pub own_name: Option<MemberName>,
+    /// Members refused because another member holds their address (key → (address, holder)).
+    pub contested: std::collections::BTreeMap<PublicKey, (std::net::Ipv4Addr, PublicKey)>,
 }
 
 /// Exchange messages refused because the sender's clock is outside the timestamp window
@@ -114,6 +116,7 @@ impl Shared {
             exchange: wgmesh_exchange::DropCounters::default(),
             clock_skew: ClockSkew::default(),
             own_name: None,
+            contested: std::collections::BTreeMap::new(),
         })))
     }
 
@@ -256,6 +259,15 @@ pub fn status_report(
         },
         version: Some(crate::VERSION.to_owned()),
         name: state.own_name.as_ref().map(ToString::to_string),
+        contested: state
+            .contested
+            .iter()
+            .map(|(key, (ip, holder))| crate::control::ContestedReport {
+                public_key: key.to_base64(),
+                mesh_ipv4: ip.to_string(),
+                holder: holder.to_base64(),
+            })
+            .collect(),
     }
 }
 

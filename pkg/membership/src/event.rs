@@ -42,6 +42,9 @@ pub enum Collision {
     WeMove { counter: u8 },
     /// No counter left: we keep the address.
     Exhausted,
+    /// We are not yet the incumbent but moved within the cooldown: we keep the address for now
+    /// and the claimant is not installed.
+    Held,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,13 @@ pub enum Event {
     Left {
         key: PublicKey,
         mesh_ipv4: Option<Ipv4Addr>,
+    },
+    /// A verified member claims an address another member already holds here: it is not
+    /// installed (reported once per member until it re-addresses).
+    Contested {
+        key: PublicKey,
+        holder: PublicKey,
+        mesh_ipv4: Ipv4Addr,
     },
     /// A member claims our IPv4.
     Collision {

@@ -36,4 +36,4 @@ pub mod punch;
 pub mod relay;
 
 pub use event::{Collision, Event, TimerReason, Transmit};
-pub use node::{Config, DHT_REVIEW, Membership, TableSizes};
+pub use node::{Config, DHT_REVIEW, ESTABLISH_AFTER, MOVE_COOLDOWN, Membership, TableSizes};

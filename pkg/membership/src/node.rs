@@ -52,7 +52,23 @@ pub struct Config {
     pub lan_discovery: bool,
     /// Whether the DHT rendezvous runs (the core then paces its lookups).
     pub dht: bool,
+    /// Our mesh address was already in use in a mesh before this start (the peer cache names
+    /// members we met there): we are its incumbent from the first moment (see
+    /// [`Membership::is_established`]).
+    pub established: bool,
 }
+
+/// A node holds its address as incumbent once it has kept it this long with members verified.
+pub const ESTABLISH_AFTER: Duration = Duration::from_secs(60);
+/// A node re-addresses after a collision at most once per this long.
+pub const MOVE_COOLDOWN: Duration = Duration::from_secs(600);
+/// At most this many contested members are remembered (to report each once).
+const MAX_CONTESTED: usize = 1_024;
+/// A stranger whose Probe we answered has this long to send the Hello that completes the
+/// handshake; if it does not (lost on the way), we probe it ourselves, once.
+const PROBE_BACK_AFTER: Duration = Duration::from_secs(2);
+/// At most this many strangers wait for their completing Hello.
+const MAX_PROBE_BACK: usize = 256;
 
 /// The membership core. See the crate documentation.
 #[derive(Debug)]
@@ -71,18 +87,29 @@ pub struct Membership {
     announcements: Announcements,
     next_digest: Instant,
     probe_budget: ProbeBudget,
+    /// Strangers whose Probe we answered, awaiting the Hello that completes the handshake.
+    probe_back: std::collections::BTreeMap<PublicKey, (SocketAddr, Instant)>,
     /// When each address was last sent a digest repair (the cooldown).
     repaired: HashMap<SocketAddr, Instant>,
     /// Networks our LAN beacon reaches.
     connected: Vec<IpNet>,
     /// Where the member we collided with answers, to tell it our new address once we have one.
     collided_with: Option<SocketAddr>,
+    /// Address ownership (issue 13): when we took our current address, whether a member was
+    /// verified since, whether we came up as its incumbent, and when we last moved.
+    address_since: Instant,
+    verified_on_address: bool,
+    incumbent_at_start: bool,
+    last_move: Option<Instant>,
+    /// Members refused because another member already holds their address (reported once).
+    contested: std::collections::BTreeSet<PublicKey>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
 impl Membership {
     pub fn new(config: Config, exchange: Exchange, seed: [u8; 32], now: Instant) -> Self {
+        let incumbent_at_start = config.established;
         Self {
             config,
             exchange,
@@ -99,8 +126,14 @@ impl Membership {
             next_digest: now + DIGEST_INTERVAL,
             repaired: HashMap::new(),
             probe_budget: ProbeBudget::default(),
+            probe_back: std::collections::BTreeMap::new(),
             connected: Vec::new(),
             collided_with: None,
+            address_since: now,
+            verified_on_address: false,
+            incumbent_at_start,
+            last_move: None,
+            contested: std::collections::BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -166,6 +199,16 @@ impl Membership {
             && !known_beacon
         {
             self.send(from, reply);
+            if let Some(key) = handled.probed_by
+                && self.members.get(&key).is_none()
+                && self.probe_back.len() < MAX_PROBE_BACK
+            {
+                // If its completing Hello is lost, it holds us and we do not hold it, and
+                // nothing periodic repairs that soon: ask it ourselves (see handle_timeout).
+                self.probe_back
+                    .entry(key)
+                    .or_insert((from, now + PROBE_BACK_AFTER));
+            }
         }
         match handled.event {
             Some(wgmesh_exchange::Event::Verified { record, from, info }) => {
@@ -202,6 +245,20 @@ impl Membership {
             }
         }
         self.check_liveness(now, wall_ms);
+        let due: Vec<(PublicKey, SocketAddr)> = self
+            .probe_back
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(key, (addr, _))| (*key, *addr))
+            .collect();
+        for (key, addr) in due {
+            self.probe_back.remove(&key);
+            // Budgeted like any address a third party could have named (a Probe's source can
+            // be forged by anyone holding the secret).
+            if self.members.get(&key).is_none() && self.probe_budget.allow(wall_ms, addr.ip()) {
+                self.probe(wall_ms, addr, None);
+            }
+        }
         for key in self.announcements.take_due(now) {
             if let Some(addr) = self.members.get(&key).and_then(|m| m.control_addr) {
                 self.probe(wall_ms, addr, None);
@@ -249,6 +306,9 @@ impl Membership {
         record: Record,
     ) -> Result<(), RecordError> {
         let result = self.exchange.set_record(record);
+        self.address_since = now;
+        self.verified_on_address = false;
+        self.incumbent_at_start = false;
         self.announce(now, wall_ms);
         if let Some(addr) = self.collided_with.take() {
             self.probe(wall_ms, addr, None);
@@ -335,6 +395,11 @@ impl Membership {
             self.announcements
                 .next_deadline()
                 .map(|t| (t, TimerReason::Announce)),
+            self.probe_back
+                .values()
+                .map(|(_, at)| *at)
+                .min()
+                .map(|t| (t, TimerReason::Punch)),
             self.punches
                 .next_deadline()
                 .map(|t| (t, TimerReason::Punch)),
@@ -380,6 +445,7 @@ impl Membership {
             announcements: self.announcements.len(),
             repaired: self.repaired.len(),
             budget: self.probe_budget.len(),
+            probe_back: self.probe_back.len(),
             transmits: self.transmits.len(),
             events: self.events.len(),
         }
@@ -448,23 +514,37 @@ impl Membership {
         }
     }
 
-    /// Two members derived the same IPv4. The one with the greater public key moves to the next
-    /// collision counter (DESIGN.md §3).
-    fn on_collision(&mut self, other: &Record) -> Collision {
+    /// Whether we are the incumbent of our address: we came up with it from a previous run in a
+    /// mesh, or have held it for [`ESTABLISH_AFTER`] with members verified meanwhile.
+    pub fn is_established(&self, now: Instant) -> bool {
+        self.incumbent_at_start
+            || (self.verified_on_address
+                && now.saturating_duration_since(self.address_since) >= ESTABLISH_AFTER)
+    }
+
+    /// Another member claims our IPv4 (issue 13, "address ownership"). Key order decides
+    /// nothing, so a ground key wins nothing: an incumbent keeps its address and the claimant
+    /// is not installed; a node that is not yet incumbent moves to its next collision counter,
+    /// at most once per [`MOVE_COOLDOWN`]. Two nodes that start together both move.
+    fn on_collision(&mut self, now: Instant, other: &Record) -> Collision {
         let own = self.exchange.record();
-        let outcome = if other.public_key > *self.exchange.public_key() {
+        let next = own.collision_counter + 1;
+        let outcome = if self.is_established(now) {
             Collision::OtherMoves
+        } else if self
+            .last_move
+            .is_some_and(|at| now.saturating_duration_since(at) < MOVE_COOLDOWN)
+        {
+            Collision::Held
+        } else if next > wgmesh_derive::MAX_COLLISION_COUNTER {
+            Collision::Exhausted
         } else {
-            let next = own.collision_counter + 1;
-            if next > wgmesh_derive::MAX_COLLISION_COUNTER {
-                Collision::Exhausted
-            } else {
-                self.collided_with = other
-                    .endpoints
-                    .first()
-                    .map(|e| SocketAddr::new(e.addr.ip(), self.config.control_port));
-                Collision::WeMove { counter: next }
-            }
+            self.collided_with = other
+                .endpoints
+                .first()
+                .map(|e| SocketAddr::new(e.addr.ip(), self.config.control_port));
+            self.last_move = Some(now);
+            Collision::WeMove { counter: next }
         };
         self.push_event(Event::Collision {
             peer: other.public_key,
@@ -488,13 +568,32 @@ impl Membership {
             });
         }
         self.announcements.answered(&record.public_key);
+        self.probe_back.remove(&record.public_key);
         if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
-            && self.on_collision(&record) == Collision::OtherMoves
+            && matches!(
+                self.on_collision(now, &record),
+                Collision::OtherMoves | Collision::Held | Collision::Exhausted
+            )
         {
-            // It re-addresses itself; until then it is not installed, or its /32 would shadow
-            // ours.
+            // Not installed while it claims our address: its /32 would shadow ours.
             return;
         }
+        self.verified_on_address = true;
+        if let Some(holder) =
+            self.address_holder(&record.public_key, record.mesh_ipv4, record.mesh_ipv6)
+        {
+            // Another member already holds this address here: the incumbent keeps it, whatever
+            // the keys, so a member that ground a colliding key never gets its traffic.
+            if self.contested.len() < MAX_CONTESTED && self.contested.insert(record.public_key) {
+                self.push_event(Event::Contested {
+                    key: record.public_key,
+                    holder,
+                    mesh_ipv4: record.mesh_ipv4,
+                });
+            }
+            return;
+        }
+        self.contested.remove(&record.public_key);
         let lan: &[IpNet] = if self.config.lan_discovery {
             &self.connected
         } else {
@@ -905,12 +1004,34 @@ impl Membership {
         }
     }
 
+    /// The member other than `key` that holds `ipv4` or `ipv6`, if any.
+    fn address_holder(
+        &self,
+        key: &PublicKey,
+        ipv4: Ipv4Addr,
+        ipv6: std::net::Ipv6Addr,
+    ) -> Option<PublicKey> {
+        self.members
+            .iter()
+            .find(|m| m.public_key != *key && (m.mesh_ipv4 == ipv4 || m.mesh_ipv6 == ipv6))
+            .map(|m| m.public_key)
+    }
+
     /// Members heard of through gossip that did not answer directly in time are reached
     /// through a member offering to relay.
     fn relay_unreachable(&mut self, now: Instant, wall_ms: u64) {
         for entry in self.second_hand.take_due(now) {
             let key = entry.record.public_key;
             if self.members.get(&key).is_some() {
+                continue;
+            }
+            let record = &entry.record;
+            if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
+                || self
+                    .address_holder(&key, record.mesh_ipv4, record.mesh_ipv6)
+                    .is_some()
+            {
+                // A second-hand claim never displaces an address holder.
                 continue;
             }
             let Some(relay) = relay::choose_relay(&self.members) else {
@@ -943,6 +1064,7 @@ pub struct TableSizes {
     pub announcements: usize,
     pub repaired: usize,
     pub budget: usize,
+    pub probe_back: usize,
     pub transmits: usize,
     pub events: usize,
 }

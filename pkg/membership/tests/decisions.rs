@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use wgmesh_derive::{NodeSeed, mesh_ipv4};
 use wgmesh_exchange::{Exchange, ExchangeConfig, GossipEntry};
-use wgmesh_membership::{Collision, Event};
+use wgmesh_membership::{Collision, ESTABLISH_AFTER, Event};
 use wgmesh_mesh::Source;
 
 fn quiet_node(sim: &mut Sim, relay: bool) -> usize {
@@ -226,48 +226,79 @@ fn colliding_seeds() -> ([u8; 32], [u8; 32]) {
 }
 
 #[test]
-fn an_ipv4_collision_moves_the_greater_key_and_both_end_up_members() {
+fn two_members_that_start_together_on_one_ipv4_both_move_whatever_their_keys() {
     let (one, two) = colliding_seeds();
     let mut sim = Sim::new(16, NetConfig::default());
     sim.record_trace = true;
     let a = sim.add_node_with(NodeOptions::new(one));
     let b = sim.add_node_with(NodeOptions::new(two));
-    let (lesser, greater) = if sim.nodes[a].public_key < sim.nodes[b].public_key {
-        (a, b)
-    } else {
-        (b, a)
-    };
     assert_eq!(sim.nodes[a].mesh_ipv4, sim.nodes[b].mesh_ipv4);
     sim.run_until(Duration::from_secs(5), |_| {});
-    let outcomes: Vec<(usize, String)> = sim
-        .trace
-        .iter()
-        .filter(|(_, _, e)| e.starts_with("Collision"))
-        .map(|(_, i, e)| (*i, e.clone()))
-        .collect();
-    assert!(
-        outcomes
-            .iter()
-            .any(|(i, e)| *i == lesser && e.contains(&format!("{:?}", Collision::OtherMoves))),
-        "{outcomes:?}"
-    );
-    assert!(
-        outcomes.iter().any(|(i, e)| *i == greater
-            && e.contains(&format!("{:?}", Collision::WeMove { counter: 1 }))),
-        "{outcomes:?}"
-    );
+    // Neither is the incumbent (neither held the address with members for a minute): both
+    // move to counter 1, so no key order decides anything.
+    for i in [a, b] {
+        assert!(
+            traced(&sim, i, &format!("{:?}", Collision::WeMove { counter: 1 })),
+            "node {i}: {:?}",
+            sim.trace
+        );
+        assert_eq!(sim.nodes[i].core.exchange().record().collision_counter, 1);
+    }
     assert_ne!(sim.nodes[a].mesh_ipv4, sim.nodes[b].mesh_ipv4);
-    assert_eq!(
-        sim.nodes[greater]
-            .core
-            .exchange()
-            .record()
-            .collision_counter,
-        1
-    );
     assert!(sim.missing_pairs().is_empty());
     assert!(sim.address_conflicts(&[a, b]).is_empty());
     let _ = Event::DhtFast(false);
+}
+
+/// Issue 13: an insider grinds a node seed whose key sorts below an established member's and
+/// derives the same IPv4, and never gives the address up. The victim keeps it, and no member
+/// that had verified the victim ever installs the insider at it, whichever key is lower.
+#[test]
+fn an_insider_with_a_ground_colliding_key_takes_no_address_from_an_established_member() {
+    for insider_is_lower in [true, false] {
+        let (one, two) = colliding_seeds();
+        let keys = keys();
+        let lower_first = keys.node_public_key(&NodeSeed::from_bytes(one))
+            < keys.node_public_key(&NodeSeed::from_bytes(two));
+        let (victim_seed, insider_seed) = if lower_first == insider_is_lower {
+            (two, one)
+        } else {
+            (one, two)
+        };
+        let mut sim = Sim::new(17, NetConfig::default());
+        sim.record_trace = true;
+        let victim = sim.add_node_with(NodeOptions::new(victim_seed));
+        let others: Vec<usize> = (0..4).map(|_| lan_node(&mut sim, false)).collect();
+        sim.run_until(ESTABLISH_AFTER + Duration::from_secs(10), |_| {});
+        let address = sim.nodes[victim].mesh_ipv4;
+        let insider = sim.add_node_with(NodeOptions::new(insider_seed));
+        sim.nodes[insider].hostile = true;
+        assert_eq!(sim.nodes[insider].mesh_ipv4, address);
+        // (The insider's own table is its business: every honest node's is checked.)
+        let honest: Vec<usize> = (0..insider).collect();
+        sim.run_until(sim.elapsed() + Duration::from_secs(120), |s| {
+            let conflicts = s.address_conflicts(&honest);
+            assert!(conflicts.is_empty(), "{conflicts:?}");
+        });
+        assert_eq!(sim.nodes[victim].mesh_ipv4, address, "the victim moved");
+        assert_eq!(
+            sim.nodes[victim].core.exchange().record().collision_counter,
+            0
+        );
+        let insider_key = sim.nodes[insider].public_key;
+        for &o in &others {
+            let holder = sim.nodes[o]
+                .core
+                .members()
+                .iter()
+                .find(|m| m.mesh_ipv4 == address)
+                .map(|m| m.public_key);
+            assert_eq!(holder, Some(sim.nodes[victim].public_key), "node {o}");
+            assert!(sim.nodes[o].core.members().get(&insider_key).is_none());
+            assert!(traced(&sim, o, "Contested"), "node {o} reports the contest");
+        }
+        assert!(sim.nodes[victim].core.members().get(&insider_key).is_none());
+    }
 }
 
 /// An insider's gossip names a victim that is no member (a reflection attack): every member's

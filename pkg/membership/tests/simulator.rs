@@ -358,10 +358,10 @@ const SCENARIO_SEED: u64 = 0x5eed_0001;
 
 /// Found by a random-seeded run of the split proptest: after a split with one death and one
 /// newcomer, and 20 % loss, two members that verified each other's claimants on opposite sides
-/// end up holding one IPv4 (`node 12: 10.228.4.70 held twice`). Address ownership across a
-/// healed partition is issue 13's (insider safety) to fix; this reproduces it until then.
+/// ended up holding one IPv4 (`node 12: 10.228.4.70 held twice`). Since address ownership
+/// (issue 13) a member never installs a second holder of an address it already routes: the
+/// incumbent keeps it and the claimant is reported as contested.
 #[test]
-#[ignore = "fails today: a healed partition can leave one IPv4 with two holders (issue 13)"]
 fn a_healed_split_with_a_newcomer_never_leaves_an_address_held_twice() {
     run_partition_scenario(&PartitionScenario {
         seed: 6_676_784_336_448_330_812,

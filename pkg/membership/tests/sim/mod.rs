@@ -91,6 +91,8 @@ impl SimRng {
 
 pub struct SimNode {
     pub core: Membership,
+    /// An insider that never gives up an address (ignores the core's `WeMove`).
+    pub hostile: bool,
     pub addr: SocketAddr,
     pub public_key: PublicKey,
     pub mesh_ipv4: Ipv4Addr,
@@ -260,6 +262,7 @@ impl Sim {
             ],
             lan_discovery: options.lan,
             dht: false,
+            established: false,
         };
         let mut core_seed = [0u8; 32];
         core_seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -272,6 +275,7 @@ impl Sim {
         self.by_mesh.insert(IpAddr::V4(addresses.ipv4), i);
         self.nodes.push(SimNode {
             core,
+            hostile: false,
             addr: SocketAddr::from((ip, self.control_port)),
             public_key,
             mesh_ipv4: addresses.ipv4,
@@ -466,7 +470,7 @@ impl Sim {
                 Event::Collision {
                     outcome: wgmesh_membership::Collision::WeMove { counter },
                     ..
-                } => self.readdress(i, counter),
+                } if !self.nodes[i].hostile => self.readdress(i, counter),
                 _ => {}
             }
         }
