@@ -514,7 +514,7 @@ fn colliding_seeds(keys: &MeshKeys) -> (NodeSeed, NodeSeed) {
     not(feature = "root-tests"),
     ignore = "needs root: run with --features root-tests"
 )]
-fn a_forced_ipv4_collision_is_resolved_by_the_greater_key() {
+fn a_forced_ipv4_collision_between_newcomers_moves_both() {
     let mut lab = Lab::new(2);
     let keys = MeshKeys::derive(
         &Secret::parse(&std::fs::read_to_string(&lab.nodes[0].secret_file).unwrap()).unwrap(),
@@ -540,37 +540,37 @@ fn a_forced_ipv4_collision_is_resolved_by_the_greater_key() {
     let same = wgmesh_derive::mesh_ipv4(&keys, &keys.node_public_key(&a), 0);
     lab.start_all(&[]);
     lab.wait_for_full_mesh(FORMATION);
-    let greater = if keys.node_public_key(&a) > keys.node_public_key(&b) {
-        0
-    } else {
-        1
-    };
-    let moved = &lab.nodes[greater];
-    let kept = &lab.nodes[1 - greater];
-    wait_until(FORMATION, "the greater key to re-address", || {
-        identity(moved)["collision_counter"] == 1
-    });
-    assert_eq!(identity(kept)["collision_counter"], 0);
-    assert_eq!(kept.status_ok()["mesh_ipv4"], same.to_string());
-    let new_ip = moved.status_ok()["mesh_ipv4"].as_str().unwrap().to_owned();
-    assert_ne!(new_ip, same.to_string());
+    // Neither node is the incumbent (fresh identities, no peer cache: neither held the address
+    // in a mesh before), so both move to counter 1, whatever their keys (issue 13).
+    for node in &lab.nodes {
+        wait_until(FORMATION, "both to re-address", || {
+            identity(node)["collision_counter"] == 1
+        });
+    }
     let mesh_route = format!("{}.{}.0.0/16", same.octets()[0], same.octets()[1]);
-    assert!(
-        moved
-            .routes(&["dev", &moved.interface])
-            .contains(&mesh_route),
-        "{}",
-        moved.routes(&[])
-    );
-    let addrs = String::from_utf8_lossy(
-        &moved
-            .exec("ip", &["-4", "addr", "show", &moved.interface])
-            .stdout,
-    )
-    .into_owned();
-    assert!(
-        addrs.contains(&new_ip) && !addrs.contains(&format!("{same}/")),
-        "{addrs}"
-    );
+    let mut new_ips = Vec::new();
+    for moved in &lab.nodes {
+        let new_ip = moved.status_ok()["mesh_ipv4"].as_str().unwrap().to_owned();
+        assert_ne!(new_ip, same.to_string());
+        assert!(
+            moved
+                .routes(&["dev", &moved.interface])
+                .contains(&mesh_route),
+            "{}",
+            moved.routes(&[])
+        );
+        let addrs = String::from_utf8_lossy(
+            &moved
+                .exec("ip", &["-4", "addr", "show", &moved.interface])
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            addrs.contains(&new_ip) && !addrs.contains(&format!("{same}/")),
+            "{addrs}"
+        );
+        new_ips.push(new_ip);
+    }
+    assert_ne!(new_ips[0], new_ips[1]);
     wait_until(FORMATION, "both ping each other", || lab.all_pairs_ping());
 }
