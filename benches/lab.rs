@@ -1265,7 +1265,7 @@ struct ScaleConfig {
     settle: Duration,
     /// `WGMESH_BENCH_IDLE_SECS` (default 60): one steady window.
     window: Duration,
-    /// `WGMESH_BENCH_SCALE_GIVE_UP` (default 300 s): a formation still short then is recorded as
+    /// `WGMESH_BENCH_SCALE_GIVE_UP` (default 120 s, four times the target at 100): a formation still short then is recorded as
     /// taking that long, with the number of nodes short.
     give_up: Duration,
     /// `WGMESH_BENCH_PINGS` (default 30): random pairs pinged after each formation.
@@ -1292,7 +1292,7 @@ impl ScaleConfig {
             reps: usize::try_from(number("WGMESH_BENCH_SCALE_REPS", 1)).unwrap(),
             settle: Duration::from_secs(number("WGMESH_BENCH_SETTLE_SECS", 30)),
             window: Duration::from_secs(number("WGMESH_BENCH_IDLE_SECS", 60)),
-            give_up: Duration::from_secs(number("WGMESH_BENCH_SCALE_GIVE_UP", 300)),
+            give_up: Duration::from_secs(number("WGMESH_BENCH_SCALE_GIVE_UP", 120)),
             pings: usize::try_from(number("WGMESH_BENCH_PINGS", 30)).unwrap(),
         }
     }
@@ -1316,14 +1316,16 @@ fn scale_sweep(lab: &mut Lab, config: &ScaleConfig, report: &mut Report) {
         let mut short = Vec::new();
         let mut failed = Vec::new();
         let mut rcvbuf = Vec::new();
+        let mut control_drops = Vec::new();
         let mut steady = SteadyWindow::default();
         for rep in 0..config.reps {
             let formed = form_by_handshakes(&mut lab.nodes[..n], control_port, config);
             eprintln!(
-                "scale N={n} rep {rep}: {:.1}s ({} nodes short), RcvbufErrors {}, {}/{} pings failed",
+                "scale N={n} rep {rep}: {:.1}s ({} nodes short), RcvbufErrors {} ({} at control sockets), {}/{} pings failed",
                 secs(formed.took),
                 formed.short,
                 formed.rcvbuf_errors,
+                formed.control_socket_drops,
                 formed.failed_pings,
                 config.pings
             );
@@ -1331,6 +1333,7 @@ fn scale_sweep(lab: &mut Lab, config: &ScaleConfig, report: &mut Report) {
             short.push(formed.short as f64);
             failed.push(formed.failed_pings as f64);
             rcvbuf.push(formed.rcvbuf_errors as f64);
+            control_drops.push(formed.control_socket_drops as f64);
             if config.steady_sizes.contains(&n) {
                 std::thread::sleep(config.settle);
                 let window = steady_window(&lab.nodes[..n], config.window);
@@ -1379,6 +1382,13 @@ fn scale_sweep(lab: &mut Lab, config: &ScaleConfig, report: &mut Report) {
             &format!("N={n}: UDP RcvbufErrors during formation, sum over nodes"),
             "errors",
             &rcvbuf,
+        );
+        report.row(
+            &format!("scale_control_drops_{n}"),
+            "scale",
+            &format!("N={n}: drops at the daemons' control sockets (/proc/net/udp), sum"),
+            "errors",
+            &control_drops,
         );
         if !steady.sent.is_empty() {
             steady.report(report, n);
@@ -1445,6 +1455,10 @@ struct Formation {
     /// `RcvbufErrors` of `/proc/net/snmp` (UDP over IPv4), after minus before, summed over the
     /// nodes' namespaces.
     rcvbuf_errors: u64,
+    /// The drops column of the control sockets in `/proc/net/udp`, summed over the nodes: the
+    /// share of the namespace's drops that the daemon's socket took (the rest are wireguard-go's).
+    /// The sockets are made during formation, so these count from zero.
+    control_socket_drops: u64,
     /// Of the sampled pairs, how many did not answer one ping.
     failed_pings: usize,
 }
@@ -1483,6 +1497,22 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let short = done.iter().filter(|d| d.is_none()).count();
+    let converged: Vec<f64> = done.iter().flatten().map(|d| secs(*d)).collect();
+    eprintln!(
+        "N={n}: {} nodes converged, the median one at {:.1}s, the last at {:.1}s",
+        converged.len(),
+        median_of(&converged),
+        converged.iter().copied().fold(0.0, f64::max)
+    );
+    for (node, _) in nodes.iter().zip(&done).filter(|(_, d)| d.is_none()) {
+        eprintln!(
+            "N={n}: node {} has {} of {} peers with a handshake after {:?}",
+            node.index,
+            handshaken_peers(&node.interface),
+            n - 1,
+            config.give_up
+        );
+    }
     let took = done
         .iter()
         .map(|d| d.unwrap_or(config.give_up))
@@ -1493,6 +1523,10 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         .iter()
         .zip(&before)
         .map(|(a, b)| a.saturating_sub(*b))
+        .sum();
+    let control_socket_drops = nodes
+        .iter()
+        .map(|n| udp_socket_drops(&n.ns, control_port))
         .sum();
     let formation_sent: u64 = nodes.iter().map(|n| control_datagrams_sent(n).0).sum();
     eprintln!(
@@ -1510,6 +1544,7 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         took,
         short,
         rcvbuf_errors,
+        control_socket_drops,
         failed_pings,
     }
 }
@@ -1551,6 +1586,23 @@ fn udp_rcvbuf_errors(ns: &str) -> u64 {
         .find(|(name, _)| *name == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap()
+}
+
+/// The `drops` column of the IPv4 UDP socket bound to `port` in a namespace's `/proc/net/udp`
+/// (0 when there is none).
+fn udp_socket_drops(ns: &str, port: u16) -> u64 {
+    let out = run("ip", &["netns", "exec", ns, "cat", "/proc/net/udp"]);
+    let local = format!(":{port:04X}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&local))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The nftables table that counts the daemon's control datagrams, independently of the daemon:
