@@ -208,6 +208,13 @@ def plot_scale(lab, path):
         target_data.write_text("".join(
             f"{n} {TARGETS[f'scale_converge_{n}'][2]}\n" for n, _ in targets))
         reps = max(len(r["samples"]) for r in lab["rows"] if r["id"].startswith("scale_converge_"))
+        # A formation the bench gave up on is drawn at the give-up time: say so at the point.
+        short = {r["id"][len("scale_short_"):]: r["samples"] for r in lab["rows"]
+                 if r["id"].startswith("scale_short_")}
+        labels = "".join(
+            f'set label "gave up: {max(short[str(n)]):.0f} node(s) short" at {n},{hi} '
+            'right offset -1,-0.3 tc rgb "red"\n'
+            for n, lo, mid, hi in points if str(n) in short and max(short[str(n)]) > 0)
         script = f"""
 set terminal pngcairo size 800,500 font ",10"
 set output "{path}"
@@ -219,7 +226,7 @@ set yrange [0:*]
 set xtics ({", ".join(str(n) for n, *_ in points)})
 set grid ytics
 set key top left
-plot "{data}" using 1:2:3:4 with yerrorlines lw 2 pt 7 title "median, min-max of {reps} run(s)", \
+{labels}plot "{data}" using 1:2:3:4 with yerrorlines lw 2 pt 7 title "median, min-max of {reps} run(s)", \
      "{target_data}" using 1:2 with points pt 6 ps 2 lc rgb "red" title "target (≤ 10 s at 50, ≤ 30 s at 100)"
 """
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
