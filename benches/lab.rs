@@ -6,7 +6,9 @@
 //! per measure to `$WGMESH_BENCH_OUT` (default `target/bench/lab.json`): the raw samples, the
 //! target, and the tool's version; `scripts/bench-report.py` turns them into the table.
 //! `WGMESH_BENCH_REPS` (default 5) sets the repetitions, `WGMESH_BENCH_ONLY` (comma-separated
-//! scenario names) a subset.
+//! scenario names: convergence, others, join, routes, restart, idle, dataplane, scale) a subset.
+//! `scale` is the sweep of issue 11 (25 to 100 nodes); it runs only when asked for or when no
+//! subset is given, and has its own knobs (`ScaleConfig`).
 #![expect(
     clippy::unwrap_used,
     clippy::print_stderr,
@@ -49,7 +51,10 @@ fn main() {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/lab.json"),
         PathBuf::from,
     );
-    let mut report = Report::default();
+    let mut report = Report {
+        only: only.clone(),
+        ..Report::default()
+    };
     report.versions.insert("wgmesh".into(), wgmesh_version());
     report
         .versions
@@ -64,8 +69,16 @@ fn main() {
         .versions
         .insert("iperf3".into(), package_version("iperf3"));
 
-    // 25 mesh hosts, 5 joiners, and one host for the DHT testnet, on one bridge.
-    let mut lab = Lab::new(31);
+    // 25 mesh hosts, 5 joiners, and one host for the DHT testnet, on one bridge; more hosts
+    // when the scale sweep asks for a larger mesh (the bridge's /24 holds up to 254).
+    let scale = wanted("scale").then(ScaleConfig::from_env);
+    let hosts = scale
+        .as_ref()
+        .and_then(|s| s.sizes.iter().copied().max())
+        .unwrap_or(0)
+        .max(31);
+    assert!(hosts <= 254, "the lab's LAN is one /24: at most 254 hosts");
+    let mut lab = Lab::new(hosts);
     let dht_host = 30;
     if wanted("convergence") {
         convergence(&mut lab, dht_host, reps, &mut report, wanted("others"));
@@ -76,6 +89,9 @@ fn main() {
     if wanted("dataplane") {
         data_plane(&mut lab, reps, &mut report);
     }
+    if let Some(scale) = &scale {
+        scale_sweep(&mut lab, scale, &mut report);
+    }
     drop(lab);
     report.write(&out_path);
     println!("wrote {}", out_path.display());
@@ -85,6 +101,9 @@ fn main() {
 struct Report {
     rows: Vec<Value>,
     versions: BTreeMap<String, String>,
+    /// `WGMESH_BENCH_ONLY`, when set: the report script does not let a subset replace the
+    /// whole table.
+    only: Option<Vec<String>>,
 }
 
 impl Report {
@@ -109,6 +128,7 @@ impl Report {
         let doc = json!({
             "machine": machine(),
             "versions": self.versions,
+            "only": self.only,
             "rows": self.rows,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
@@ -1225,4 +1245,555 @@ impl Drop for Baseline {
             let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale (issue 11, item 4): formation of 25 to 100 nodes with the LAN setup, steady-state control
+// traffic, receive-buffer overflows, idle wakeups
+
+/// The scale sweep's knobs, from the environment.
+struct ScaleConfig {
+    /// `WGMESH_BENCH_SCALE_SIZES` (default 25,50,75,100): the mesh sizes formed.
+    sizes: Vec<usize>,
+    /// `WGMESH_BENCH_STEADY_SIZES` (default 25,100): the sizes whose steady state is measured
+    /// (those also in `sizes`).
+    steady_sizes: Vec<usize>,
+    /// `WGMESH_BENCH_SCALE_REPS` (default 1): formations per size. A formation of 100 with its
+    /// steady window takes minutes, hence fewer than the other scenarios' repetitions.
+    reps: usize,
+    /// `WGMESH_BENCH_SETTLE_SECS` (default 30): wait after formation before a steady window.
+    settle: Duration,
+    /// `WGMESH_BENCH_IDLE_SECS` (default 60): one steady window.
+    window: Duration,
+    /// `WGMESH_BENCH_SCALE_GIVE_UP` (default 120 s, four times the target at 100): a formation still short then is recorded as
+    /// taking that long, with the number of nodes short.
+    give_up: Duration,
+    /// `WGMESH_BENCH_PINGS` (default 30): random pairs pinged after each formation.
+    pings: usize,
+}
+
+impl ScaleConfig {
+    fn from_env() -> Self {
+        let list = |name: &str, default: &[usize]| -> Vec<usize> {
+            std::env::var(name).ok().map_or_else(
+                || default.to_vec(),
+                |v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            )
+        };
+        let number = |name: &str, default: u64| -> u64 {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            sizes: list("WGMESH_BENCH_SCALE_SIZES", &[25, 50, 75, 100]),
+            steady_sizes: list("WGMESH_BENCH_STEADY_SIZES", &[25, 100]),
+            reps: usize::try_from(number("WGMESH_BENCH_SCALE_REPS", 1)).unwrap(),
+            settle: Duration::from_secs(number("WGMESH_BENCH_SETTLE_SECS", 30)),
+            window: Duration::from_secs(number("WGMESH_BENCH_IDLE_SECS", 60)),
+            give_up: Duration::from_secs(number("WGMESH_BENCH_SCALE_GIVE_UP", 120)),
+            pings: usize::try_from(number("WGMESH_BENCH_PINGS", 30)).unwrap(),
+        }
+    }
+}
+
+/// The LAN setup of every convergence row: multicast discovery on, and everything else at its
+/// default except the two sources that need the internet, which this lab has not.
+const LAN_FLAGS: [&str; 4] = ["--dht-bootstrap", "none", "--stun", "none"];
+
+/// The idle-wakeup row (a steady 10-node mesh, three consecutive windows), then for each size:
+/// formation, sampled pings, `RcvbufErrors`, and at the steady sizes one steady window.
+fn scale_sweep(lab: &mut Lab, config: &ScaleConfig, report: &mut Report) {
+    // Every node shares the lab's secret, so one derivation gives every node's control port.
+    let control_port: u16 = common::derive(&lab.nodes[0].secret_file)["control_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap();
+    idle_wakeup_runs(lab, config, control_port, report);
+    for &n in &config.sizes {
+        let mut took = Vec::new();
+        let mut short = Vec::new();
+        let mut failed = Vec::new();
+        let mut rcvbuf = Vec::new();
+        let mut control_drops = Vec::new();
+        let mut steady = SteadyWindow::default();
+        for rep in 0..config.reps {
+            let formed = form_by_handshakes(&mut lab.nodes[..n], control_port, config);
+            eprintln!(
+                "scale N={n} rep {rep}: {:.1}s ({} nodes short), RcvbufErrors {} ({} at control sockets), {}/{} pings failed",
+                secs(formed.took),
+                formed.short,
+                formed.rcvbuf_errors,
+                formed.control_socket_drops,
+                formed.failed_pings,
+                config.pings
+            );
+            took.push(secs(formed.took));
+            short.push(formed.short as f64);
+            failed.push(formed.failed_pings as f64);
+            rcvbuf.push(formed.rcvbuf_errors as f64);
+            control_drops.push(formed.control_socket_drops as f64);
+            if config.steady_sizes.contains(&n) {
+                std::thread::sleep(config.settle);
+                let window = steady_window(&lab.nodes[..n], config.window);
+                eprintln!(
+                    "scale N={n} rep {rep}: steady sent/node/min median {:.1} max {:.1}, wakeups/min median {:.0}",
+                    median_of(&window.sent),
+                    window.sent.iter().copied().fold(0.0, f64::max),
+                    median_of(&window.wakeups)
+                );
+                steady.extend(window);
+            }
+            reset(&mut lab.nodes[..n]);
+        }
+        report.row(
+            &format!("scale_converge_{n}"),
+            "scale",
+            &format!("wgmesh, LAN, N={n}: until every node has N−1 handshakes"),
+            "s",
+            &took,
+        );
+        if short.iter().any(|s| *s > 0.0) {
+            report.row(
+                &format!("scale_short_{n}"),
+                "scale",
+                &format!(
+                    "N={n}: nodes short of N−1 handshakes after {} s (gave up)",
+                    config.give_up.as_secs()
+                ),
+                "nodes",
+                &short,
+            );
+        }
+        report.row(
+            &format!("scale_pings_{n}"),
+            "scale",
+            &format!(
+                "N={n}: pings failed right after, of {} random pairs (mesh IPv4)",
+                config.pings
+            ),
+            "failed",
+            &failed,
+        );
+        report.row(
+            &format!("scale_rcvbuf_{n}"),
+            "scale",
+            &format!("N={n}: UDP RcvbufErrors during formation, sum over nodes"),
+            "errors",
+            &rcvbuf,
+        );
+        report.row(
+            &format!("scale_control_drops_{n}"),
+            "scale",
+            &format!("N={n}: drops at the daemons' control sockets (/proc/net/udp), sum"),
+            "errors",
+            &control_drops,
+        );
+        if !steady.sent.is_empty() {
+            steady.report(report, n);
+        }
+    }
+}
+
+/// A steady 10-node mesh, three consecutive windows: the median daemon's wakeups in each (the
+/// row's samples are the three windows), the busiest daemon's, and the window's control traffic.
+fn idle_wakeup_runs(lab: &mut Lab, config: &ScaleConfig, control_port: u16, report: &mut Report) {
+    let n = 10;
+    let formed = form_by_handshakes(&mut lab.nodes[..n], control_port, config);
+    eprintln!("idle wakeups: 10-node mesh formed in {:?}", formed.took);
+    std::thread::sleep(config.settle);
+    let mut medians = Vec::new();
+    let mut busiest = Vec::new();
+    let mut steady = SteadyWindow::default();
+    for run in 0..3 {
+        let window = steady_window(&lab.nodes[..n], config.window);
+        let worst = window.wakeups.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "idle wakeups window {run}: median daemon {:.0}/min, busiest {worst:.0}/min",
+            median_of(&window.wakeups)
+        );
+        medians.push(median_of(&window.wakeups));
+        busiest.push(worst);
+        if run == 0 {
+            steady.extend(window);
+        }
+    }
+    reset(&mut lab.nodes[..n]);
+    let minutes = config.window.as_secs();
+    report.row(
+        "idle_wakeups_runs_10",
+        "idle footprint",
+        &format!(
+            "wgmesh daemon: wakeups, steady 10-node mesh, median daemon of each of 3 consecutive {minutes} s windows"
+        ),
+        "/min",
+        &medians,
+    );
+    report.row(
+        "idle_wakeups_runs_10_max",
+        "idle footprint",
+        "wgmesh daemon: wakeups, the busiest daemon of each of the same 3 windows",
+        "/min",
+        &busiest,
+    );
+    steady.report(report, n);
+}
+
+fn median_of(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    median(&sorted)
+}
+
+/// One formation of the scale sweep.
+struct Formation {
+    /// From the first daemon's start until the last node listed N−1 handshakes (or the give-up).
+    took: Duration,
+    /// Nodes that had not when the bench gave up (0 when the mesh formed).
+    short: usize,
+    /// `RcvbufErrors` of `/proc/net/snmp` (UDP over IPv4), after minus before, summed over the
+    /// nodes' namespaces.
+    rcvbuf_errors: u64,
+    /// The drops column of the control sockets in `/proc/net/udp`, summed over the nodes: the
+    /// share of the namespace's drops that the daemon's socket took (the rest are wireguard-go's).
+    /// The sockets are made during formation, so these count from zero.
+    control_socket_drops: u64,
+    /// Of the sampled pairs, how many did not answer one ping.
+    failed_pings: usize,
+}
+
+/// Starts the nodes at once with [`LAN_FLAGS`] and fresh state, and times them until every
+/// node's `wg show <iface> latest-handshakes` lists N−1 peers with a nonzero handshake, polled
+/// once a second. Each namespace gets the control-traffic counters first; the daemons are left
+/// running for a steady window.
+fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfig) -> Formation {
+    let n = nodes.len();
+    for node in nodes.iter() {
+        count_control_datagrams(node, control_port);
+    }
+    let before: Vec<u64> = nodes.iter().map(|n| udp_rcvbuf_errors(&n.ns)).collect();
+    let since = Instant::now();
+    for node in nodes.iter_mut() {
+        node.start(&LAN_FLAGS);
+    }
+    let done: Vec<Option<Duration>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                scope.spawn(move || {
+                    loop {
+                        if handshaken_peers(&node.interface) >= n - 1 {
+                            return Some(since.elapsed());
+                        }
+                        if since.elapsed() >= config.give_up {
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let short = done.iter().filter(|d| d.is_none()).count();
+    let converged: Vec<f64> = done.iter().flatten().map(|d| secs(*d)).collect();
+    eprintln!(
+        "N={n}: {} nodes converged, the median one at {:.1}s, the last at {:.1}s",
+        converged.len(),
+        median_of(&converged),
+        converged.iter().copied().fold(0.0, f64::max)
+    );
+    for (node, _) in nodes.iter().zip(&done).filter(|(_, d)| d.is_none()) {
+        eprintln!(
+            "N={n}: node {} has {} of {} peers with a handshake after {:?}",
+            node.index,
+            handshaken_peers(&node.interface),
+            n - 1,
+            config.give_up
+        );
+    }
+    let took = done
+        .iter()
+        .map(|d| d.unwrap_or(config.give_up))
+        .max()
+        .unwrap_or_default();
+    let after: Vec<u64> = nodes.iter().map(|n| udp_rcvbuf_errors(&n.ns)).collect();
+    let rcvbuf_errors = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .sum();
+    let control_socket_drops = nodes
+        .iter()
+        .map(|n| udp_socket_drops(&n.ns, control_port))
+        .sum();
+    let formation_sent: u64 = nodes.iter().map(|n| control_datagrams_sent(n).0).sum();
+    eprintln!(
+        "N={n}: {:.1} control datagrams sent per node until formed",
+        formation_sent as f64 / n as f64
+    );
+    if let Some(status) = nodes[0].status() {
+        assert_eq!(
+            status["control_port"].as_u64(),
+            Some(u64::from(control_port)),
+            "the daemons' control port is not the derived one"
+        );
+    }
+    let failed_pings = sampled_pings(nodes, config.pings);
+    Formation {
+        took,
+        short,
+        rcvbuf_errors,
+        control_socket_drops,
+        failed_pings,
+    }
+}
+
+/// Peers with a nonzero latest handshake. `wg` reaches wireguard-go through its UAPI socket,
+/// a path in the shared file system, so it runs without `ip netns exec` (cheaper, with a hundred
+/// nodes polled every second, and the same answer).
+fn handshaken_peers(interface: &str) -> usize {
+    let Ok(out) = Command::new("wg")
+        .args(["show", interface, "latest-handshakes"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return 0;
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| t != 0)
+        })
+        .count()
+}
+
+/// `RcvbufErrors` of the UDP (IPv4) line of `/proc/net/snmp` in a namespace: datagrams the
+/// kernel dropped because a socket's receive buffer was full.
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let out = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("{ns}: no Udp lines in /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap()
+}
+
+/// The `drops` column of the IPv4 UDP socket bound to `port` in a namespace's `/proc/net/udp`
+/// (0 when there is none).
+fn udp_socket_drops(ns: &str, port: u16) -> u64 {
+    let out = run("ip", &["netns", "exec", ns, "cat", "/proc/net/udp"]);
+    let local = format!(":{port:04X}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&local))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The nftables table that counts the daemon's control datagrams, independently of the daemon:
+/// on the output hook, UDP from the control port, all of them and those to a multicast group.
+const CONTROL_COUNTERS: &str = "wgmesh_bench";
+
+/// (Re)creates the counters in the node's namespace, at zero.
+fn count_control_datagrams(node: &Node, control_port: u16) {
+    use std::io::Write as _;
+    let ruleset = format!(
+        "table inet {CONTROL_COUNTERS}\n\
+         delete table inet {CONTROL_COUNTERS}\n\
+         table inet {CONTROL_COUNTERS} {{\n\
+         \x20 counter sent {{ }}\n\
+         \x20 counter sent_multicast {{ }}\n\
+         \x20 chain output {{\n\
+         \x20   type filter hook output priority 0; policy accept;\n\
+         \x20   udp sport {control_port} counter name \"sent\"\n\
+         \x20   udp sport {control_port} ip daddr 224.0.0.0/4 counter name \"sent_multicast\"\n\
+         \x20 }}\n\
+         }}\n"
+    );
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &node.ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = nft.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft in {}: {}",
+        node.ns,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (all, multicast) control datagrams the node's namespace sent since the counters were made.
+fn control_datagrams_sent(node: &Node) -> (u64, u64) {
+    let out = node.exec("nft", &["-j", "list", "table", "inet", CONTROL_COUNTERS]);
+    assert!(out.status.success(), "nft list in {}", node.ns);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packets = |name: &str| -> u64 {
+        doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|o| {
+                let c = o.get("counter")?;
+                (c["name"] == name).then(|| c["packets"].as_u64())?
+            })
+            .unwrap()
+    };
+    (packets("sent"), packets("sent_multicast"))
+}
+
+/// Per node, per minute, over one window of a steady mesh.
+#[derive(Default)]
+struct SteadyWindow {
+    /// Control datagrams sent (nftables, not the daemon's own counters).
+    sent: Vec<f64>,
+    multicast: Vec<f64>,
+    unicast: Vec<f64>,
+    /// The daemon's voluntary context switches, summed over its threads.
+    wakeups: Vec<f64>,
+}
+
+impl SteadyWindow {
+    fn extend(&mut self, other: Self) {
+        self.sent.extend(other.sent);
+        self.multicast.extend(other.multicast);
+        self.unicast.extend(other.unicast);
+        self.wakeups.extend(other.wakeups);
+    }
+
+    fn report(&self, report: &mut Report, n: usize) {
+        for (id, what, samples) in [
+            ("sent", "control datagrams sent per node", &self.sent),
+            (
+                "sent_multicast",
+                "of them to the LAN group",
+                &self.multicast,
+            ),
+            ("sent_unicast", "of them unicast", &self.unicast),
+        ] {
+            report.row(
+                &format!("scale_{id}_{n}"),
+                "steady state",
+                &format!("N={n}: {what} (nftables, output hook)"),
+                "/node/min",
+                samples,
+            );
+        }
+        report.row(
+            &format!("scale_wakeups_{n}"),
+            "steady state",
+            &format!("N={n}: daemon wakeups (voluntary switches)"),
+            "/min",
+            &self.wakeups,
+        );
+    }
+}
+
+/// Reads every node's counters and daemon, waits `window`, reads them again; each node's
+/// figures are over its own interval between the two reads.
+fn steady_window(nodes: &[Node], window: Duration) -> SteadyWindow {
+    let read = |node: &Node| {
+        let pid = node.daemon_pid().unwrap();
+        (
+            Instant::now(),
+            control_datagrams_sent(node),
+            proc_sample(pid),
+        )
+    };
+    let before: Vec<_> = nodes.iter().map(read).collect();
+    std::thread::sleep(window);
+    let after: Vec<_> = nodes.iter().map(read).collect();
+    let mut out = SteadyWindow::default();
+    for ((t0, (all0, mc0), p0), (t1, (all1, mc1), p1)) in before.iter().zip(&after) {
+        let minutes = (*t1 - *t0).as_secs_f64() / 60.0;
+        let all = all1.saturating_sub(*all0) as f64;
+        let multicast = mc1.saturating_sub(*mc0) as f64;
+        out.sent.push(all / minutes);
+        out.multicast.push(multicast / minutes);
+        out.unicast.push((all - multicast) / minutes);
+        out.wakeups.push(p1.switches_since(p0) as f64 / minutes);
+    }
+    out
+}
+
+/// Pings `count` random ordered pairs of distinct nodes once each (`ping -c1 -W1`, mesh IPv4),
+/// all at once; returns how many did not answer.
+fn sampled_pings(nodes: &[Node], count: usize) -> usize {
+    // splitmix64, seeded from the clock: the pairs differ per run, and no crate is needed.
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut next = |bound: usize| -> usize {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % bound as u64) as usize
+    };
+    let pairs: Vec<(usize, usize)> = (0..count)
+        .map(|_| {
+            let from = next(nodes.len());
+            let to = (from + 1 + next(nodes.len() - 1)) % nodes.len();
+            (from, to)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = pairs
+            .iter()
+            .map(|&(from, to)| {
+                scope.spawn(move || {
+                    // An overloaded daemon may not answer its status for minutes: that pair
+                    // counts as failed rather than stopping the sweep.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let v4 = loop {
+                        if let Some(v4) = nodes[to].status().and_then(|s| {
+                            s["mesh_ipv4"].as_str().map(str::to_owned)
+                        }) {
+                            break v4;
+                        }
+                        if Instant::now() >= deadline {
+                            eprintln!("ping node {} -> node {}: the target's daemon did not answer its status in 10 s", from + 1, to + 1);
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    };
+                    let ok = nodes[from].ping(&v4);
+                    if !ok {
+                        eprintln!("ping node {} -> node {} ({v4}) failed", from + 1, to + 1);
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| !ok)
+            .count()
+    })
 }

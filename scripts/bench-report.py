@@ -3,16 +3,22 @@
 BENCHMARKS.md: every measure with min/median/max and its target, every side-by-side comparison
 as a ratio of medians. Missed targets are listed, never dropped.
 
-    scripts/bench-report.py [--write BENCHMARKS.md] [--command "..."]
+    scripts/bench-report.py [--write BENCHMARKS.md] [--command "..."] [--plot docs/bench-scale.png]
 
 Without --write the tables go to stdout. With it, the part of the file between the
-`<!-- bench:begin -->` and `<!-- bench:end -->` markers is replaced and the rest is kept.
+`<!-- bench:begin -->` and `<!-- bench:end -->` markers is replaced and the rest is kept, unless
+lab.json comes from a subset run (WGMESH_BENCH_ONLY), which would drop the other rows: then the
+tables are only printed. With --write (or --plot PATH), a run that includes the scale sweep also
+draws convergence time against N into docs/bench-scale.png (gnuplot).
 """
 import argparse
 import json
 import pathlib
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -32,7 +38,27 @@ TARGETS = {
     "idle_cpu_wgmesh": ("max", "<=", 0.1, "≤ 0.1 % (every node)"),
     "routes_10": ("median", "<=", 2.0, "≤ 2 s (median)"),
     "restart_lost": ("max", "<=", 0.0, "0 lost (every run)"),
+    # Issue 11, item 4: scale on this machine.
+    "scale_converge_50": ("median", "<=", 10.0, "≤ 10 s"),
+    "scale_converge_100": ("median", "<=", 30.0, "≤ 30 s"),
+    "idle_wakeups_runs_10": ("median", "<=", 60.0, "≤ 60 /min (median of 3 runs)"),
 }
+
+# Targets that hold at every size of the scale sweep: id prefix -> target, as above.
+SIZED_TARGETS = {
+    "scale_sent_": ("max", "<=", 30.0, "≤ 30 /node/min (every node)"),
+    "scale_rcvbuf_": ("max", "<=", 0.0, "0"),
+}
+
+
+def target_of(row_id):
+    if row_id in TARGETS:
+        return TARGETS[row_id]
+    for prefix, target in SIZED_TARGETS.items():
+        rest = row_id[len(prefix):]
+        if row_id.startswith(prefix) and rest.isdigit():
+            return target
+    return None
 
 # (text, numerator id, denominator id, target on the ratio or None, which way is better)
 COMPARISONS = [
@@ -50,6 +76,9 @@ COMPARISONS = [
     ("idle wakeups: wgmesh daemon / tinc", "idle_wakeups_wgmesh", "idle_wakeups_tinc", None, "lower"),
     ("data plane: wgmesh tunnel / hand-made wireguard-go", "iperf_wgmesh", "iperf_baseline", 0.95, "higher"),
     ("bulk apply: Fake backend / wireguard-go (daemon's share)", "apply_fake", "apply_userspace", None, "lower"),
+    # No cliff between 25 and 100 (the plot shows every size), and steady traffic independent of N.
+    ("scale: formation N=100 / N=25", "scale_converge_100", "scale_converge_25", None, "lower"),
+    ("steady control datagrams per node: N=100 / N=25", "scale_sent_100", "scale_sent_25", None, "lower"),
 ]
 
 
@@ -59,7 +88,7 @@ def stats(samples):
 
 
 def fmt(value, unit):
-    if unit in ("lost", "writes"):
+    if unit in ("lost", "writes", "failed", "errors", "nodes"):
         return f"{value:.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
@@ -100,7 +129,7 @@ def render(lab, apply, command):
     missed = []
     for r in rows:
         lo, mid, hi = stats(r["samples"])
-        target = TARGETS.get(r["id"])
+        target = target_of(r["id"])
         verdict = "report"
         text = "—"
         if target:
@@ -149,14 +178,80 @@ def render(lab, apply, command):
     return "\n".join(out) + "\n", missed
 
 
+def scale_points(lab):
+    """(N, min, median, max) of every scale_converge_N row, by N."""
+    points = []
+    for r in lab.get("rows", []):
+        rest = r["id"][len("scale_converge_"):]
+        if r["id"].startswith("scale_converge_") and rest.isdigit():
+            points.append((int(rest), *stats(r["samples"])))
+    return sorted(points)
+
+
+def plot_scale(lab, path):
+    """Convergence time against N as a PNG, with gnuplot (Debian's gnuplot-nox). Returns
+    whether it wrote one: a run without the scale sweep leaves the last plot alone."""
+    points = scale_points(lab)
+    if not points:
+        return False
+    if not shutil.which("gnuplot"):
+        print(f"bench-report: gnuplot not found, {path} not written (apt-get install gnuplot-nox)",
+              file=sys.stderr)
+        return False
+    version = lab.get("versions", {}).get("wgmesh", "?")
+    targets = [(n, TARGETS[f"scale_converge_{n}"][2])
+               for n in (50, 100) if f"scale_converge_{n}" in TARGETS]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = pathlib.Path(tmp, "converge.dat")
+        data.write_text("".join(f"{n} {mid} {lo} {hi}\n" for n, lo, mid, hi in points))
+        target_data = pathlib.Path(tmp, "targets.dat")
+        target_data.write_text("".join(
+            f"{n} {TARGETS[f'scale_converge_{n}'][2]}\n" for n, _ in targets))
+        reps = max(len(r["samples"]) for r in lab["rows"] if r["id"].startswith("scale_converge_"))
+        # A formation the bench gave up on is drawn at the give-up time: say so at the point.
+        short = {r["id"][len("scale_short_"):]: r["samples"] for r in lab["rows"]
+                 if r["id"].startswith("scale_short_")}
+        labels = "".join(
+            f'set label "gave up: {max(short[str(n)]):.0f} node(s) short" at {n},{hi} '
+            'right offset -1,-0.3 tc rgb "red"\n'
+            for n, lo, mid, hi in points if str(n) in short and max(short[str(n)]) > 0)
+        script = f"""
+set terminal pngcairo size 800,500 font ",10"
+set output "{path}"
+set title "wgmesh LAN mesh formation on this machine (2 cores, wireguard-go): wgmesh {version}"
+set xlabel "nodes started at once (N)"
+set ylabel "seconds until every node has N-1 handshakes"
+set xrange [0:{max(n for n, *_ in points) + 10}]
+set yrange [0:*]
+set xtics ({", ".join(str(n) for n, *_ in points)})
+set grid ytics
+set key top left
+{labels}plot "{data}" using 1:2:3:4 with yerrorlines lw 2 pt 7 title "median, min-max of {reps} run(s)", \
+     "{target_data}" using 1:2 with points pt 6 ps 2 lc rgb "red" title "target (≤ 10 s at 50, ≤ 30 s at 100)"
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lab", default=str(ROOT / "target/bench/lab.json"))
     ap.add_argument("--apply", default=str(ROOT / "target/bench/apply.json"))
     ap.add_argument("--write", help="BENCHMARKS.md to update between the bench markers")
     ap.add_argument("--command", default="sudo ./scripts/bench.sh")
+    ap.add_argument("--plot", help="where the scale sweep's plot goes "
+                    "(default with --write: docs/bench-scale.png)")
     args = ap.parse_args()
-    text, missed = render(load(args.lab), load(args.apply), args.command)
+    lab = load(args.lab)
+    text, missed = render(lab, load(args.apply), args.command)
+    plot = args.plot or (args.write and str(ROOT / "docs/bench-scale.png"))
+    if plot and plot_scale(lab, pathlib.Path(plot).resolve()):
+        print(f"bench-report: wrote {plot}", file=sys.stderr)
+    if args.write and lab.get("only"):
+        # A subset run has only some rows: writing it would drop every other row of the table.
+        print(f"bench-report: {args.lab} is a subset run (WGMESH_BENCH_ONLY={','.join(lab['only'])});"
+              f" {args.write} left alone, the tables follow", file=sys.stderr)
+        args.write = None
     if args.write:
         path = pathlib.Path(args.write)
         doc = path.read_text()

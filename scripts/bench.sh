@@ -5,7 +5,11 @@
 #
 #   sudo ./scripts/bench.sh                       # everything, 5 repetitions
 #   WGMESH_BENCH_REPS=3 sudo -E ./scripts/bench.sh
-#   WGMESH_BENCH_ONLY=convergence,nebula ...      # a subset of the lab (see benches/lab.rs)
+#   WGMESH_BENCH_ONLY=convergence,others ...      # a subset of the lab (see benches/lab.rs)
+#   WGMESH_BENCH_ONLY=scale WGMESH_BENCH_SCALE_SIZES=25,50 ...   # the scale sweep (issue 11)
+#
+# A subset run prints its tables without rewriting BENCHMARKS.md; a run with the scale sweep
+# redraws docs/bench-scale.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
