@@ -13,6 +13,7 @@ use crate::proof;
 use crate::record::{FLAG_EXTENSIONS, Record};
 use crate::replay::{Challenges, ReplayCache};
 use crate::seal::{Gate, NONCE_LEN, OpenError};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
@@ -332,12 +333,18 @@ pub enum ExchangeError {
     WeakPeerKey(String),
 }
 
+/// MAC keys cached (see `Exchange::mac_key`).
+const MAX_CACHED_MAC_KEYS: usize = 4_096;
+
 /// One member's side of the exchange protocol.
 pub struct Exchange {
     keys: MeshKeys,
     private_key: PrivateKey,
     public_key: PublicKey,
     exchange_key: Zeroizing<[u8; 32]>,
+    /// MAC keys per peer (one X25519 each, instead of one per message): a member's probe round
+    /// costs three of them otherwise. Bounded; `None` caches a low-order key.
+    mac_keys: HashMap<PublicKey, Option<Zeroizing<[u8; 32]>>>,
     gate: Gate,
     record: Record,
     /// Our version and name, sent to members that accept extensions.
@@ -380,6 +387,7 @@ impl Exchange {
             keys: keys.clone(),
             gate: Gate::new(&exchange_key),
             exchange_key,
+            mac_keys: HashMap::new(),
             private_key,
             public_key,
             record,
@@ -462,7 +470,8 @@ impl Exchange {
         now: Millis,
         entropy: Entropy,
     ) -> Result<Vec<u8>, ExchangeError> {
-        let key = proof::mac_key(&self.private_key, to, &self.exchange_key)
+        let key = self
+            .mac_key(to)
             .ok_or_else(|| ExchangeError::WeakPeerKey(to.short()))?;
         let mut goodbye = Goodbye {
             sender: self.public_key,
@@ -547,6 +556,22 @@ impl Exchange {
         }
     }
 
+    /// The MAC key shared with `peer` (see `proof`), from the cache when we have it.
+    fn mac_key(&mut self, peer: &PublicKey) -> Option<Zeroizing<[u8; 32]>> {
+        if let Some(cached) = self.mac_keys.get(peer) {
+            return cached.clone();
+        }
+        let key = proof::mac_key(&self.private_key, peer, &self.exchange_key);
+        if self.mac_keys.len() >= MAX_CACHED_MAC_KEYS {
+            // Any one: a forgotten key only costs one X25519 later.
+            if let Some(evict) = self.mac_keys.keys().next().copied() {
+                self.mac_keys.remove(&evict);
+            }
+        }
+        self.mac_keys.insert(*peer, key.clone());
+        key
+    }
+
     /// Processes one received datagram. Never panics; a dropped datagram is counted in
     /// [`Exchange::stats`] and named in [`Handled::dropped`].
     pub fn handle(
@@ -617,8 +642,7 @@ impl Exchange {
         if self.replay.contains(now, &probe.sender, &probe.challenge) {
             return Err(DropReason::Replay);
         }
-        let key = proof::mac_key(&self.private_key, &probe.sender, &self.exchange_key)
-            .ok_or(DropReason::WeakKey)?;
+        let key = self.mac_key(&probe.sender).ok_or(DropReason::WeakKey)?;
         // A replayed Probe would make us send a Hello (ten times its size) to whatever source
         // address the replayer forged; remembering Probes bounds that to once per capture.
         self.replay
@@ -659,8 +683,7 @@ impl Exchange {
         {
             return Err(DropReason::UnknownChallenge);
         }
-        let key = proof::mac_key(&self.private_key, &hello.sender, &self.exchange_key)
-            .ok_or(DropReason::WeakKey)?;
+        let key = self.mac_key(&hello.sender).ok_or(DropReason::WeakKey)?;
         if !proof::verify(&key, transcript(plaintext), &hello.mac) {
             return Err(DropReason::BadMac);
         }
@@ -740,8 +763,7 @@ impl Exchange {
         if self.replay.contains(now, &goodbye.sender, &goodbye.nonce) {
             return Err(DropReason::Replay);
         }
-        let key = proof::mac_key(&self.private_key, &goodbye.sender, &self.exchange_key)
-            .ok_or(DropReason::WeakKey)?;
+        let key = self.mac_key(&goodbye.sender).ok_or(DropReason::WeakKey)?;
         if !proof::verify(&key, transcript(plaintext), &goodbye.mac) {
             return Err(DropReason::BadMac);
         }

@@ -81,3 +81,25 @@ fn scaling_report() {
         }
     }
 }
+
+/// Issue 11: one fixed-seed 1,000-member LAN mesh, formed at once, then one steady minute.
+/// Reports formation time and datagrams per member per minute; checks that the steady cost is
+/// the same as at 25 members. Release only (`scripts/test.sh`); its wall time is in the output.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release only: scripts/test.sh runs it with --release"
+)]
+fn a_thousand_members() {
+    let (formed, per_minute, took, _) =
+        measure(1_000, Duration::from_secs(60), NetConfig::default());
+    eprintln!(
+        "simulated LAN mesh of 1000: formed in {:.1} s; steady {per_minute:.0} datagrams sent per member per minute; {:.1} s of CPU",
+        formed.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(
+        per_minute <= 30.0,
+        "{per_minute} datagrams per member per minute"
+    );
+}
