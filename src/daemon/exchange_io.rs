@@ -566,9 +566,21 @@ impl ExchangeTask {
         }
     }
 
+    /// Sends one datagram. `ENOBUFS` (the device queue or the neighbour queue was full for a
+    /// moment, as when a whole LAN answers one beacon) is retried twice, a few milliseconds
+    /// apart: the exchange retries nothing itself, and a lost answer costs a discovery round.
     async fn send(&self, datagram: &[u8], to: SocketAddr) {
-        if let Err(err) = self.socket.send_to(datagram, to).await {
-            tracing::debug!(%to, error = %err, "send failed");
+        for attempt in 0..3u64 {
+            match self.socket.send_to(datagram, to).await {
+                Ok(_) => return,
+                Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) && attempt < 2 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * (attempt + 1))).await;
+                }
+                Err(err) => {
+                    tracing::debug!(%to, error = %err, "send failed");
+                    return;
+                }
+            }
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Config {
 pub const ESTABLISH_AFTER: Duration = Duration::from_secs(60);
 /// A node re-addresses after a collision at most once per this long.
 pub const MOVE_COOLDOWN: Duration = Duration::from_secs(600);
+/// A known member's beacons go unanswered once it has been a member this long.
+const BEACON_QUIET_AFTER: Duration = Duration::from_secs(60);
 /// At most this many contested members are remembered (to report each once).
 const MAX_CONTESTED: usize = 1_024;
 /// A stranger whose Probe we answered has this long to send the Hello that completes the
@@ -87,6 +89,8 @@ pub struct Membership {
     announcements: Announcements,
     next_digest: Instant,
     probe_budget: ProbeBudget,
+    /// When each member was first verified (its beacons are answered for a minute after).
+    member_since: HashMap<PublicKey, Instant>,
     /// Strangers whose Probe we answered, awaiting the Hello that completes the handshake.
     probe_back: std::collections::BTreeMap<PublicKey, (SocketAddr, Instant)>,
     /// When each address was last sent a digest repair (the cooldown).
@@ -127,6 +131,7 @@ impl Membership {
             repaired: HashMap::new(),
             probe_budget: ProbeBudget::default(),
             probe_back: std::collections::BTreeMap::new(),
+            member_since: HashMap::new(),
             connected: Vec::new(),
             collided_with: None,
             address_since: now,
@@ -189,11 +194,18 @@ impl Membership {
         if let Some(offset_secs) = handled.clock_offset_secs {
             self.push_event(Event::ClockSkew { from, offset_secs });
         }
+        // Only once the membership is a minute old: while a mesh forms, a lost final Hello can
+        // leave us holding a member that does not hold us, and answering its beacons is what
+        // repairs that.
         let known_beacon = to_group
             && handled.probed_by.is_some_and(|key| {
                 self.members
                     .get(&key)
                     .is_some_and(|m| m.control_addr.map(|a| a.ip()) == Some(from.ip()))
+                    && self
+                        .member_since
+                        .get(&key)
+                        .is_some_and(|at| now.saturating_duration_since(*at) >= BEACON_QUIET_AFTER)
             });
         if let Some(reply) = handled.reply
             && !known_beacon
@@ -658,6 +670,9 @@ impl Membership {
         }
         match change {
             MemberChange::New => {
+                self.member_since.insert(record.public_key, now);
+                self.member_since
+                    .retain(|key, _| self.members.get(key).is_some());
                 self.dht.joined(now);
                 self.gossip_about(wall_ms, &record.public_key);
             }
