@@ -892,23 +892,32 @@ impl Membership {
             .take(u8::MAX as usize / 32)
             .flat_map(|k| *k.as_bytes())
             .collect();
-        let targets: Vec<SocketAddr> = self
-            .members
-            .iter()
-            .filter(|m| self.exchange.accepts_extensions(&m.public_key))
-            .filter_map(|m| m.control_addr)
-            .collect();
-        for addr in targets {
+        for addr in self.extension_speakers() {
             let extension = Extension {
                 kind: EXT_SUSPECT,
                 value: value.clone(),
             };
-            let entropy = self.entropy.next_entropy();
-            let datagram = self
-                .exchange
-                .gossip_with(&[], vec![extension], wall_ms, entropy);
-            self.send(addr, datagram);
+            self.send_extension(wall_ms, addr, extension);
         }
+    }
+
+    /// Control addresses of the members that accept extension fields (the previous release
+    /// refuses them).
+    fn extension_speakers(&self) -> Vec<SocketAddr> {
+        self.members
+            .iter()
+            .filter(|m| self.exchange.accepts_extensions(&m.public_key))
+            .filter_map(|m| m.control_addr)
+            .collect()
+    }
+
+    /// An entry-less Gossip carrying one extension field.
+    fn send_extension(&mut self, wall_ms: u64, to: SocketAddr, extension: Extension) {
+        let entropy = self.entropy.next_entropy();
+        let datagram = self
+            .exchange
+            .gossip_with(&[], vec![extension], wall_ms, entropy);
+        self.send(to, datagram);
     }
 
     /// Ourselves, as the other members hold us (for the digest).
@@ -935,12 +944,7 @@ impl Membership {
 
     /// Sends our digest to one member chosen at random (among those that speak extensions).
     fn send_digest(&mut self, wall_ms: u64) {
-        let targets: Vec<SocketAddr> = self
-            .members
-            .iter()
-            .filter(|m| self.exchange.accepts_extensions(&m.public_key))
-            .filter_map(|m| m.control_addr)
-            .collect();
+        let targets = self.extension_speakers();
         if targets.is_empty() {
             return;
         }
@@ -954,11 +958,7 @@ impl Membership {
             kind: EXT_DIGEST,
             value: digest.encode(),
         };
-        let entropy = self.entropy.next_entropy();
-        let datagram = self
-            .exchange
-            .gossip_with(&[], vec![extension], wall_ms, entropy);
-        self.send(to, datagram);
+        self.send_extension(wall_ms, to, extension);
     }
 
     /// A member's digest: where our tables differ, send our side (bounded) and, unless it was
