@@ -260,7 +260,29 @@ fn crafted_datagrams_on_the_control_port_change_nothing() {
         "the captured Hello is genuine: {:?}",
         handled.dropped
     );
-    // Mallory never answers the victim's challenge, so it never becomes a member.
+    // Mallory never answers the victim's challenge, so it never becomes a member. The victim
+    // answered a stranger's Probe whose completing Hello never came: 2 s later it probes that
+    // address back, once (in case the Hello was lost; budgeted per target). That Probe is the
+    // only datagram the attacker gets without asking again.
+    wait_until(Duration::from_secs(5), "the victim's probe-back", || {
+        attacker.drain(Duration::from_millis(100));
+        !attacker.received.is_empty()
+    });
+    let (from, back) = attacker.received.remove(0);
+    assert_eq!(from, victim_addr);
+    let handled = mallory.handle(now_ms(), victim_addr, &back, entropy());
+    assert_eq!(
+        handled.probed_by.map(|k| k.to_base64()),
+        victim.status_ok()["public_key"].as_str().map(str::to_owned),
+        "the probe-back is a Probe from the victim: {:?}",
+        handled.dropped
+    );
+    attacker.drain(Duration::from_secs(3));
+    assert!(
+        attacker.received.is_empty(),
+        "more than one probe-back: {}",
+        attacker.received.len()
+    );
 
     // Replays of the Probe, the victim's Hello reflected back and sent to the other member, a
     // Probe from another mesh, truncations, oversized datagrams. 17 datagrams: within the
