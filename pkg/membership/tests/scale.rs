@@ -84,12 +84,11 @@ fn scaling_report() {
 
 /// Issue 11: one fixed-seed 1,000-member LAN mesh, formed at once, then one steady minute.
 /// Reports formation time and datagrams per member per minute; checks that the steady cost is
-/// the same as at 25 members. Release only (`scripts/test.sh`); its wall time is in the output.
+/// the same as at 25 members. Not in the suite: forming a full mesh of 1,000 with every node's
+/// real cryptography on one thread takes minutes of CPU (docs/scaling.md). Run it with
+/// `cargo test --release -p wgmesh-membership --test scale -- --ignored --nocapture a_thousand`.
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "release only: scripts/test.sh runs it with --release"
-)]
+#[ignore = "minutes of CPU (docs/scaling.md); run by hand with --ignored"]
 fn a_thousand_members() {
     let (formed, per_minute, took, _) =
         measure(1_000, Duration::from_secs(60), NetConfig::default());
