@@ -41,6 +41,14 @@ impl EntropySource {
         bytes.copy_from_slice(&nonce[..8]);
         u64::from_le_bytes(bytes)
     }
+
+    /// A random index below `n` (0 for an empty range), for shuffles and random choices.
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        (self.next_u64() % n as u64) as usize
+    }
 }
 
 #[cfg(test)]

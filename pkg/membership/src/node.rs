@@ -726,7 +726,7 @@ impl Membership {
             return;
         }
         for i in 0..keep {
-            let j = i + (self.entropy.next_u64() % (items.len() - i) as u64) as usize;
+            let j = i + self.entropy.below(items.len() - i);
             items.swap(i, j);
         }
         items.truncate(keep);
@@ -806,7 +806,7 @@ impl Membership {
                 // A new round: every member once, in a fresh random order (Fisher–Yates).
                 let mut keys: Vec<PublicKey> = members.iter().map(|m| m.public_key).collect();
                 for i in (1..keys.len()).rev() {
-                    let j = (entropy.next_u64() % (i as u64 + 1)) as usize;
+                    let j = entropy.below(i + 1);
                     keys.swap(i, j);
                 }
                 keys
@@ -880,7 +880,7 @@ impl Membership {
         if others.is_empty() {
             return;
         }
-        let witness = others[(self.entropy.next_u64() % others.len() as u64) as usize];
+        let witness = others[self.entropy.below(others.len())];
         self.probe(wall_ms, witness, None);
     }
 
@@ -948,7 +948,7 @@ impl Membership {
         if targets.is_empty() {
             return;
         }
-        let to = targets[(self.entropy.next_u64() % targets.len() as u64) as usize];
+        let to = targets[self.entropy.below(targets.len())];
         self.send_digest_to(wall_ms, to, false);
     }
 
@@ -994,7 +994,7 @@ impl Membership {
             self.probe(wall_ms, from, None);
         }
         // Start at a random differing bucket, so repeated repairs cover them all.
-        let start = (self.entropy.next_u64() % differing.len() as u64) as usize;
+        let start = self.entropy.below(differing.len());
         let mut entries: Vec<GossipEntry> = Vec::new();
         for i in 0..differing.len() {
             let bucket = differing[(start + i) % differing.len()];
