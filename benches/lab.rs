@@ -78,20 +78,26 @@ fn main() {
         .unwrap_or(0)
         .max(31);
     assert!(hosts <= 254, "the lab's LAN is one /24: at most 254 hosts");
-    // All namespaces share this kernel's per-CPU input backlog, which real hosts do not: a
-    // beacon flooded by the bridge to 100 ports is 100 packets on these 2 CPUs' backlogs of
-    // 1,000. With the default, an N = 100 formation lost 22,644 packets there (softnet_stat)
-    // before any socket saw them. The lab sizes it for the hosts it emulates, and restores it.
-    let backlog = Backlog::raise(
+    let tuning = KernelTuning::raise(
         std::env::var("WGMESH_BENCH_BACKLOG")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000),
     );
-    report.versions.insert(
-        "net.core.netdev_max_backlog".into(),
-        backlog.value.to_string(),
-    );
+    for (key, path) in [
+        (
+            "net.core.netdev_max_backlog",
+            "/proc/sys/net/core/netdev_max_backlog",
+        ),
+        (
+            "net.ipv4.neigh.default.gc_thresh3",
+            "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+        ),
+    ] {
+        report
+            .versions
+            .insert(key.into(), KernelTuning::value(path));
+    }
     let mut lab = Lab::new(hosts);
     let dht_host = 30;
     if wanted("convergence") {
@@ -107,7 +113,7 @@ fn main() {
         scale_sweep(&mut lab, scale, &mut report);
     }
     drop(lab);
-    drop(backlog);
+    drop(tuning);
     report.write(&out_path);
     println!("wrote {}", out_path.display());
 }
@@ -1285,6 +1291,9 @@ struct ScaleConfig {
     give_up: Duration,
     /// `WGMESH_BENCH_PINGS` (default 30): random pairs pinged after each formation.
     pings: usize,
+    /// `WGMESH_BENCH_IDLE_RUNS` (default 1; 0 skips them): the idle-wakeup row's three windows
+    /// before the sweep.
+    idle_runs: bool,
 }
 
 impl ScaleConfig {
@@ -1309,6 +1318,7 @@ impl ScaleConfig {
             window: Duration::from_secs(number("WGMESH_BENCH_IDLE_SECS", 60)),
             give_up: Duration::from_secs(number("WGMESH_BENCH_SCALE_GIVE_UP", 120)),
             pings: usize::try_from(number("WGMESH_BENCH_PINGS", 30)).unwrap(),
+            idle_runs: number("WGMESH_BENCH_IDLE_RUNS", 1) != 0,
         }
     }
 }
@@ -1325,7 +1335,9 @@ fn scale_sweep(lab: &mut Lab, config: &ScaleConfig, report: &mut Report) {
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .unwrap();
-    idle_wakeup_runs(lab, config, control_port, report);
+    if config.idle_runs {
+        idle_wakeup_runs(lab, config, control_port, report);
+    }
     for &n in &config.sizes {
         let mut took = Vec::new();
         let mut short = Vec::new();
@@ -1489,10 +1501,21 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
     }
     let before: Vec<u64> = nodes.iter().map(|n| udp_rcvbuf_errors(&n.ns)).collect();
     let since = Instant::now();
+    // WGMESH_BENCH_METRICS: each daemon also serves metrics on its namespace's loopback, and a
+    // short formation prints the exchange's drop counters summed over the nodes.
+    let metrics = std::env::var_os("WGMESH_BENCH_METRICS").is_some();
+    let mut flags = LAN_FLAGS.to_vec();
+    if metrics {
+        flags.extend(["--metrics-listen", "127.0.0.1:9977"]);
+    }
     for node in nodes.iter_mut() {
-        node.start(&LAN_FLAGS);
+        node.start(&flags);
     }
     let done: Vec<Option<Duration>> = std::thread::scope(|scope| {
+        if std::env::var_os("WGMESH_BENCH_TRACE").is_some() {
+            let nodes = &*nodes;
+            scope.spawn(move || trace_formation(nodes, since, config.give_up));
+        }
         let handles: Vec<_> = nodes
             .iter()
             .map(|node| {
@@ -1512,6 +1535,35 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let short = done.iter().filter(|d| d.is_none()).count();
+    if let Some(dir) = std::env::var_os("WGMESH_BENCH_SLOW_LOGS")
+        && short > 0
+    {
+        let dir = PathBuf::from(dir).join(format!("scale-n{n}-{}", since.elapsed().as_millis()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for node in nodes.iter() {
+            let _ = std::fs::copy(node.log_path(), dir.join(format!("node{}.log", node.index)));
+        }
+        eprintln!("formation short: logs in {}", dir.display());
+    }
+    if metrics {
+        let mut drops: BTreeMap<String, f64> = BTreeMap::new();
+        for node in nodes.iter() {
+            let out = node.exec("curl", &["-s", "http://127.0.0.1:9977/metrics"]);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.starts_with("wgmesh_exchange_dropped")
+                    || line.starts_with("wgmesh_exchange_aead")
+                {
+                    if let Some((name, value)) = line.rsplit_once(' ') {
+                        *drops.entry(name.to_owned()).or_default() +=
+                            value.parse::<f64>().unwrap_or(0.0);
+                    }
+                }
+            }
+        }
+        for (name, value) in drops.iter().filter(|(_, v)| **v > 0.0) {
+            eprintln!("N={n}: {name} {value} (sum over nodes)");
+        }
+    }
     let converged: Vec<f64> = done.iter().flatten().map(|d| secs(*d)).collect();
     eprintln!(
         "N={n}: {} nodes converged, the median one at {:.1}s, the last at {:.1}s",
@@ -1521,11 +1573,14 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
     );
     for (node, _) in nodes.iter().zip(&done).filter(|(_, d)| d.is_none()) {
         eprintln!(
-            "N={n}: node {} has {} of {} peers with a handshake after {:?}",
+            "N={n}: node {} has {} of {} peers with a handshake after {:?} ({} configured, {} members in status)",
             node.index,
             handshaken_peers(&node.interface),
             n - 1,
-            config.give_up
+            config.give_up,
+            configured_peers(&node.interface),
+            node.peer_count()
+                .map_or_else(|| "?".into(), |c| c.to_string()),
         );
     }
     let took = done
@@ -1585,6 +1640,47 @@ fn handshaken_peers(interface: &str) -> usize {
                 .is_some_and(|t| t != 0)
         })
         .count()
+}
+
+/// With `WGMESH_BENCH_TRACE` set: every 2 s of a formation, the lowest and the median node's
+/// handshaken and configured peers, until all have N−1 handshakes or the give-up.
+fn trace_formation(nodes: &[Node], since: Instant, give_up: Duration) {
+    let n = nodes.len();
+    while since.elapsed() < give_up {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut shaken: Vec<f64> = nodes
+            .iter()
+            .map(|node| handshaken_peers(&node.interface) as f64)
+            .collect();
+        let mut configured: Vec<f64> = nodes
+            .iter()
+            .map(|node| configured_peers(&node.interface) as f64)
+            .collect();
+        shaken.sort_by(f64::total_cmp);
+        configured.sort_by(f64::total_cmp);
+        eprintln!(
+            "N={n} +{:.0}s: handshaken min {} median {}, configured min {} median {}",
+            secs(since.elapsed()),
+            shaken[0],
+            median(&shaken),
+            configured[0],
+            median(&configured)
+        );
+        if shaken[0] as usize >= n - 1 {
+            return;
+        }
+    }
+}
+
+/// Peers configured on the interface, with or without a handshake.
+fn configured_peers(interface: &str) -> usize {
+    Command::new("wg")
+        .args(["show", interface, "peers"])
+        .stderr(Stdio::null())
+        .output()
+        .map_or(0, |out| {
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        })
 }
 
 /// `RcvbufErrors` of the UDP (IPv4) line of `/proc/net/snmp` in a namespace: datagrams the
@@ -1813,28 +1909,65 @@ fn sampled_pings(nodes: &[Node], count: usize) -> usize {
     })
 }
 
-/// `net.core.netdev_max_backlog` for the lab's run; the previous value comes back on drop.
-struct Backlog {
-    previous: Option<String>,
-    value: u64,
+/// Kernel-wide settings sized for the hosts the lab emulates, for the lab's run; each previous
+/// value comes back on drop. Real hosts each have their own; here every namespace shares one
+/// kernel's:
+/// - `net.core.netdev_max_backlog`, the per-CPU input backlog: a beacon flooded by the bridge
+///   to 100 ports is 100 packets on these 2 CPUs' backlogs of 1,000. With the default, an
+///   N = 100 formation lost 22,644 packets there (softnet_stat) before any socket saw them.
+/// - `net.ipv{4,6}.neigh.default.gc_thresh{1,2,3}`, the neighbour table's limits, which count
+///   the entries of all namespaces together: N hosts that each know the other N − 1 need N²
+///   entries, over the default hard limit of 1,024 from N = 33 on. Past it the kernel logs
+///   "neighbor table overflow!" and a send that needs a new entry (the first datagram to a
+///   host, or to the LAN group) fails with `ENOBUFS`, which UDP reports as success: at
+///   N = 50 the hosts that came up last sent every beacon into the void and formed nothing.
+struct KernelTuning {
+    previous: Vec<(String, String)>,
 }
 
-impl Backlog {
-    const PATH: &'static str = "/proc/sys/net/core/netdev_max_backlog";
-
-    fn raise(value: u64) -> Self {
-        let previous = std::fs::read_to_string(Self::PATH).ok();
-        if let Err(err) = std::fs::write(Self::PATH, value.to_string()) {
-            eprintln!("cannot set netdev_max_backlog: {err}");
+impl KernelTuning {
+    fn raise(backlog: u64) -> Self {
+        let mut wanted = vec![("/proc/sys/net/core/netdev_max_backlog".to_owned(), backlog)];
+        for family in ["ipv4", "ipv6"] {
+            for (name, value) in [
+                ("gc_thresh1", 16_384),
+                ("gc_thresh2", 32_768),
+                ("gc_thresh3", 65_536),
+            ] {
+                wanted.push((
+                    format!("/proc/sys/net/{family}/neigh/default/{name}"),
+                    value,
+                ));
+            }
         }
-        Self { previous, value }
+        let mut previous = Vec::new();
+        for (path, value) in wanted {
+            let Ok(old) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            // Only ever raised: a machine tuned higher keeps its setting.
+            if old.trim().parse::<u64>().is_ok_and(|old| old >= value) {
+                continue;
+            }
+            match std::fs::write(&path, value.to_string()) {
+                Ok(()) => previous.push((path, old.trim().to_owned())),
+                Err(err) => eprintln!("cannot set {path}: {err}"),
+            }
+        }
+        Self { previous }
+    }
+
+    /// The setting in force for `path` (for the report).
+    fn value(path: &str) -> String {
+        std::fs::read_to_string(path).map_or_else(|_| "?".into(), |v| v.trim().to_owned())
     }
 }
 
-impl Drop for Backlog {
+impl Drop for KernelTuning {
     fn drop(&mut self) {
-        if let Some(previous) = &self.previous {
-            let _ = std::fs::write(Self::PATH, previous.trim());
+        // gc_thresh1 ≤ gc_thresh2 ≤ gc_thresh3 is not enforced, but restore in reverse anyway.
+        for (path, old) in self.previous.iter().rev() {
+            let _ = std::fs::write(path, old);
         }
     }
 }

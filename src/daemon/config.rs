@@ -58,6 +58,9 @@ pub struct DaemonConfig {
     pub relay: bool,
     pub keep_interface: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// wireguard-go logs its handshakes too (`LOG_LEVEL=verbose`): the daemon started at the
+    /// `debug` or `trace` level.
+    pub wireguard_go_verbose: bool,
 }
 
 impl DaemonConfig {
@@ -94,6 +97,7 @@ impl DaemonConfig {
             relay: options.relay,
             keep_interface: options.keep_interface,
             metrics_listen: options.metrics_listen,
+            wireguard_go_verbose: false,
         }
     }
 

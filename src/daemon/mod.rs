@@ -92,7 +92,8 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     tracing::info!(key = "advertise-routes", value = ?advertised, source = %routes_source, "configuration");
     let keys = MeshKeys::derive(&loaded.secret);
     drop(loaded);
-    let config = DaemonConfig::from_up_args(&args, advertised, name);
+    let mut config = DaemonConfig::from_up_args(&args, advertised, name);
+    config.wireguard_go_verbose = matches!(level, "debug" | "trace");
     drop(args);
     let (identity, created) = NodeIdentity::load_or_create(
         &identity_path(&config.paths.state_dir, &config.interface),

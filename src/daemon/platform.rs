@@ -30,6 +30,7 @@ pub fn select_backend(
     interface: &str,
     wireguard_go: &Path,
     child_output: ChildOutput,
+    verbose: bool,
     rtnl: &Arc<Rtnl>,
 ) -> anyhow::Result<Box<dyn WireguardBackend>> {
     let wireguard_go = resolve_program(wireguard_go);
@@ -37,6 +38,9 @@ pub fn select_backend(
         let mut config = UserspaceConfig::new(interface);
         config.wireguard_go = wireguard_go.clone();
         config.output = child_output.clone();
+        if verbose {
+            "verbose".clone_into(&mut config.log_level);
+        }
         Box::new(UserspaceBackend::new(config)) as Box<dyn WireguardBackend>
     };
     let kernel =

@@ -347,6 +347,7 @@ async fn setup_interface(
         interface,
         &config.wireguard_go,
         child_output,
+        config.wireguard_go_verbose,
         &rtnl,
     )?;
     // wireguard-go takes a moment to come up; keep the runtime free meanwhile.

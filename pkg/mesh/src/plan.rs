@@ -13,14 +13,15 @@
 //!   member's direct path answered a probe), so the handshake says nothing about the new path.
 //! - A host whose own addresses changed re-writes every kept peer's endpoint unchanged
 //!   ([`EndpointWrite::Refresh`]): the write clears the source address WireGuard pinned.
-//! - New peers get their first handshake started from one end ([`NUDGE_KEEPALIVE_SECS`]).
+//! - New peers get their first handshake started from one end ([`NUDGE_KEEPALIVE_SECS`]), again
+//!   while none completes ([`NUDGE_RETRY`]).
 //! - While the removal hold lasts (after adopting a device), nothing is removed.
 
 use crate::{
     AcceptedRoutes, DeviceSettings, LocalView, MemberTable, accept_routes, desired_device,
 };
 use ipnet::IpNet;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wgmesh_device::{
     DeviceState, DeviceUpdate, PeerConfig, PeerState, PeerUpdate, ROAMING_GRACE, RouteChange,
@@ -34,10 +35,24 @@ pub const NUDGE_KEEPALIVE_SECS: u16 = 25;
 
 /// How long the end with the greater key waits for the other end's handshake before starting
 /// one itself. Both ends add each other within milliseconds of the exchange; an initiation that
-/// reaches an end not yet configured is dropped, and two that cross cancel each other, either way
-/// leaving the tunnel to WireGuard's 5 s rekey timeout. So the smaller key starts at once and the
+/// reaches an end not yet configured is dropped. So the smaller key starts at once and the
 /// greater only if nothing happened by then.
 pub const NUDGE_FALLBACK: Duration = Duration::from_millis(500);
+
+/// While a new peer still has no handshake, the end with the smaller key nudges again this
+/// often, [`NUDGE_RETRIES`] times. Two initiations that cross (the greater key's fallback sent
+/// before the smaller key's initiation arrived, as on a loaded host) each replace the other
+/// end's initiator state, so neither response is accepted; and WireGuard's own retry 5 s
+/// later is skipped, without re-arming, because each end sent a response within those 5 s
+/// (wireguard-go's `SendHandshakeInitiation` and the kernel's
+/// `wg_packet_send_handshake_initiation` both return early then). Such a pair stays without a
+/// handshake until traffic flows: seen at 50 nodes on 2 cores, 1–2 pairs in each formation.
+/// A retry more than 5 s after those responses starts a handshake that completes.
+pub const NUDGE_RETRY: Duration = Duration::from_secs(10);
+
+/// Nudges after the first, at [`NUDGE_RETRY`] intervals (then traffic or a liveness probe
+/// through the tunnel starts the handshake).
+pub const NUDGE_RETRIES: u8 = 5;
 
 /// The time of a pass: wall clock for handshake ages and member times (Unix), monotonic for
 /// the daemon's own deadlines.
@@ -63,6 +78,8 @@ pub struct Observed {
 pub struct PendingNudge {
     pub peer: PublicKey,
     pub due: Instant,
+    /// Further nudges after this one, [`NUDGE_RETRY`] apart, while no handshake happens.
+    pub retries_left: u8,
 }
 
 /// What the mesh wants, and the reconciler's own memory between passes.
@@ -269,10 +286,10 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
         }));
     }
 
-    let mut due = HashSet::new();
+    let mut due = HashMap::new();
     for pending in state.pending_nudges {
         if pending.due <= now.mono {
-            due.insert(pending.peer);
+            due.insert(pending.peer, pending.retries_left);
         } else {
             plan.pending_nudges.push(*pending);
         }
@@ -285,14 +302,21 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
                 let mut nudge = false;
                 // A peer with a keepalive of its own starts its handshake from it anyway.
                 if want.persistent_keepalive.is_none() {
-                    if state.own_key < want.public_key {
+                    let first = if state.own_key < want.public_key {
                         nudge = true;
+                        PendingNudge {
+                            peer: want.public_key,
+                            due: now.mono + NUDGE_RETRY,
+                            retries_left: NUDGE_RETRIES - 1,
+                        }
                     } else {
-                        plan.pending_nudges.push(PendingNudge {
+                        PendingNudge {
                             peer: want.public_key,
                             due: now.mono + NUDGE_FALLBACK,
-                        });
-                    }
+                            retries_left: 0,
+                        }
+                    };
+                    plan.pending_nudges.push(first);
                 }
                 Some(PeerDiff {
                     public_key: want.public_key,
@@ -302,7 +326,20 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
                     nudge,
                 })
             }
-            Some(current) => change_peer(current, want, state, &due, now, &mut plan.revisit_at),
+            Some(current) => {
+                let diff = change_peer(current, want, state, &due, now, &mut plan.revisit_at);
+                if let Some(retries_left) = due.get(&want.public_key)
+                    && diff.as_ref().is_some_and(|d| d.nudge)
+                    && *retries_left > 0
+                {
+                    plan.pending_nudges.push(PendingNudge {
+                        peer: want.public_key,
+                        due: now.mono + NUDGE_RETRY,
+                        retries_left: retries_left - 1,
+                    });
+                }
+                diff
+            }
         };
         changes.extend(diff);
     }
@@ -327,7 +364,7 @@ fn change_peer(
     current: &PeerState,
     want: &PeerConfig,
     state: &PlanState<'_>,
-    due_nudges: &HashSet<PublicKey>,
+    due_nudges: &HashMap<PublicKey, u8>,
     now: Now,
     revisit_at: &mut Option<Instant>,
 ) -> Option<PeerDiff> {
@@ -365,7 +402,7 @@ fn change_peer(
     if endpoint.is_none() && state.refresh_endpoints && new.endpoint.is_some() {
         endpoint = Some(EndpointWrite::Refresh);
     }
-    let nudge = due_nudges.contains(&want.public_key)
+    let nudge = due_nudges.contains_key(&want.public_key)
         && current.last_handshake.is_none()
         && new.persistent_keepalive.is_none();
     (old != new || endpoint.is_some() || nudge).then(|| PeerDiff {

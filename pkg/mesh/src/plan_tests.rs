@@ -156,7 +156,8 @@ fn a_new_member_is_added_with_its_addresses_and_nudged_from_the_smaller_key() {
         routes: Some(vec![]),
         connected: lan(),
     };
-    let plan = world.plan(&observed, t0());
+    let now = t0();
+    let plan = world.plan(&observed, now);
     assert_eq!(
         plan.peers,
         [PeerDiff {
@@ -188,7 +189,66 @@ fn a_new_member_is_added_with_its_addresses_and_nudged_from_the_smaller_key() {
             ..PeerUpdate::new(a.public_key)
         }]
     );
-    assert!(plan.pending_nudges.is_empty());
+    // Again later, should that handshake not complete.
+    assert_eq!(
+        plan.pending_nudges,
+        [PendingNudge {
+            peer: a.public_key,
+            due: now.mono + NUDGE_RETRY,
+            retries_left: NUDGE_RETRIES - 1,
+        }]
+    );
+}
+
+/// Crossed initiations leave both ends without a handshake, and WireGuard's own retry is skipped
+/// (see [`NUDGE_RETRY`]): the smaller key nudges again while none completes, a bounded number of
+/// times, and stops as soon as one does.
+#[test]
+fn the_smaller_key_nudges_again_while_no_handshake_completes_and_then_gives_up() {
+    let a = member(1);
+    let mut world = World::new(std::slice::from_ref(&a));
+    let start = t0();
+    let mut observed = Observed {
+        connected: lan(),
+        ..Observed::default()
+    };
+    let first = world.plan(&observed, start);
+    assert!(first.peers[0].nudge);
+    apply(&mut observed, &first);
+    world.pending = first.pending_nudges.clone();
+    let mut nudges_at = Vec::new();
+    for step in 1..=80 {
+        let now = later(start, Duration::from_secs(step));
+        let plan = world.plan(&observed, now);
+        if plan.peers.iter().any(|d| d.nudge) {
+            // A retry writes the keepalive on and off again, and nothing else.
+            assert_eq!(plan.peers.len(), 1);
+            assert_eq!(plan.end_nudges().unwrap().peers.len(), 1);
+            nudges_at.push(step);
+        }
+        apply(&mut observed, &plan);
+        world.pending = plan.pending_nudges.clone();
+    }
+    let retry = NUDGE_RETRY.as_secs();
+    let expected: Vec<u64> = (1..=u64::from(NUDGE_RETRIES)).map(|k| k * retry).collect();
+    assert_eq!(nudges_at, expected);
+    assert!(world.pending.is_empty(), "{:?}", world.pending);
+
+    // A handshake between two retries ends them.
+    let mut world = World::new(std::slice::from_ref(&a));
+    let mut observed = Observed {
+        connected: lan(),
+        ..Observed::default()
+    };
+    let first = world.plan(&observed, start);
+    apply(&mut observed, &first);
+    observed.device.peers[0].last_handshake = Some(later(start, Duration::from_secs(3)).wall);
+    world.pending = first.pending_nudges.clone();
+    let plan = world.plan(&observed, later(start, NUDGE_RETRY));
+    assert!(
+        plan.is_empty() && plan.pending_nudges.is_empty(),
+        "{plan:?}"
+    );
 }
 
 #[test]
@@ -208,7 +268,8 @@ fn the_greater_key_nudges_only_if_no_handshake_happened_within_the_fallback() {
         first.pending_nudges,
         [PendingNudge {
             peer: a.public_key,
-            due
+            due,
+            retries_left: 0,
         }]
     );
     assert_eq!(first.next_wakeup(), Some(due));
@@ -657,6 +718,7 @@ proptest! {
                 Some(PendingNudge {
                     peer: key(i as u8 + 1),
                     due: now.mono + NUDGE_FALLBACK - age,
+                    retries_left: (i % 2) as u8,
                 })
             })
             .collect();

@@ -486,8 +486,9 @@ fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
         .spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                // It runs with LOG_LEVEL=error, so what it prints is an error, except the boxed
-                // banner about kernel support that it prints at every start regardless.
+                // At LOG_LEVEL=error what it prints is an error, except the boxed banner about
+                // kernel support that it prints at every start regardless; at `verbose` (the
+                // daemon at debug level) its other lines are `DEBUG:` lines.
                 if line.starts_with("ERROR") {
                     tracing::warn!(target: "wireguard_go", interface = %interface, "{line}");
                 } else {
