@@ -448,6 +448,9 @@ fn log_diff(diff: &PeerDiff) {
             Some(why) => {
                 tracing::debug!(%peer, endpoint = ?new.endpoint, why = why.as_str(), "peer endpoint re-set");
             }
+            None if diff.restart => {
+                tracing::debug!(%peer, "handshake restarted (the peer re-created: none completed)");
+            }
             None => tracing::debug!(%peer, "handshake nudged"),
         },
         (Some(old), Some(new)) => {

@@ -39,20 +39,30 @@ pub const NUDGE_KEEPALIVE_SECS: u16 = 25;
 /// greater only if nothing happened by then.
 pub const NUDGE_FALLBACK: Duration = Duration::from_millis(500);
 
-/// While a new peer still has no handshake, the end with the smaller key nudges again this
-/// often, [`NUDGE_RETRIES`] times. Two initiations that cross (the greater key's fallback sent
-/// before the smaller key's initiation arrived, as on a loaded host) each replace the other
-/// end's initiator state, so neither response is accepted; and WireGuard's own retry 5 s
-/// later is skipped, without re-arming, because each end sent a response within those 5 s
-/// (wireguard-go's `SendHandshakeInitiation` and the kernel's
-/// `wg_packet_send_handshake_initiation` both return early then). Such a pair stays without a
-/// handshake until traffic flows: seen at 50 nodes on 2 cores, 1–2 pairs in each formation.
-/// A retry more than 5 s after those responses starts a handshake that completes.
-pub const NUDGE_RETRY: Duration = Duration::from_secs(10);
+/// While a new peer still has no handshake, the end with the smaller key starts one again, first
+/// this long after its first nudge, then after twice as long each time, [`NUDGE_RETRIES`] times.
+///
+/// Why again: two initiations that cross (the greater key's fallback sent before the smaller
+/// key's initiation arrived, as on a loaded host) each replace the other end's initiator state,
+/// so neither response is accepted; and WireGuard's own retry 5 s later is skipped, without
+/// re-arming, because each end sent a response within those 5 s (wireguard-go's
+/// `SendHandshakeInitiation` and the kernel's `wg_packet_send_handshake_initiation` both return
+/// early then). Such a pair stayed without a handshake until traffic flowed: 1–2 pairs in each
+/// 50-node formation on 2 cores. The same 5 s rule would hold back a plain nudge, so a retry
+/// re-creates the peer ([`PeerDiff::restart`]): a peer that never had a handshake has no session
+/// to lose.
+pub const NUDGE_RETRY: Duration = Duration::from_secs(2);
 
-/// Nudges after the first, at [`NUDGE_RETRY`] intervals (then traffic or a liveness probe
-/// through the tunnel starts the handshake).
+/// Handshake restarts after the first nudge (2 + 4 + 8 + 16 + 32 s: then traffic, or a
+/// liveness probe through the tunnel, starts the handshake).
 pub const NUDGE_RETRIES: u8 = 5;
+
+/// How long after the previous nudge the restart with `retries_left` (see [`PendingNudge`]) is
+/// due: 2 s for the first, doubling.
+fn retry_after(retries_left: u8) -> Duration {
+    let done = u32::from(NUDGE_RETRIES.saturating_sub(retries_left));
+    NUDGE_RETRY.saturating_mul(1 << done.min(16))
+}
 
 /// The time of a pass: wall clock for handshake ages and member times (Unix), monotonic for
 /// the daemon's own deadlines.
@@ -78,7 +88,9 @@ pub struct Observed {
 pub struct PendingNudge {
     pub peer: PublicKey,
     pub due: Instant,
-    /// Further nudges after this one, [`NUDGE_RETRY`] apart, while no handshake happens.
+    /// 0: the greater key's one fallback nudge ([`NUDGE_FALLBACK`]). From 1: a restart by the
+    /// smaller key ([`NUDGE_RETRY`]), with `retries_left - 1` more to follow while no handshake
+    /// happens.
     pub retries_left: u8,
 }
 
@@ -137,6 +149,10 @@ pub struct PeerDiff {
     pub endpoint: Option<EndpointWrite>,
     /// This write also starts a handshake (see [`NUDGE_KEEPALIVE_SECS`]).
     pub nudge: bool,
+    /// The peer is removed and added again first, so that WireGuard forgets the handshake it
+    /// sent or answered less than 5 s ago and the nudge starts a new one at once (see
+    /// [`NUDGE_RETRY`]). Only for a peer that never had a handshake.
+    pub restart: bool,
 }
 
 impl PeerDiff {
@@ -147,7 +163,7 @@ impl PeerDiff {
             return PeerUpdate::remove(key);
         };
         let nudge = self.nudge.then_some(NUDGE_KEEPALIVE_SECS);
-        let Some(old) = &self.old else {
+        let (Some(old), false) = (&self.old, self.restart) else {
             return PeerUpdate {
                 preshared_key: new.preshared_key.clone(),
                 endpoint: new.endpoint,
@@ -211,7 +227,14 @@ impl Plan {
         let update = DeviceUpdate {
             private_key: self.private_key.clone(),
             listen_port: self.listen_port,
-            peers: self.peers.iter().map(PeerDiff::update).collect(),
+            peers: self
+                .peers
+                .iter()
+                .flat_map(|diff| {
+                    let restart = diff.restart.then(|| PeerUpdate::remove(diff.public_key));
+                    restart.into_iter().chain([diff.update()])
+                })
+                .collect(),
         };
         (!update.is_empty()).then_some(update)
     }
@@ -283,6 +306,7 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
             new: None,
             endpoint: None,
             nudge: false,
+            restart: false,
         }));
     }
 
@@ -306,8 +330,8 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
                         nudge = true;
                         PendingNudge {
                             peer: want.public_key,
-                            due: now.mono + NUDGE_RETRY,
-                            retries_left: NUDGE_RETRIES - 1,
+                            due: now.mono + retry_after(NUDGE_RETRIES),
+                            retries_left: NUDGE_RETRIES,
                         }
                     } else {
                         PendingNudge {
@@ -324,17 +348,18 @@ pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
                     new: Some(want.clone()),
                     endpoint: None,
                     nudge,
+                    restart: false,
                 })
             }
             Some(current) => {
                 let diff = change_peer(current, want, state, &due, now, &mut plan.revisit_at);
                 if let Some(retries_left) = due.get(&want.public_key)
-                    && diff.as_ref().is_some_and(|d| d.nudge)
-                    && *retries_left > 0
+                    && diff.as_ref().is_some_and(|d| d.restart)
+                    && *retries_left > 1
                 {
                     plan.pending_nudges.push(PendingNudge {
                         peer: want.public_key,
-                        due: now.mono + NUDGE_RETRY,
+                        due: now.mono + retry_after(retries_left - 1),
                         retries_left: retries_left - 1,
                     });
                 }
@@ -402,15 +427,23 @@ fn change_peer(
     if endpoint.is_none() && state.refresh_endpoints && new.endpoint.is_some() {
         endpoint = Some(EndpointWrite::Refresh);
     }
-    let nudge = due_nudges.contains_key(&want.public_key)
-        && current.last_handshake.is_none()
-        && new.persistent_keepalive.is_none();
+    let (nudge, restart) = match due_nudges.get(&want.public_key) {
+        Some(_) if current.last_handshake.is_some() || new.persistent_keepalive.is_some() => {
+            (false, false)
+        }
+        // The greater key's fallback: not if the other end's initiation already arrived (this
+        // end answered it; a second initiation now would cross the handshake in progress).
+        Some(0) => (current.rx_bytes == 0, false),
+        Some(_) => (true, true),
+        None => (false, false),
+    };
     (old != new || endpoint.is_some() || nudge).then(|| PeerDiff {
         public_key: want.public_key,
         old: Some(old),
         new: Some(new),
         endpoint,
         nudge,
+        restart,
     })
 }
 
