@@ -64,6 +64,13 @@ pub const ESTABLISH_AFTER: Duration = Duration::from_secs(60);
 pub const MOVE_COOLDOWN: Duration = Duration::from_secs(600);
 /// A known member's beacons go unanswered once it has been a member this long.
 const BEACON_QUIET_AFTER: Duration = Duration::from_secs(60);
+/// Before that, a known member's beacon is answered at most once per this long. A starting node
+/// beacons once a second for five seconds; answering each of them made every member of a
+/// forming mesh of N send 5 × N Hellos (and take as many completing ones), most of the
+/// formation's traffic. One answer repairs a lost completing Hello as well as five.
+const BEACON_REPLY_INTERVAL: Duration = Duration::from_secs(10);
+/// Bound on the beacon-answer times kept (pruned to the live ones past it).
+const MAX_BEACON_REPLIES: usize = 4_096;
 /// At most this many contested members are remembered (to report each once).
 const MAX_CONTESTED: usize = 1_024;
 /// A stranger whose Probe we answered has this long to send the Hello that completes the
@@ -91,6 +98,8 @@ pub struct Membership {
     probe_budget: ProbeBudget,
     /// When each member was first verified (its beacons are answered for a minute after).
     member_since: HashMap<PublicKey, Instant>,
+    /// When we last answered each key's beacon ([`BEACON_REPLY_INTERVAL`]).
+    beacon_replies: HashMap<PublicKey, Instant>,
     /// Strangers whose Probe we answered, awaiting the Hello that completes the handshake.
     probe_back: std::collections::BTreeMap<PublicKey, (SocketAddr, Instant)>,
     /// When each address was last sent a digest repair (the cooldown).
@@ -132,6 +141,7 @@ impl Membership {
             probe_budget: ProbeBudget::default(),
             probe_back: std::collections::BTreeMap::new(),
             member_since: HashMap::new(),
+            beacon_replies: HashMap::new(),
             connected: Vec::new(),
             collided_with: None,
             address_since: now,
@@ -199,14 +209,33 @@ impl Membership {
         // repairs that.
         let known_beacon = to_group
             && handled.probed_by.is_some_and(|key| {
-                self.members
+                let known_here = self
+                    .members
                     .get(&key)
-                    .is_some_and(|m| m.control_addr.map(|a| a.ip()) == Some(from.ip()))
-                    && self
-                        .member_since
-                        .get(&key)
-                        .is_some_and(|at| now.saturating_duration_since(*at) >= BEACON_QUIET_AFTER)
+                    .is_some_and(|m| m.control_addr.map(|a| a.ip()) == Some(from.ip()));
+                let settled = self
+                    .member_since
+                    .get(&key)
+                    .is_some_and(|at| now.saturating_duration_since(*at) >= BEACON_QUIET_AFTER);
+                let answered_lately = self
+                    .beacon_replies
+                    .get(&key)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < BEACON_REPLY_INTERVAL);
+                known_here && (settled || answered_lately)
             });
+        if to_group
+            && !known_beacon
+            && handled.reply.is_some()
+            && let Some(key) = handled.probed_by
+        {
+            if self.beacon_replies.len() >= MAX_BEACON_REPLIES {
+                self.beacon_replies
+                    .retain(|_, at| now.saturating_duration_since(*at) < BEACON_REPLY_INTERVAL);
+            }
+            if self.beacon_replies.len() < MAX_BEACON_REPLIES {
+                self.beacon_replies.insert(key, now);
+            }
+        }
         if let Some(reply) = handled.reply
             && !known_beacon
         {
@@ -671,8 +700,12 @@ impl Membership {
         match change {
             MemberChange::New => {
                 self.member_since.insert(record.public_key, now);
-                self.member_since
-                    .retain(|key, _| self.members.get(key).is_some());
+                // Entries of members gone since, pruned when they are half the map (a prune
+                // per join made forming a mesh cubic in its size).
+                if self.member_since.len() > 2 * self.members.len() {
+                    self.member_since
+                        .retain(|key, _| self.members.get(key).is_some());
+                }
                 self.dht.joined(now);
                 self.gossip_about(wall_ms, &record.public_key);
             }

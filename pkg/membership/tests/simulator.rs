@@ -100,6 +100,32 @@ fn eight_nodes_on_a_lan_form_a_mesh_within_five_seconds() {
     assert!(sim.missing_pairs().is_empty());
 }
 
+/// A starting node beacons once a second for five seconds. Members answer its first beacon;
+/// the next four, from a member verified a moment ago, go unanswered (one answer per 10 s):
+/// before, every member answered all five, most of a forming mesh's traffic.
+#[test]
+fn a_known_members_fast_beacons_are_answered_once() {
+    let n = 10;
+    let mut sim = Sim::new(11, NetConfig::default());
+    for _ in 0..n {
+        sim.add_node(0);
+    }
+    converge(&mut sim, Duration::from_secs(1));
+    sim.run_until(Duration::from_millis(900), |_| {});
+    let before = sim.delivered;
+    // Beacons 2 to 5 of every node, each delivered to the other n − 1.
+    sim.run_until(Duration::from_millis(4_900), |_| {});
+    let beacons = (4 * n * (n - 1)) as u64;
+    let delivered = sim.delivered - before;
+    // Besides the beacons, about one datagram per pair (upkeep: retried announcements, digests,
+    // probes). Answering every beacon added two per pair per beacon: 1,170 in all here.
+    assert!(
+        delivered >= beacons && delivered <= beacons + (n * (n - 1)) as u64,
+        "{delivered} datagrams delivered while {beacons} beacons were"
+    );
+    assert!(sim.missing_pairs().is_empty());
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let run = |seed| {

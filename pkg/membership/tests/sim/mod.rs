@@ -145,6 +145,11 @@ pub struct Sim {
     /// Nodes that took an input in the last step: the per-step invariants look at these.
     pub dirty: Vec<usize>,
     blocked: std::collections::BTreeSet<(usize, usize)>,
+    /// Each live node's next deadline, earliest first. An entry is stale unless it equals
+    /// `next_timer` of its node: a node's deadline moves only when it takes an input, and then
+    /// it is pushed again, so finding the next timer costs O(log N), not N `poll_timeout`s.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    next_timer: Vec<Option<Instant>>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +199,8 @@ impl Sim {
             record_trace: false,
             join_minutes: std::collections::BTreeSet::new(),
             dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_timer: Vec::new(),
             blocked: std::collections::BTreeSet::new(),
         }
     }
@@ -476,28 +483,56 @@ impl Sim {
         }
     }
 
+    /// Files node `i`'s current deadline in the timer heap (none while it is down).
+    fn reschedule(&mut self, i: usize) {
+        if self.next_timer.len() < self.nodes.len() {
+            self.next_timer.resize(self.nodes.len(), None);
+        }
+        let node = &self.nodes[i];
+        let at = if node.alive {
+            node.core.poll_timeout().map(|(t, _)| t)
+        } else {
+            None
+        };
+        if at != self.next_timer[i] {
+            self.next_timer[i] = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, i)));
+            }
+        }
+    }
+
+    /// The earliest live deadline, dropping stale heap entries on the way.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if self.next_timer.get(i) == Some(&Some(at)) && self.nodes[i].alive {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
     /// Runs until `until` (elapsed time), calling `check` after every step.
     pub fn run_until(&mut self, until: Duration, mut check: impl FnMut(&Sim)) {
         let end = self.start + until;
+        // Anything may have changed since the last run (nodes added, killed, partitioned).
+        self.timers.clear();
+        self.next_timer = vec![None; self.nodes.len()];
         self.dirty = (0..self.nodes.len()).collect();
         loop {
             for i in std::mem::take(&mut self.dirty) {
                 self.drain(i);
+                self.reschedule(i);
                 self.dirty.push(i);
             }
             check(self);
             self.dirty.clear();
-            let next_timer = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.alive)
-                .filter_map(|(i, n)| Some((n.core.poll_timeout()?.0, i)))
-                .min();
+            let next_timer = self.next_deadline();
             let next_packet = self.queue.peek().map(|Reverse(p)| p.at);
             let next = match (next_timer, next_packet) {
-                (Some((t, _)), Some(p)) => t.min(p),
-                (Some((t, _)), None) => t,
+                (Some(t), Some(p)) => t.min(p),
+                (Some(t), None) => t,
                 (None, Some(p)) => p,
                 (None, None) => break,
             };
@@ -543,7 +578,34 @@ impl Sim {
                 self.drain(packet.to);
                 self.dirty.push(packet.to);
             }
-            for i in 0..self.nodes.len() {
+            // Due timers in index order (as a scan of all nodes would take them), each node at
+            // most once per step. A node that took a datagram above may have a new deadline
+            // that its heap entry does not show yet, so it is asked afresh.
+            let mut due = Vec::new();
+            while let Some(&Reverse((at, i))) = self.timers.peek() {
+                if at > self.now {
+                    break;
+                }
+                self.timers.pop();
+                if self.next_timer[i] == Some(at) {
+                    self.next_timer[i] = None;
+                    due.push(i);
+                }
+            }
+            for &i in &self.dirty {
+                if self.nodes[i].alive
+                    && self.nodes[i]
+                        .core
+                        .poll_timeout()
+                        .is_some_and(|(t, _)| t <= self.now)
+                {
+                    self.next_timer[i] = None;
+                    due.push(i);
+                }
+            }
+            due.sort_unstable();
+            due.dedup();
+            for i in due {
                 if self.nodes[i].alive
                     && self.nodes[i]
                         .core
@@ -554,6 +616,9 @@ impl Sim {
                     let now = self.now;
                     self.nodes[i].core.handle_timeout(now, wall);
                     self.dirty.push(i);
+                } else {
+                    // Its deadline moved on meanwhile: file it again.
+                    self.reschedule(i);
                 }
             }
         }
