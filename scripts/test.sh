@@ -14,7 +14,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast
 # The membership simulator's scaling report (formation time, datagrams per member per minute for
-# 25, 50 and 100 simulated members): release only, ignored in debug builds.
+# 25, 50 and 100 simulated members) and the 1,000-member scenario (every pair through the real
+# exchange, then its steady state against the per-member budget): release only, ignored in
+# debug builds.
 cargo test --release -p wgmesh-membership --test scale -- --nocapture
 # The Debian package: build (lintian clean), dpkg -i, check, dpkg -r (scripts/deb-test.sh).
 ./scripts/deb-test.sh

@@ -41,25 +41,38 @@ pub fn gossip_entry(member: &Member) -> Option<GossipEntry> {
 /// Who is told what when `newcomer` joined (or moved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewcomerGossip {
-    /// The newcomer's control address and everyone else we know, for it.
+    /// The newcomer's control address and some others we know, for it.
     pub to_newcomer: (SocketAddr, Vec<GossipEntry>),
-    /// The newcomer, for each other member's control address.
+    /// The newcomer, for some other members' control addresses.
     pub about_newcomer: (GossipEntry, Vec<SocketAddr>),
 }
 
-pub fn about_newcomer(members: &MemberTable, newcomer: &PublicKey) -> Option<NewcomerGossip> {
+/// What to tell when `newcomer` joined (or moved): `to_newcomer` entries about others for it,
+/// and the newcomer for `fanout` others. `sample(items, keep)` keeps `keep` random elements of
+/// `items`. Entries are built only for the members picked: building one for every member at
+/// every join made forming a mesh cubic in its size.
+pub fn about_newcomer(
+    members: &MemberTable,
+    newcomer: &PublicKey,
+    to_newcomer: usize,
+    fanout: usize,
+    mut sample: impl FnMut(&mut Vec<&Member>, usize),
+) -> Option<NewcomerGossip> {
     let about = members.get(newcomer).and_then(gossip_entry)?;
-    let others: Vec<(SocketAddr, GossipEntry)> = members
+    let eligible: Vec<&Member> = members
         .iter()
-        .filter(|m| m.public_key != *newcomer)
-        .filter_map(|m| Some((m.control_addr?, gossip_entry(m)?)))
+        .filter(|m| m.public_key != *newcomer && m.control_addr.is_some() && m.endpoint.is_some())
         .collect();
+    let mut for_newcomer = eligible.clone();
+    sample(&mut for_newcomer, to_newcomer);
+    let mut told = eligible;
+    sample(&mut told, fanout);
     Some(NewcomerGossip {
         to_newcomer: (
             about.control,
-            others.iter().map(|(_, e)| e.clone()).collect(),
+            for_newcomer.into_iter().filter_map(gossip_entry).collect(),
         ),
-        about_newcomer: (about, others.iter().map(|(a, _)| *a).collect()),
+        about_newcomer: (about, told.iter().filter_map(|m| m.control_addr).collect()),
     })
 }
 

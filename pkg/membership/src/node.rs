@@ -728,22 +728,27 @@ impl Membership {
 
     /// Tells a newcomer about everyone we know, and everyone about the newcomer.
     fn gossip_about(&mut self, wall_ms: u64, newcomer: &PublicKey) {
-        let Some(plan) = gossip::about_newcomer(&self.members, newcomer) else {
-            return;
-        };
         // Infection-style, bounded: a few members hear of the newcomer from us (each that
         // verifies it tells a few more), and the newcomer hears of a few members (digests fill
         // in the rest). Telling everyone everything made a mesh forming at once send O(N³)
         // gossip, which overflowed receive buffers past 25 nodes.
-        let (newcomer_addr, mut entries) = plan.to_newcomer;
-        self.sample(&mut entries, MAX_REPAIR_ENTRIES);
+        let entropy = &mut self.entropy;
+        let Some(plan) = gossip::about_newcomer(
+            &self.members,
+            newcomer,
+            MAX_REPAIR_ENTRIES,
+            gossip::FANOUT,
+            |items, keep| sample(entropy, items, keep),
+        ) else {
+            return;
+        };
+        let (newcomer_addr, entries) = plan.to_newcomer;
         for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
             let entropy = self.entropy.next_entropy();
             let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
             self.send(newcomer_addr, datagram);
         }
-        let (about, mut others) = plan.about_newcomer;
-        self.sample(&mut others, gossip::FANOUT);
+        let (about, others) = plan.about_newcomer;
         for addr in others {
             let entropy = self.entropy.next_entropy();
             let datagram = self
@@ -751,18 +756,6 @@ impl Membership {
                 .gossip(std::slice::from_ref(&about), wall_ms, entropy);
             self.send(addr, datagram);
         }
-    }
-
-    /// Keeps `keep` random elements of `items` (all if it has no more).
-    fn sample<T>(&mut self, items: &mut Vec<T>, keep: usize) {
-        if items.len() <= keep {
-            return;
-        }
-        for i in 0..keep {
-            let j = i + self.entropy.below(items.len() - i);
-            items.swap(i, j);
-        }
-        items.truncate(keep);
     }
 
     /// Gossip from a verified member: probe every member it names that we do not know yet.
@@ -1115,4 +1108,17 @@ pub struct TableSizes {
     pub probe_back: usize,
     pub transmits: usize,
     pub events: usize,
+}
+
+/// Keeps `keep` random elements of `items` (all if it has no more): a partial Fisher–Yates
+/// shuffle on the core's seeded stream.
+fn sample<T>(entropy: &mut EntropySource, items: &mut Vec<T>, keep: usize) {
+    if items.len() <= keep {
+        return;
+    }
+    for i in 0..keep {
+        let j = i + entropy.below(items.len() - i);
+        items.swap(i, j);
+    }
+    items.truncate(keep);
 }

@@ -230,6 +230,20 @@ impl Sim {
         seed
     }
 
+    /// A node seed whose mesh IPv4 (at counter 0) no node here holds: for scenarios that are
+    /// about something other than address collisions (those have their own tests), so large
+    /// that a birthday collision in the /16 is likely (1,000 nodes: about 7).
+    pub fn next_node_seed_unique_address(&mut self) -> [u8; 32] {
+        loop {
+            let seed = self.next_node_seed();
+            let private_key = keys().node_private_key(&NodeSeed::from_bytes(seed));
+            let ipv4 = MeshAddresses::derive(keys(), &private_key.public_key(), 0).ipv4;
+            if !self.by_mesh.contains_key(&IpAddr::V4(ipv4)) {
+                return seed;
+            }
+        }
+    }
+
     /// Adds a node started now; returns its index.
     pub fn add_node_with(&mut self, options: NodeOptions) -> usize {
         let keys = keys();
@@ -483,6 +497,55 @@ impl Sim {
         }
     }
 
+    /// Makes every pair of live nodes members of each other through the real exchange, as fast
+    /// as that can be done: each pair runs Probe, Hello and completing Hello (real cryptography),
+    /// delivered directly with no time passing. Everything else those joins send (gossip about
+    /// the newcomer, to third parties) is dropped, since every pair is introduced anyway, and
+    /// their events are dropped too. Pairs go in the rounds of a round-robin tournament, so each
+    /// node meets the others in a fixed order, and the disjoint pairs of a round run on two
+    /// threads: the result is the same however the threads interleave.
+    ///
+    /// For a mesh too large to form through the simulated network in a test's time (1,000
+    /// members: some 10⁷ datagrams), whose steady state is what is measured.
+    pub fn introduce_all(&mut self) {
+        let n = self.nodes.len();
+        let m = n + n % 2;
+        let now = self.now;
+        let walls: Vec<u64> = (0..n).map(|i| self.wall(i)).collect();
+        for round in 0..m.saturating_sub(1) {
+            // The circle method: node m − 1 stays, the others rotate.
+            let pairs: Vec<(usize, usize)> = (0..m / 2)
+                .map(|k| {
+                    let a = if k == 0 { m - 1 } else { (round + k) % (m - 1) };
+                    let b = (round + m - 1 - k) % (m - 1);
+                    (a.min(b), a.max(b))
+                })
+                .filter(|&(a, b)| b < n && self.nodes[a].alive && self.nodes[b].alive)
+                .collect();
+            let mut slots: Vec<Option<&mut SimNode>> = self.nodes.iter_mut().map(Some).collect();
+            let mut work: Vec<(&mut SimNode, &mut SimNode, u64, u64)> = pairs
+                .iter()
+                .map(|&(a, b)| {
+                    let first = slots[a].take().unwrap();
+                    let second = slots[b].take().unwrap();
+                    (first, second, walls[a], walls[b])
+                })
+                .collect();
+            let half = work.len() / 2;
+            let (left, right) = work.split_at_mut(half);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    for (a, b, wall_a, wall_b) in left.iter_mut() {
+                        introduce(a, b, now, *wall_a, *wall_b);
+                    }
+                });
+                for (a, b, wall_a, wall_b) in right.iter_mut() {
+                    introduce(a, b, now, *wall_a, *wall_b);
+                }
+            });
+        }
+    }
+
     /// Files node `i`'s current deadline in the timer heap (none while it is down).
     fn reschedule(&mut self, i: usize) {
         if self.next_timer.len() < self.nodes.len() {
@@ -670,4 +733,26 @@ impl Sim {
         }
         conflicts
     }
+}
+
+/// One pair's exchange for [`Sim::introduce_all`]: `a` probes `b`, and the two trade datagrams
+/// until neither has one for the other.
+fn introduce(a: &mut SimNode, b: &mut SimNode, now: Instant, wall_a: u64, wall_b: u64) {
+    a.core.handle_candidates(wall_a, Source::Static, &[b.addr]);
+    while hand_over(a, b, now, wall_b) | hand_over(b, a, now, wall_a) {}
+}
+
+/// Delivers what `from` has for `to`, drops the rest of its output; whether anything went.
+fn hand_over(from: &mut SimNode, to: &mut SimNode, now: Instant, wall_to: u64) -> bool {
+    let mut delivered = false;
+    while from.core.poll_event().is_some() {}
+    while let Some(transmit) = from.core.poll_transmit() {
+        if transmit.dst == to.addr {
+            to.core
+                .handle_datagram(now, wall_to, from.addr, &transmit.payload);
+            delivered = true;
+        }
+    }
+    while from.core.poll_event().is_some() {}
+    delivered
 }
