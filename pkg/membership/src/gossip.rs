@@ -43,36 +43,34 @@ pub fn gossip_entry(member: &Member) -> Option<GossipEntry> {
 pub struct NewcomerGossip {
     /// The newcomer's control address and some others we know, for it.
     pub to_newcomer: (SocketAddr, Vec<GossipEntry>),
-    /// The newcomer, for some other members' control addresses.
+    /// The newcomer, for every other member's control address (the caller picks a few).
     pub about_newcomer: (GossipEntry, Vec<SocketAddr>),
 }
 
-/// What to tell when `newcomer` joined (or moved): `to_newcomer` entries about others for it,
-/// and the newcomer for `fanout` others. `sample(items, keep)` keeps `keep` random elements of
-/// `items`. Entries are built only for the members picked: building one for every member at
-/// every join made forming a mesh cubic in its size.
+/// What to tell when `newcomer` joined (or moved): `to_newcomer` entries about others for it
+/// (`sample(items, keep)` keeps `keep` random elements of `items`), and every other member's
+/// control address, to pick from. Entries are built only for the members picked: building one
+/// for every member at every join made forming a mesh cubic in its size.
 pub fn about_newcomer(
     members: &MemberTable,
     newcomer: &PublicKey,
     to_newcomer: usize,
-    fanout: usize,
-    mut sample: impl FnMut(&mut Vec<&Member>, usize),
+    sample: impl FnOnce(&mut Vec<&Member>, usize),
 ) -> Option<NewcomerGossip> {
     let about = members.get(newcomer).and_then(gossip_entry)?;
     let eligible: Vec<&Member> = members
         .iter()
         .filter(|m| m.public_key != *newcomer && m.control_addr.is_some() && m.endpoint.is_some())
         .collect();
-    let mut for_newcomer = eligible.clone();
-    sample(&mut for_newcomer, to_newcomer);
-    let mut told = eligible;
-    sample(&mut told, fanout);
+    let others = eligible.iter().filter_map(|m| m.control_addr).collect();
+    let mut picked = eligible;
+    sample(&mut picked, to_newcomer);
     Some(NewcomerGossip {
         to_newcomer: (
             about.control,
-            for_newcomer.into_iter().filter_map(gossip_entry).collect(),
+            picked.into_iter().filter_map(gossip_entry).collect(),
         ),
-        about_newcomer: (about, told.iter().filter_map(|m| m.control_addr).collect()),
+        about_newcomer: (about, others),
     })
 }
 

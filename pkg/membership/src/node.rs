@@ -737,7 +737,6 @@ impl Membership {
             &self.members,
             newcomer,
             MAX_REPAIR_ENTRIES,
-            gossip::FANOUT,
             |items, keep| sample(entropy, items, keep),
         ) else {
             return;
@@ -748,7 +747,8 @@ impl Membership {
             let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
             self.send(newcomer_addr, datagram);
         }
-        let (about, others) = plan.about_newcomer;
+        let (about, mut others) = plan.about_newcomer;
+        sample(&mut self.entropy, &mut others, gossip::FANOUT);
         for addr in others {
             let entropy = self.entropy.next_entropy();
             let datagram = self
