@@ -106,6 +106,27 @@ def load(path):
     return json.loads(p.read_text())
 
 
+def merge(full, subset, name):
+    """The full run with the subset run's rows in place of its rows of the same id (new ids
+    follow their scenario's last row). Only a full run may take a subset: the result must still
+    hold every row."""
+    if full.get("only"):
+        sys.exit("bench-report: --lab must be a full run to merge into")
+    if not subset.get("only"):
+        sys.exit(f"bench-report: {name} is not a subset run")
+    fresh = {r["id"]: r for r in subset.get("rows", [])}
+    rows = [fresh.pop(r["id"], r) for r in full.get("rows", [])]
+    # Rows the full run lacked go after the last row of their scenario (or at the end).
+    for r in fresh.values():
+        last = max((i for i, x in enumerate(rows) if x["scenario"] == r["scenario"]), default=len(rows) - 1)
+        rows.insert(last + 1, r)
+    merged = dict(full)
+    merged["rows"] = rows
+    merged["merged"] = {"only": subset["only"], "versions": subset.get("versions", {}),
+                        "ids": sorted(r["id"] for r in subset.get("rows", []))}
+    return merged
+
+
 def render(lab, apply, command):
     rows = lab.get("rows", []) + apply.get("rows", [])
     by_id = {r["id"]: r for r in rows}
@@ -121,6 +142,15 @@ def render(lab, apply, command):
         )
     if versions:
         out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".\n")
+    merged = lab.get("merged")
+    if merged:
+        later = merged.get("versions", {})
+        out.append(
+            f"The rows of the `{','.join(merged['only'])}` scenarios are from a later subset run "
+            f"(`WGMESH_BENCH_ONLY={','.join(merged['only'])}`; "
+            + ", ".join(f"{k} {v}" for k, v in later.items())
+            + "); the other rows are from the full run above.\n"
+        )
     samples = {len(r["samples"]) for r in rows}
     out.append(f"Samples per measure: {', '.join(str(s) for s in sorted(samples))} "
                "(idle rows: one sample per node).\n")
@@ -241,13 +271,17 @@ def main():
     ap.add_argument("--command", default="sudo ./scripts/bench.sh")
     ap.add_argument("--plot", help="where the scale sweep's plot goes "
                     "(default with --write: docs/bench-scale.png)")
+    ap.add_argument("--merge", help="a subset run's lab.json whose rows replace (or join) those "
+                    "of --lab, the full run; the report names which rows came from it")
     args = ap.parse_args()
     lab = load(args.lab)
+    if args.merge:
+        lab = merge(lab, load(args.merge), args.merge)
     text, missed = render(lab, load(args.apply), args.command)
     plot = args.plot or (args.write and str(ROOT / "docs/bench-scale.png"))
     if plot and plot_scale(lab, pathlib.Path(plot).resolve()):
         print(f"bench-report: wrote {plot}", file=sys.stderr)
-    if args.write and lab.get("only"):
+    if args.write and lab.get("only") and not args.merge:
         # A subset run has only some rows: writing it would drop every other row of the table.
         print(f"bench-report: {args.lab} is a subset run (WGMESH_BENCH_ONLY={','.join(lab['only'])});"
               f" {args.write} left alone, the tables follow", file=sys.stderr)
