@@ -1509,7 +1509,7 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         flags.extend(["--metrics-listen", "127.0.0.1:9977"]);
     }
     for node in nodes.iter_mut() {
-        node.start(&flags);
+        node.start_direct(&flags);
     }
     let done: Vec<Option<Duration>> = std::thread::scope(|scope| {
         if std::env::var_os("WGMESH_BENCH_TRACE").is_some() {
