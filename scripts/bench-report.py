@@ -106,6 +106,10 @@ def load(path):
     return json.loads(p.read_text())
 
 
+# The row ids each subset of benches/lab.rs produces (by prefix), for --merge.
+SUBSET_ROWS = {"scale": ("scale_", "idle_wakeups_runs_")}
+
+
 def merge(full, subset, name):
     """The full run with the subset run's rows in place of its rows of the same id (new ids
     follow their scenario's last row). Only a full run may take a subset: the result must still
@@ -115,7 +119,11 @@ def merge(full, subset, name):
     if not subset.get("only"):
         sys.exit(f"bench-report: {name} is not a subset run")
     fresh = {r["id"]: r for r in subset.get("rows", [])}
-    rows = [fresh.pop(r["id"], r) for r in full.get("rows", [])]
+    # A subset owns these ids whole: a full-run row it did not produce this time (a "nodes
+    # short" row of a formation that now completes) is stale, not kept.
+    owned = tuple(p for only in subset["only"] for p in SUBSET_ROWS.get(only, ()))
+    rows = [fresh.pop(r["id"], r) for r in full.get("rows", [])
+            if r["id"] in fresh or not r["id"].startswith(owned or ("\0",))]
     # Rows the full run lacked go after the last row of their scenario (or at the end).
     for r in fresh.values():
         last = max((i for i, x in enumerate(rows) if x["scenario"] == r["scenario"]), default=len(rows) - 1)
@@ -228,7 +236,8 @@ def plot_scale(lab, path):
         print(f"bench-report: gnuplot not found, {path} not written (apt-get install gnuplot-nox)",
               file=sys.stderr)
         return False
-    version = lab.get("versions", {}).get("wgmesh", "?")
+    # The sweep's own run: a merged subset's, if the scale rows came from one.
+    version = (lab.get("merged") or lab).get("versions", {}).get("wgmesh", "?")
     targets = [(n, TARGETS[f"scale_converge_{n}"][2])
                for n in (50, 100) if f"scale_converge_{n}" in TARGETS]
     with tempfile.TemporaryDirectory() as tmp:
