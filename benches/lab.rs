@@ -1571,6 +1571,22 @@ fn form_by_handshakes(nodes: &mut [Node], control_port: u16, config: &ScaleConfi
         median_of(&converged),
         converged.iter().copied().fold(0.0, f64::max)
     );
+    // A node without a daemon makes every other node one handshake short: say why it is gone.
+    for node in nodes.iter_mut() {
+        let exited = node
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            let log = node.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!(
+                "N={n}: node {} has no daemon ({status}); the end of its log:\n{}",
+                node.index,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
     for (node, _) in nodes.iter().zip(&done).filter(|(_, d)| d.is_none()) {
         eprintln!(
             "N={n}: node {} has {} of {} peers with a handshake after {:?} ({} configured, {} members in status)",
