@@ -315,6 +315,14 @@ fn a_running_mesh_leaks_no_key_material_and_keeps_its_files_private() {
         lab.nodes.iter().all(|n| n.log().contains("DEBUG")),
         "debug logging was not on"
     );
+    // At debug the daemon runs wireguard-go verbosely, so its lines (each peer it creates, the
+    // handshakes) are in the scanned logs too.
+    assert!(
+        lab.nodes
+            .iter()
+            .all(|n| n.log().contains("UAPI: Created") && n.log().contains("handshake")),
+        "wireguard-go's verbose log is not in the daemon's"
+    );
 
     // Canaries: the scan finds what the files that may hold key material do hold, and the
     // base64 here is WireGuard's.
