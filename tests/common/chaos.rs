@@ -10,10 +10,10 @@
     reason = "test harness: a failure is a test failure, and the seed goes to the test output"
 )]
 
-use crate::common::{Lab, Node, wait_until, wgmesh_bin};
+use crate::common::{Lab, Node, wait_until};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// libfaketime as Debian installs it.
@@ -55,44 +55,15 @@ impl Rng {
 /// `skew_secs` through libfaketime. Monotonic time stays real (timers, rate limits), and
 /// wireguard-go (Go, no libc clock, and started with a cleared environment) is not affected.
 pub fn start_skewed(node: &mut Node, skew_secs: i64, extra: &[&str]) {
-    assert!(node.child.is_none(), "node {} already running", node.index);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(node.log_path())
-        .unwrap();
-    let state = node.state_dir().display().to_string();
-    let run = node.runtime_dir().display().to_string();
-    let secret = node.secret_file.display().to_string();
-    let mut args = vec![
-        "netns",
-        "exec",
-        &node.ns,
-        wgmesh_bin(),
-        "up",
-        "--secret-file",
-        &secret,
-        "--backend",
-        "userspace",
-        "--interface",
-        &node.interface,
-        "--state-dir",
-        &state,
-        "--runtime-dir",
-        &run,
-    ];
-    args.extend_from_slice(extra);
-    let child = Command::new("ip")
-        .args(&args)
-        .env("LD_PRELOAD", LIBFAKETIME)
-        .env("FAKETIME", format!("{skew_secs:+}"))
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    node.child = Some(child);
+    let skew = format!("{skew_secs:+}");
+    node.start_with_env(
+        extra,
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", &skew),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
 }
 
 pub fn identity_path(node: &Node) -> PathBuf {
