@@ -562,14 +562,27 @@ impl Exchange {
             return cached.clone();
         }
         let key = proof::mac_key(&self.private_key, peer, &self.exchange_key);
+        self.cache_mac_key(peer, key.clone());
+        key
+    }
+
+    fn cache_mac_key(&mut self, peer: &PublicKey, key: Option<Zeroizing<[u8; 32]>>) {
         if self.mac_keys.len() >= MAX_CACHED_MAC_KEYS {
             // Any one: a forgotten key only costs one X25519 later.
             if let Some(evict) = self.mac_keys.keys().next().copied() {
                 self.mac_keys.remove(&evict);
             }
         }
-        self.mac_keys.insert(*peer, key.clone());
-        key
+        self.mac_keys.insert(*peer, key);
+    }
+
+    /// Takes the X25519 secret shared with `peer` from a caller that computed it already, so
+    /// the exchange need not: `DH(a, B) = DH(b, A)`, and a simulator that runs both ends of a
+    /// pair computes it once for both. A wrong secret only makes the pair's proofs fail.
+    #[cfg(feature = "test-support")]
+    pub fn learn_shared_secret(&mut self, peer: &PublicKey, shared: &wgmesh_keys::SharedSecret) {
+        let key = proof::from_shared(shared, &self.exchange_key);
+        self.cache_mac_key(peer, key);
     }
 
     /// Processes one received datagram. Never panics; a dropped datagram is counted in

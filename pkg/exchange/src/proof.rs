@@ -12,7 +12,7 @@
 //! acceptable because records are not secret from members and a stolen key already owns that node.
 
 use crate::codec::MAC_LEN;
-use wgmesh_keys::{PrivateKey, PublicKey};
+use wgmesh_keys::{PrivateKey, PublicKey, SharedSecret};
 use zeroize::Zeroizing;
 
 const PROOF_CONTEXT: &str = "wgmesh v1 exchange proof";
@@ -24,7 +24,14 @@ pub(crate) fn mac_key(
     peer: &PublicKey,
     exchange_key: &[u8; 32],
 ) -> Option<Zeroizing<[u8; 32]>> {
-    let shared = private_key.diffie_hellman(peer);
+    from_shared(&private_key.diffie_hellman(peer), exchange_key)
+}
+
+/// The MAC key from the X25519 secret shared with a peer (see [`mac_key`]).
+pub(crate) fn from_shared(
+    shared: &SharedSecret,
+    exchange_key: &[u8; 32],
+) -> Option<Zeroizing<[u8; 32]>> {
     // Not constant-time, but it only reveals whether the result is all-zero, which any observer
     // can compute from the public key alone.
     if shared.expose_bytes().iter().all(|&b| b == 0) {

@@ -38,40 +38,74 @@ pub fn gossip_entry(member: &Member) -> Option<GossipEntry> {
     })
 }
 
-/// Who is told what when `newcomer` joined (or moved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewcomerGossip {
-    /// The newcomer's control address and some others we know, for it.
-    pub to_newcomer: (SocketAddr, Vec<GossipEntry>),
-    /// The newcomer, for every other member's control address (the caller picks a few).
-    pub about_newcomer: (GossipEntry, Vec<SocketAddr>),
+/// Members other than a newcomer that gossip can pass on ([`MemberTable::reachable`] without
+/// the newcomer), by position in key order, without building a list: a mesh forming at once
+/// looks here at every join, and a scan of the table each time made that cubic in its size.
+#[derive(Debug)]
+pub struct Others<'a> {
+    members: &'a MemberTable,
+    keys: &'a [PublicKey],
+    /// The newcomer's position in `keys`, if it is there.
+    skip: Option<usize>,
 }
 
-/// What to tell when `newcomer` joined (or moved): `to_newcomer` entries about others for it
-/// (`sample(items, keep)` keeps `keep` random elements of `items`), and every other member's
-/// control address, to pick from. Entries are built only for the members picked: building one
-/// for every member at every join made forming a mesh cubic in its size.
-pub fn about_newcomer(
-    members: &MemberTable,
-    newcomer: &PublicKey,
-    to_newcomer: usize,
-    sample: impl FnOnce(&mut Vec<&Member>, usize),
-) -> Option<NewcomerGossip> {
-    let about = members.get(newcomer).and_then(gossip_entry)?;
-    let eligible: Vec<&Member> = members
-        .iter()
-        .filter(|m| m.public_key != *newcomer && m.control_addr.is_some() && m.endpoint.is_some())
-        .collect();
-    let others = eligible.iter().filter_map(|m| m.control_addr).collect();
-    let mut picked = eligible;
-    sample(&mut picked, to_newcomer);
-    Some(NewcomerGossip {
-        to_newcomer: (
-            about.control,
-            picked.into_iter().filter_map(gossip_entry).collect(),
-        ),
-        about_newcomer: (about, others),
-    })
+impl<'a> Others<'a> {
+    pub fn new(members: &'a MemberTable, newcomer: &PublicKey) -> Self {
+        let keys = members.reachable();
+        Self {
+            members,
+            keys,
+            skip: keys.binary_search(newcomer).ok(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len() - usize::from(self.skip.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The member at `position` (below [`Self::len`]).
+    pub fn get(&self, position: usize) -> Option<&'a Member> {
+        let index = match self.skip {
+            Some(skip) if position >= skip => position + 1,
+            _ => position,
+        };
+        self.members.get(self.keys.get(index)?)
+    }
+}
+
+/// `keep` distinct positions below `len`, uniformly at random (`below(n)` draws from `0..n`):
+/// a partial Fisher–Yates shuffle of `0..len` that records only the positions it moves, so it
+/// costs `keep` draws and not `len` writes. All of them, in order, when `len <= keep`.
+pub fn sample_positions(
+    len: usize,
+    keep: usize,
+    mut below: impl FnMut(usize) -> usize,
+) -> Vec<usize> {
+    if len <= keep {
+        return (0..len).collect();
+    }
+    // Positions whose value is no longer their own index.
+    let mut moved: Vec<(usize, usize)> = Vec::with_capacity(keep);
+    let value_at = |moved: &[(usize, usize)], position: usize| {
+        moved
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == position)
+            .map_or(position, |(_, v)| *v)
+    };
+    let mut picked = Vec::with_capacity(keep);
+    for i in 0..keep {
+        let j = i + below(len - i);
+        let (at_i, at_j) = (value_at(&moved, i), value_at(&moved, j));
+        // Swap: position i is final from here on (later swaps only touch positions above it).
+        moved.push((j, at_i));
+        picked.push(at_j);
+    }
+    picked
 }
 
 /// Whether gossip from `sender`, arriving from `from`, is to be acted on: only from a verified
@@ -94,4 +128,52 @@ pub fn worth_probing(members: &MemberTable, entries: &[GossipEntry]) -> Vec<Sock
         })
         .map(|e| e.control)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shuffle it stands in for: swap each of the first `keep` places with a random later
+    /// one, keep the first `keep`.
+    fn shuffled(len: usize, keep: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
+        let mut items: Vec<usize> = (0..len).collect();
+        if len <= keep {
+            return items;
+        }
+        for i in 0..keep {
+            let j = i + below(len - i);
+            items.swap(i, j);
+        }
+        items.truncate(keep);
+        items
+    }
+
+    #[test]
+    fn sampled_positions_are_the_partial_shuffle_of_the_whole_list() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut draws = Vec::new();
+        for len in [0, 1, 3, 4, 5, 17, 1_000] {
+            for keep in [0, 1, 4, 16] {
+                draws.clear();
+                let mut below = |n: usize| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let draw = (state % n as u64) as usize;
+                    draws.push(draw);
+                    draw
+                };
+                let picked = sample_positions(len, keep, &mut below);
+                let mut replay = draws.iter().copied();
+                let expected = shuffled(len, keep, |_| replay.next().unwrap());
+                assert_eq!(picked, expected, "{keep} of {len}");
+                let mut distinct = picked.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(distinct.len(), keep.min(len), "{keep} of {len}");
+                assert!(picked.iter().all(|&p| p < len));
+            }
+        }
+    }
 }

@@ -462,6 +462,12 @@ impl Membership {
         self.liveness.is_suspect(key)
     }
 
+    /// See [`Exchange::learn_shared_secret`].
+    #[cfg(feature = "test-support")]
+    pub fn learn_shared_secret(&mut self, peer: &PublicKey, shared: &wgmesh_keys::SharedSecret) {
+        self.exchange.learn_shared_secret(peer, shared);
+    }
+
     pub fn exchange(&self) -> &Exchange {
         &self.exchange
     }
@@ -732,24 +738,30 @@ impl Membership {
         // verifies it tells a few more), and the newcomer hears of a few members (digests fill
         // in the rest). Telling everyone everything made a mesh forming at once send O(N³)
         // gossip, which overflowed receive buffers past 25 nodes.
-        let entropy = &mut self.entropy;
-        let Some(plan) = gossip::about_newcomer(
-            &self.members,
-            newcomer,
-            MAX_REPAIR_ENTRIES,
-            |items, keep| sample(entropy, items, keep),
-        ) else {
+        let Some(about) = self.members.get(newcomer).and_then(gossip::gossip_entry) else {
             return;
         };
-        let (newcomer_addr, entries) = plan.to_newcomer;
+        let others = gossip::Others::new(&self.members, newcomer);
+        let entropy = &mut self.entropy;
+        let entries: Vec<GossipEntry> =
+            gossip::sample_positions(others.len(), MAX_REPAIR_ENTRIES, |n| entropy.below(n))
+                .into_iter()
+                .filter_map(|position| others.get(position))
+                .filter_map(gossip::gossip_entry)
+                .collect();
         for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
             let entropy = self.entropy.next_entropy();
             let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
-            self.send(newcomer_addr, datagram);
+            self.send(about.control, datagram);
         }
-        let (about, mut others) = plan.about_newcomer;
-        sample(&mut self.entropy, &mut others, gossip::FANOUT);
-        for addr in others {
+        let others = gossip::Others::new(&self.members, newcomer);
+        let entropy = &mut self.entropy;
+        let told: Vec<SocketAddr> =
+            gossip::sample_positions(others.len(), gossip::FANOUT, |n| entropy.below(n))
+                .into_iter()
+                .filter_map(|position| others.get(position)?.control_addr)
+                .collect();
+        for addr in told {
             let entropy = self.entropy.next_entropy();
             let datagram = self
                 .exchange
@@ -1052,10 +1064,7 @@ impl Membership {
         ipv4: Ipv4Addr,
         ipv6: std::net::Ipv6Addr,
     ) -> Option<PublicKey> {
-        self.members
-            .iter()
-            .find(|m| m.public_key != *key && (m.mesh_ipv4 == ipv4 || m.mesh_ipv6 == ipv6))
-            .map(|m| m.public_key)
+        self.members.address_holder(key, ipv4, ipv6)
     }
 
     /// Members heard of through gossip that did not answer directly in time are reached
@@ -1108,17 +1117,4 @@ pub struct TableSizes {
     pub probe_back: usize,
     pub transmits: usize,
     pub events: usize,
-}
-
-/// Keeps `keep` random elements of `items` (all if it has no more): a partial Fisher–Yates
-/// shuffle on the core's seeded stream.
-fn sample<T>(entropy: &mut EntropySource, items: &mut Vec<T>, keep: usize) {
-    if items.len() <= keep {
-        return;
-    }
-    for i in 0..keep {
-        let j = i + entropy.below(items.len() - i);
-        items.swap(i, j);
-    }
-    items.truncate(keep);
 }

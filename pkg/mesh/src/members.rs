@@ -1,8 +1,8 @@
 //! Verified members and how long they stay.
 
 use ipnet::IpNet;
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wgmesh_keys::PublicKey;
 use wgmesh_names::{Claim, MemberName, Naming};
 
@@ -79,6 +79,13 @@ pub enum MemberChange {
 #[derive(Debug, Clone, Default)]
 pub struct MemberTable {
     members: BTreeMap<PublicKey, Member>,
+    /// Who holds each mesh address, so "is this address taken" costs a lookup and not a scan
+    /// of the table on every verified exchange (that scan made forming a mesh cubic in its
+    /// size). Normally one key per address; the caller decides whether to admit a second.
+    by_address: HashMap<IpAddr, Vec<PublicKey>>,
+    /// Members with a control address and an endpoint (the ones gossip can pass on), in key
+    /// order, so picking a few at random needs no scan of the table.
+    reachable: Vec<PublicKey>,
     /// The next name claim's sequence number.
     next_claim: u64,
 }
@@ -92,6 +99,7 @@ impl MemberTable {
             None => {
                 member.name_claim = claim;
                 self.next_claim += 1;
+                self.index(&member);
                 self.members.insert(member.public_key, member);
                 MemberChange::New
             }
@@ -126,14 +134,77 @@ impl MemberTable {
                 } else {
                     MemberChange::Updated
                 };
-                *existing = member;
+                let old = std::mem::replace(existing, member);
+                let indexed = |m: &Member| {
+                    (
+                        m.mesh_ipv4,
+                        m.mesh_ipv6,
+                        m.control_addr.is_some() && m.endpoint.is_some(),
+                    )
+                };
+                if indexed(&old) != indexed(existing) {
+                    let new = existing.clone();
+                    self.unindex(&old);
+                    self.index(&new);
+                }
                 change
             }
         }
     }
 
     pub fn remove(&mut self, key: &PublicKey) -> Option<Member> {
-        self.members.remove(key)
+        let gone = self.members.remove(key)?;
+        self.unindex(&gone);
+        Some(gone)
+    }
+
+    /// A member other than `key` that holds `ipv4` or `ipv6`, if any.
+    pub fn address_holder(
+        &self,
+        key: &PublicKey,
+        ipv4: Ipv4Addr,
+        ipv6: Ipv6Addr,
+    ) -> Option<PublicKey> {
+        [IpAddr::V4(ipv4), IpAddr::V6(ipv6)]
+            .iter()
+            .filter_map(|ip| self.by_address.get(ip))
+            .flatten()
+            .find(|holder| *holder != key)
+            .copied()
+    }
+
+    /// Members with a control address and an endpoint, in key order (the order of [`Self::iter`]).
+    pub fn reachable(&self) -> &[PublicKey] {
+        &self.reachable
+    }
+
+    fn index(&mut self, member: &Member) {
+        if member.control_addr.is_some()
+            && member.endpoint.is_some()
+            && let Err(at) = self.reachable.binary_search(&member.public_key)
+        {
+            self.reachable.insert(at, member.public_key);
+        }
+        for ip in [IpAddr::V4(member.mesh_ipv4), IpAddr::V6(member.mesh_ipv6)] {
+            self.by_address
+                .entry(ip)
+                .or_default()
+                .push(member.public_key);
+        }
+    }
+
+    fn unindex(&mut self, member: &Member) {
+        if let Ok(at) = self.reachable.binary_search(&member.public_key) {
+            self.reachable.remove(at);
+        }
+        for ip in [IpAddr::V4(member.mesh_ipv4), IpAddr::V6(member.mesh_ipv6)] {
+            if let Some(keys) = self.by_address.get_mut(&ip) {
+                keys.retain(|k| *k != member.public_key);
+                if keys.is_empty() {
+                    self.by_address.remove(&ip);
+                }
+            }
+        }
     }
 
     /// Drops members not seen within `ttl_ms`; returns them.
@@ -144,10 +215,7 @@ impl MemberTable {
             .filter(|m| now_ms.saturating_sub(m.last_seen_ms) > ttl_ms)
             .map(|m| m.public_key)
             .collect();
-        stale
-            .iter()
-            .filter_map(|k| self.members.remove(k))
-            .collect()
+        stale.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// Marks a member as seen (e.g. WireGuard reports a fresh handshake with it).
@@ -218,6 +286,58 @@ pub(crate) mod tests {
             name: Some(MemberName::parse(name).unwrap()),
             ..member(n)
         }
+    }
+
+    #[test]
+    fn the_address_index_follows_upserts_moves_and_removals() {
+        let mut table = MemberTable::default();
+        let key = |n: u8| PublicKey::from_bytes([n; 32]);
+        let (v4, v6) = (member(1).mesh_ipv4, member(1).mesh_ipv6);
+        table.upsert(member(1));
+        assert_eq!(table.address_holder(&key(2), v4, v6), Some(key(1)));
+        assert_eq!(
+            table.address_holder(&key(1), v4, v6),
+            None,
+            "not its own rival"
+        );
+        // Either address alone is enough to be the holder.
+        let other_v4 = Ipv4Addr::new(10, 9, 9, 9);
+        assert_eq!(table.address_holder(&key(2), other_v4, v6), Some(key(1)));
+        // Moving to a new address frees the old one.
+        let mut moved = member(1);
+        moved.mesh_ipv4 = other_v4;
+        moved.mesh_ipv6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x99);
+        table.upsert(moved);
+        assert_eq!(table.address_holder(&key(2), v4, v6), None);
+        assert_eq!(
+            table.address_holder(&key(2), other_v4, Ipv6Addr::UNSPECIFIED),
+            Some(key(1))
+        );
+        // Removal and expiry free addresses too.
+        table.remove(&key(1));
+        assert_eq!(
+            table.address_holder(&key(2), other_v4, Ipv6Addr::UNSPECIFIED),
+            None
+        );
+        // Only members with both a control address and an endpoint are reachable.
+        table.upsert(member(5));
+        table.upsert(member(3));
+        let mut relayed = member(4);
+        relayed.endpoint = None;
+        table.upsert(relayed);
+        assert_eq!(table.reachable(), [key(3), key(5)]);
+        table.upsert(member(4));
+        assert_eq!(table.reachable(), [key(3), key(4), key(5)]);
+        table.remove(&key(5));
+        table.remove(&key(4));
+        assert_eq!(table.reachable(), [key(3)]);
+        table.expire(100_000, 1_000);
+        assert!(table.reachable().is_empty());
+        assert!(table.is_empty());
+        assert_eq!(
+            table.address_holder(&key(2), member(3).mesh_ipv4, member(3).mesh_ipv6),
+            None
+        );
     }
 
     #[test]
