@@ -184,15 +184,36 @@ pub struct UpOptions {
         default_value = ""
     )]
     pub advertise_routes: String,
-    /// Install routes other members advertise.
+    /// Which routes other members advertise are installed: none, all, or a list of prefixes a
+    /// route must fall inside (private = RFC 1918, 100.64.0.0/10 and fc00::/7). PREFIX@KEY pins a
+    /// prefix to the member whose base64 key starts with KEY (8 characters or more). true and
+    /// false mean private and none. The reload file's accept-routes, when present, wins.
     #[arg(
         long,
         env = "WGMESH_ACCEPT_ROUTES",
-        default_value_t = true,
-        action = clap::ArgAction::Set,
-        value_name = "BOOL"
+        default_value = "private",
+        value_parser = parse_accept,
+        value_name = "POLICY"
     )]
-    pub accept_routes: bool,
+    pub accept_routes: wgmesh_mesh::Accept,
+    /// The shortest IPv4 prefix accepted from members (a pinned prefix is exempt).
+    #[arg(
+        long,
+        env = "WGMESH_ACCEPT_ROUTES_MIN_V4",
+        default_value_t = wgmesh_mesh::policy::DEFAULT_MIN_PREFIX_V4,
+        value_parser = clap::value_parser!(u8).range(0..=32),
+        value_name = "BITS"
+    )]
+    pub accept_routes_min_v4: u8,
+    /// The shortest IPv6 prefix accepted from members (a pinned prefix is exempt).
+    #[arg(
+        long,
+        env = "WGMESH_ACCEPT_ROUTES_MIN_V6",
+        default_value_t = wgmesh_mesh::policy::DEFAULT_MIN_PREFIX_V6,
+        value_parser = clap::value_parser!(u8).range(0..=128),
+        value_name = "BITS"
+    )]
+    pub accept_routes_min_v6: u8,
     /// error, warn, info, debug or trace. The reload file's `log-level`, when present, wins.
     #[arg(long, env = "WGMESH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -340,4 +361,9 @@ pub fn overridden_variables(matches: &ArgMatches) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+fn parse_accept(text: &str) -> Result<wgmesh_mesh::Accept, String> {
+    text.parse()
+        .map_err(|err: wgmesh_mesh::policy::PolicyError| err.to_string())
 }

@@ -56,6 +56,24 @@ pub struct StatusReport {
     /// incumbent keeps it; issue 13, docs/exchange-protocol.md "Address ownership").
     #[serde(default)]
     pub contested: Vec<ContestedReport>,
+    /// The `accept-routes` policy in force (null from a daemon older than the field).
+    #[serde(default)]
+    pub accept_routes: Option<String>,
+    /// Routes members advertise that this host refused, each with why.
+    #[serde(default)]
+    pub refused_routes: Vec<RefusedRouteReport>,
+}
+
+/// An advertised route this host does not install.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedRouteReport {
+    pub public_key: String,
+    pub route: String,
+    /// A stable code: `outside_policy`, `shorter_than_minimum`, `held_by_incumbent`,
+    /// `more_specific_of_incumbent`, `covers_protected_address`, ...
+    pub reason: String,
+    /// The reason in words, naming the other member or address involved.
+    pub detail: String,
 }
 
 /// A member not installed because its address is taken.

@@ -67,6 +67,16 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
         report.advertised_routes.join(", ")
     };
     output::line(format!("advertising: {advertised}"));
+    if let Some(policy) = &report.accept_routes {
+        output::line(format!("accepting:   {policy}"));
+    }
+    for refused in &report.refused_routes {
+        let key: String = refused.public_key.chars().take(8).collect();
+        output::line(format!(
+            "refused:     {} from {key}: {}",
+            refused.route, refused.detail
+        ));
+    }
     output::line(format!("peers:       {}", report.peers.len()));
     if !report.peers.is_empty() {
         output::line("");

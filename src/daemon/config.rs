@@ -6,6 +6,7 @@ use crate::cli::{BackendChoice, UpArgs};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use wgmesh_mesh::RoutePolicy;
 use wgmesh_names::MemberName;
 
 /// Which WireGuard implementation to drive.
@@ -42,7 +43,8 @@ pub struct DaemonConfig {
     pub control_port: Option<u16>,
     /// Routes this host advertises (the reload file's, else the flag's).
     pub advertised: Vec<IpNet>,
-    pub accept_routes: bool,
+    /// Which advertised routes are accepted at start (the reload file's, else the flags').
+    pub route_policy: RoutePolicy,
     /// The name announced (the reload file's, else the flag's, else the host name).
     pub name: Option<MemberName>,
     pub backend: BackendPreference,
@@ -66,7 +68,12 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// The daemon's configuration from `wgmesh up`'s flags, with the reloadable settings as
     /// startup resolved them (reload file over flags, DESIGN.md §6).
-    pub fn from_up_args(args: &UpArgs, advertised: Vec<IpNet>, name: Option<MemberName>) -> Self {
+    pub fn from_up_args(
+        args: &UpArgs,
+        advertised: Vec<IpNet>,
+        route_policy: RoutePolicy,
+        name: Option<MemberName>,
+    ) -> Self {
         let location = &args.location;
         let options = &args.options;
         Self {
@@ -81,7 +88,7 @@ impl DaemonConfig {
             listen_port: options.listen_port,
             control_port: options.control_port,
             advertised,
-            accept_routes: options.accept_routes,
+            route_policy,
             name,
             backend: match options.backend {
                 BackendChoice::Auto => BackendPreference::Auto,
@@ -140,7 +147,8 @@ mod tests {
             panic!("not up");
         };
         let routes = vec!["192.168.5.0/24".parse().unwrap()];
-        let config = DaemonConfig::from_up_args(&args, routes.clone(), None);
+        let config =
+            DaemonConfig::from_up_args(&args, routes.clone(), RoutePolicy::default(), None);
         assert_eq!(config.interface, "wgt7");
         assert_eq!(
             config.paths,

@@ -82,6 +82,7 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
         .or_else(exchange_io::default_name);
     let shown = name.as_ref().map(ToString::to_string).unwrap_or_default();
     tracing::info!(key = "name", value = %shown, source = %name_source, "configuration");
+    let route_policy = startup_route_policy(reload_file.as_ref(), options, matches, &from_file);
     let file_routes = reload_file.and_then(|file| file.advertise_routes);
     let routes_source = if file_routes.is_some() {
         from_file
@@ -92,7 +93,7 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     tracing::info!(key = "advertise-routes", value = ?advertised, source = %routes_source, "configuration");
     let keys = MeshKeys::derive(&loaded.secret);
     drop(loaded);
-    let mut config = DaemonConfig::from_up_args(&args, advertised, name);
+    let mut config = DaemonConfig::from_up_args(&args, advertised, route_policy, name);
     config.wireguard_go_verbose = matches!(level, "debug" | "trace");
     drop(args);
     let (identity, created) = NodeIdentity::load_or_create(
@@ -124,4 +125,35 @@ async fn daemon(
     let stop = daemon.run_until_signal().await;
     daemon.shutdown(stop).await;
     Ok(())
+}
+
+/// The route policy at start: each of its reload-file keys over the matching flag (DESIGN.md
+/// §6), every part logged with where it came from.
+fn startup_route_policy(
+    file: Option<&wgmesh_reload::ReloadFile>,
+    options: &crate::cli::UpOptions,
+    matches: &clap::ArgMatches,
+    from_file: &str,
+) -> wgmesh_mesh::RoutePolicy {
+    let source = |in_file: bool, id: &str| {
+        if in_file {
+            from_file.to_owned()
+        } else {
+            value_origin(matches, id)
+        }
+    };
+    let accept = file.and_then(|f| f.accept_routes.clone());
+    let min_v4 = file.and_then(|f| f.accept_routes_min_v4);
+    let min_v6 = file.and_then(|f| f.accept_routes_min_v6);
+    let policy = wgmesh_mesh::RoutePolicy {
+        accept: accept
+            .clone()
+            .unwrap_or_else(|| options.accept_routes.clone()),
+        min_prefix_v4: min_v4.unwrap_or(options.accept_routes_min_v4),
+        min_prefix_v6: min_v6.unwrap_or(options.accept_routes_min_v6),
+    };
+    tracing::info!(key = "accept-routes", value = %policy.accept, source = %source(accept.is_some(), "accept_routes"), "configuration");
+    tracing::info!(key = "accept-routes-min-v4", value = policy.min_prefix_v4, source = %source(min_v4.is_some(), "accept_routes_min_v4"), "configuration");
+    tracing::info!(key = "accept-routes-min-v6", value = policy.min_prefix_v6, source = %source(min_v6.is_some(), "accept_routes_min_v6"), "configuration");
+    policy
 }

@@ -204,6 +204,37 @@ pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
     nets
 }
 
+/// Next hops of the default routes in `/proc/net/route` (tab-separated; addresses as the
+/// kernel prints a `__be32` with `%08X`, so their native-endian bytes are the address).
+pub fn ipv4_default_gateways(table: &str) -> Vec<std::net::IpAddr> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let hex = |i: usize| u32::from_str_radix(fields.get(i)?, 16).ok();
+            let (destination, gateway, mask) = (hex(1)?, hex(2)?, hex(7)?);
+            (destination == 0 && mask == 0 && gateway != 0)
+                .then(|| std::net::IpAddr::V4(std::net::Ipv4Addr::from(gateway.to_ne_bytes())))
+        })
+        .collect()
+}
+
+/// Next hops of the default routes in `/proc/net/ipv6_route` (destination, its prefix length,
+/// source, its prefix length, next hop, ...; addresses as 32 hex digits in network order).
+pub fn ipv6_default_gateways(table: &str) -> Vec<std::net::IpAddr> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let hex = |i: usize| u128::from_str_radix(fields.get(i)?, 16).ok();
+            let (destination, length, next_hop) = (hex(0)?, hex(1)?, hex(4)?);
+            (destination == 0 && length == 0 && next_hop != 0)
+                .then(|| std::net::IpAddr::V6(std::net::Ipv6Addr::from(next_hop)))
+        })
+        .collect()
+}
+
 /// The Linux [`Host`]: rtnetlink for the link and its addresses, `getifaddrs` for connected
 /// networks, rtnetlink multicast groups for change events.
 #[derive(Debug)]
@@ -254,6 +285,13 @@ impl Host for LinuxHost {
         connected_networks(&self.interface)
     }
 
+    fn default_gateways(&self) -> Vec<std::net::IpAddr> {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let mut gateways = ipv4_default_gateways(&read("/proc/net/route"));
+        gateways.extend(ipv6_default_gateways(&read("/proc/net/ipv6_route")));
+        gateways
+    }
+
     fn watch_links_and_addresses(
         &self,
         on_change: Box<dyn FnMut() -> bool + Send>,
@@ -261,5 +299,36 @@ impl Host for LinuxHost {
         wgmesh_linux::watch_links_and_addresses(on_change)
             .map(drop)
             .map_err(|err| self.error("watch link and address events", &err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_gateways_come_from_the_kernel_route_tables() {
+        // As a little-endian host prints them: 192.168.0.1 is 0100A8C0.
+        let native = |ip: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(ip));
+        let v4 = format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t{}\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             eth0\t{}\t00000000\t0001\t0\t0\t100\t{}\t0\t0\t0\n",
+            native([192, 168, 0, 1]),
+            native([192, 168, 0, 0]),
+            native([255, 255, 255, 0]),
+        );
+        assert_eq!(
+            ipv4_default_gateways(&v4),
+            vec!["192.168.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
+                  fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n\
+                  00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert_eq!(
+            ipv6_default_gateways(v6),
+            vec!["fe80::1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(ipv4_default_gateways("garbage\nmore garbage\n").is_empty());
     }
 }

@@ -153,6 +153,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
                 .read()
                 .context("reading the WireGuard device")?,
             connected: self.host.connected_networks(),
+            gateways: self.host.default_gateways(),
             routes: match self.routes.owned_routes() {
                 Ok(owned) => Some(owned),
                 Err(err) => {
@@ -194,7 +195,8 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
                     settings: &self.settings,
                     own_key: self.own_key,
                     members: &state.members,
-                    accept_routes: self.node.accept_routes,
+                    route_policy: &state.route_policy,
+                    servers: &state.servers,
                     mesh_prefixes: &self.node.mesh_prefixes,
                     advertised: &state.advertised,
                     refresh_endpoints,

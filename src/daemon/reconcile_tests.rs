@@ -60,7 +60,6 @@ fn reconciler(members: &[Member]) -> TestReconciler {
         listen_port: 51820,
         control_port: 51900,
         mesh_prefixes: vec!["10.1.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
-        accept_routes: true,
         relay: false,
     };
     let link = InterfaceConfig {

@@ -92,6 +92,22 @@ impl ReloadContext {
                 announce = true;
             }
         }
+        if file.accept_routes.is_some()
+            || file.accept_routes_min_v4.is_some()
+            || file.accept_routes_min_v6.is_some()
+        {
+            let mut state = self.shared.lock();
+            let mut policy = state.route_policy.clone();
+            if let Some(accept) = file.accept_routes {
+                policy.accept = accept;
+            }
+            policy.min_prefix_v4 = file.accept_routes_min_v4.unwrap_or(policy.min_prefix_v4);
+            policy.min_prefix_v6 = file.accept_routes_min_v6.unwrap_or(policy.min_prefix_v6);
+            if policy != state.route_policy {
+                tracing::info!(policy = %policy, "accept-routes changed");
+                state.route_policy = policy;
+            }
+        }
         if announce {
             // The exchange task takes our name from the shared state along with the record.
             let record = own_record(&self.node, &self.shared.lock());

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
 use wgmesh_device::{DeviceOrigin, DeviceUpdate, Host as _, InterfaceConfig};
 use wgmesh_exchange::{Exchange, ExchangeConfig};
-use wgmesh_mesh::DeviceSettings;
+use wgmesh_mesh::{DeviceSettings, Protected, ProtectedKind};
 use wgmesh_state::NodeIdentity;
 
 /// After adopting a device, peers and routes we have not yet re-verified are kept this long, so
@@ -96,7 +96,6 @@ impl Daemon {
             listen_port,
             control_port,
             mesh_prefixes,
-            accept_routes: config.accept_routes,
             relay: config.relay,
         };
         let own = OwnAddresses {
@@ -106,6 +105,7 @@ impl Daemon {
         };
         let shared = Shared::new(own, config.advertised.clone());
         shared.lock().own_name.clone_from(&config.name);
+        shared.lock().route_policy.clone_from(&config.route_policy);
         let settings = DeviceSettings {
             private_key: private_key.clone(),
             listen_port,
@@ -164,6 +164,32 @@ impl Daemon {
             discovery_sources(&config, &cached, SocketAddr::from((group, control_port)));
         reconciler.set_peer_cache(cache_path, cached);
         let stun_servers = nat::server_list(config.stun.as_deref(), DEFAULT_STUN_SERVERS);
+        // Routes from members must never cover the configured servers: resolve them for the
+        // route filter (off the runtime: DNS blocks).
+        let guarded: Vec<(String, ProtectedKind)> = stun_servers
+            .iter()
+            .flatten()
+            .map(|s| (s.clone(), ProtectedKind::Stun))
+            .chain(
+                nat::server_list(config.dht_bootstrap.as_deref(), &[])
+                    .into_iter()
+                    .flatten()
+                    .map(|s| (s, ProtectedKind::Dht)),
+            )
+            .chain(
+                config
+                    .static_peers
+                    .iter()
+                    .map(|s| (s.clone(), ProtectedKind::Seed)),
+            )
+            .collect();
+        tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                let servers = resolve_guarded(guarded).await;
+                shared.lock().servers = servers;
+            }
+        });
         let (dht, dht_candidates) = match nat::server_list(config.dht_bootstrap.as_deref(), &[]) {
             None => (None, None),
             Some(bootstrap) => {
@@ -476,4 +502,27 @@ async fn wait_for_signals(reload: &reload::ReloadContext, down: &tokio::sync::No
             () = down.notified() => return Stop::Down,
         }
     }
+}
+
+/// Every address of each configured server, for the route filter. Unresolvable ones are
+/// skipped (discovery and STUN log them).
+async fn resolve_guarded(servers: Vec<(String, ProtectedKind)>) -> Vec<Protected> {
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs as _;
+        servers
+            .iter()
+            .flat_map(|(server, what)| {
+                let addrs: Vec<SocketAddr> = server
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+                    .unwrap_or_default();
+                addrs.into_iter().map(|addr| Protected {
+                    addr: addr.ip(),
+                    what: *what,
+                })
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }

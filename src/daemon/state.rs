@@ -20,7 +20,6 @@ pub struct NodeInfo {
     pub listen_port: u16,
     pub control_port: u16,
     pub mesh_prefixes: Vec<IpNet>,
-    pub accept_routes: bool,
     pub relay: bool,
 }
 
@@ -46,6 +45,11 @@ pub struct MeshState {
     pub nat_type: String,
     pub members: MemberTable,
     pub advertised: Vec<IpNet>,
+    /// Which advertised routes are accepted (`accept-routes`, reloadable).
+    pub route_policy: wgmesh_mesh::RoutePolicy,
+    /// Configured servers (STUN, DHT bootstrap, `--peer` seeds) as resolved: no accepted route
+    /// may cover one.
+    pub servers: Vec<wgmesh_mesh::Protected>,
     pub accepted: AcceptedRoutes,
     pub clock_skew: ClockSkew,
     /// The exchange's drop counters, copied after every datagram for `status`.
@@ -112,6 +116,8 @@ impl Shared {
             nat_type: "unknown".to_owned(),
             members: MemberTable::default(),
             advertised,
+            route_policy: wgmesh_mesh::RoutePolicy::default(),
+            servers: Vec::new(),
             accepted: AcceptedRoutes::default(),
             exchange: wgmesh_exchange::DropCounters::default(),
             clock_skew: ClockSkew::default(),
@@ -266,6 +272,18 @@ pub fn status_report(
                 public_key: key.to_base64(),
                 mesh_ipv4: ip.to_string(),
                 holder: holder.to_base64(),
+            })
+            .collect(),
+        accept_routes: Some(state.route_policy.to_string()),
+        refused_routes: state
+            .accepted
+            .rejected
+            .iter()
+            .map(|(key, route, reason)| crate::control::RefusedRouteReport {
+                public_key: key.to_base64(),
+                route: route.to_string(),
+                reason: reason.code().to_owned(),
+                detail: reason.to_string(),
             })
             .collect(),
     }

@@ -85,7 +85,6 @@ mod tests {
                 listen_port: 51820,
                 control_port: 51900,
                 mesh_prefixes: Vec::new(),
-                accept_routes: true,
                 relay: false,
             },
             shared,

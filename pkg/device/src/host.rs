@@ -34,6 +34,8 @@ pub trait Host: Send {
     fn configure_interface(&mut self, config: &InterfaceConfig) -> Result<u32, HostError>;
     /// The networks this host is directly connected to, except the mesh interface's own.
     fn connected_networks(&self) -> Vec<IpNet>;
+    /// The next hops of this host's default routes (no route from a member may cover one).
+    fn default_gateways(&self) -> Vec<std::net::IpAddr>;
     /// Calls `on_change` after every batch of link or address changes, until it returns
     /// `false`. The notice carries no content: the receiver re-reads what it needs.
     fn watch_links_and_addresses(
@@ -46,6 +48,7 @@ pub trait Host: Send {
 #[derive(Debug, Default)]
 pub struct FakeHost {
     pub connected: Vec<IpNet>,
+    pub gateways: Vec<std::net::IpAddr>,
     /// Every configuration applied, in order.
     pub configured: Vec<InterfaceConfig>,
     /// The index the next configuration reports (a recreated link gets a new one).
@@ -60,6 +63,10 @@ impl Host for FakeHost {
 
     fn connected_networks(&self) -> Vec<IpNet> {
         self.connected.clone()
+    }
+
+    fn default_gateways(&self) -> Vec<std::net::IpAddr> {
+        self.gateways.clone()
     }
 
     fn watch_links_and_addresses(

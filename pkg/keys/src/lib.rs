@@ -100,6 +100,63 @@ fn to_array(bytes: &[u8]) -> Result<[u8; KEY_LEN], KeyError> {
     bytes.try_into().map_err(|_| KeyError::Length(bytes.len()))
 }
 
+/// How operators name a member in settings (`PREFIX@KEY` in `accept-routes`, `relays=`): the
+/// start of its public key in base64, at least [`KeyPrefix::MIN_LEN`] characters. Eight
+/// characters are 48 bits: grinding a key that matches someone else's prefix takes about 2⁴⁸
+/// X25519 base-point multiplications.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyPrefix(String);
+
+/// Why a key prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyPrefixError {
+    #[error("a key prefix needs at least 8 characters of the base64 public key, got {0}")]
+    TooShort(usize),
+    #[error("a key prefix has at most 44 characters (a whole base64 public key), got {0}")]
+    TooLong(usize),
+    #[error("a key prefix is base64 (A-Z, a-z, 0-9, + and /, = at the end); {0:?} is not")]
+    NotBase64(char),
+}
+
+impl KeyPrefix {
+    pub const MIN_LEN: usize = 8;
+
+    pub fn matches(&self, key: &PublicKey) -> bool {
+        key.to_base64().starts_with(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for KeyPrefix {
+    type Err = KeyPrefixError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let len = text.chars().count();
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
+        {
+            return Err(KeyPrefixError::NotBase64(bad));
+        }
+        if len < Self::MIN_LEN {
+            return Err(KeyPrefixError::TooShort(len));
+        }
+        if len > 44 {
+            return Err(KeyPrefixError::TooLong(len));
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A WireGuard private key. Never printed; zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct PrivateKey([u8; KEY_LEN]);
@@ -202,6 +259,28 @@ mod tests {
         assert!(!printed.contains("0707"), "{printed}");
         assert!(!printed.contains("0909"), "{printed}");
         assert!(printed.contains("redacted"));
+    }
+
+    #[test]
+    fn key_prefixes_match_the_start_of_the_base64_key_and_refuse_short_or_foreign_text() {
+        let key = PublicKey::from_bytes([7; 32]);
+        let text = key.to_base64();
+        let prefix: KeyPrefix = text[..8].parse().unwrap();
+        assert!(prefix.matches(&key));
+        assert!(!prefix.matches(&PublicKey::from_bytes([8; 32])));
+        assert!(text.parse::<KeyPrefix>().unwrap().matches(&key));
+        assert_eq!(
+            "abcdefg".parse::<KeyPrefix>(),
+            Err(KeyPrefixError::TooShort(7))
+        );
+        assert_eq!(
+            "abcd efgh".parse::<KeyPrefix>(),
+            Err(KeyPrefixError::NotBase64(' '))
+        );
+        assert_eq!(
+            format!("{text}A").parse::<KeyPrefix>(),
+            Err(KeyPrefixError::TooLong(45))
+        );
     }
 
     #[test]

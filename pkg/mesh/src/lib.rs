@@ -5,11 +5,16 @@
 
 mod members;
 pub mod plan;
+pub mod policy;
 mod routes;
 
 pub use members::{Member, MemberChange, MemberTable, Source};
 pub use plan::{EndpointWrite, Now, Observed, PeerDiff, PendingNudge, Plan, PlanState, plan};
-pub use routes::{AcceptedRoutes, LocalView, RejectReason, accept_routes};
+pub use policy::{Accept, RoutePolicy};
+pub use routes::{
+    AcceptedRoutes, LocalView, MAX_ACCEPTED_ROUTES, Protected, ProtectedKind, RejectReason,
+    accept_routes,
+};
 
 use wgmesh_device::{DesiredDevice, PeerConfig};
 use wgmesh_keys::{PresharedKey, PrivateKey, PublicKey};
@@ -97,6 +102,13 @@ mod tests {
     use super::*;
     use crate::members::tests::member;
 
+    fn all_routes() -> RoutePolicy {
+        RoutePolicy {
+            accept: Accept::All,
+            ..RoutePolicy::default()
+        }
+    }
+
     fn settings() -> DeviceSettings {
         DeviceSettings {
             private_key: PrivateKey::from_bytes_clamped([1; 32]),
@@ -119,7 +131,7 @@ mod tests {
         far.endpoint = Some("203.0.113.9:51820".parse().unwrap());
         table.upsert(far.clone());
         let view = LocalView {
-            accept_routes: true,
+            policy: all_routes(),
             connected: vec!["192.0.2.0/24".parse().unwrap()],
             ..LocalView::default()
         };
@@ -163,7 +175,7 @@ mod tests {
         twin.mesh_ipv4 = relay.mesh_ipv4;
         table.upsert(twin.clone());
         let view = LocalView {
-            accept_routes: true,
+            policy: all_routes(),
             ..LocalView::default()
         };
         let accepted = accept_routes(&view, &table);

@@ -88,6 +88,11 @@ pub struct MemberTable {
     reachable: Vec<PublicKey>,
     /// The next name claim's sequence number.
     next_claim: u64,
+    /// When each member's route was first verified here, as a table-wide sequence number: the
+    /// earliest claim of a prefix is its incumbent (`crate::routes`). Dropped when the member
+    /// withdraws the route or leaves.
+    route_claims: HashMap<(PublicKey, IpNet), u64>,
+    next_route_claim: u64,
 }
 
 impl MemberTable {
@@ -99,6 +104,7 @@ impl MemberTable {
             None => {
                 member.name_claim = claim;
                 self.next_claim += 1;
+                self.claim_routes(&member.public_key, &[], &member.routes);
                 self.index(&member);
                 self.members.insert(member.public_key, member);
                 MemberChange::New
@@ -134,7 +140,6 @@ impl MemberTable {
                 } else {
                     MemberChange::Updated
                 };
-                let old = std::mem::replace(existing, member);
                 let indexed = |m: &Member| {
                     (
                         m.mesh_ipv4,
@@ -142,10 +147,18 @@ impl MemberTable {
                         m.control_addr.is_some() && m.endpoint.is_some(),
                     )
                 };
-                if indexed(&old) != indexed(existing) {
+                let old = std::mem::replace(existing, member);
+                let routes_changed = old.routes != existing.routes;
+                let index_changed = indexed(&old) != indexed(existing);
+                if routes_changed || index_changed {
                     let new = existing.clone();
-                    self.unindex(&old);
-                    self.index(&new);
+                    if routes_changed {
+                        self.claim_routes(&new.public_key, &old.routes, &new.routes);
+                    }
+                    if index_changed {
+                        self.unindex(&old);
+                        self.index(&new);
+                    }
                 }
                 change
             }
@@ -154,6 +167,7 @@ impl MemberTable {
 
     pub fn remove(&mut self, key: &PublicKey) -> Option<Member> {
         let gone = self.members.remove(key)?;
+        self.claim_routes(key, &gone.routes, &[]);
         self.unindex(&gone);
         Some(gone)
     }
@@ -171,6 +185,30 @@ impl MemberTable {
             .flatten()
             .find(|holder| *holder != key)
             .copied()
+    }
+
+    /// When this host first verified `key` advertising `route` (truncated), as a sequence number
+    /// comparable across members: smaller is earlier.
+    pub fn route_claim(&self, key: &PublicKey, route: &IpNet) -> Option<u64> {
+        self.route_claims.get(&(*key, route.trunc())).copied()
+    }
+
+    /// Records claims for routes `key` newly advertises and drops those it withdrew.
+    fn claim_routes(&mut self, key: &PublicKey, old: &[IpNet], new: &[IpNet]) {
+        let new: Vec<IpNet> = new.iter().map(IpNet::trunc).collect();
+        for route in old.iter().map(IpNet::trunc) {
+            if !new.contains(&route) {
+                self.route_claims.remove(&(*key, route));
+            }
+        }
+        for route in new {
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                self.route_claims.entry((*key, route))
+            {
+                entry.insert(self.next_route_claim);
+                self.next_route_claim += 1;
+            }
+        }
     }
 
     /// Members with a control address and an endpoint, in key order (the order of [`Self::iter`]).

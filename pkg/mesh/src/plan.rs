@@ -18,7 +18,8 @@
 //! - While the removal hold lasts (after adopting a device), nothing is removed.
 
 use crate::{
-    AcceptedRoutes, DeviceSettings, LocalView, MemberTable, accept_routes, desired_device,
+    AcceptedRoutes, DeviceSettings, LocalView, MemberTable, Protected, ProtectedKind, RoutePolicy,
+    accept_routes, desired_device,
 };
 use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
@@ -81,6 +82,8 @@ pub struct Observed {
     pub routes: Option<Vec<IpNet>>,
     /// The host's directly connected networks, except the mesh interface's own.
     pub connected: Vec<IpNet>,
+    /// The host's default gateways (no accepted route may cover one).
+    pub gateways: Vec<std::net::IpAddr>,
 }
 
 /// A new peer whose handshake this end starts later, if none has happened by then.
@@ -101,7 +104,9 @@ pub struct PlanState<'a> {
     /// This host's public key (the nudge order compares it with peers').
     pub own_key: PublicKey,
     pub members: &'a MemberTable,
-    pub accept_routes: bool,
+    pub route_policy: &'a RoutePolicy,
+    /// Configured servers (STUN, DHT, `--peer` seeds) no accepted route may cover.
+    pub servers: &'a [Protected],
     pub mesh_prefixes: &'a [IpNet],
     /// The routes this host advertises (never accepted from others).
     pub advertised: &'a [IpNet],
@@ -268,15 +273,50 @@ impl Plan {
     }
 }
 
-/// Computes one pass: the desired device and routes from the members, then the minimal change
-/// from `observed` to them under the rules in the module documentation.
-pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
-    let view = LocalView {
-        accept_routes: state.accept_routes,
+/// What the route filter knows of this host in this pass.
+pub fn local_view(observed: &Observed, state: &PlanState<'_>) -> LocalView {
+    LocalView {
+        policy: state.route_policy.clone(),
         mesh_prefixes: state.mesh_prefixes.to_vec(),
         connected: observed.connected.clone(),
         own_routes: state.advertised.to_vec(),
-    };
+        protected: protected_addresses(observed, state),
+    }
+}
+
+/// The addresses no accepted route may cover: the endpoint this host uses for each peer (the
+/// device's, and the one discovery knows), the gateways and the configured servers. A member's
+/// other candidate addresses do not count, so common subnets stay advertisable.
+fn protected_addresses(observed: &Observed, state: &PlanState<'_>) -> Vec<Protected> {
+    let in_device = observed
+        .device
+        .peers
+        .iter()
+        .filter_map(|p| Some((p.config.public_key, p.config.endpoint?)));
+    let known = state
+        .members
+        .iter()
+        .filter_map(|m| Some((m.public_key, m.endpoint?)));
+    let mut protected: Vec<Protected> = in_device
+        .chain(known)
+        .map(|(key, endpoint)| Protected {
+            addr: endpoint.ip(),
+            what: ProtectedKind::PeerEndpoint(key),
+        })
+        .chain(observed.gateways.iter().map(|&addr| Protected {
+            addr,
+            what: ProtectedKind::Gateway,
+        }))
+        .chain(state.servers.iter().copied())
+        .collect();
+    protected.dedup();
+    protected
+}
+
+/// Computes one pass: the desired device and routes from the members, then the minimal change
+/// from `observed` to them under the rules in the module documentation.
+pub fn plan(observed: &Observed, state: &PlanState<'_>, now: Now) -> Plan {
+    let view = local_view(observed, state);
     let accepted = accept_routes(&view, state.members);
     let desired = desired_device(state.settings, state.members, &accepted, &view.connected);
     let holding = state

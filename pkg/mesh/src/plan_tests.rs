@@ -1,6 +1,6 @@
 use super::*;
 use crate::members::tests::member;
-use crate::{Member, Source};
+use crate::{Accept, Member, Source};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use wgmesh_keys::PresharedKey;
@@ -46,6 +46,7 @@ struct World {
     refresh_endpoints: bool,
     hold_until: Option<Instant>,
     pending: Vec<PendingNudge>,
+    policy: RoutePolicy,
 }
 
 impl World {
@@ -64,6 +65,10 @@ impl World {
             refresh_endpoints: false,
             hold_until: None,
             pending: Vec::new(),
+            policy: RoutePolicy {
+                accept: Accept::All,
+                ..RoutePolicy::default()
+            },
         }
     }
 
@@ -72,7 +77,8 @@ impl World {
             settings: &self.settings,
             own_key: self.own_key,
             members: &self.members,
-            accept_routes: true,
+            route_policy: &self.policy,
+            servers: &[],
             mesh_prefixes: &self.prefixes,
             advertised: &self.advertised,
             refresh_endpoints: self.refresh_endpoints,
@@ -110,6 +116,7 @@ fn steady(world: &World, now: Now) -> Observed {
     let mut observed = Observed {
         routes: Some(Vec::new()),
         connected: lan(),
+        gateways: Vec::new(),
         ..Observed::default()
     };
     let first = world.plan(&observed, now);
@@ -155,6 +162,7 @@ fn a_new_member_is_added_with_its_addresses_and_nudged_from_the_smaller_key() {
         },
         routes: Some(vec![]),
         connected: lan(),
+        gateways: Vec::new(),
     };
     let now = t0();
     let plan = world.plan(&observed, now);
@@ -211,6 +219,7 @@ fn the_smaller_key_restarts_the_handshake_while_none_completes_and_then_gives_up
     let start = t0();
     let mut observed = Observed {
         connected: lan(),
+        gateways: Vec::new(),
         ..Observed::default()
     };
     let first = world.plan(&observed, start);
@@ -255,6 +264,7 @@ fn the_smaller_key_restarts_the_handshake_while_none_completes_and_then_gives_up
     let mut world = World::new(std::slice::from_ref(&a));
     let mut observed = Observed {
         connected: lan(),
+        gateways: Vec::new(),
         ..Observed::default()
     };
     let first = world.plan(&observed, start);
@@ -276,6 +286,7 @@ fn the_greater_key_nudges_only_if_no_handshake_happened_within_the_fallback() {
     let now = t0();
     let mut observed = Observed {
         connected: lan(),
+        gateways: Vec::new(),
         ..Observed::default()
     };
     let first = world.plan(&observed, now);
@@ -342,6 +353,7 @@ fn a_peer_that_needs_keepalive_is_not_nudged() {
     let plan = world.plan(
         &Observed {
             connected: lan(),
+            gateways: Vec::new(),
             ..Observed::default()
         },
         t0(),
@@ -714,6 +726,7 @@ fn arb_observed() -> impl Strategy<Value = Observed> {
                     r
                 }),
                 connected: lan(),
+                gateways: Vec::new(),
             }
         })
 }
@@ -764,12 +777,7 @@ proptest! {
         }
 
         // The desired device, with the documented exceptions.
-        let view = LocalView {
-            accept_routes: true,
-            mesh_prefixes: world.prefixes.clone(),
-            connected: lan(),
-            own_routes: vec![],
-        };
+        let view = crate::plan::local_view(&observed, &world.state());
         let accepted = accept_routes(&view, &world.members);
         let desired = desired_device(&world.settings, &world.members, &accepted, &view.connected);
         prop_assert_eq!(after.device.private_key.as_ref(), Some(&desired.private_key));

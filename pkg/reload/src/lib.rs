@@ -6,10 +6,18 @@
 
 use ipnet::IpNet;
 use std::str::FromStr;
+use wgmesh_mesh::policy::{Accept, PolicyError, parse_min_prefix};
 use wgmesh_names::{MemberName, NameError};
 
 /// Keys that may change while the daemon runs.
-const RELOADABLE: &[&str] = &["advertise-routes", "log-level", "name"];
+const RELOADABLE: &[&str] = &[
+    "advertise-routes",
+    "log-level",
+    "name",
+    "accept-routes",
+    "accept-routes-min-v4",
+    "accept-routes-min-v6",
+];
 
 /// Keys `wgmesh up` knows that need a restart to change. Reported and ignored.
 const RESTART_ONLY: &[&str] = &[
@@ -18,7 +26,6 @@ const RESTART_ONLY: &[&str] = &[
     "interface",
     "listen-port",
     "control-port",
-    "accept-routes",
     "state-dir",
     "runtime-dir",
     "log-format",
@@ -50,6 +57,12 @@ pub struct ReloadFile {
     /// The name announced to the mesh. `Some(None)` (an empty value) goes back to the default,
     /// the system host name.
     pub name: Option<Option<MemberName>>,
+    /// Which advertised routes to accept (`wgmesh_mesh::policy`).
+    pub accept_routes: Option<Accept>,
+    /// The shortest IPv4 prefix accepted from members.
+    pub accept_routes_min_v4: Option<u8>,
+    /// The shortest IPv6 prefix accepted from members.
+    pub accept_routes_min_v6: Option<u8>,
     /// Known keys that were ignored because they need a restart: `(line, key)`.
     pub ignored: Vec<(usize, String)>,
 }
@@ -141,6 +154,14 @@ pub enum ReloadError {
     BadLogLevel { line: usize, value: String },
     #[error("line {line}: name: {source}")]
     BadName { line: usize, source: NameError },
+    #[error("line {line}: {source}")]
+    BadPolicy { line: usize, source: PolicyError },
+    #[error("line {line}: {key}: {message}")]
+    BadMinPrefix {
+        line: usize,
+        key: &'static str,
+        message: String,
+    },
 }
 
 impl ReloadError {
@@ -153,7 +174,9 @@ impl ReloadError {
             | Self::HostBits { line, .. }
             | Self::TooManyRoutes { line, .. }
             | Self::BadLogLevel { line, .. }
-            | Self::BadName { line, .. } => *line,
+            | Self::BadName { line, .. }
+            | Self::BadPolicy { line, .. }
+            | Self::BadMinPrefix { line, .. } => *line,
         }
     }
 }
@@ -200,6 +223,40 @@ impl FromStr for ReloadFile {
                     let name = MemberName::parse(value)
                         .map_err(|source| ReloadError::BadName { line, source })?;
                     file.name = Some(Some(name));
+                }
+                "accept-routes" => {
+                    let policy = value
+                        .parse()
+                        .map_err(|source| ReloadError::BadPolicy { line, source })?;
+                    file.accept_routes = Some(policy);
+                }
+                "accept-routes-min-v4" => {
+                    let min = parse_min_prefix(value, "IPv4", 32).map_err(|message| {
+                        ReloadError::BadMinPrefix {
+                            line,
+                            key: "accept-routes-min-v4",
+                            message: if value.len() < SHOWN_BELOW {
+                                message
+                            } else {
+                                format!("{} is not a prefix length", shown(value))
+                            },
+                        }
+                    })?;
+                    file.accept_routes_min_v4 = Some(min);
+                }
+                "accept-routes-min-v6" => {
+                    let min = parse_min_prefix(value, "IPv6", 128).map_err(|message| {
+                        ReloadError::BadMinPrefix {
+                            line,
+                            key: "accept-routes-min-v6",
+                            message: if value.len() < SHOWN_BELOW {
+                                message
+                            } else {
+                                format!("{} is not a prefix length", shown(value))
+                            },
+                        }
+                    })?;
+                    file.accept_routes_min_v6 = Some(min);
                 }
                 known if RESTART_ONLY.contains(&known) => file.ignored.push((line, key)),
                 _ => {
@@ -281,6 +338,36 @@ mod tests {
         );
         assert_eq!(name("name=\n"), Some(None));
         assert_eq!(name("log-level=info\n"), None);
+    }
+
+    #[test]
+    fn the_route_policy_is_reloadable_and_bad_values_name_their_line() {
+        let file = parse(
+            "accept-routes = private, 10.20.0.0/16@AQEBAQEB\naccept-routes-min-v4 = 20\naccept-routes-min-v6=56\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.accept_routes.map(|a| a.to_string()).as_deref(),
+            Some(
+                "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7,10.20.0.0/16@AQEBAQEB"
+            )
+        );
+        assert_eq!(file.accept_routes_min_v4, Some(20));
+        assert_eq!(file.accept_routes_min_v6, Some(56));
+        assert_eq!(
+            parse("accept-routes=none").unwrap().accept_routes,
+            Some(Accept::None)
+        );
+        for (text, needle) in [
+            ("\naccept-routes=10.0.0.0/8@short", "at least 8 characters"),
+            ("\naccept-routes=", "accept-routes is empty"),
+            ("\naccept-routes-min-v4=33", "longer than an IPv4 address"),
+            ("\naccept-routes-min-v6=-1", "not a prefix length"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line(), 2, "{err}");
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
     }
 
     #[test]
