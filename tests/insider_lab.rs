@@ -187,14 +187,14 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
     );
 
     // The insider: a lower key than the owner's (v0.1 gave it the prefix) and a reload file
-    // that claims the prefix, a more-specific of it, a split default (its halves overlap the
-    // mesh and the LAN here), a quarter of the internet and a whole private range.
+    // that claims the prefix, a more-specific of it, a split default, a public prefix and a
+    // whole private range.
     let insider_seed = grind(&keys, 1 << 20, |key| key < &owner_key);
     let insider_key = keys.node_public_key(&insider_seed);
     plant_identity(&lab.nodes[2], &keys, &insider_seed);
     std::fs::write(
         lab.nodes[2].reload_path(),
-        "advertise-routes=192.168.77.0/24,192.168.77.128/25,0.0.0.0/1,128.0.0.0/1,64.0.0.0/2,172.16.0.0/12,192.168.200.0/24\n",
+        "advertise-routes=192.168.77.0/24,192.168.77.128/25,0.0.0.0/1,128.0.0.0/1,8.8.0.0/16,172.16.0.0/12,192.168.200.0/24\n",
     )
     .unwrap();
     lab.nodes[2].start(&[]);
@@ -217,7 +217,7 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
         "192.168.77.128/25",
         "0.0.0.0/1",
         "128.0.0.0/1",
-        "64.0.0.0/2",
+        "8.8.0.0/16",
         "172.16.0.0/12",
     ] {
         assert!(
@@ -235,12 +235,12 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
     assert_eq!(
         reasons,
         [
-            ("0.0.0.0/1", "overlaps_mesh"),
-            ("128.0.0.0/1", "overlaps_connected"),
+            ("0.0.0.0/1", "default_route"),
+            ("128.0.0.0/1", "default_route"),
             ("172.16.0.0/12", "shorter_than_minimum"),
             ("192.168.77.0/24", "held_by_incumbent"),
             ("192.168.77.128/25", "more_specific_of_incumbent"),
-            ("64.0.0.0/2", "outside_policy"),
+            ("8.8.0.0/16", "outside_policy"),
         ]
         .map(|(r, c)| (r.to_owned(), c.to_owned()))
     );

@@ -2,7 +2,8 @@
 //!
 //! A route from a member is refused, in this order, when:
 //! 1. the policy is `none` ([`crate::policy`]);
-//! 2. it is a default route;
+//! 2. it is a default route or a piece of a split one: shorter than /8 (IPv4) or /16 (IPv6),
+//!    whatever the policy or its pins;
 //! 3. it overlaps the mesh prefixes, a network this host is directly connected to, or a route
 //!    this host advertises itself;
 //! 4. it covers an address this host must reach outside the mesh: the endpoint it uses for a
@@ -24,6 +25,12 @@ use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use wgmesh_keys::PublicKey;
+
+/// Shorter than this is a default route or a split of one (`0.0.0.0/1` + `128.0.0.0/1`, or
+/// pieces that avoid this host's own networks): never accepted, whatever the policy.
+pub const SPLIT_DEFAULT_V4: u8 = 8;
+/// The IPv6 counterpart of [`SPLIT_DEFAULT_V4`].
+pub const SPLIT_DEFAULT_V6: u8 = 16;
 
 /// Routes accepted from all members together, next to the 32 a member may advertise
 /// (`wgmesh_reload::MAX_ADVERTISED_ROUTES`): each is a kernel route and an allowed IP.
@@ -131,7 +138,10 @@ impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::AcceptRoutesOff => f.write_str("accept-routes is none"),
-            Self::DefaultRoute => f.write_str("default routes are never accepted"),
+            Self::DefaultRoute => write!(
+                f,
+                "default routes and their splits (shorter than /{SPLIT_DEFAULT_V4} or /{SPLIT_DEFAULT_V6}) are never accepted"
+            ),
             Self::OverlapsMesh => f.write_str("overlaps the mesh prefixes"),
             Self::OverlapsConnected => f.write_str("overlaps a directly connected network"),
             Self::OverlapsOwn => f.write_str("overlaps a route this host advertises"),
@@ -224,7 +234,11 @@ fn reject_reason(
     if verdict == Verdict::AcceptNone {
         return Some(RejectReason::AcceptRoutesOff);
     }
-    if route.prefix_len() == 0 {
+    let floor = match route {
+        IpNet::V4(_) => SPLIT_DEFAULT_V4,
+        IpNet::V6(_) => SPLIT_DEFAULT_V6,
+    };
+    if route.prefix_len() < floor {
         return Some(RejectReason::DefaultRoute);
     }
     if view.mesh_prefixes.iter().any(|p| overlaps(p, route)) {
@@ -336,12 +350,11 @@ mod tests {
                 OverlapsMesh,
                 OverlapsConnected,
                 OverlapsOwn,
-                // The split default: each half overlaps something here or is too short, as is
-                // any piece of a split that avoids this host's networks.
-                OverlapsMesh,
-                OverlapsConnected,
-                TooShort { min: 48 },
-                TooShort { min: 16 },
+                // The split default, and any piece of a split that avoids this host's networks.
+                DefaultRoute,
+                DefaultRoute,
+                DefaultRoute,
+                DefaultRoute,
             ]
         );
     }
