@@ -11,8 +11,8 @@ use crate::found::FoundBy;
 use crate::gossip;
 use crate::liveness::{self, Liveness};
 use crate::path::member_path;
-use crate::punch::{PUNCH_RETRIES, PunchSchedule, RELAYED_TUNNEL_RETRIES, TUNNEL_RETRIES};
-use crate::relay::{self, SecondHand};
+use crate::punch::{PUNCH_RETRIES, PunchSchedule, TUNNEL_RETRIES};
+use crate::relay::{self, RelayAllowList, RelayPolicy, RelayTrials, SecondHand};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,6 +56,13 @@ pub struct Config {
     /// members we met there): we are its incumbent from the first moment (see
     /// [`Membership::is_established`]).
     pub established: bool,
+    /// The operator's relay allow-list (`relays=KEY,...`, parsed by
+    /// [`RelayAllowList::parse`]): only members whose key matches a listed prefix are chosen as
+    /// relays. `None`: any member offering to relay may be chosen (see [`crate::relay`]).
+    pub relays: Option<RelayAllowList>,
+    /// Mesh-wide key for relay choice's tiebreak hash, the same on every member (the daemon
+    /// passes `MeshKeys::network_id()`): both ends of a relayed pair must rank relays alike.
+    pub relay_tiebreak_key: [u8; 32],
 }
 
 /// A node holds its address as incumbent once it has kept it this long with members verified.
@@ -89,6 +96,8 @@ pub struct Membership {
     found: FoundBy,
     punches: PunchSchedule,
     second_hand: SecondHand,
+    /// Second-hand members routed through a relay until their own proof comes.
+    trials: RelayTrials,
     discovery: DiscoverySchedule,
     dht: DhtCadence,
     next_dht_review: Instant,
@@ -131,6 +140,7 @@ impl Membership {
             found: FoundBy::default(),
             punches: PunchSchedule::default(),
             second_hand: SecondHand::default(),
+            trials: RelayTrials::default(),
             discovery: DiscoverySchedule::default(),
             dht: DhtCadence::new(now),
             next_dht_review: now + DHT_REVIEW,
@@ -257,6 +267,7 @@ impl Membership {
             }
             Some(wgmesh_exchange::Event::Goodbye { key }) => {
                 self.liveness.forget(&key);
+                self.trials.end(&key);
                 let gone = self.members.remove(&key);
                 self.push_event(Event::Left {
                     key,
@@ -447,6 +458,7 @@ impl Membership {
             self.second_hand
                 .next_deadline()
                 .map(|t| (t, TimerReason::Relay)),
+            self.trials.next_deadline().map(|t| (t, TimerReason::Relay)),
         ];
         candidates.into_iter().flatten().min_by_key(|(t, _)| *t)
     }
@@ -455,6 +467,27 @@ impl Membership {
 
     pub fn members(&self) -> &MemberTable {
         &self.members
+    }
+
+    /// The relay a second-hand member on trial is routed through, if it is on trial (its own
+    /// /32 and /128 only, until its proof comes through the tunnel; see [`crate::relay`]).
+    pub fn relay_trial(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.trials.get(key).map(|t| t.relay)
+    }
+
+    /// The relay for a pair of us and `peer` ([`relay::choose_relay`]).
+    fn choose_relay(&self, peer: &PublicKey) -> Option<PublicKey> {
+        let policy = RelayPolicy {
+            allow: self.config.relays.as_ref(),
+            tiebreak_key: &self.config.relay_tiebreak_key,
+        };
+        relay::choose_relay(
+            &self.members,
+            self.exchange.public_key(),
+            peer,
+            policy,
+            |key| self.liveness.is_suspect(key),
+        )
     }
 
     /// Whether our failure detector suspects this member (see [`crate::liveness`]).
@@ -488,6 +521,7 @@ impl Membership {
             probed: self.found.len(),
             punches: self.punches.len(),
             second_hand: self.second_hand.len(),
+            relay_trials: self.trials.len(),
             liveness: self.liveness.len(),
             announcements: self.announcements.len(),
             repaired: self.repaired.len(),
@@ -649,16 +683,25 @@ impl Membership {
         let source = self.found.source_of(from.ip(), lan);
         let known = self.members.get(&record.public_key);
         let through_tunnel = self.is_mesh_address(from.ip());
+        // A member first heard of through the tunnel is on trial through a relay (its proof
+        // just came); otherwise it takes the relay we would choose for it.
+        let relay_for_new = match self.trials.get(&record.public_key) {
+            Some(trial) => Some(trial.relay),
+            None if through_tunnel && known.is_none() => self.choose_relay(&record.public_key),
+            None => None,
+        };
         let Some(path) = member_path(
             known,
-            &self.members,
+            relay_for_new,
             from,
             record.listen_port,
             through_tunnel,
         ) else {
             return;
         };
-        if !through_tunnel && let Some(relay) = known.and_then(|m| m.relay_via) {
+        let trial_relay = self.trials.end(&record.public_key).map(|t| t.relay);
+        let relayed_before = known.and_then(|m| m.relay_via).or(trial_relay);
+        if !through_tunnel && let Some(relay) = relayed_before {
             self.push_event(Event::DirectPath {
                 key: record.public_key,
                 relay,
@@ -1067,12 +1110,19 @@ impl Membership {
         self.members.address_holder(key, ipv4, ipv6)
     }
 
-    /// Members heard of through gossip that did not answer directly in time are reached
-    /// through a member offering to relay.
+    /// Members heard of through gossip that did not answer directly in time get a trial through
+    /// a member offering to relay: routed there only so their own proof can come through the
+    /// tunnel ([`crate::relay`]). A trial that brings none is withdrawn.
     fn relay_unreachable(&mut self, now: Instant, wall_ms: u64) {
+        for trial in self.trials.take_expired(now) {
+            self.push_event(Event::RelayUnproven {
+                key: trial.member.public_key,
+                mesh_ipv4: trial.member.mesh_ipv4,
+            });
+        }
         for entry in self.second_hand.take_due(now) {
             let key = entry.record.public_key;
-            if self.members.get(&key).is_some() {
+            if self.members.get(&key).is_some() || !self.trials.may_start(&key, now) {
                 continue;
             }
             let record = &entry.record;
@@ -1080,25 +1130,26 @@ impl Membership {
                 || self
                     .address_holder(&key, record.mesh_ipv4, record.mesh_ipv6)
                     .is_some()
+                || self
+                    .trials
+                    .holds_address(record.mesh_ipv4, record.mesh_ipv6)
             {
                 // A second-hand claim never displaces an address holder.
                 continue;
             }
-            let Some(relay) = relay::choose_relay(&self.members) else {
+            let Some(relay) = self.choose_relay(&key) else {
                 self.push_event(Event::Unreachable { key });
                 continue;
             };
             let member = relay::relayed_member(&entry, relay, wall_ms);
-            self.members.upsert(member);
-            if let Some(member) = self.members.get(&key) {
-                self.push_event(Event::Relayed {
-                    member: Box::new(member.clone()),
-                    relay,
-                });
-            }
-            // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
+            self.trials.start(member.clone(), relay, now);
+            self.push_event(Event::Relayed {
+                member: Box::new(member),
+                relay,
+            });
+            // Its proof comes from an exchange inside the tunnel, through the relay.
             let inside = self.tunnel_addr(entry.record.mesh_ipv4);
-            self.punches.schedule(now, inside, &RELAYED_TUNNEL_RETRIES);
+            self.punches.schedule(now, inside, &relay::TRIAL_PROBES);
         }
     }
 }
@@ -1110,6 +1161,7 @@ pub struct TableSizes {
     pub probed: usize,
     pub punches: usize,
     pub second_hand: usize,
+    pub relay_trials: usize,
     pub liveness: usize,
     pub announcements: usize,
     pub repaired: usize,
