@@ -88,6 +88,9 @@ pub enum Event {
     Cleared { key: PublicKey },
     /// A suspect stayed silent: removed.
     Failed { key: PublicKey, mesh_ipv4: Ipv4Addr },
+    /// A member (or a relayed trial) was removed to keep the member table within its cap
+    /// (it was a suspect, or a newcomer refused while on trial): the shell removes it too.
+    Evicted { key: PublicKey, mesh_ipv4: Ipv4Addr },
     /// A member said goodbye.
     Left {
         key: PublicKey,

@@ -63,7 +63,15 @@ pub struct Config {
     /// Mesh-wide key for relay choice's tiebreak hash, the same on every member (the daemon
     /// passes `MeshKeys::network_id()`): both ends of a relayed pair must rank relays alike.
     pub relay_tiebreak_key: [u8; 32],
+    /// The member table's cap ([`MAX_MEMBERS`] unless a test wants a small one). Past it a new
+    /// member takes the place of a suspect (the least recently verified first) or is refused:
+    /// members that keep answering our probes are never pushed out.
+    pub max_members: usize,
 }
+
+/// The member table's default cap: the size past which docs/scaling.md says a full mesh stops
+/// being comfortable on a small host, and the rate limiter's source table (4,096).
+pub const MAX_MEMBERS: usize = 4_096;
 
 /// A node holds its address as incumbent once it has kept it this long with members verified.
 pub const ESTABLISH_AFTER: Duration = Duration::from_secs(60);
@@ -78,8 +86,10 @@ const BEACON_QUIET_AFTER: Duration = Duration::from_secs(60);
 const BEACON_REPLY_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound on the beacon-answer times kept (pruned to the live ones past it).
 const MAX_BEACON_REPLIES: usize = 4_096;
-/// At most this many contested members are remembered (to report each once).
+/// At most this many contested members are remembered (to report each once); past it those
+/// older than [`CONTESTED_TTL`] are forgotten, then the oldest (it may be reported again).
 const MAX_CONTESTED: usize = 1_024;
+const CONTESTED_TTL: Duration = Duration::from_secs(600);
 /// A stranger whose Probe we answered has this long to send the Hello that completes the
 /// handshake; if it does not (lost on the way), we probe it ourselves, once.
 const PROBE_BACK_AFTER: Duration = Duration::from_secs(2);
@@ -124,7 +134,12 @@ pub struct Membership {
     incumbent_at_start: bool,
     last_move: Option<Instant>,
     /// Members refused because another member already holds their address (reported once).
-    contested: std::collections::BTreeSet<PublicKey>,
+    contested: std::collections::BTreeMap<PublicKey, Instant>,
+    /// When each member last proved its key (a verified exchange, not a WireGuard handshake):
+    /// the eviction order past [`Config::max_members`].
+    verified_at: HashMap<PublicKey, Instant>,
+    /// New members refused because the table was full of members that keep answering.
+    members_refused: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -158,7 +173,9 @@ impl Membership {
             verified_on_address: false,
             incumbent_at_start,
             last_move: None,
-            contested: std::collections::BTreeSet::new(),
+            contested: std::collections::BTreeMap::new(),
+            verified_at: HashMap::new(),
+            members_refused: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -522,6 +539,8 @@ impl Membership {
             punches: self.punches.len(),
             second_hand: self.second_hand.len(),
             relay_trials: self.trials.len(),
+            contested: self.contested.len(),
+            beacon_replies: self.beacon_replies.len(),
             liveness: self.liveness.len(),
             announcements: self.announcements.len(),
             repaired: self.repaired.len(),
@@ -574,7 +593,7 @@ impl Membership {
         if let Some(source) = source
             && !addr.ip().is_multicast()
         {
-            self.found.probed(addr.ip(), source);
+            self.found.probed(addr.ip(), source, wall_ms);
         }
         self.send(addr, datagram);
     }
@@ -593,6 +612,50 @@ impl Membership {
         for addr in targets {
             self.probe(wall_ms, addr, None);
         }
+    }
+
+    /// Room for one more member: below the cap, or by evicting one. Eviction order: members
+    /// never verified here first (none today: second-hand records are trials, not members),
+    /// then suspects (they failed our own probes), the least recently verified first. A member
+    /// that keeps answering is never evicted, so identities created by grinding can take free
+    /// places but never push out members that keep proving themselves.
+    fn make_room(&mut self) -> bool {
+        if self.members.len() < self.config.max_members {
+            return true;
+        }
+        let victim = self
+            .members
+            .iter()
+            .map(|m| (m.public_key, self.verified_at.get(&m.public_key).copied()))
+            .filter(|(key, at)| at.is_none() || self.liveness.is_suspect(key))
+            .min_by_key(|(key, at)| (at.is_some(), *at, *key))
+            .map(|(key, _)| key);
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.liveness.forget(&victim);
+        self.verified_at.remove(&victim);
+        if let Some(gone) = self.members.remove(&victim) {
+            self.push_event(Event::Evicted {
+                key: victim,
+                mesh_ipv4: gone.mesh_ipv4,
+            });
+        }
+        self.members.len() < self.config.max_members
+    }
+
+    /// When `key` last proved its key to us (a verified exchange; not a WireGuard handshake).
+    /// The peer cache should prefer members proven most recently.
+    pub fn last_verified(&self, key: &PublicKey) -> Option<Instant> {
+        self.verified_at
+            .get(key)
+            .copied()
+            .filter(|_| self.members.get(key).is_some())
+    }
+
+    /// New members refused so far because the table was full of members that keep answering.
+    pub fn members_refused(&self) -> u64 {
+        self.members_refused
     }
 
     /// Whether we are the incumbent of our address: we came up with it from a previous run in a
@@ -665,7 +728,21 @@ impl Membership {
         {
             // Another member already holds this address here: the incumbent keeps it, whatever
             // the keys, so a member that ground a colliding key never gets its traffic.
-            if self.contested.len() < MAX_CONTESTED && self.contested.insert(record.public_key) {
+            if !self.contested.contains_key(&record.public_key) {
+                if self.contested.len() >= MAX_CONTESTED {
+                    self.contested
+                        .retain(|_, at| now.saturating_duration_since(*at) < CONTESTED_TTL);
+                }
+                if self.contested.len() >= MAX_CONTESTED
+                    && let Some(oldest) = self
+                        .contested
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(k, _)| *k)
+                {
+                    self.contested.remove(&oldest);
+                }
+                self.contested.insert(record.public_key, now);
                 self.push_event(Event::Contested {
                     key: record.public_key,
                     holder,
@@ -675,6 +752,18 @@ impl Membership {
             return;
         }
         self.contested.remove(&record.public_key);
+        if self.members.get(&record.public_key).is_none() && !self.make_room() {
+            // Full of members that keep answering: a newcomer (a flood of ground identities,
+            // say) waits; whatever a trial installed for it is withdrawn.
+            self.members_refused += 1;
+            if let Some(trial) = self.trials.end(&record.public_key) {
+                self.push_event(Event::Evicted {
+                    key: record.public_key,
+                    mesh_ipv4: trial.member.mesh_ipv4,
+                });
+            }
+            return;
+        }
         let lan: &[IpNet] = if self.config.lan_discovery {
             &self.connected
         } else {
@@ -739,6 +828,7 @@ impl Membership {
             name_claim: 0,
         };
         let change = self.members.upsert(member);
+        self.verified_at.insert(record.public_key, now);
         if let Some(member) = self.members.get(&record.public_key) {
             self.push_event(Event::Member {
                 member: Box::new(member.clone()),
@@ -753,6 +843,10 @@ impl Membership {
                 // per join made forming a mesh cubic in its size).
                 if self.member_since.len() > 2 * self.members.len() {
                     self.member_since
+                        .retain(|key, _| self.members.get(key).is_some());
+                }
+                if self.verified_at.len() > 2 * self.members.len() {
+                    self.verified_at
                         .retain(|key, _| self.members.get(key).is_some());
                 }
                 self.dht.joined(now);
@@ -1162,6 +1256,8 @@ pub struct TableSizes {
     pub punches: usize,
     pub second_hand: usize,
     pub relay_trials: usize,
+    pub contested: usize,
+    pub beacon_replies: usize,
     pub liveness: usize,
     pub announcements: usize,
     pub repaired: usize,

@@ -552,3 +552,60 @@ fn a_gossiped_member_that_never_proves_its_key_never_becomes_a_relayed_member() 
     );
     assert!(first.duration_since(sim.start) >= start + RELAY_AFTER);
 }
+
+/// Issue 13, item 5: the member table had no cap, so an insider creating identities (each
+/// proving its own key) grew every member's table without bound. Now it is capped, and past the
+/// cap a newcomer only takes the place of a suspect: members that keep answering are never
+/// pushed out, however many fresh identities prove themselves. Once the flood's identities go
+/// silent (suspects), an honest newcomer takes one of their places.
+#[test]
+fn a_flood_of_fresh_identities_does_not_evict_members_that_keep_proving_themselves() {
+    const CAP: usize = 6;
+    let mut sim = Sim::new(51, NetConfig::default());
+    sim.record_trace = true;
+    let capped = |sim: &mut Sim| {
+        let seed = sim.next_node_seed_unique_address();
+        sim.add_node_with(NodeOptions {
+            max_members: CAP,
+            ..NodeOptions::new(seed)
+        })
+    };
+    let honest: Vec<usize> = (0..4).map(|_| capped(&mut sim)).collect();
+    sim.run_until(Duration::from_secs(3), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let flood: Vec<usize> = (0..12).map(|_| capped(&mut sim)).collect();
+    for &f in &flood {
+        sim.nodes[f].hostile = true;
+    }
+    let honest_keys: Vec<_> = honest.iter().map(|&h| sim.nodes[h].public_key).collect();
+    let check = |s: &Sim| {
+        for &h in &honest {
+            let members = s.nodes[h].core.members();
+            assert!(members.len() <= CAP, "node {h} holds {}", members.len());
+            for key in &honest_keys {
+                assert!(
+                    *key == s.nodes[h].public_key || members.get(key).is_some(),
+                    "node {h} lost an honest member"
+                );
+            }
+        }
+    };
+    sim.run_until(Duration::from_secs(90), check);
+    for &h in &honest {
+        assert_eq!(sim.nodes[h].core.members().len(), CAP, "full of the flood");
+        assert!(sim.nodes[h].core.members_refused() > 0);
+    }
+    // The flood goes silent: its identities fail our probes and give way to a newcomer.
+    for &f in &flood {
+        sim.nodes[f].alive = false;
+    }
+    let newcomer = capped(&mut sim);
+    let newcomer_key = sim.nodes[newcomer].public_key;
+    sim.run_until(Duration::from_secs(400), check);
+    for &h in &honest {
+        assert!(
+            sim.nodes[h].core.members().get(&newcomer_key).is_some(),
+            "node {h} took the newcomer in place of a silent identity"
+        );
+    }
+}

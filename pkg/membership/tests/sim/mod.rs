@@ -164,6 +164,8 @@ pub struct NodeOptions {
     pub lan: bool,
     /// The operator's relay allow-list.
     pub relays: Option<wgmesh_membership::relay::RelayAllowList>,
+    /// The member table's cap.
+    pub max_members: usize,
 }
 
 impl NodeOptions {
@@ -174,6 +176,7 @@ impl NodeOptions {
             relay: false,
             lan: true,
             relays: None,
+            max_members: wgmesh_membership::MAX_MEMBERS,
         }
     }
 }
@@ -291,6 +294,7 @@ impl Sim {
             established: false,
             relays: options.relays.clone(),
             relay_tiebreak_key: keys.network_id(),
+            max_members: options.max_members,
         };
         let mut core_seed = [0u8; 32];
         core_seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
