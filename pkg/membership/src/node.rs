@@ -344,6 +344,12 @@ impl Membership {
         self.relay_unreachable(now, wall_ms);
     }
 
+    /// The operator's relay allow-list changed (a reload of `relays=`): later relay choices
+    /// follow it. Members already relayed keep their relay until their path changes.
+    pub fn set_relays(&mut self, relays: Option<RelayAllowList>) {
+        self.config.relays = relays;
+    }
+
     /// Our record changed (reload, new endpoints): announce it to every member.
     pub fn set_record(
         &mut self,
