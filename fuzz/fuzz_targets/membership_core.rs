@@ -47,6 +47,9 @@ fuzz_target!(|data: &[u8]| {
         lan_discovery: true,
         dht: true,
         established: false,
+        relays: None,
+        relay_tiebreak_key: keys.network_id(),
+        max_members: wgmesh_membership::MAX_MEMBERS,
     };
     let start = Instant::now();
     let mut now = start;

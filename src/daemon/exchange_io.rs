@@ -290,6 +290,9 @@ impl ExchangeTask {
             lan_discovery: parts.lan_group.is_some(),
             dht: parts.dht.is_some(),
             established: parts.established,
+            relays: None,
+            relay_tiebreak_key: parts.keys.network_id(),
+            max_members: wgmesh_membership::MAX_MEMBERS,
         };
         let mut core = Membership::new(config, parts.exchange, seed, start);
         for discovery in &parts.discovery {
@@ -419,6 +422,18 @@ impl ExchangeTask {
             CoreEvent::Relayed { member, relay } => {
                 tracing::info!(peer = %member.public_key.short(), mesh_ipv4 = %member.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
                 self.shared.lock().members.upsert(*member);
+                let _ = self.reconcile.try_send(());
+            }
+            CoreEvent::Evicted { key, mesh_ipv4 } => {
+                if self.shared.lock().members.remove(&key).is_some() {
+                    tracing::info!(peer = %key.short(), %mesh_ipv4, "member evicted to keep the member table within its cap (a suspect, or a newcomer on trial)");
+                }
+                let _ = self.reconcile.try_send(());
+            }
+            CoreEvent::RelayUnproven { key, mesh_ipv4 } => {
+                if self.shared.lock().members.remove(&key).is_some() {
+                    tracing::info!(peer = %key.short(), %mesh_ipv4, "relayed member withdrawn: it proved no key possession through the relay in time");
+                }
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::Unreachable { key } => {

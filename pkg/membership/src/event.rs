@@ -68,13 +68,19 @@ pub enum Event {
         relay: PublicKey,
         from: SocketAddr,
     },
-    /// A member heard of by gossip did not answer directly and is reached through `relay`.
+    /// A member heard of by gossip did not answer directly: it is on trial through `relay`. The
+    /// shell routes `member`'s own /32 and /128 (it has no routes) through the relay so that its
+    /// proof can come through the tunnel; it becomes a member ([`Event::Member`]) only with that
+    /// proof, or is withdrawn ([`Event::RelayUnproven`]).
     Relayed {
         member: Box<Member>,
         relay: PublicKey,
     },
     /// A member heard of by gossip did not answer directly and no member offers to relay.
     Unreachable { key: PublicKey },
+    /// A relayed trial ([`Event::Relayed`]) brought no proof of key possession in time: the
+    /// shell removes what it installed for it.
+    RelayUnproven { key: PublicKey, mesh_ipv4: Ipv4Addr },
     /// A member answered none of our failure detector's probes: suspected. It stays a member
     /// (tunnel and routes) until [`crate::liveness::SUSPECT_TIMEOUT`] passes without an answer.
     Suspect { key: PublicKey, mesh_ipv4: Ipv4Addr },
@@ -82,6 +88,9 @@ pub enum Event {
     Cleared { key: PublicKey },
     /// A suspect stayed silent: removed.
     Failed { key: PublicKey, mesh_ipv4: Ipv4Addr },
+    /// A member (or a relayed trial) was removed to keep the member table within its cap
+    /// (it was a suspect, or a newcomer refused while on trial): the shell removes it too.
+    Evicted { key: PublicKey, mesh_ipv4: Ipv4Addr },
     /// A member said goodbye.
     Left {
         key: PublicKey,

@@ -36,4 +36,6 @@ pub mod punch;
 pub mod relay;
 
 pub use event::{Collision, Event, TimerReason, Transmit};
-pub use node::{Config, DHT_REVIEW, ESTABLISH_AFTER, MOVE_COOLDOWN, Membership, TableSizes};
+pub use node::{
+    Config, DHT_REVIEW, ESTABLISH_AFTER, MAX_MEMBERS, MOVE_COOLDOWN, Membership, TableSizes,
+};

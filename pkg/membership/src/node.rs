@@ -11,8 +11,8 @@ use crate::found::FoundBy;
 use crate::gossip;
 use crate::liveness::{self, Liveness};
 use crate::path::member_path;
-use crate::punch::{PUNCH_RETRIES, PunchSchedule, RELAYED_TUNNEL_RETRIES, TUNNEL_RETRIES};
-use crate::relay::{self, SecondHand};
+use crate::punch::{PUNCH_RETRIES, PunchSchedule, TUNNEL_RETRIES};
+use crate::relay::{self, RelayAllowList, RelayPolicy, RelayTrials, SecondHand};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,7 +56,22 @@ pub struct Config {
     /// members we met there): we are its incumbent from the first moment (see
     /// [`Membership::is_established`]).
     pub established: bool,
+    /// The operator's relay allow-list (`relays=KEY,...`, parsed by
+    /// [`RelayAllowList::parse`]): only members whose key matches a listed prefix are chosen as
+    /// relays. `None`: any member offering to relay may be chosen (see [`crate::relay`]).
+    pub relays: Option<RelayAllowList>,
+    /// Mesh-wide key for relay choice's tiebreak hash, the same on every member (the daemon
+    /// passes `MeshKeys::network_id()`): both ends of a relayed pair must rank relays alike.
+    pub relay_tiebreak_key: [u8; 32],
+    /// The member table's cap ([`MAX_MEMBERS`] unless a test wants a small one). Past it a new
+    /// member takes the place of a suspect (the least recently verified first) or is refused:
+    /// members that keep answering our probes are never pushed out.
+    pub max_members: usize,
 }
+
+/// The member table's default cap: the size past which docs/scaling.md says a full mesh stops
+/// being comfortable on a small host, and the rate limiter's source table (4,096).
+pub const MAX_MEMBERS: usize = 4_096;
 
 /// A node holds its address as incumbent once it has kept it this long with members verified.
 pub const ESTABLISH_AFTER: Duration = Duration::from_secs(60);
@@ -71,8 +86,10 @@ const BEACON_QUIET_AFTER: Duration = Duration::from_secs(60);
 const BEACON_REPLY_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound on the beacon-answer times kept (pruned to the live ones past it).
 const MAX_BEACON_REPLIES: usize = 4_096;
-/// At most this many contested members are remembered (to report each once).
+/// At most this many contested members are remembered (to report each once); past it those
+/// older than [`CONTESTED_TTL`] are forgotten, then the oldest (it may be reported again).
 const MAX_CONTESTED: usize = 1_024;
+const CONTESTED_TTL: Duration = Duration::from_secs(600);
 /// A stranger whose Probe we answered has this long to send the Hello that completes the
 /// handshake; if it does not (lost on the way), we probe it ourselves, once.
 const PROBE_BACK_AFTER: Duration = Duration::from_secs(2);
@@ -89,6 +106,8 @@ pub struct Membership {
     found: FoundBy,
     punches: PunchSchedule,
     second_hand: SecondHand,
+    /// Second-hand members routed through a relay until their own proof comes.
+    trials: RelayTrials,
     discovery: DiscoverySchedule,
     dht: DhtCadence,
     next_dht_review: Instant,
@@ -115,7 +134,12 @@ pub struct Membership {
     incumbent_at_start: bool,
     last_move: Option<Instant>,
     /// Members refused because another member already holds their address (reported once).
-    contested: std::collections::BTreeSet<PublicKey>,
+    contested: std::collections::BTreeMap<PublicKey, Instant>,
+    /// When each member last proved its key (a verified exchange, not a WireGuard handshake):
+    /// the eviction order past [`Config::max_members`].
+    verified_at: HashMap<PublicKey, Instant>,
+    /// New members refused because the table was full of members that keep answering.
+    members_refused: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -131,6 +155,7 @@ impl Membership {
             found: FoundBy::default(),
             punches: PunchSchedule::default(),
             second_hand: SecondHand::default(),
+            trials: RelayTrials::default(),
             discovery: DiscoverySchedule::default(),
             dht: DhtCadence::new(now),
             next_dht_review: now + DHT_REVIEW,
@@ -148,7 +173,9 @@ impl Membership {
             verified_on_address: false,
             incumbent_at_start,
             last_move: None,
-            contested: std::collections::BTreeSet::new(),
+            contested: std::collections::BTreeMap::new(),
+            verified_at: HashMap::new(),
+            members_refused: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -257,6 +284,7 @@ impl Membership {
             }
             Some(wgmesh_exchange::Event::Goodbye { key }) => {
                 self.liveness.forget(&key);
+                self.trials.end(&key);
                 let gone = self.members.remove(&key);
                 self.push_event(Event::Left {
                     key,
@@ -314,6 +342,12 @@ impl Membership {
             self.probe(wall_ms, addr, source);
         }
         self.relay_unreachable(now, wall_ms);
+    }
+
+    /// The operator's relay allow-list changed (a reload of `relays=`): later relay choices
+    /// follow it. Members already relayed keep their relay until their path changes.
+    pub fn set_relays(&mut self, relays: Option<RelayAllowList>) {
+        self.config.relays = relays;
     }
 
     /// Our record changed (reload, new endpoints): announce it to every member.
@@ -447,6 +481,7 @@ impl Membership {
             self.second_hand
                 .next_deadline()
                 .map(|t| (t, TimerReason::Relay)),
+            self.trials.next_deadline().map(|t| (t, TimerReason::Relay)),
         ];
         candidates.into_iter().flatten().min_by_key(|(t, _)| *t)
     }
@@ -455,6 +490,27 @@ impl Membership {
 
     pub fn members(&self) -> &MemberTable {
         &self.members
+    }
+
+    /// The relay a second-hand member on trial is routed through, if it is on trial (its own
+    /// /32 and /128 only, until its proof comes through the tunnel; see [`crate::relay`]).
+    pub fn relay_trial(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.trials.get(key).map(|t| t.relay)
+    }
+
+    /// The relay for a pair of us and `peer` ([`relay::choose_relay`]).
+    fn choose_relay(&self, peer: &PublicKey) -> Option<PublicKey> {
+        let policy = RelayPolicy {
+            allow: self.config.relays.as_ref(),
+            tiebreak_key: &self.config.relay_tiebreak_key,
+        };
+        relay::choose_relay(
+            &self.members,
+            self.exchange.public_key(),
+            peer,
+            policy,
+            |key| self.liveness.is_suspect(key),
+        )
     }
 
     /// Whether our failure detector suspects this member (see [`crate::liveness`]).
@@ -488,6 +544,9 @@ impl Membership {
             probed: self.found.len(),
             punches: self.punches.len(),
             second_hand: self.second_hand.len(),
+            relay_trials: self.trials.len(),
+            contested: self.contested.len(),
+            beacon_replies: self.beacon_replies.len(),
             liveness: self.liveness.len(),
             announcements: self.announcements.len(),
             repaired: self.repaired.len(),
@@ -540,7 +599,7 @@ impl Membership {
         if let Some(source) = source
             && !addr.ip().is_multicast()
         {
-            self.found.probed(addr.ip(), source);
+            self.found.probed(addr.ip(), source, wall_ms);
         }
         self.send(addr, datagram);
     }
@@ -559,6 +618,50 @@ impl Membership {
         for addr in targets {
             self.probe(wall_ms, addr, None);
         }
+    }
+
+    /// Room for one more member: below the cap, or by evicting one. Eviction order: members
+    /// never verified here first (none today: second-hand records are trials, not members),
+    /// then suspects (they failed our own probes), the least recently verified first. A member
+    /// that keeps answering is never evicted, so identities created by grinding can take free
+    /// places but never push out members that keep proving themselves.
+    fn make_room(&mut self) -> bool {
+        if self.members.len() < self.config.max_members {
+            return true;
+        }
+        let victim = self
+            .members
+            .iter()
+            .map(|m| (m.public_key, self.verified_at.get(&m.public_key).copied()))
+            .filter(|(key, at)| at.is_none() || self.liveness.is_suspect(key))
+            .min_by_key(|(key, at)| (at.is_some(), *at, *key))
+            .map(|(key, _)| key);
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.liveness.forget(&victim);
+        self.verified_at.remove(&victim);
+        if let Some(gone) = self.members.remove(&victim) {
+            self.push_event(Event::Evicted {
+                key: victim,
+                mesh_ipv4: gone.mesh_ipv4,
+            });
+        }
+        self.members.len() < self.config.max_members
+    }
+
+    /// When `key` last proved its key to us (a verified exchange; not a WireGuard handshake).
+    /// The peer cache should prefer members proven most recently.
+    pub fn last_verified(&self, key: &PublicKey) -> Option<Instant> {
+        self.verified_at
+            .get(key)
+            .copied()
+            .filter(|_| self.members.get(key).is_some())
+    }
+
+    /// New members refused so far because the table was full of members that keep answering.
+    pub fn members_refused(&self) -> u64 {
+        self.members_refused
     }
 
     /// Whether we are the incumbent of our address: we came up with it from a previous run in a
@@ -631,7 +734,21 @@ impl Membership {
         {
             // Another member already holds this address here: the incumbent keeps it, whatever
             // the keys, so a member that ground a colliding key never gets its traffic.
-            if self.contested.len() < MAX_CONTESTED && self.contested.insert(record.public_key) {
+            if !self.contested.contains_key(&record.public_key) {
+                if self.contested.len() >= MAX_CONTESTED {
+                    self.contested
+                        .retain(|_, at| now.saturating_duration_since(*at) < CONTESTED_TTL);
+                }
+                if self.contested.len() >= MAX_CONTESTED
+                    && let Some(oldest) = self
+                        .contested
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(k, _)| *k)
+                {
+                    self.contested.remove(&oldest);
+                }
+                self.contested.insert(record.public_key, now);
                 self.push_event(Event::Contested {
                     key: record.public_key,
                     holder,
@@ -641,6 +758,18 @@ impl Membership {
             return;
         }
         self.contested.remove(&record.public_key);
+        if self.members.get(&record.public_key).is_none() && !self.make_room() {
+            // Full of members that keep answering: a newcomer (a flood of ground identities,
+            // say) waits; whatever a trial installed for it is withdrawn.
+            self.members_refused += 1;
+            if let Some(trial) = self.trials.end(&record.public_key) {
+                self.push_event(Event::Evicted {
+                    key: record.public_key,
+                    mesh_ipv4: trial.member.mesh_ipv4,
+                });
+            }
+            return;
+        }
         let lan: &[IpNet] = if self.config.lan_discovery {
             &self.connected
         } else {
@@ -649,16 +778,25 @@ impl Membership {
         let source = self.found.source_of(from.ip(), lan);
         let known = self.members.get(&record.public_key);
         let through_tunnel = self.is_mesh_address(from.ip());
+        // A member first heard of through the tunnel is on trial through a relay (its proof
+        // just came); otherwise it takes the relay we would choose for it.
+        let relay_for_new = match self.trials.get(&record.public_key) {
+            Some(trial) => Some(trial.relay),
+            None if through_tunnel && known.is_none() => self.choose_relay(&record.public_key),
+            None => None,
+        };
         let Some(path) = member_path(
             known,
-            &self.members,
+            relay_for_new,
             from,
             record.listen_port,
             through_tunnel,
         ) else {
             return;
         };
-        if !through_tunnel && let Some(relay) = known.and_then(|m| m.relay_via) {
+        let trial_relay = self.trials.end(&record.public_key).map(|t| t.relay);
+        let relayed_before = known.and_then(|m| m.relay_via).or(trial_relay);
+        if !through_tunnel && let Some(relay) = relayed_before {
             self.push_event(Event::DirectPath {
                 key: record.public_key,
                 relay,
@@ -696,6 +834,7 @@ impl Membership {
             name_claim: 0,
         };
         let change = self.members.upsert(member);
+        self.verified_at.insert(record.public_key, now);
         if let Some(member) = self.members.get(&record.public_key) {
             self.push_event(Event::Member {
                 member: Box::new(member.clone()),
@@ -710,6 +849,10 @@ impl Membership {
                 // per join made forming a mesh cubic in its size).
                 if self.member_since.len() > 2 * self.members.len() {
                     self.member_since
+                        .retain(|key, _| self.members.get(key).is_some());
+                }
+                if self.verified_at.len() > 2 * self.members.len() {
+                    self.verified_at
                         .retain(|key, _| self.members.get(key).is_some());
                 }
                 self.dht.joined(now);
@@ -1067,12 +1210,19 @@ impl Membership {
         self.members.address_holder(key, ipv4, ipv6)
     }
 
-    /// Members heard of through gossip that did not answer directly in time are reached
-    /// through a member offering to relay.
+    /// Members heard of through gossip that did not answer directly in time get a trial through
+    /// a member offering to relay: routed there only so their own proof can come through the
+    /// tunnel ([`crate::relay`]). A trial that brings none is withdrawn.
     fn relay_unreachable(&mut self, now: Instant, wall_ms: u64) {
+        for trial in self.trials.take_expired(now) {
+            self.push_event(Event::RelayUnproven {
+                key: trial.member.public_key,
+                mesh_ipv4: trial.member.mesh_ipv4,
+            });
+        }
         for entry in self.second_hand.take_due(now) {
             let key = entry.record.public_key;
-            if self.members.get(&key).is_some() {
+            if self.members.get(&key).is_some() || !self.trials.may_start(&key, now) {
                 continue;
             }
             let record = &entry.record;
@@ -1080,25 +1230,26 @@ impl Membership {
                 || self
                     .address_holder(&key, record.mesh_ipv4, record.mesh_ipv6)
                     .is_some()
+                || self
+                    .trials
+                    .holds_address(record.mesh_ipv4, record.mesh_ipv6)
             {
                 // A second-hand claim never displaces an address holder.
                 continue;
             }
-            let Some(relay) = relay::choose_relay(&self.members) else {
+            let Some(relay) = self.choose_relay(&key) else {
                 self.push_event(Event::Unreachable { key });
                 continue;
             };
             let member = relay::relayed_member(&entry, relay, wall_ms);
-            self.members.upsert(member);
-            if let Some(member) = self.members.get(&key) {
-                self.push_event(Event::Relayed {
-                    member: Box::new(member.clone()),
-                    relay,
-                });
-            }
-            // An exchange inside the tunnel, through the relay, brings its routes (DESIGN.md §8).
+            self.trials.start(member.clone(), relay, now);
+            self.push_event(Event::Relayed {
+                member: Box::new(member),
+                relay,
+            });
+            // Its proof comes from an exchange inside the tunnel, through the relay.
             let inside = self.tunnel_addr(entry.record.mesh_ipv4);
-            self.punches.schedule(now, inside, &RELAYED_TUNNEL_RETRIES);
+            self.punches.schedule(now, inside, &relay::TRIAL_PROBES);
         }
     }
 }
@@ -1110,6 +1261,9 @@ pub struct TableSizes {
     pub probed: usize,
     pub punches: usize,
     pub second_hand: usize,
+    pub relay_trials: usize,
+    pub contested: usize,
+    pub beacon_replies: usize,
     pub liveness: usize,
     pub announcements: usize,
     pub repaired: usize,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use wgmesh_keys::PublicKey;
-use wgmesh_mesh::{Member, MemberTable};
+use wgmesh_mesh::Member;
 
 /// Where to reach a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,10 +19,11 @@ pub struct MemberPath {
 /// same host at its own port; a relayed member found this way is relayed no longer. Through the
 /// tunnel (`from` is a mesh address), the exchange says nothing about the underlay: what we knew
 /// is kept, or WireGuard would be pointed at itself; a member first heard of this way is only
-/// taken in if a relay can carry its traffic (`None`: ignore it).
+/// taken in if a relay can carry its traffic (`relay_for_new`, the relay its trial runs through;
+/// `None`: ignore it).
 pub fn member_path(
     known: Option<&Member>,
-    members: &MemberTable,
+    relay_for_new: Option<PublicKey>,
     from: SocketAddr,
     listen_port: u16,
     through_tunnel: bool,
@@ -36,7 +37,7 @@ pub fn member_path(
     }
     let relay_via = match known {
         Some(m) => m.relay_via,
-        None => crate::relay::choose_relay(members),
+        None => relay_for_new,
     };
     if known.is_none() && relay_via.is_none() {
         return None;
@@ -78,9 +79,8 @@ mod tests {
     fn paths_by_where_the_exchange_came_from() {
         let relay = member(1, true, None);
         let relayed = member(2, false, Some(relay.public_key));
-        let mut with_relay = MemberTable::default();
-        with_relay.upsert(relay.clone());
-        let without_relay = MemberTable::default();
+        let with_relay = Some(relay.public_key);
+        let without_relay = None;
         let underlay = SocketAddr::from(([198, 51, 100, 7], 40000));
         let tunnel = SocketAddr::from(([10, 1, 0, 2], 51900));
         let direct = MemberPath {
@@ -88,15 +88,15 @@ mod tests {
             control_addr: Some(underlay),
             relay_via: None,
         };
-        // (known, table, from, through the tunnel, expected)
+        // (known, relay for a new member, from, through the tunnel, expected)
         let table = [
-            (None, &without_relay, underlay, false, Some(direct)),
+            (None, without_relay, underlay, false, Some(direct)),
             // A relayed member that answers directly is relayed no longer.
-            (Some(&relayed), &with_relay, underlay, false, Some(direct)),
+            (Some(&relayed), with_relay, underlay, false, Some(direct)),
             // Through the tunnel: the underlay we knew stays.
             (
                 Some(&relayed),
-                &with_relay,
+                with_relay,
                 tunnel,
                 true,
                 Some(MemberPath {
@@ -106,10 +106,10 @@ mod tests {
                 }),
             ),
             // Unknown and through the tunnel: only with a relay to carry it.
-            (None, &without_relay, tunnel, true, None),
+            (None, without_relay, tunnel, true, None),
             (
                 None,
-                &with_relay,
+                with_relay,
                 tunnel,
                 true,
                 Some(MemberPath {
@@ -119,9 +119,10 @@ mod tests {
                 }),
             ),
         ];
-        for (i, (known, members, from, through_tunnel, want)) in table.into_iter().enumerate() {
+        for (i, (known, relay_for_new, from, through_tunnel, want)) in table.into_iter().enumerate()
+        {
             assert_eq!(
-                member_path(known, members, from, 51820, through_tunnel),
+                member_path(known, relay_for_new, from, 51820, through_tunnel),
                 want,
                 "row {i}"
             );

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 pub const PUNCH_RETRIES: [u64; 4] = [500, 1_000, 2_000, 4_000];
 /// Probes through a tunnel, after the reconcile has pointed WireGuard at a new endpoint.
 pub const TUNNEL_RETRIES: [u64; 2] = [300, 1_000];
-/// Probes through a new relayed tunnel (the relay path takes a handshake more to open).
-pub const RELAYED_TUNNEL_RETRIES: [u64; 3] = [300, 1_000, 2_000];
+/// (Probes through a relayed trial tunnel: [`crate::relay::TRIAL_PROBES`].)
 /// At most this many pending probes: gossip from many members cannot grow the schedule without
 /// bound. Past it new probes are dropped (the periodic refresh and discovery still run).
 pub const MAX_PENDING_PUNCHES: usize = 4_096;

@@ -363,3 +363,249 @@ fn gossip_cannot_aim_members_probes_at_a_third_party() {
     );
     assert!(sent > 0, "the budget still lets a named address be tried");
 }
+
+/// A node seed whose key sorts below every key in `others` and below all but 1 in 256 of any
+/// keys to come (its first byte is 0): what an insider grinds to win a "lowest key" choice.
+fn ground_low_seed(sim: &mut Sim) -> [u8; 32] {
+    let keys = keys();
+    loop {
+        let seed = sim.next_node_seed();
+        let key = keys.node_public_key(&NodeSeed::from_bytes(seed));
+        if key.as_bytes()[0] == 0
+            && sim
+                .nodes
+                .iter()
+                .all(|n| key < n.public_key && n.public_key.as_bytes()[0] != 0)
+        {
+            return seed;
+        }
+    }
+}
+
+/// An honest relay R, an insider I that offers to relay with a key ground to sort below every
+/// other, and `pairs` pairs of members without a direct path between them. Honest nodes run with
+/// `relays` as their allow-list. Returns the sim, R, I and the pairs.
+fn relay_choice_scenario(
+    pairs: usize,
+    allow_honest_relay_only: bool,
+) -> (Sim, usize, usize, Vec<(usize, usize)>) {
+    let mut sim = Sim::new(41, NetConfig::default());
+    sim.record_trace = true;
+    let r = lan_node(&mut sim, true);
+    let insider_seed = ground_low_seed(&mut sim);
+    let insider = sim.add_node_with(NodeOptions {
+        relay: true,
+        ..NodeOptions::new(insider_seed)
+    });
+    sim.nodes[insider].hostile = true;
+    let relays = allow_honest_relay_only.then(|| {
+        let prefix: String = sim.nodes[r]
+            .public_key
+            .to_base64()
+            .chars()
+            .take(10)
+            .collect();
+        wgmesh_membership::relay::RelayAllowList::parse(&[prefix]).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let pairs: Vec<(usize, usize)> = (0..pairs)
+        .map(|_| {
+            let mut honest = || {
+                let seed = sim.next_node_seed_unique_address();
+                sim.add_node_with(NodeOptions {
+                    relays: relays.clone(),
+                    ..NodeOptions::new(seed)
+                })
+            };
+            let (a, b) = (honest(), honest());
+            (a, b)
+        })
+        .collect();
+    for &(a, b) in &pairs {
+        sim.block(a, b);
+    }
+    let insider_key = sim.nodes[insider].public_key;
+    assert!(sim.nodes.iter().all(|n| insider_key <= n.public_key));
+    sim.run_until(Duration::from_secs(20), |_| {});
+    (sim, r, insider, pairs)
+}
+
+/// Issue 13, item 3: the relay used to be the lowest key among members offering one, so an
+/// insider that ground a low key relayed (and read) every relayed pair's traffic. Now key order
+/// decides nothing: each pair's relay is a keyed hash of the pair and the candidate, the same at
+/// both ends, so the ground key wins no more pairs than any other.
+#[test]
+fn an_insider_with_the_lowest_ground_key_is_not_everyones_relay() {
+    let (sim, r, insider, pairs) = relay_choice_scenario(6, false);
+    let (relay_r, relay_i) = (sim.nodes[r].public_key, sim.nodes[insider].public_key);
+    let mut through_insider = 0;
+    for &(a, b) in &pairs {
+        let ab = member_of(&sim, a, b).and_then(|m| m.relay_via);
+        let ba = member_of(&sim, b, a).and_then(|m| m.relay_via);
+        assert!(
+            ab.is_some(),
+            "{a} reaches {b} through a relay: {:?}",
+            sim.trace
+        );
+        assert_eq!(ab, ba, "both ends of {a}-{b} chose the same relay");
+        assert!(ab == Some(relay_r) || ab == Some(relay_i));
+        through_insider += usize::from(ab == Some(relay_i));
+    }
+    assert!(
+        through_insider < pairs.len(),
+        "the insider's ground key relays all {} pairs",
+        pairs.len()
+    );
+    assert!(
+        through_insider > 0,
+        "and it is not excluded either: a fair share"
+    );
+}
+
+/// Issue 13, item 3: with the operator's allow-list (`relays=`), only listed members relay,
+/// whatever keys the others hold.
+#[test]
+fn with_a_relay_allow_list_an_unlisted_insider_never_relays() {
+    let (sim, r, _insider, pairs) = relay_choice_scenario(3, true);
+    let relay_r = sim.nodes[r].public_key;
+    for &(a, b) in &pairs {
+        for (holder, member) in [(a, b), (b, a)] {
+            assert_eq!(
+                member_of(&sim, holder, member).and_then(|m| m.relay_via),
+                Some(relay_r),
+                "{holder} holding {member}"
+            );
+        }
+    }
+}
+
+/// DESIGN.md §8 item 4, issue 13 item 3: an insider gossips a record for a key whose owner never
+/// answers (made up, or not there). It used to become a relayed member, with its addresses
+/// routed through the relay, 6 s later and for good. Now it gets a trial tunnel for its proof
+/// (its own /32 and /128 only) that is withdrawn when no proof comes, is never a member, and
+/// gossip naming it again buys no new trial within the cooldown.
+#[test]
+fn a_gossiped_member_that_never_proves_its_key_never_becomes_a_relayed_member() {
+    use wgmesh_membership::relay::{RELAY_AFTER, RELAY_PROOF_WINDOW};
+    let mut sim = Sim::new(43, NetConfig::default());
+    sim.record_trace = true;
+    let _r = lan_node(&mut sim, true);
+    let insider = lan_node(&mut sim, false);
+    let target = lan_node(&mut sim, false);
+    sim.run_until(Duration::from_secs(3), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let keys = keys();
+    let fake = keys
+        .node_private_key(&NodeSeed::from_bytes([77; 32]))
+        .public_key();
+    let addresses = wgmesh_derive::MeshAddresses::derive(keys, &fake, 0);
+    let entry = GossipEntry {
+        control: SocketAddr::from(([198, 51, 100, 77], 51900)),
+        record: wgmesh_exchange::Record {
+            public_key: fake,
+            collision_counter: 0,
+            mesh_ipv4: addresses.ipv4,
+            mesh_ipv6: addresses.ipv6,
+            endpoints: Vec::new(),
+            listen_port: sim::LISTEN_PORT,
+            routes: Vec::new(),
+            flags: 0,
+            timestamp: sim::WALL_START / 1000,
+        },
+    };
+    let gossip_at = |sim: &mut Sim, round: u8| {
+        let wall = sim.wall_of(insider);
+        let gossip = sim.nodes[insider].core.exchange().gossip(
+            std::slice::from_ref(&entry),
+            wall,
+            wgmesh_exchange::Entropy::from_bytes([round; wgmesh_exchange::ENTROPY_LEN]),
+        );
+        let from = sim.nodes[insider].addr;
+        sim.inject(target, from, &gossip);
+        sim.events_of(target)
+    };
+    let start = sim.elapsed();
+    gossip_at(&mut sim, 1);
+    // When a trial was first and last seen.
+    let mut on_trial: Option<(std::time::Instant, std::time::Instant)> = None;
+    let mut check = |s: &Sim| {
+        assert!(
+            s.nodes[target].core.members().get(&fake).is_none(),
+            "the gossiped key became a member without a proof"
+        );
+        if s.nodes[target].core.relay_trial(&fake).is_some() {
+            let first = on_trial.map_or(s.now, |(first, _)| first);
+            on_trial = Some((first, s.now));
+        }
+    };
+    sim.run_until(start + Duration::from_secs(45), &mut check);
+    assert!(traced(&sim, target, "Relayed"), "it got a trial");
+    assert!(traced(&sim, target, "RelayUnproven"), "{:?}", sim.trace);
+    // Named again: no new trial within the cooldown.
+    gossip_at(&mut sim, 2);
+    sim.run_until(start + Duration::from_secs(90), &mut check);
+    assert!(sim.nodes[target].core.relay_trial(&fake).is_none());
+    let (first, last) = on_trial.expect("a trial");
+    assert!(
+        last.duration_since(first) <= RELAY_PROOF_WINDOW,
+        "on trial for {:?}",
+        last.duration_since(first)
+    );
+    assert!(first.duration_since(sim.start) >= start + RELAY_AFTER);
+}
+
+/// Issue 13, item 5: the member table had no cap, so an insider creating identities (each
+/// proving its own key) grew every member's table without bound. Now it is capped, and past the
+/// cap a newcomer only takes the place of a suspect: members that keep answering are never
+/// pushed out, however many fresh identities prove themselves. Once the flood's identities go
+/// silent (suspects), an honest newcomer takes one of their places.
+#[test]
+fn a_flood_of_fresh_identities_does_not_evict_members_that_keep_proving_themselves() {
+    const CAP: usize = 6;
+    let mut sim = Sim::new(51, NetConfig::default());
+    sim.record_trace = true;
+    let capped = |sim: &mut Sim| {
+        let seed = sim.next_node_seed_unique_address();
+        sim.add_node_with(NodeOptions {
+            max_members: CAP,
+            ..NodeOptions::new(seed)
+        })
+    };
+    let honest: Vec<usize> = (0..4).map(|_| capped(&mut sim)).collect();
+    sim.run_until(Duration::from_secs(3), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let flood: Vec<usize> = (0..12).map(|_| capped(&mut sim)).collect();
+    for &f in &flood {
+        sim.nodes[f].hostile = true;
+    }
+    let honest_keys: Vec<_> = honest.iter().map(|&h| sim.nodes[h].public_key).collect();
+    let check = |s: &Sim| {
+        for &h in &honest {
+            let members = s.nodes[h].core.members();
+            assert!(members.len() <= CAP, "node {h} holds {}", members.len());
+            for key in &honest_keys {
+                assert!(
+                    *key == s.nodes[h].public_key || members.get(key).is_some(),
+                    "node {h} lost an honest member"
+                );
+            }
+        }
+    };
+    sim.run_until(Duration::from_secs(90), check);
+    for &h in &honest {
+        assert_eq!(sim.nodes[h].core.members().len(), CAP, "full of the flood");
+        assert!(sim.nodes[h].core.members_refused() > 0);
+    }
+    // The flood goes silent: its identities fail our probes and give way to a newcomer.
+    for &f in &flood {
+        sim.nodes[f].alive = false;
+    }
+    let newcomer = capped(&mut sim);
+    let newcomer_key = sim.nodes[newcomer].public_key;
+    sim.run_until(Duration::from_secs(400), check);
+    for &h in &honest {
+        assert!(
+            sim.nodes[h].core.members().get(&newcomer_key).is_some(),
+            "node {h} took the newcomer in place of a silent identity"
+        );
+    }
+}

@@ -162,6 +162,10 @@ pub struct NodeOptions {
     pub relay: bool,
     /// LAN discovery on (else the node only probes what it is given).
     pub lan: bool,
+    /// The operator's relay allow-list.
+    pub relays: Option<wgmesh_membership::relay::RelayAllowList>,
+    /// The member table's cap.
+    pub max_members: usize,
 }
 
 impl NodeOptions {
@@ -171,6 +175,8 @@ impl NodeOptions {
             skew_ms: 0,
             relay: false,
             lan: true,
+            relays: None,
+            max_members: wgmesh_membership::MAX_MEMBERS,
         }
     }
 }
@@ -286,6 +292,9 @@ impl Sim {
             lan_discovery: options.lan,
             dht: false,
             established: false,
+            relays: options.relays.clone(),
+            relay_tiebreak_key: keys.network_id(),
+            max_members: options.max_members,
         };
         let mut core_seed = [0u8; 32];
         core_seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -451,22 +460,43 @@ impl Sim {
             if self.can_reach(sender, to) {
                 self.enqueue(to, from, transmit.payload);
             }
-        } else if let Some(&to) = self.by_mesh.get(&transmit.dst.ip()) {
-            // Through the tunnel: WireGuard on both ends holds the other as a peer.
-            let tunnel = self.nodes[sender]
-                .core
-                .members()
-                .get(&self.nodes[to].public_key)
-                .is_some()
-                && self.nodes[to]
-                    .core
-                    .members()
-                    .get(&self.nodes[sender].public_key)
-                    .is_some();
-            if tunnel && self.can_reach(sender, to) {
-                let from = SocketAddr::from((self.nodes[sender].mesh_ipv4, self.control_port));
-                self.enqueue(to, from, transmit.payload);
+        } else if let Some(&to) = self.by_mesh.get(&transmit.dst.ip())
+            && self.tunnel_delivers(sender, to)
+        {
+            let from = SocketAddr::from((self.nodes[sender].mesh_ipv4, self.control_port));
+            self.enqueue(to, from, transmit.payload);
+        }
+    }
+
+    /// How `holder`'s WireGuard reaches `other`'s mesh addresses: `Some(None)` as a direct peer,
+    /// `Some(Some(relay))` through a relay (a relayed member, or one on trial), `None` not at all.
+    pub fn path_to(&self, holder: usize, other: usize) -> Option<Option<PublicKey>> {
+        let core = &self.nodes[holder].core;
+        let key = self.nodes[other].public_key;
+        match core.members().get(&key) {
+            Some(member) => Some(member.relay_via),
+            None => core.relay_trial(&key).map(Some),
+        }
+    }
+
+    /// Whether a datagram from `a` to `b`'s mesh address arrives. Directly: both hold the
+    /// other as a direct peer and reach each other. Through a relay (which forwards at the IP
+    /// layer): both route the other through the same relay (WireGuard accepts the far end's
+    /// packets only from the peer holding its allowed IPs), the relay holds both as direct
+    /// peers, and it reaches both.
+    fn tunnel_delivers(&self, a: usize, b: usize) -> bool {
+        match (self.path_to(a, b), self.path_to(b, a)) {
+            (Some(None), Some(None)) => self.can_reach(a, b),
+            (Some(Some(relay)), Some(Some(relay_back))) if relay == relay_back => {
+                let Some(r) = self.nodes.iter().position(|n| n.public_key == relay) else {
+                    return false;
+                };
+                self.path_to(r, a) == Some(None)
+                    && self.path_to(r, b) == Some(None)
+                    && self.can_reach(a, r)
+                    && self.can_reach(r, b)
             }
+            _ => false,
         }
     }
 
