@@ -256,6 +256,17 @@ pub struct UpOptions {
     /// Offer to relay for members that cannot reach each other directly.
     #[arg(long, env = "WGMESH_RELAY")]
     pub relay: bool,
+    /// Which members may relay for this host: any (chosen by reachability and a keyed hash,
+    /// never by key order), none, or a list of base64 key prefixes (8 characters or more). The
+    /// reload file's relays, when present, wins.
+    #[arg(
+        long,
+        env = "WGMESH_RELAYS",
+        default_value = "any",
+        value_parser = parse_relays,
+        value_name = "any|none|KEY,..."
+    )]
+    pub relays: wgmesh_mesh::RelaySetting,
     /// Leave the interface and peers in place on exit, so a restart does not drop tunnels.
     #[arg(long, env = "WGMESH_KEEP_INTERFACE")]
     pub keep_interface: bool,
@@ -366,4 +377,8 @@ pub fn overridden_variables(matches: &ArgMatches) -> Vec<String> {
 fn parse_accept(text: &str) -> Result<wgmesh_mesh::Accept, String> {
     text.parse()
         .map_err(|err: wgmesh_mesh::policy::PolicyError| err.to_string())
+}
+
+fn parse_relays(text: &str) -> Result<wgmesh_mesh::RelaySetting, String> {
+    text.parse()
 }

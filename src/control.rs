@@ -59,6 +59,9 @@ pub struct StatusReport {
     /// The `accept-routes` policy in force (null from a daemon older than the field).
     #[serde(default)]
     pub accept_routes: Option<String>,
+    /// Which members may relay for this host (`any`, `none` or key prefixes).
+    #[serde(default)]
+    pub relays: Option<String>,
     /// Routes members advertise that this host refused, each with why.
     #[serde(default)]
     pub refused_routes: Vec<RefusedRouteReport>,

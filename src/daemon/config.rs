@@ -58,6 +58,8 @@ pub struct DaemonConfig {
     /// Unparsed: `HOST:PORT,...`, `none`, or `None` for the defaults.
     pub stun: Option<String>,
     pub relay: bool,
+    /// Which members may relay for us at start (the reload file's, else the flag's).
+    pub relays: wgmesh_mesh::RelaySetting,
     pub keep_interface: bool,
     pub metrics_listen: Option<SocketAddr>,
     /// wireguard-go logs its handshakes too (`LOG_LEVEL=verbose`): the daemon started at the
@@ -102,6 +104,7 @@ impl DaemonConfig {
             dht_bootstrap: options.dht_bootstrap.clone(),
             stun: options.stun.clone(),
             relay: options.relay,
+            relays: options.relays.clone(),
             keep_interface: options.keep_interface,
             metrics_listen: options.metrics_listen,
             wireguard_go_verbose: false,

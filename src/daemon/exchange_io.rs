@@ -30,6 +30,20 @@ pub enum Command {
     Goodbye(oneshot::Sender<()>),
     /// The STUN servers, resolved.
     StunServers(Vec<SocketAddr>),
+    /// The operator changed which members may relay for us (reload).
+    SetRelays(wgmesh_mesh::RelaySetting),
+}
+
+/// The core's allow-list for a `relays` setting (`any`: none).
+pub fn relay_allow_list(
+    setting: &wgmesh_mesh::RelaySetting,
+) -> Option<wgmesh_membership::relay::RelayAllowList> {
+    match setting {
+        wgmesh_mesh::RelaySetting::Any => None,
+        wgmesh_mesh::RelaySetting::Only(keys) => {
+            Some(wgmesh_membership::relay::RelayAllowList::new(keys.clone()))
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -247,6 +261,8 @@ pub struct ExchangeParts {
     pub link_events: mpsc::Receiver<()>,
     /// We were in a mesh at this address before (the peer cache names members): incumbent.
     pub established: bool,
+    /// Which members may relay for us (`None`: any).
+    pub relays: Option<wgmesh_membership::relay::RelayAllowList>,
 }
 
 impl std::fmt::Debug for dyn Discovery {
@@ -290,7 +306,7 @@ impl ExchangeTask {
             lan_discovery: parts.lan_group.is_some(),
             dht: parts.dht.is_some(),
             established: parts.established,
-            relays: None,
+            relays: parts.relays,
             relay_tiebreak_key: parts.keys.network_id(),
             max_members: wgmesh_membership::MAX_MEMBERS,
         };
@@ -352,6 +368,9 @@ impl ExchangeTask {
                         if let Err(err) = self.core.set_record(now(), now_ms(), *record, info) {
                             tracing::error!(error = %err, "cannot announce our record");
                         }
+                    }
+                    Some(Command::SetRelays(setting)) => {
+                        self.core.set_relays(relay_allow_list(&setting));
                     }
                     Some(Command::Goodbye(done)) => {
                         self.core.goodbye_all(now_ms());
@@ -421,16 +440,21 @@ impl ExchangeTask {
             }
             CoreEvent::Relayed { member, relay } => {
                 tracing::info!(peer = %member.public_key.short(), mesh_ipv4 = %member.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
-                self.shared.lock().members.upsert(*member);
+                let mut shared = self.shared.lock();
+                shared.on_trial.insert(member.public_key);
+                shared.members.upsert(*member);
+                drop(shared);
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::Evicted { key, mesh_ipv4 } => {
+                self.shared.lock().on_trial.remove(&key);
                 if self.shared.lock().members.remove(&key).is_some() {
                     tracing::info!(peer = %key.short(), %mesh_ipv4, "member evicted to keep the member table within its cap (a suspect, or a newcomer on trial)");
                 }
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::RelayUnproven { key, mesh_ipv4 } => {
+                self.shared.lock().on_trial.remove(&key);
                 if self.shared.lock().members.remove(&key).is_some() {
                     tracing::info!(peer = %key.short(), %mesh_ipv4, "relayed member withdrawn: it proved no key possession through the relay in time");
                 }
@@ -463,6 +487,7 @@ impl ExchangeTask {
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::Left { key, mesh_ipv4 } => {
+                self.shared.lock().on_trial.remove(&key);
                 if self.shared.lock().members.remove(&key).is_some()
                     && let Some(mesh_ipv4) = mesh_ipv4
                 {
@@ -496,8 +521,9 @@ impl ExchangeTask {
     /// Mirrors a verified member into the table the reconciler reads.
     fn on_member(&mut self, member: Member, change: MemberChange, from: SocketAddr) {
         let key = member.public_key;
-        // Installed: no longer contested (it re-addressed, or the holder left).
+        // Installed: no longer contested (it re-addressed, or the holder left), and proven.
         self.shared.lock().contested.remove(&key);
+        self.shared.lock().on_trial.remove(&key);
         let routes = member.routes.clone();
         let (name, version, mesh_ipv4, source) = (
             member.name.as_ref().map(ToString::to_string),

@@ -83,6 +83,14 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     let shown = name.as_ref().map(ToString::to_string).unwrap_or_default();
     tracing::info!(key = "name", value = %shown, source = %name_source, "configuration");
     let route_policy = startup_route_policy(reload_file.as_ref(), options, matches, &from_file);
+    let file_relays = reload_file.as_ref().and_then(|file| file.relays.clone());
+    let relays_source = if file_relays.is_some() {
+        from_file.clone()
+    } else {
+        value_origin(matches, "relays")
+    };
+    let relays = file_relays.unwrap_or_else(|| options.relays.clone());
+    tracing::info!(key = "relays", value = %relays, source = %relays_source, "configuration");
     let file_routes = reload_file.and_then(|file| file.advertise_routes);
     let routes_source = if file_routes.is_some() {
         from_file
@@ -95,6 +103,7 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     drop(loaded);
     let mut config = DaemonConfig::from_up_args(&args, advertised, route_policy, name);
     config.wireguard_go_verbose = matches!(level, "debug" | "trace");
+    config.relays = relays;
     drop(args);
     let (identity, created) = NodeIdentity::load_or_create(
         &identity_path(&config.paths.state_dir, &config.interface),

@@ -366,7 +366,14 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         };
         let now_s = unix_ms(now) / 1000;
         let mut next = self.cached.clone();
-        for member in self.shared.lock().members.iter() {
+        let shared = self.shared.lock();
+        // Only members that proved their key to us: a gossiped record on trial through a relay
+        // could name anything.
+        for member in shared
+            .members
+            .iter()
+            .filter(|m| !shared.on_trial.contains(&m.public_key))
+        {
             let entry = wgmesh_state::CachedPeer {
                 public_key: member.public_key,
                 mesh_ipv4: member.mesh_ipv4,
@@ -380,6 +387,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
                 None => next.push(entry),
             }
         }
+        drop(shared);
         next.retain(|c| now_s.saturating_sub(c.last_seen_unix) < CACHE_TTL_SECS);
         next.sort_by_key(|c| c.public_key);
         // Only addresses matter to a restart; last-seen times alone do not justify a write.

@@ -223,3 +223,24 @@ fn shutdown_removes_routes_and_the_device_unless_kept() {
     assert_eq!(kept.routes.routes.len(), 1);
     assert!(kept.backend.state.is_some());
 }
+
+#[test]
+fn members_on_trial_through_a_relay_never_reach_the_peer_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wgtest0.peers.json");
+    let mut r = reconciler(&[member(2), member(3)]);
+    r.shared.lock().on_trial.insert(member(3).public_key);
+    r.set_peer_cache(path.clone(), Vec::new());
+    r.run_once().unwrap();
+    let cached = |path: &std::path::Path| -> Vec<PublicKey> {
+        match wgmesh_state::load_peer_cache(path).unwrap() {
+            wgmesh_state::CacheLoad::Loaded(peers) => peers.iter().map(|c| c.public_key).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(cached(&path), [member(2).public_key]);
+    // Once its own proof arrived (the exchange task clears the mark), it is cached too.
+    r.shared.lock().on_trial.clear();
+    r.run_once().unwrap();
+    assert_eq!(cached(&path).len(), 2);
+}

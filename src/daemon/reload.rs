@@ -108,6 +108,18 @@ impl ReloadContext {
                 state.route_policy = policy;
             }
         }
+        if let Some(relays) = file.relays {
+            let changed = {
+                let mut state = self.shared.lock();
+                let changed = state.relays != relays;
+                state.relays.clone_from(&relays);
+                changed
+            };
+            if changed {
+                tracing::info!(relays = %relays, "relays changed");
+                let _ = self.announce.send(Command::SetRelays(relays)).await;
+            }
+        }
         if announce {
             // The exchange task takes our name from the shared state along with the record.
             let record = own_record(&self.node, &self.shared.lock());

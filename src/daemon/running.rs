@@ -106,6 +106,7 @@ impl Daemon {
         let shared = Shared::new(own, config.advertised.clone());
         shared.lock().own_name.clone_from(&config.name);
         shared.lock().route_policy.clone_from(&config.route_policy);
+        shared.lock().relays.clone_from(&config.relays);
         let settings = DeviceSettings {
             private_key: private_key.clone(),
             listen_port,
@@ -239,6 +240,7 @@ impl Daemon {
             link_events,
             // Our address served in a mesh before: the peer cache names members we met there.
             established: !cached_peers_empty,
+            relays: exchange_io::relay_allow_list(&config.relays),
         })
         .context("cannot seed the membership core")?;
         if let Some(servers) = stun_servers {

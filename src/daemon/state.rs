@@ -47,6 +47,11 @@ pub struct MeshState {
     pub advertised: Vec<IpNet>,
     /// Which advertised routes are accepted (`accept-routes`, reloadable).
     pub route_policy: wgmesh_mesh::RoutePolicy,
+    /// Members heard of by gossip and routed through a relay on trial, until their own proof
+    /// arrives (`wgmesh_membership::Event::Relayed`): never written to the peer cache.
+    pub on_trial: std::collections::BTreeSet<PublicKey>,
+    /// Which members may relay for us (`relays`, reloadable).
+    pub relays: wgmesh_mesh::RelaySetting,
     /// Configured servers (STUN, DHT bootstrap, `--peer` seeds) as resolved: no accepted route
     /// may cover one.
     pub servers: Vec<wgmesh_mesh::Protected>,
@@ -117,6 +122,8 @@ impl Shared {
             members: MemberTable::default(),
             advertised,
             route_policy: wgmesh_mesh::RoutePolicy::default(),
+            relays: wgmesh_mesh::RelaySetting::default(),
+            on_trial: std::collections::BTreeSet::new(),
             servers: Vec::new(),
             accepted: AcceptedRoutes::default(),
             exchange: wgmesh_exchange::DropCounters::default(),
@@ -275,6 +282,7 @@ pub fn status_report(
             })
             .collect(),
         accept_routes: Some(state.route_policy.to_string()),
+        relays: Some(state.relays.to_string()),
         refused_routes: state
             .accepted
             .rejected

@@ -28,12 +28,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wgmesh_exchange::GossipEntry;
-use wgmesh_keys::PublicKey;
+use wgmesh_keys::{KeyPrefix, KeyPrefixError, PublicKey};
 use wgmesh_mesh::{Member, MemberTable, Source};
 
 /// The shortest key prefix the allow-list accepts: 8 base64 characters are 48 bits, so grinding
 /// a key that matches a listed prefix costs some 10^14 key derivations.
-pub const MIN_RELAY_PREFIX_LEN: usize = 8;
+pub const MIN_RELAY_PREFIX_LEN: usize = KeyPrefix::MIN_LEN;
 
 /// How long a member heard of through gossip gets to answer directly before its traffic goes
 /// through a relay.
@@ -222,53 +222,53 @@ impl RelayTrials {
 }
 
 /// Which members may relay, as the operator lists them (`relays=KEY,...`): base64 public-key
-/// prefixes of at least [`MIN_RELAY_PREFIX_LEN`] characters; a key matches if its base64 starts
-/// with one of them.
+/// prefixes of at least [`MIN_RELAY_PREFIX_LEN`] characters ([`KeyPrefix`]); a key matches if
+/// its base64 starts with one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayAllowList {
-    prefixes: Vec<String>,
+    prefixes: Vec<KeyPrefix>,
 }
 
-/// Why an allow-list entry was refused.
+/// Why an allow-list entry was refused (the entry itself is not repeated: it could be a pasted
+/// secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayListError {
-    #[error("relay key prefix {prefix:?} is shorter than {MIN_RELAY_PREFIX_LEN} characters")]
-    TooShort { prefix: String },
-    #[error("relay key prefix {prefix:?} is not base64 (A-Z, a-z, 0-9, +, /, =)")]
-    NotBase64 { prefix: String },
+#[error("relays entry {position}: {error}")]
+pub struct RelayListError {
+    /// 1-based.
+    pub position: usize,
+    pub error: KeyPrefixError,
 }
 
 impl RelayAllowList {
+    pub fn new(prefixes: Vec<KeyPrefix>) -> Self {
+        Self { prefixes }
+    }
+
     /// Parses the operator's entries (surrounding whitespace ignored). An empty list allows no
     /// relay at all.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, RelayListError> {
-        let mut prefixes = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let prefix = entry.as_ref().trim();
-            if prefix.len() < MIN_RELAY_PREFIX_LEN {
-                return Err(RelayListError::TooShort {
-                    prefix: prefix.to_owned(),
-                });
-            }
-            if !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-            {
-                return Err(RelayListError::NotBase64 {
-                    prefix: prefix.to_owned(),
-                });
-            }
-            prefixes.push(prefix.to_owned());
-        }
+        let prefixes = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry
+                    .as_ref()
+                    .trim()
+                    .parse::<KeyPrefix>()
+                    .map_err(|error| RelayListError {
+                        position: i + 1,
+                        error,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self { prefixes })
     }
 
     pub fn allows(&self, key: &PublicKey) -> bool {
-        let text = key.to_base64();
-        self.prefixes.iter().any(|p| text.starts_with(p.as_str()))
+        self.prefixes.iter().any(|p| p.matches(key))
     }
 
-    pub fn prefixes(&self) -> &[String] {
+    pub fn prefixes(&self) -> &[KeyPrefix] {
         &self.prefixes
     }
 }
@@ -383,14 +383,20 @@ mod tests {
         let text = k.to_base64();
         let list = RelayAllowList::parse(&[&text[..8], "  ABCDEFGHij "]).expect("valid");
         assert!(list.allows(&k));
-        assert_eq!(list.prefixes()[1], "ABCDEFGHij");
+        assert_eq!(list.prefixes()[1].as_str(), "ABCDEFGHij");
         assert!(matches!(
             RelayAllowList::parse(&["ABCDEFG"]),
-            Err(RelayListError::TooShort { .. })
+            Err(RelayListError {
+                position: 1,
+                error: KeyPrefixError::TooShort(7)
+            })
         ));
         assert!(matches!(
             RelayAllowList::parse(&["ABCD-EFGH"]),
-            Err(RelayListError::NotBase64 { .. })
+            Err(RelayListError {
+                position: 1,
+                error: KeyPrefixError::NotBase64('-')
+            })
         ));
         assert!(
             !RelayAllowList::parse::<&str>(&[])

@@ -10,7 +10,7 @@ mod routes;
 
 pub use members::{Member, MemberChange, MemberTable, Source};
 pub use plan::{EndpointWrite, Now, Observed, PeerDiff, PendingNudge, Plan, PlanState, plan};
-pub use policy::{Accept, RoutePolicy};
+pub use policy::{Accept, RelaySetting, RoutePolicy};
 pub use routes::{
     AcceptedRoutes, LocalView, MAX_ACCEPTED_ROUTES, Protected, ProtectedKind, RejectReason,
     accept_routes,

@@ -191,6 +191,56 @@ impl fmt::Display for Accept {
     }
 }
 
+/// `relays`: which members may relay for this host. `any` (the default: the choice is by
+/// reachability and a keyed hash, `wgmesh_membership::relay`), `none`, or a comma-separated
+/// list of key prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RelaySetting {
+    #[default]
+    Any,
+    /// Only members whose key starts with one of these; none at all when empty.
+    Only(Vec<KeyPrefix>),
+}
+
+impl FromStr for RelaySetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let items: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .collect();
+        match items.as_slice() {
+            [] => Err("relays is empty (use any, none or a list of key prefixes)".to_owned()),
+            [word] if word.eq_ignore_ascii_case("any") => Ok(Self::Any),
+            [word] if word.eq_ignore_ascii_case("none") => Ok(Self::Only(Vec::new())),
+            _ => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    item.parse::<KeyPrefix>()
+                        .map_err(|err| format!("relays entry {}: {err}", i + 1))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::Only),
+        }
+    }
+}
+
+impl fmt::Display for RelaySetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any"),
+            Self::Only(keys) if keys.is_empty() => f.write_str("none"),
+            Self::Only(keys) => {
+                let keys: Vec<&str> = keys.iter().map(KeyPrefix::as_str).collect();
+                f.write_str(&keys.join(","))
+            }
+        }
+    }
+}
+
 /// Parses a minimum prefix length for one family (`max` is 32 or 128).
 pub fn parse_min_prefix(text: &str, family: &'static str, max: u8) -> Result<u8, String> {
     let given: u8 = text
@@ -342,6 +392,25 @@ mod tests {
                 .contains("32 bits")
         );
         assert!(parse_min_prefix("x", "IPv6", 128).is_err());
+    }
+
+    #[test]
+    fn relay_settings_parse_and_print_back_and_never_echo_an_entry() {
+        assert_eq!("ANY".parse(), Ok(RelaySetting::Any));
+        assert_eq!("none".parse(), Ok(RelaySetting::Only(Vec::new())));
+        let text = format!("{}, {}", pin(3), key(4).to_base64());
+        let parsed: RelaySetting = text.parse().unwrap();
+        assert_eq!(
+            parsed.to_string(),
+            format!("{},{}", pin(3), key(4).to_base64())
+        );
+        assert_eq!(parsed.to_string().parse(), Ok(parsed));
+        assert!("".parse::<RelaySetting>().is_err());
+        let error = "AAAAAAAA,wgmesh://v1/secretsecretsecret"
+            .parse::<RelaySetting>()
+            .unwrap_err();
+        assert!(error.starts_with("relays entry 2:"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use ipnet::IpNet;
 use std::str::FromStr;
-use wgmesh_mesh::policy::{Accept, PolicyError, parse_min_prefix};
+use wgmesh_mesh::policy::{Accept, PolicyError, RelaySetting, parse_min_prefix};
 use wgmesh_names::{MemberName, NameError};
 
 /// Keys that may change while the daemon runs.
@@ -17,6 +17,7 @@ const RELOADABLE: &[&str] = &[
     "accept-routes",
     "accept-routes-min-v4",
     "accept-routes-min-v6",
+    "relays",
 ];
 
 /// Keys `wgmesh up` knows that need a restart to change. Reported and ignored.
@@ -63,6 +64,8 @@ pub struct ReloadFile {
     pub accept_routes_min_v4: Option<u8>,
     /// The shortest IPv6 prefix accepted from members.
     pub accept_routes_min_v6: Option<u8>,
+    /// Which members may relay for this host.
+    pub relays: Option<RelaySetting>,
     /// Known keys that were ignored because they need a restart: `(line, key)`.
     pub ignored: Vec<(usize, String)>,
 }
@@ -156,6 +159,8 @@ pub enum ReloadError {
     BadName { line: usize, source: NameError },
     #[error("line {line}: {source}")]
     BadPolicy { line: usize, source: PolicyError },
+    #[error("line {line}: {message}")]
+    BadRelays { line: usize, message: String },
     #[error("line {line}: {key}: {message}")]
     BadMinPrefix {
         line: usize,
@@ -176,6 +181,7 @@ impl ReloadError {
             | Self::BadLogLevel { line, .. }
             | Self::BadName { line, .. }
             | Self::BadPolicy { line, .. }
+            | Self::BadRelays { line, .. }
             | Self::BadMinPrefix { line, .. } => *line,
         }
     }
@@ -229,6 +235,12 @@ impl FromStr for ReloadFile {
                         .parse()
                         .map_err(|source| ReloadError::BadPolicy { line, source })?;
                     file.accept_routes = Some(policy);
+                }
+                "relays" => {
+                    let relays = value
+                        .parse()
+                        .map_err(|message| ReloadError::BadRelays { line, message })?;
+                    file.relays = Some(relays);
                 }
                 "accept-routes-min-v4" => {
                     let min = parse_min_prefix(value, "IPv4", 32).map_err(|message| {
@@ -358,11 +370,22 @@ mod tests {
             parse("accept-routes=none").unwrap().accept_routes,
             Some(Accept::None)
         );
+        assert_eq!(
+            parse("relays=AQEBAQEB")
+                .unwrap()
+                .relays
+                .map(|r| r.to_string()),
+            Some("AQEBAQEB".to_owned())
+        );
         for (text, needle) in [
             ("\naccept-routes=10.0.0.0/8@short", "at least 8 characters"),
             ("\naccept-routes=", "accept-routes is empty"),
             ("\naccept-routes-min-v4=33", "longer than an IPv4 address"),
             ("\naccept-routes-min-v6=-1", "not a prefix length"),
+            (
+                "\nrelays=short",
+                "relays entry 1: a key prefix needs at least 8",
+            ),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line(), 2, "{err}");
