@@ -245,7 +245,7 @@ fn crafted_datagrams_on_the_control_port_change_nothing() {
 
     // A member the test controls captures genuine datagrams: its Probe, and the victim's Hello.
     let mut mallory = member(&keys, attacker_ip);
-    let probe = mallory.probe(now_ms(), entropy());
+    let probe = mallory.probe(now_ms(), victim_addr, entropy());
     attacker.send(victim_addr, &probe, 1);
     wait_until(Duration::from_secs(5), "the victim's answer", || {
         attacker.drain(Duration::from_millis(100));
@@ -294,7 +294,7 @@ fn crafted_datagrams_on_the_control_port_change_nothing() {
     attacker.send(other_addr, &hello, 1);
     let stranger_keys =
         MeshKeys::derive(&Secret::parse("wgmesh://v1/another-mesh-entirely-0001").unwrap());
-    let stranger = member(&stranger_keys, attacker_ip).probe(now_ms(), entropy());
+    let stranger = member(&stranger_keys, attacker_ip).probe(now_ms(), victim_addr, entropy());
     attacker.send(victim_addr, &stranger, 1);
     for len in [0, 10, 44] {
         attacker.send(victim_addr, &probe[..len], 1);

@@ -1,6 +1,7 @@
 //! The state machine: datagrams in, datagrams and membership events out. No sockets, no clock,
 //! no ambient randomness: the shell passes `now`, the source address and fresh random bytes.
 
+use crate::challenge::{Challenges, Issuer, canonical};
 use crate::codec::{
     self, CHALLENGE_LEN, EncodeError, Goodbye, Gossip, GossipEntry, Hello, MAC_LEN,
     MAX_GOSSIP_ENDPOINTS, MAX_GOSSIP_ENTRIES, Message, Probe,
@@ -11,8 +12,9 @@ use crate::limiter::RateLimiter;
 use crate::order::Order;
 use crate::proof;
 use crate::record::{FLAG_EXTENSIONS, Record};
-use crate::replay::{Challenges, ReplayCache};
+use crate::replay::{CacheFull, Kind, MemberReplay, ReplayCache};
 use crate::seal::{Gate, NONCE_LEN, OpenError};
+use crate::verified::VerifiedPeers;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,15 +32,18 @@ pub struct ExchangeConfig {
     pub timestamp_window_secs: u64,
     /// How long a challenge we issued can be answered.
     pub challenge_lifetime_ms: u64,
-    /// Bound on challenges awaiting an answer.
+    /// Bound on challenges awaiting an answer, in each of the three tables (those in our own
+    /// Probes, in our answers to members, in our answers to strangers).
     pub max_outstanding_challenges: usize,
-    /// Bound on the replay cache.
+    /// Bound on the strangers' replay cache (senders we have not verified; members have a
+    /// partition of their own, with a quota each).
     pub replay_cache_capacity: usize,
-    /// Sustained datagrams per second per source (IPv4 address or IPv6 /64).
+    /// Sustained datagrams per second per source (IPv4 address or IPv6 /64), and per verified
+    /// member in the members' table.
     pub rate_per_second: u32,
-    /// Burst per source.
+    /// Burst per source (and per member).
     pub rate_burst: u32,
-    /// Bound on the number of sources tracked by the rate limiter.
+    /// Bound on the number of sources tracked by the strangers' rate limiter.
     pub max_rate_sources: usize,
 }
 
@@ -140,10 +145,13 @@ pub enum DropReason {
     /// A verified Hello or Goodbye older than one already accepted from the same member (a
     /// withheld message delivered late).
     Superseded,
+    /// A Hello answering a challenge we sent to another address (issue 13, return
+    /// routability): an address is believed only once it answered a challenge sent to it.
+    AddressMismatch,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::RateLimited,
         Self::TooLarge,
         Self::TooShort,
@@ -164,6 +172,7 @@ impl DropReason {
         Self::ReplayCacheFull,
         Self::BadGossipEntry,
         Self::Superseded,
+        Self::AddressMismatch,
     ];
 
     /// A stable name for metrics and logs.
@@ -189,6 +198,7 @@ impl DropReason {
             Self::ReplayCacheFull => "replay_cache_full",
             Self::BadGossipEntry => "bad_gossip_entry",
             Self::Superseded => "superseded",
+            Self::AddressMismatch => "address_mismatch",
         }
     }
 
@@ -353,9 +363,17 @@ pub struct Exchange {
     extension_peers: ExtensionPeers,
     config: ExchangeConfig,
     challenges: Challenges,
+    /// The strangers' replay cache: senders not in `verified`.
     replay: ReplayCache,
+    /// The members' replay cache: a quota per member.
+    member_replay: MemberReplay,
+    /// Members that proved their key from an address we sent a challenge to.
+    verified: VerifiedPeers,
     order: Order,
+    /// Per source, for everything but what `expects` lets through.
     limiter: RateLimiter,
+    /// Per verified member, for its datagrams from an address it was proven at.
+    member_limiter: RateLimiter<PublicKey>,
     drops: DropCounters,
 }
 
@@ -398,11 +416,18 @@ impl Exchange {
                 config.challenge_lifetime_ms,
             ),
             replay: ReplayCache::new(config.replay_cache_capacity),
+            member_replay: MemberReplay::default(),
+            verified: VerifiedPeers::default(),
             order: Order::new(config.replay_cache_capacity),
             limiter: RateLimiter::new(
                 config.rate_per_second,
                 config.rate_burst,
                 config.max_rate_sources,
+            ),
+            member_limiter: RateLimiter::new(
+                config.rate_per_second,
+                config.rate_burst,
+                crate::verified::MAX_VERIFIED,
             ),
             config,
             drops: DropCounters::default(),
@@ -448,11 +473,14 @@ impl Exchange {
         &self.drops
     }
 
-    /// A Probe to send to a candidate address. Its challenge stays answerable for
-    /// `challenge_lifetime_ms`, by any member, once.
-    pub fn probe(&mut self, now: Millis, entropy: Entropy) -> Vec<u8> {
+    /// A Probe to send to `to`, a candidate address or the LAN group. Its challenge stays
+    /// answerable for `challenge_lifetime_ms`, by any member, once. An answer is believed only
+    /// from `to` (return routability); an answer to a Probe sent to a multicast group proves
+    /// the sender's key but not its address, and is met with a challenge sent to that address.
+    pub fn probe(&mut self, now: Millis, to: SocketAddr, entropy: Entropy) -> Vec<u8> {
         let challenge = entropy.challenge();
-        self.challenges.issue(now, challenge, None);
+        self.challenges
+            .issue(now, Issuer::OwnProbe, challenge, None, to);
         let probe = Message::Probe(Probe {
             sender: self.public_key,
             timestamp: now / 1000,
@@ -617,7 +645,13 @@ impl Exchange {
         datagram: &[u8],
         entropy: &Entropy,
     ) -> Result<Handled, Dropped> {
-        if !self.limiter.allow(now, from.ip()) {
+        let source = canonical(from);
+        // A verified member's address, or one we await an answer from, is not limited per
+        // source before the AEAD: spoofed garbage from it would drain the bucket (and a table
+        // full of spoofed sources would keep it out). What opens is limited below instead.
+        let expected =
+            self.verified.at(&source).is_some() || self.challenges.awaits_answer_from(now, source);
+        if !expected && !self.limiter.allow(now, from.ip()) {
             return Err(DropReason::RateLimited.into());
         }
         crate::seal::precheck(datagram)?;
@@ -636,8 +670,11 @@ impl Exchange {
                 clock_offset_secs: Some(clock_offset_secs(now, message.timestamp())),
             });
         }
+        if expected && !self.admit_expected(now, source, &message) {
+            return Err(DropReason::RateLimited.into());
+        }
         let handled = match message {
-            Message::Probe(probe) => self.on_probe(now, &probe, entropy),
+            Message::Probe(probe) => self.on_probe(now, from, &probe, entropy),
             Message::Hello(hello) => self.on_hello(now, from, &hello, &plaintext, entropy),
             Message::Goodbye(goodbye) => self.on_goodbye(now, &goodbye, &plaintext),
             Message::Gossip(gossip) => Ok(self.on_gossip(from, gossip)),
@@ -649,25 +686,37 @@ impl Exchange {
     fn on_probe(
         &mut self,
         now: Millis,
+        from: SocketAddr,
         probe: &Probe,
         entropy: &Entropy,
     ) -> Result<Handled, DropReason> {
-        if self.replay.contains(now, &probe.sender, &probe.challenge) {
+        if self.seen(now, &probe.sender, &probe.challenge) {
             return Err(DropReason::Replay);
         }
         let key = self.mac_key(&probe.sender).ok_or(DropReason::WeakKey)?;
+        // The sender key of a Probe is a claim: it counts as a member's only from an address
+        // that member was proven at, and then only against its quota for Probes.
+        let member = self.verified.proven_at(&probe.sender, &canonical(from));
         // A replayed Probe would make us send a Hello (ten times its size) to whatever source
         // address the replayer forged; remembering Probes bounds that to once per capture.
-        self.replay
-            .insert(
-                now,
-                probe.sender,
-                probe.challenge,
-                self.replay_expiry(now, probe.timestamp),
-            )
-            .map_err(|_| DropReason::ReplayCacheFull)?;
+        let expiry = self.replay_expiry(now, probe.timestamp);
+        self.remember(
+            now,
+            member,
+            probe.sender,
+            Kind::Claimed,
+            probe.challenge,
+            expiry,
+        )
+        .map_err(|_| DropReason::ReplayCacheFull)?;
         let challenge = entropy.challenge();
-        self.challenges.issue(now, challenge, Some(probe.sender));
+        let issuer = if member {
+            Issuer::ToMember
+        } else {
+            Issuer::ToStranger
+        };
+        self.challenges
+            .issue(now, issuer, challenge, Some(probe.sender), from);
         let reply = self.hello(now, &key, probe.sender, probe.challenge, challenge, entropy);
         Ok(Handled {
             reply: Some(reply),
@@ -687,14 +736,20 @@ impl Exchange {
         if hello.recipient != self.public_key {
             return Err(DropReason::NotForUs);
         }
-        if self.replay.contains(now, &hello.sender, &hello.echo) {
+        if self.seen(now, &hello.sender, &hello.echo) {
             return Err(DropReason::Replay);
         }
-        if !self
+        let Some(answer) = self
             .challenges
-            .is_answerable(now, &hello.echo, &hello.sender)
-        {
+            .answerable(now, &hello.echo, &hello.sender, from)
+        else {
             return Err(DropReason::UnknownChallenge);
+        };
+        // Return routability: a challenge sent to one address is answered from there (a NAT
+        // maps the answer to the address we sent to). Refused before any crypto, and the
+        // challenge stays live, so a spoofed answer cannot burn the real one.
+        if !answer.routable && !answer.to_group {
+            return Err(DropReason::AddressMismatch);
         }
         let key = self.mac_key(&hello.sender).ok_or(DropReason::WeakKey)?;
         if !proof::verify(&key, transcript(plaintext), &hello.mac) {
@@ -718,23 +773,39 @@ impl Exchange {
             return Err(DropReason::Superseded);
         }
 
-        // Accepted. A failed MAC above consumed nothing, so an insider racing a bogus answer
-        // cannot burn another member's handshake.
+        // A failed MAC above consumed nothing, so an insider racing a bogus answer cannot burn
+        // another member's handshake.
         let expiry = self.replay_expiry(now, hello.timestamp);
-        let answers_probe = self.challenges.is_open(&hello.echo);
-        if answers_probe {
-            // A Probe to the LAN group is answered by every member that hears it: the challenge
-            // stays live, and the replay cache is what stops a second answer from the same
-            // sender, so a full cache must refuse.
-            self.replay
-                .insert(now, hello.sender, hello.echo, expiry)
+        let member = self.verified.is_member(&hello.sender);
+        // An answer to our LAN-group Probe has no single destination to come from: it is
+        // believed from its source, as before (the remaining gap of return routability, see
+        // docs/exchange-protocol.md; a four-message exchange for it cost formation under loss).
+        if answer.to_group {
+            // The other members may still answer it: the replay cache is what refuses a second
+            // answer from this one, so a full partition refuses.
+            self.remember(now, member, hello.sender, Kind::Proven, hello.echo, expiry)
                 .map_err(|_| DropReason::ReplayCacheFull)?;
         } else {
-            // Bound to one member: consuming it defeats replays; the cache entry only lets a
-            // replay be counted as one, so a full cache is not a reason to refuse.
-            self.challenges.consume(&hello.echo);
-            let _ = self.replay.insert(now, hello.sender, hello.echo, expiry);
+            // Answered from where it went: one host listens there, so the challenge is
+            // consumed, which defeats replays; the cache entry only lets a replay be counted as
+            // one, so a full cache is not a reason to refuse.
+            self.challenges.consume(answer.issuer, &hello.echo);
+            let _ = self.remember(now, member, hello.sender, Kind::Proven, hello.echo, expiry);
         }
+        let member = if answer.routable {
+            let member_replay = &self.member_replay;
+            let (tracked, evicted) =
+                self.verified
+                    .note(now, hello.sender, canonical(from), |key| {
+                        !member_replay.has_live(now, key)
+                    });
+            if let Some(evicted) = evicted {
+                self.member_replay.forget(&evicted);
+            }
+            tracked
+        } else {
+            member
+        };
         self.order
             .hello(now, hello.sender, record.timestamp, hello.timestamp, expiry);
         let info = self.note_extensions(hello);
@@ -742,9 +813,10 @@ impl Exchange {
             // It accepts extensions but answered our Probe before it knew we do, so it sent no
             // version or name: our answer (which carries ours) asks for its Hello once more. Only
             // for an answer to a Probe, so a handshake ends after at most four messages.
-            let challenge = if answers_probe && info == PeerInfo::NotSent {
+            let challenge = if answer.open && info == PeerInfo::NotSent {
                 let challenge = entropy.challenge();
-                self.challenges.issue(now, challenge, Some(hello.sender));
+                self.challenges
+                    .issue(now, issuer_for(member), challenge, Some(hello.sender), from);
                 challenge
             } else {
                 [0; CHALLENGE_LEN]
@@ -773,7 +845,7 @@ impl Exchange {
         if goodbye.recipient != self.public_key {
             return Err(DropReason::NotForUs);
         }
-        if self.replay.contains(now, &goodbye.sender, &goodbye.nonce) {
+        if self.seen(now, &goodbye.sender, &goodbye.nonce) {
             return Err(DropReason::Replay);
         }
         let key = self.mac_key(&goodbye.sender).ok_or(DropReason::WeakKey)?;
@@ -788,9 +860,16 @@ impl Exchange {
         }
         // Here the cache is the only replay defence, so a full cache refuses the Goodbye.
         let expiry = self.replay_expiry(now, goodbye.timestamp);
-        self.replay
-            .insert(now, goodbye.sender, goodbye.nonce, expiry)
-            .map_err(|_| DropReason::ReplayCacheFull)?;
+        let member = self.verified.is_member(&goodbye.sender);
+        self.remember(
+            now,
+            member,
+            goodbye.sender,
+            Kind::Proven,
+            goodbye.nonce,
+            expiry,
+        )
+        .map_err(|_| DropReason::ReplayCacheFull)?;
         self.order
             .goodbye(now, goodbye.sender, goodbye.timestamp, expiry);
         // It may come back as an older release (a downgrade): do not send it extensions before
@@ -802,6 +881,54 @@ impl Exchange {
             }),
             ..Handled::default()
         })
+    }
+
+    /// Whether `token` from `sender` was acted upon already (in either partition).
+    fn seen(&self, now: Millis, sender: &PublicKey, token: &[u8; CHALLENGE_LEN]) -> bool {
+        self.replay.contains(now, sender, token) || self.member_replay.contains(now, sender, token)
+    }
+
+    /// Remembers `token` from `sender` in the members' partition (under its quota of `kind`)
+    /// or the strangers'. Either refuses when full of live entries (fail closed), each for its
+    /// own senders only.
+    fn remember(
+        &mut self,
+        now: Millis,
+        member: bool,
+        sender: PublicKey,
+        kind: Kind,
+        token: [u8; CHALLENGE_LEN],
+        expiry: Millis,
+    ) -> Result<(), CacheFull> {
+        if member {
+            self.member_replay.insert(now, sender, kind, token, expiry)
+        } else {
+            self.replay.insert(now, sender, token, expiry)
+        }
+    }
+
+    /// A datagram from an address `handle_inner` let past the per-source limiter (a verified
+    /// member's, or one we await an answer from), now that it opened: whether to process it.
+    /// A member's datagrams from where it was proven count against its own bucket. A Hello
+    /// from a member is authenticated before it changes anything and its MAC key is cached; a
+    /// Hello from anyone else costs an X25519 only if it answers a live challenge, and those
+    /// are charged to the source like a stranger's. Everything else is a stranger's.
+    fn admit_expected(&mut self, now: Millis, source: SocketAddr, message: &Message) -> bool {
+        let sender = *message.sender();
+        match message {
+            Message::Hello(hello) => {
+                self.verified.is_member(&sender)
+                    || self
+                        .challenges
+                        .answerable(now, &hello.echo, &sender, source)
+                        .is_none()
+                    || self.limiter.allow(now, source.ip())
+            }
+            _ if self.verified.proven_at(&sender, &source) => {
+                self.member_limiter.allow_key(now, sender)
+            }
+            _ => self.limiter.allow(now, source.ip()),
+        }
     }
 
     /// Remembers whether a verified member accepts extensions (its latest record says so), and
@@ -872,6 +999,15 @@ impl Exchange {
             .max(now)
             .saturating_add(window_ms)
             .saturating_add(1000)
+    }
+}
+
+/// The table for a challenge to `peer` (a verified member or not).
+fn issuer_for(member: bool) -> Issuer {
+    if member {
+        Issuer::ToMember
+    } else {
+        Issuer::ToStranger
     }
 }
 

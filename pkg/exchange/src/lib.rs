@@ -9,6 +9,7 @@
 //! sender's version and name, [`MemberInfo`]) that older decoders never see. [`Exchange`] takes datagrams, `now` and random bytes, and
 //! returns replies and [`Event`]s; the daemon owns the socket and the clock.
 
+mod challenge;
 mod codec;
 mod exchange;
 mod extension;
@@ -19,6 +20,7 @@ mod proof;
 mod record;
 mod replay;
 mod seal;
+mod verified;
 
 pub use codec::{
     CHALLENGE_LEN, DecodeError, EncodeError, GOODBYE_LEN, Goodbye, Gossip, GossipEntry, Hello,

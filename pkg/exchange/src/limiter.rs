@@ -1,7 +1,10 @@
-//! Per-source token buckets, consulted before any cryptographic work so that a flood from one
-//! address costs a hash-map lookup per datagram, not an AEAD open and an X25519.
+//! Token buckets: per source address for strangers, consulted before any cryptographic work so
+//! that a flood from one address costs a hash-map lookup per datagram, not an AEAD open and an
+//! X25519; and per key for verified members (issue 13), in a table of their own, so that neither
+//! spoofed garbage from a member's address nor a flood of spoofed sources locks a member out.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// How long a full table waits before scanning again for idle buckets, so that a flood of
@@ -16,16 +19,24 @@ struct Bucket {
     last_ms: u64,
 }
 
+/// Buckets keyed by `K`: a source (see [`RateLimiter::allow`]) or a member's key.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub(crate) struct RateLimiter<K = IpAddr> {
     per_second: u64,
     capacity: u64,
     max_sources: usize,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<K, Bucket>,
     last_purge_ms: Option<u64>,
 }
 
-impl RateLimiter {
+impl RateLimiter<IpAddr> {
+    /// Whether one more datagram from `ip` may be processed at `now_ms`.
+    pub(crate) fn allow(&mut self, now_ms: u64, ip: IpAddr) -> bool {
+        self.allow_key(now_ms, source_of(ip))
+    }
+}
+
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
     pub(crate) fn new(per_second: u32, burst: u32, max_sources: usize) -> Self {
         Self {
             per_second: u64::from(per_second),
@@ -36,9 +47,8 @@ impl RateLimiter {
         }
     }
 
-    /// Whether one more datagram from `ip` may be processed at `now_ms`.
-    pub(crate) fn allow(&mut self, now_ms: u64, ip: IpAddr) -> bool {
-        let source = source_of(ip);
+    /// Whether one more datagram from `source` may be processed at `now_ms`.
+    pub(crate) fn allow_key(&mut self, now_ms: u64, source: K) -> bool {
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.max_sources {
             self.purge_idle(now_ms);
             if self.buckets.len() >= self.max_sources {
@@ -111,7 +121,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let mut limiter = RateLimiter::new(20, 40, 16);
+        let mut limiter = RateLimiter::<IpAddr>::new(20, 40, 16);
         assert_eq!((0..100).filter(|_| limiter.allow(0, A)).count(), 40);
         // 20 per second: 50 ms buys one token.
         assert!(!limiter.allow(49, A));
@@ -124,7 +134,7 @@ mod tests {
 
     #[test]
     fn ipv6_shares_a_bucket_per_64() {
-        let mut limiter = RateLimiter::new(1, 2, 16);
+        let mut limiter = RateLimiter::<IpAddr>::new(1, 2, 16);
         let one: IpAddr = "2001:db8::1".parse().unwrap_or(A);
         let two: IpAddr = "2001:db8::ffff:2".parse().unwrap_or(A);
         let other: IpAddr = "2001:db8:0:1::1".parse().unwrap_or(A);
@@ -136,7 +146,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded_and_idle_sources_are_forgotten() {
-        let mut limiter = RateLimiter::new(20, 40, 4);
+        let mut limiter = RateLimiter::<IpAddr>::new(20, 40, 4);
         for i in 0..4u8 {
             assert!(limiter.allow(0, IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))));
         }

@@ -1,4 +1,4 @@
-//! Bounded memory of what was already seen (replay cache) and of the challenges we issued.
+//! Bounded memory of what was already seen: the strangers' replay cache and the members' one.
 
 use crate::codec::CHALLENGE_LEN;
 use std::collections::HashMap;
@@ -6,8 +6,8 @@ use wgmesh_keys::PublicKey;
 
 type Token = [u8; CHALLENGE_LEN];
 
-/// (sender, nonce or challenge) pairs already acted upon, each kept until a message carrying it
-/// could no longer pass the timestamp window.
+/// The strangers' partition (senders not verified): (sender, nonce or challenge) pairs already
+/// acted upon, each kept until a message carrying it could no longer pass the timestamp window.
 #[derive(Debug)]
 pub(crate) struct ReplayCache {
     capacity: usize,
@@ -56,80 +56,105 @@ impl ReplayCache {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Outstanding {
-    expires_ms: u64,
-    /// The member a challenge was issued to, when known (answering its Probe). Challenges sent
-    /// in our own Probes go to an address, not a key, and any member may answer them.
-    peer: Option<PublicKey>,
+/// Which of a member's quotas an entry counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// A Probe: its sender key is a claim (anyone holding the secret can make one), so Probes
+    /// can at worst use up the claimed member's Probe quota, never its quota for proven ones.
+    Claimed,
+    /// A Hello or Goodbye whose MAC verified: only the member itself (or a replay of it, which
+    /// the cache refuses before inserting) adds these.
+    Proven,
 }
 
-/// Challenges we issued and not yet saw answered. A challenge bound to one member is consumed by
-/// its valid answer; an open one (in a Probe to an address or the LAN group) stays answerable by
-/// every member until it expires, each member once (the replay cache remembers who answered).
-#[derive(Debug)]
-pub(crate) struct Challenges {
-    capacity: usize,
-    lifetime_ms: u64,
-    outstanding: HashMap<Token, Outstanding>,
+/// Entries per member and [`Kind`]: a member sends a handful of Probes and Goodbyes a minute.
+pub(crate) const MEMBER_QUOTA: usize = 32;
+/// Entries in the members' partition in all.
+pub(crate) const MEMBER_PARTITION_CAPACITY: usize = 65_536;
+
+/// The replay cache of verified members (issue 13): each member has its own quota, so neither
+/// strangers (who have their own partition) nor another member can use up a member's slots.
+/// A full quota refuses only that member's messages of that kind (fail closed).
+#[derive(Debug, Default)]
+pub(crate) struct MemberReplay {
+    seen: HashMap<(PublicKey, Kind), Vec<(Token, u64)>>,
+    len: usize,
 }
 
-impl Challenges {
-    pub(crate) fn new(capacity: usize, lifetime_ms: u64) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            lifetime_ms,
-            outstanding: HashMap::new(),
-        }
-    }
-
-    /// Remembers a challenge. When the table is full of live challenges the one closest to
-    /// expiry is forgotten: its handshake fails and is retried, but memory stays bounded.
-    pub(crate) fn issue(&mut self, now_ms: u64, token: Token, peer: Option<PublicKey>) {
-        if self.outstanding.len() >= self.capacity {
-            self.outstanding.retain(|_, c| c.expires_ms > now_ms);
-            if self.outstanding.len() >= self.capacity {
-                let oldest = self
-                    .outstanding
+impl MemberReplay {
+    pub(crate) fn contains(&self, now_ms: u64, sender: &PublicKey, token: &Token) -> bool {
+        [Kind::Claimed, Kind::Proven].iter().any(|kind| {
+            self.seen.get(&(*sender, *kind)).is_some_and(|entries| {
+                entries
                     .iter()
-                    .min_by_key(|(_, c)| c.expires_ms)
-                    .map(|(token, _)| *token);
-                if let Some(oldest) = oldest {
-                    self.outstanding.remove(&oldest);
-                }
-            }
-        }
-        self.outstanding.insert(
-            token,
-            Outstanding {
-                expires_ms: now_ms.saturating_add(self.lifetime_ms),
-                peer,
-            },
-        );
-    }
-
-    /// Whether `token` is a live challenge that `sender` may answer.
-    pub(crate) fn is_answerable(&self, now_ms: u64, token: &Token, sender: &PublicKey) -> bool {
-        self.outstanding.get(token).is_some_and(|c| {
-            c.expires_ms > now_ms && c.peer.as_ref().is_none_or(|peer| peer == sender)
+                    .any(|(t, expires)| t == token && *expires > now_ms)
+            })
         })
     }
 
-    /// Whether `token` is open to any member (sent in our own Probe, possibly to the LAN group,
-    /// where several members answer the same challenge).
-    pub(crate) fn is_open(&self, token: &Token) -> bool {
-        self.outstanding
-            .get(token)
-            .is_some_and(|c| c.peer.is_none())
+    pub(crate) fn insert(
+        &mut self,
+        now_ms: u64,
+        sender: PublicKey,
+        kind: Kind,
+        token: Token,
+        expires_ms: u64,
+    ) -> Result<(), CacheFull> {
+        let entries = self.seen.entry((sender, kind)).or_default();
+        let before = entries.len();
+        entries.retain(|(_, expires)| *expires > now_ms);
+        self.len -= before - entries.len();
+        if let Some(entry) = entries.iter_mut().find(|(t, _)| *t == token) {
+            entry.1 = entry.1.max(expires_ms);
+            return Ok(());
+        }
+        if entries.len() >= MEMBER_QUOTA {
+            return Err(CacheFull);
+        }
+        if self.len >= MEMBER_PARTITION_CAPACITY {
+            self.purge(now_ms);
+            if self.len >= MEMBER_PARTITION_CAPACITY {
+                return Err(CacheFull);
+            }
+        }
+        if let Some(entries) = self.seen.get_mut(&(sender, kind)) {
+            entries.push((token, expires_ms));
+            self.len += 1;
+        }
+        Ok(())
     }
 
-    pub(crate) fn consume(&mut self, token: &Token) {
-        self.outstanding.remove(token);
+    /// Whether any entry of `sender` is live (it must not be forgotten as a member yet).
+    pub(crate) fn has_live(&self, now_ms: u64, sender: &PublicKey) -> bool {
+        [Kind::Claimed, Kind::Proven].iter().any(|kind| {
+            self.seen
+                .get(&(*sender, *kind))
+                .is_some_and(|entries| entries.iter().any(|(_, e)| *e > now_ms))
+        })
+    }
+
+    /// Drops `sender`'s (expired) entries.
+    pub(crate) fn forget(&mut self, sender: &PublicKey) {
+        for kind in [Kind::Claimed, Kind::Proven] {
+            if let Some(entries) = self.seen.remove(&(*sender, kind)) {
+                self.len -= entries.len();
+            }
+        }
+    }
+
+    fn purge(&mut self, now_ms: u64) {
+        let mut len = 0;
+        self.seen.retain(|_, entries| {
+            entries.retain(|(_, expires)| *expires > now_ms);
+            len += entries.len();
+            !entries.is_empty()
+        });
+        self.len = len;
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.outstanding.len()
+        self.len
     }
 }
 
@@ -155,17 +180,27 @@ mod tests {
     }
 
     #[test]
-    fn challenges_expire_bind_and_are_bounded() {
-        let mut challenges = Challenges::new(2, 30_000);
-        challenges.issue(0, [1; 16], None);
-        challenges.issue(0, [2; 16], Some(K1));
-        assert!(challenges.is_answerable(29_999, &[1; 16], &K2));
-        assert!(!challenges.is_answerable(30_000, &[1; 16], &K2));
-        assert!(challenges.is_answerable(0, &[2; 16], &K1));
-        assert!(!challenges.is_answerable(0, &[2; 16], &K2));
-        challenges.issue(10, [3; 16], None);
-        assert_eq!(challenges.len(), 2);
-        challenges.consume(&[3; 16]);
-        assert!(!challenges.is_answerable(10, &[3; 16], &K1));
+    fn a_member_quota_fails_closed_for_that_member_and_kind_only() {
+        let mut members = MemberReplay::default();
+        for n in 0..MEMBER_QUOTA as u8 {
+            assert!(members.insert(0, K1, Kind::Claimed, [n; 16], 100).is_ok());
+        }
+        assert!(
+            members
+                .insert(0, K1, Kind::Claimed, [200; 16], 100)
+                .is_err()
+        );
+        assert!(members.insert(0, K1, Kind::Proven, [200; 16], 100).is_ok());
+        assert!(members.insert(0, K2, Kind::Claimed, [200; 16], 100).is_ok());
+        assert!(members.contains(50, &K1, &[3; 16]));
+        assert!(!members.contains(100, &K1, &[3; 16]), "expired");
+        assert!(members.has_live(99, &K1) && !members.has_live(100, &K1));
+        // Expired entries make room again.
+        assert!(
+            members
+                .insert(100, K1, Kind::Claimed, [201; 16], 300)
+                .is_ok()
+        );
+        assert_eq!(members.len(), 3);
     }
 }

@@ -180,7 +180,7 @@ fn a_replayed_gossip_is_idempotent_and_expires_with_the_window() {
 fn reordered_handshake_messages_change_nothing() {
     let (mut a, mut b) = (member(1), member(2));
     // The third message before the second: A answers a challenge B never sent to A.
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, b.addr, entropy());
     let hello_b = b
         .exchange
         .handle(NOW, a.addr, &probe, entropy())
@@ -218,8 +218,8 @@ fn reordered_handshake_messages_change_nothing() {
     );
     // Two handshakes interleaved: answers delivered in the opposite order still each verify
     // exactly once, with the same record, and no answer is accepted twice.
-    let p1 = a.exchange.probe(NOW + 40_000, entropy());
-    let p2 = a.exchange.probe(NOW + 40_000, entropy());
+    let p1 = a.exchange.probe(NOW + 40_000, b.addr, entropy());
+    let p2 = a.exchange.probe(NOW + 40_000, b.addr, entropy());
     let h1 = b
         .exchange
         .handle(NOW + 40_000, a.addr, &p1, entropy())
@@ -264,7 +264,7 @@ fn reordered_handshake_messages_change_nothing() {
 #[test]
 fn a_withheld_older_hello_does_not_roll_a_record_back() {
     let (mut a, mut b) = (member(1), member(2));
-    let probe_1 = b.exchange.probe(NOW, entropy());
+    let probe_1 = b.exchange.probe(NOW, a.addr, entropy());
     let old = a
         .exchange
         .handle(NOW, b.addr, &probe_1, entropy())
@@ -274,7 +274,7 @@ fn a_withheld_older_hello_does_not_roll_a_record_back() {
     newer.routes.clear();
     newer.timestamp += 5;
     a.exchange.set_record(newer).unwrap();
-    let probe_2 = b.exchange.probe(NOW + 5_000, entropy());
+    let probe_2 = b.exchange.probe(NOW + 5_000, a.addr, entropy());
     let fresh = a
         .exchange
         .handle(NOW + 5_000, b.addr, &probe_2, entropy())
@@ -296,7 +296,7 @@ fn a_withheld_older_hello_does_not_roll_a_record_back() {
 fn a_withheld_goodbye_does_not_remove_a_member_that_came_back() {
     let (mut a, mut b) = (member(1), member(2));
     let withheld = a.exchange.goodbye(&b.public_key, NOW, entropy()).unwrap();
-    let probe = b.exchange.probe(NOW + 2_000, entropy());
+    let probe = b.exchange.probe(NOW + 2_000, a.addr, entropy());
     let hello = a
         .exchange
         .handle(NOW + 2_000, b.addr, &probe, entropy())
@@ -324,7 +324,7 @@ fn a_non_member_changes_nothing() {
     let mut stranger = member_in(other_mesh(), 1);
     let stranger_b = member_in(other_mesh(), 2);
     // Every message type a stranger can produce, sealed under its own (wrong) mesh key.
-    let probe = stranger.exchange.probe(NOW, entropy());
+    let probe = stranger.exchange.probe(NOW, elsewhere(), entropy());
     let hello_reply = {
         let mut peer = member_in(other_mesh(), 2);
         peer.exchange
@@ -399,7 +399,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
     refused(&mut b, NOW, c.addr, &forged, DropReason::BadMac);
 
     // C answers a challenge of B's own Probe (any member may) with records that lie.
-    let probe = b.exchange.probe(NOW, entropy());
+    let probe = b.exchange.probe(NOW, c.addr, entropy());
     let open_challenge = probe_challenge(&probe);
     let lies: [(Lie<'_>, DropReason); 5] = [
         // A's key in C's record.
@@ -506,7 +506,7 @@ fn a_member_cannot_claim_another_members_key_or_address() {
 fn oversized_and_truncated_datagrams_change_nothing() {
     let (mut a, mut b) = (member(1), member(2));
     let t = handshake(&mut a, &mut b, NOW);
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, elsewhere(), entropy());
     // Every truncation of a genuine Probe and Hello.
     for datagram in [&probe, &t.hello_a] {
         for len in 0..datagram.len() {
@@ -548,7 +548,7 @@ fn a_flood_from_one_source_is_refused_before_any_crypto() {
     let burst = wgmesh_exchange::ExchangeConfig::default().rate_burst;
     let mut answered = 0;
     for _ in 0..burst {
-        let probe = sender.exchange.probe(NOW, entropy());
+        let probe = sender.exchange.probe(NOW, b.addr, entropy());
         if b.exchange
             .handle(NOW, flooder, &probe, entropy())
             .reply
@@ -559,8 +559,10 @@ fn a_flood_from_one_source_is_refused_before_any_crypto() {
     }
     assert_eq!(answered, burst, "the burst itself is served");
     let opens = b.exchange.stats().aead_opens();
-    let garbage = member_in(other_mesh(), 9).exchange.probe(NOW, entropy());
-    let genuine = sender.exchange.probe(NOW, entropy());
+    let garbage = member_in(other_mesh(), 9)
+        .exchange
+        .probe(NOW, elsewhere(), entropy());
+    let genuine = sender.exchange.probe(NOW, elsewhere(), entropy());
     for i in 0..10_000u32 {
         let datagram = if i % 2 == 0 { &garbage } else { &genuine };
         // Same /64 for IPv6 sources, same address for IPv4: the port does not matter.

@@ -164,7 +164,7 @@ fn members_exchange_version_and_name_once_both_accept_extensions() {
     );
 
     // First contact, step by step: neither knows the other yet.
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, b.addr, entropy());
     assert!(
         extensions_of(&probe).is_empty(),
         "Probes never carry extensions"
@@ -213,7 +213,7 @@ fn members_exchange_version_and_name_once_both_accept_extensions() {
 
     // A rename reaches the other side with the next exchange.
     a.exchange.set_info(info("0.2.0", "alpha-2"));
-    let probe = b.exchange.probe(NOW + 61_000, entropy());
+    let probe = b.exchange.probe(NOW + 61_000, a.addr, entropy());
     let hello_a = a
         .exchange
         .handle(NOW + 61_000, b.addr, &probe, entropy())
@@ -237,8 +237,8 @@ fn a_member_of_the_previous_release_never_gets_an_extension() {
     for round in 0..2u64 {
         let now = NOW + round * 60_000;
         // The new member probes the old one, which answers with its (flagless) record.
-        let _ = new.exchange.probe(now, entropy());
-        let probe = new.exchange.probe(now, entropy());
+        let _ = new.exchange.probe(now, old.addr, entropy());
+        let probe = new.exchange.probe(now, old.addr, entropy());
         let Message::Probe(p) = decoded(&probe) else {
             panic!()
         };
@@ -286,7 +286,7 @@ fn goodbye_forgets_that_a_member_accepts_extensions() {
     let (mut a, mut b) = (member(1), member(2));
     a.exchange.set_info(info("0.2.0", "alpha"));
     handshake(&mut a, &mut b, NOW);
-    let probe = b.exchange.probe(NOW + 1_000, entropy());
+    let probe = b.exchange.probe(NOW + 1_000, a.addr, entropy());
     let hello = a
         .exchange
         .handle(NOW + 1_000, b.addr, &probe, entropy())
@@ -299,7 +299,7 @@ fn goodbye_forgets_that_a_member_accepts_extensions() {
         .unwrap();
     let handled = a.exchange.handle(NOW + 2_000, b.addr, &goodbye, entropy());
     assert!(matches!(handled.event, Some(Event::Goodbye { .. })));
-    let probe = b.exchange.probe(NOW + 3_000, entropy());
+    let probe = b.exchange.probe(NOW + 3_000, a.addr, entropy());
     let hello = a
         .exchange
         .handle(NOW + 3_000, b.addr, &probe, entropy())
@@ -311,7 +311,7 @@ fn goodbye_forgets_that_a_member_accepts_extensions() {
 #[test]
 fn a_hello_with_an_unknown_critical_extension_is_dropped() {
     let (mut a, b) = (member(1), member(2));
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, b.addr, entropy());
     let Message::Probe(p) = decoded(&probe) else {
         panic!()
     };

@@ -82,12 +82,12 @@ fn own_record_is_checked() {
 fn another_secret_is_refused_and_changes_nothing() {
     let mut a = member(1);
     let mut stranger = member_in(other_mesh(), 1);
-    let probe = stranger.exchange.probe(NOW, entropy());
+    let probe = stranger.exchange.probe(NOW, a.addr, entropy());
     assert_eq!(
         dropped(&a.exchange.handle(NOW, stranger.addr, &probe, entropy())),
         DropReason::BadAead
     );
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, stranger.addr, entropy());
     assert_eq!(
         dropped(&stranger.exchange.handle(NOW, a.addr, &probe, entropy())),
         DropReason::BadAead
@@ -131,14 +131,14 @@ fn a_skewed_clock_is_refused_and_its_offset_reported() {
     let (mut a, mut b) = (member(1), member(2));
     for (skew_ms, offset) in [(300_000i64, 300i64), (-300_000, -300), (121_500, 121)] {
         let sent = NOW.checked_add_signed(skew_ms).unwrap();
-        let probe = a.exchange.probe(sent, entropy());
+        let probe = a.exchange.probe(sent, b.addr, entropy());
         let handled = b.exchange.handle(NOW, a.addr, &probe, entropy());
         assert_eq!(dropped(&handled), DropReason::StaleTimestamp);
         assert_eq!(handled.clock_offset_secs, Some(offset), "skew {skew_ms} ms");
     }
     assert_eq!(b.exchange.stats().get(DropReason::StaleTimestamp), 3);
     // Inside the window (here +60 s) the exchange completes, and no drop reports an offset.
-    let probe = a.exchange.probe(NOW + 60_000, entropy());
+    let probe = a.exchange.probe(NOW + 60_000, b.addr, entropy());
     let handled = b.exchange.handle(NOW, a.addr, &probe, entropy());
     assert_eq!(handled.dropped, None);
     assert_eq!(handled.clock_offset_secs, None);
@@ -198,7 +198,7 @@ fn goodbye_is_accepted_once() {
 fn out_of_order_hellos_are_refused() {
     let (mut a, mut b) = (member(1), member(2));
     // B's answer to a probe A never sent: deliver it to a fresh A with the same key.
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, b.addr, entropy());
     let hello_b = b
         .exchange
         .handle(NOW, a.addr, &probe, entropy())
@@ -236,12 +236,12 @@ fn out_of_order_hellos_are_refused() {
         DropReason::UnknownChallenge
     );
     assert_eq!(c.exchange.stats().total(), 0);
-    let _ = c.exchange.probe(NOW, entropy());
+    let _ = c.exchange.probe(NOW, elsewhere(), entropy());
 }
 
 /// A Probe from A to B, and B's challenge to A (taken from B's Hello, which A decrypts).
 fn challenge_from(a: &mut Member, b: &mut Member) -> ([u8; CHALLENGE_LEN], Vec<u8>) {
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, b.addr, entropy());
     let hello_b = b
         .exchange
         .handle(NOW, a.addr, &probe, entropy())
@@ -271,7 +271,7 @@ fn impersonating_another_member_fails_the_mac() {
     );
     // ...and a probe-issued challenge (any key may answer) still needs C's private key.
     let mut b_probe_challenge = [0; CHALLENGE_LEN];
-    let probe = b.exchange.probe(NOW, entropy());
+    let probe = b.exchange.probe(NOW, c.addr, entropy());
     let (_, plain) = wgmesh_exchange::open(&mesh().exchange_key(), &probe).unwrap();
     if let Ok(Message::Probe(p)) = wgmesh_exchange::decode_message(&plain) {
         b_probe_challenge = p.challenge;
@@ -281,8 +281,13 @@ fn impersonating_another_member_fails_the_mac() {
         h.sender = c.public_key;
     }
     let forged = forge(mesh(), &a.private_key, &b.public_key, &as_c);
+    // From A's own address it answers a challenge sent elsewhere; spoofing C's, the MAC fails.
     assert_eq!(
         dropped(&b.exchange.handle(NOW, a.addr, &forged, entropy())),
+        DropReason::AddressMismatch
+    );
+    assert_eq!(
+        dropped(&b.exchange.handle(NOW, c.addr, &forged, entropy())),
         DropReason::BadMac
     );
     // The failed attempt did not burn the challenge: C itself can still answer it.
@@ -395,7 +400,7 @@ fn timestamp_window_is_plus_minus_120_seconds() {
 #[test]
 fn malformed_datagrams_are_dropped_by_reason() {
     let (mut a, mut b) = (member(1), member(2));
-    let probe = a.exchange.probe(NOW, entropy());
+    let probe = a.exchange.probe(NOW, elsewhere(), entropy());
     let mut cases: Vec<(Vec<u8>, DropReason)> = vec![
         (vec![0; MAX_DATAGRAM_LEN + 1], DropReason::TooLarge),
         (vec![], DropReason::TooShort),
@@ -467,7 +472,9 @@ fn malformed_datagrams_are_dropped_by_reason() {
 #[test]
 fn flood_from_one_source_reaches_the_aead_only_a_bucketful() {
     let (a, mut b) = (member(1), member(2));
-    let garbage = member_in(other_mesh(), 1).exchange.probe(NOW, entropy());
+    let garbage = member_in(other_mesh(), 1)
+        .exchange
+        .probe(NOW, elsewhere(), entropy());
     for _ in 0..1_000 {
         b.exchange.handle(NOW, a.addr, &garbage, entropy());
     }
@@ -556,7 +563,8 @@ fn one_lan_probe_is_answered_by_every_member_but_each_only_once() {
     // A Probe to the LAN group reaches every member; each must be able to complete its
     // handshake with the prober from that one challenge.
     let (mut a, mut b, mut c) = (member(1), member(2), member(3));
-    let probe = a.exchange.probe(NOW, entropy());
+    let group = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 192, 7, 7)), 51900);
+    let probe = a.exchange.probe(NOW, group, entropy());
     let hello_b = b
         .exchange
         .handle(NOW, a.addr, &probe, entropy())

@@ -595,7 +595,7 @@ impl Membership {
             return;
         }
         let entropy = self.entropy.next_entropy();
-        let datagram = self.exchange.probe(wall_ms, entropy);
+        let datagram = self.exchange.probe(wall_ms, addr, entropy);
         if let Some(source) = source
             && !addr.ip().is_multicast()
         {

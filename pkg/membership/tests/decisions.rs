@@ -609,3 +609,139 @@ fn a_flood_of_fresh_identities_does_not_evict_members_that_keep_proving_themselv
         );
     }
 }
+
+/// A valid Probe sealed under the mesh key, claiming a fresh random key (an insider needs no
+/// private key for a Probe), stamped as late as the window allows.
+fn random_key_probe(n: u32, wall_ms: u64) -> Vec<u8> {
+    use wgmesh_exchange::{CHALLENGE_LEN, Message, Probe};
+    let digest = blake3::hash(&[b"sim insider".as_slice(), &n.to_be_bytes()].concat());
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    challenge.copy_from_slice(&digest.as_bytes()[..CHALLENGE_LEN]);
+    challenge[0] |= 1;
+    let message = Message::Probe(Probe {
+        sender: wgmesh_keys::PublicKey::from_bytes(*digest.as_bytes()),
+        timestamp: wall_ms / 1000 + 120,
+        challenge,
+        extensions: Vec::new(),
+    });
+    let mut nonce = [0u8; wgmesh_exchange::NONCE_LEN];
+    nonce.copy_from_slice(&digest.as_bytes()[..wgmesh_exchange::NONCE_LEN]);
+    let Ok(plaintext) = wgmesh_exchange::encode_message(&message) else {
+        unreachable!("a valid Probe encodes")
+    };
+    let Ok(datagram) = wgmesh_exchange::seal(
+        &keys().exchange_key(),
+        message.msg_type(),
+        &nonce,
+        &plaintext,
+    ) else {
+        unreachable!("a Probe fits a datagram")
+    };
+    datagram
+}
+
+/// Issue 13, item 4: an insider floods a member with valid Probes under fresh random keys from
+/// spoofed sources, more than its replay cache holds. Strangers exhaust only the strangers'
+/// share: the members' refreshes still reach it (a route change arrives within seconds).
+#[test]
+fn random_key_probes_from_an_insider_do_not_starve_members_refreshes() {
+    let mut sim = Sim::new(41, NetConfig::default());
+    let nodes: Vec<usize> = (0..4).map(|_| lan_node(&mut sim, false)).collect();
+    sim.run_until(Duration::from_secs(5), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let (victim, member) = (nodes[0], nodes[1]);
+    // 12,000 Probes over three seconds (the per-source limiter tracks 4,096 sources a second).
+    let start = sim.elapsed();
+    for second in 0..3u32 {
+        for k in 0..4_000u32 {
+            let n = second * 4_000 + k;
+            let from = SocketAddr::from((std::net::Ipv4Addr::from(0x6400_0000 | n), 40_000));
+            let wall = sim.wall_of(victim);
+            sim.inject(victim, from, &random_key_probe(n, wall));
+        }
+        sim.run_until(start + Duration::from_secs(u64::from(second) + 1), |_| {});
+    }
+    let full = sim.nodes[victim]
+        .core
+        .exchange_stats()
+        .get(wgmesh_exchange::DropReason::ReplayCacheFull);
+    assert!(full > 0, "the flood filled the strangers' share");
+    let route: ipnet::IpNet = "192.168.77.0/24".parse().expect("route");
+    sim.set_routes(member, vec![route]);
+    sim.run_until(sim.elapsed() + Duration::from_secs(30), |_| {});
+    let held = member_of(&sim, victim, member).expect("still a member");
+    assert_eq!(
+        held.routes,
+        vec![route],
+        "the route change reached the victim"
+    );
+    assert!(sim.missing_pairs().is_empty());
+}
+
+/// Issue 13, item 4 (return routability): an insider that holds a challenge answers it from a
+/// victim's spoofed address, both a challenge in a member's Hello (answering the insider's own
+/// Probe) and one in the member's refresh Probe. No member believes the victim's address as
+/// the insider's endpoint or control address, so none sends it anything.
+#[test]
+fn an_insider_cannot_make_members_believe_an_address_that_never_answered() {
+    let mut sim = Sim::new(42, NetConfig::default());
+    let seed = [42u8; 32];
+    let nodes: Vec<usize> = (0..3).map(|_| lan_node(&mut sim, false)).collect();
+    let insider = sim.add_node_with(NodeOptions::new(seed));
+    sim.run_until(Duration::from_secs(5), |_| {});
+    assert!(sim.missing_pairs().is_empty());
+    let keys = keys();
+    let private_key = keys.node_private_key(&NodeSeed::from_bytes(seed));
+    let record = sim.nodes[insider].core.exchange().record().clone();
+    let mut crafted =
+        Exchange::new(keys, private_key, record, ExchangeConfig::default()).expect("record");
+    let victim = SocketAddr::from(([203, 0, 113, 9], 53));
+    let insider_addr = sim.nodes[insider].addr;
+    let entropy = |n: u8| wgmesh_exchange::Entropy::from_bytes([n; wgmesh_exchange::ENTROPY_LEN]);
+    for (round, &target) in nodes.iter().enumerate() {
+        let target_addr = sim.nodes[target].addr;
+        let n = round as u8 * 4;
+        // 1. The insider's own Probe; the member's Hello carries a challenge bound to it.
+        let wall = sim.wall_of(target);
+        let probe = crafted.probe(wall, target_addr, entropy(n + 1));
+        sim.inject(target, insider_addr, &probe);
+        let hello = std::iter::from_fn(|| sim.nodes[target].core.poll_transmit())
+            .find(|t| t.dst == insider_addr)
+            .expect("the member answers");
+        let answer = crafted
+            .handle(wall, target_addr, &hello.payload, entropy(n + 2))
+            .reply
+            .expect("a completing Hello");
+        sim.inject(target, victim, &answer);
+        sim.events_of(target);
+        // 2. The member's refresh Probe to the insider, answered from the victim's address.
+        let wall = sim.wall_of(target);
+        sim.nodes[target]
+            .core
+            .handle_candidates(wall, Source::Static, &[insider_addr]);
+        let refresh = std::iter::from_fn(|| sim.nodes[target].core.poll_transmit())
+            .find(|t| t.dst == insider_addr)
+            .expect("the member probes");
+        let answer = crafted
+            .handle(wall, target_addr, &refresh.payload, entropy(n + 3))
+            .reply
+            .expect("the insider answers");
+        sim.inject(target, victim, &answer);
+        sim.events_of(target);
+    }
+    sim.run_until(sim.elapsed() + Duration::from_secs(30), |_| {});
+    for &o in &nodes {
+        let held = member_of(&sim, o, insider).expect("the insider is a member");
+        assert_eq!(held.control_addr, Some(insider_addr), "node {o}");
+        assert_eq!(
+            held.endpoint.map(|e| e.ip()),
+            Some(insider_addr.ip()),
+            "node {o}"
+        );
+    }
+    assert_eq!(
+        sim.sent_to.get(&victim.ip()),
+        None,
+        "nothing went to the victim"
+    );
+}

@@ -157,7 +157,7 @@ pub fn verified(event: &Option<Event>) -> Option<(&Record, SocketAddr)> {
 }
 
 pub fn handshake(a: &mut Member, b: &mut Member, now: u64) -> Transcript {
-    let probe = a.exchange.probe(now, entropy());
+    let probe = a.exchange.probe(now, b.addr, entropy());
     let at_b = b.exchange.handle(now, a.addr, &probe, entropy());
     assert_eq!(at_b.dropped, None);
     assert_eq!(at_b.event, None, "a Probe changes nothing but gets a reply");
@@ -204,4 +204,9 @@ pub fn hello_from(
         extensions: Vec::new(),
         mac: [0; 32],
     })
+}
+
+/// An address no test member is at, for Probes whose destination does not matter to a test.
+pub fn elsewhere() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250)), 51900)
 }
