@@ -343,6 +343,12 @@ pub enum ExchangeError {
     WeakPeerKey(String),
 }
 
+/// Opens per second (and burst) for datagrams from verified members' proven addresses, all
+/// members together: a few milliseconds of CPU a second at most, however much garbage is spoofed
+/// from their addresses.
+const MEMBER_OPENS_PER_SECOND: u32 = 5_000;
+const MEMBER_OPENS_BURST: u32 = 10_000;
+
 /// MAC keys cached (see `Exchange::mac_key`).
 const MAX_CACHED_MAC_KEYS: usize = 4_096;
 
@@ -374,6 +380,13 @@ pub struct Exchange {
     limiter: RateLimiter,
     /// Per verified member, for its datagrams from an address it was proven at.
     member_limiter: RateLimiter<PublicKey>,
+    /// Per address we await an answer from, before the AEAD: a table of its own, so strangers
+    /// filling theirs cannot keep a member that moved out.
+    awaited_limiter: RateLimiter,
+    /// Before the AEAD, for datagrams from verified members' proven addresses, all together:
+    /// spoofed garbage from a member's address costs one open, within this ceiling; past it,
+    /// such addresses are limited like strangers'.
+    member_opens: RateLimiter<()>,
     drops: DropCounters,
 }
 
@@ -429,6 +442,12 @@ impl Exchange {
                 config.rate_burst,
                 crate::verified::MAX_VERIFIED,
             ),
+            awaited_limiter: RateLimiter::new(
+                config.rate_per_second,
+                config.rate_burst,
+                3 * config.max_outstanding_challenges,
+            ),
+            member_opens: RateLimiter::new(MEMBER_OPENS_PER_SECOND, MEMBER_OPENS_BURST, 1),
             config,
             drops: DropCounters::default(),
         })
@@ -646,14 +665,24 @@ impl Exchange {
         entropy: &Entropy,
     ) -> Result<Handled, Dropped> {
         let source = canonical(from);
-        // A verified member's address, or one we await an answer from, is not limited per
-        // source before the AEAD: spoofed garbage from it would drain the bucket (and a table
-        // full of spoofed sources would keep it out). What opens is limited below instead.
-        let expected =
-            self.verified.at(&source).is_some() || self.challenges.awaits_answer_from(now, source);
-        if !expected && !self.limiter.allow(now, from.ip()) {
+        // A verified member's address is not limited per source before the AEAD: spoofed
+        // garbage from it would drain the bucket (and a table full of spoofed sources would keep
+        // it out); all such addresses together share a ceiling of opens instead, and what opens
+        // is limited per member below. An address we await an answer from has a bucket in a
+        // table of its own.
+        let member_address = self.verified.at(&source).is_some();
+        let awaited = !member_address && self.challenges.awaits_answer_from(now, source);
+        let allowed = if member_address {
+            self.member_opens.allow_key(now, ()) || self.limiter.allow(now, from.ip())
+        } else if awaited {
+            self.awaited_limiter.allow(now, from.ip())
+        } else {
+            self.limiter.allow(now, from.ip())
+        };
+        if !allowed {
             return Err(DropReason::RateLimited.into());
         }
+        let expected = member_address || awaited;
         crate::seal::precheck(datagram)?;
         self.drops.aead_opens += 1;
         let (header_type, plaintext) = self.gate.open(datagram)?;
