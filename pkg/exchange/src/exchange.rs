@@ -271,6 +271,10 @@ pub enum Event {
         record: Record,
         from: SocketAddr,
         info: PeerInfo,
+        /// `from` answered a challenge sent to it. `false` for an answer to our LAN-group Probe:
+        /// the source is only a claim, which the shell believes only on a directly connected
+        /// network (docs/exchange-protocol.md, "Return routability").
+        address_proven: bool,
     },
     /// A member announced it is leaving.
     Goodbye { key: PublicKey },
@@ -858,6 +862,7 @@ impl Exchange {
                 record: hello.record.clone(),
                 from,
                 info,
+                address_proven: !answer.to_group,
             }),
             dropped: None,
             clock_offset_secs: None,

@@ -115,6 +115,8 @@ pub struct Membership {
     announcements: Announcements,
     next_digest: Instant,
     probe_budget: ProbeBudget,
+    /// Answers to our LAN-group Probe from outside the connected networks, not believed.
+    unproven_group_answers: u64,
     /// When each member was first verified (its beacons are answered for a minute after).
     member_since: HashMap<PublicKey, Instant>,
     /// When we last answered each key's beacon ([`BEACON_REPLY_INTERVAL`]).
@@ -164,6 +166,7 @@ impl Membership {
             next_digest: now + DIGEST_INTERVAL,
             repaired: HashMap::new(),
             probe_budget: ProbeBudget::default(),
+            unproven_group_answers: 0,
             probe_back: std::collections::BTreeMap::new(),
             member_since: HashMap::new(),
             beacon_replies: HashMap::new(),
@@ -279,8 +282,21 @@ impl Membership {
             }
         }
         match handled.event {
-            Some(wgmesh_exchange::Event::Verified { record, from, info }) => {
-                self.on_verified(now, wall_ms, record, from, info);
+            Some(wgmesh_exchange::Event::Verified {
+                record,
+                from,
+                info,
+                address_proven,
+            }) => {
+                // An answer to our LAN-group Probe proves the key, not its source address: the
+                // beacon reached only this segment, so a source elsewhere is a spoof (an insider
+                // aiming our WireGuard handshakes at a third party). On the segment it is believed
+                // (docs/exchange-protocol.md, "Return routability").
+                if address_proven || self.connected.iter().any(|net| net.contains(&from.ip())) {
+                    self.on_verified(now, wall_ms, record, from, info);
+                } else {
+                    self.unproven_group_answers += 1;
+                }
             }
             Some(wgmesh_exchange::Event::Goodbye { key }) => {
                 self.liveness.forget(&key);
@@ -522,6 +538,11 @@ impl Membership {
     #[cfg(feature = "test-support")]
     pub fn learn_shared_secret(&mut self, peer: &PublicKey, shared: &wgmesh_keys::SharedSecret) {
         self.exchange.learn_shared_secret(peer, shared);
+    }
+
+    /// Answers to our LAN-group Probe that came from outside the connected networks, refused.
+    pub fn unproven_group_answers(&self) -> u64 {
+        self.unproven_group_answers
     }
 
     pub fn exchange(&self) -> &Exchange {

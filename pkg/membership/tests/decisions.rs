@@ -745,3 +745,56 @@ fn an_insider_cannot_make_members_believe_an_address_that_never_answered() {
         "nothing went to the victim"
     );
 }
+
+/// An answer to a LAN beacon (our Probe to the LAN group) proves the key, but its challenge went
+/// to no single address: its source is believed only on a directly connected network, where the
+/// beacon went. Off the segment, an insider could otherwise aim our WireGuard handshakes at any
+/// host; on it, the spoof still works (docs/security.md says so).
+#[test]
+fn an_answer_to_a_lan_beacon_is_believed_only_from_the_lan() {
+    for (spoofed, believed) in [
+        (SocketAddr::from(([203, 0, 113, 9], 51900)), false),
+        (SocketAddr::from(([172, 16, 200, 9], 51900)), true),
+    ] {
+        let mut sim = Sim::new(43, NetConfig::default());
+        let target = lan_node(&mut sim, false);
+        let seed = [43u8; 32];
+        let insider = sim.add_node_with(NodeOptions {
+            lan: false,
+            ..NodeOptions::new(seed)
+        });
+        let keys = keys();
+        let private_key = keys.node_private_key(&NodeSeed::from_bytes(seed));
+        let record = sim.nodes[insider].core.exchange().record().clone();
+        let mut crafted =
+            Exchange::new(keys, private_key, record, ExchangeConfig::default()).expect("record");
+        let entropy =
+            |n: u8| wgmesh_exchange::Entropy::from_bytes([n; wgmesh_exchange::ENTROPY_LEN]);
+        let wall = sim.wall_of(target);
+        let group = sim.group();
+        sim.nodes[target]
+            .core
+            .handle_candidates(wall, Source::Lan, &[group]);
+        let beacon = std::iter::from_fn(|| sim.nodes[target].core.poll_transmit())
+            .find(|t| t.dst == group)
+            .expect("a beacon");
+        let target_addr = sim.nodes[target].addr;
+        let hello = crafted
+            .handle(wall, target_addr, &beacon.payload, entropy(1))
+            .reply
+            .expect("the insider answers the beacon");
+        sim.inject(target, spoofed, &hello);
+        sim.events_of(target);
+        let held = member_of(&sim, target, insider);
+        assert_eq!(
+            held.as_ref().and_then(|m| m.control_addr),
+            believed.then_some(spoofed),
+            "{spoofed}"
+        );
+        assert_eq!(
+            sim.nodes[target].core.unproven_group_answers(),
+            u64::from(!believed),
+            "{spoofed}"
+        );
+    }
+}
