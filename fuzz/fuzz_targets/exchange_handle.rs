@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             OP_PROBE => {
-                let probe = exchange.probe(now, entropy);
+                let probe = exchange.probe(now, from, entropy);
                 assert!(probe.len() <= MAX_DATAGRAM_LEN);
                 last_token = token;
                 continue;

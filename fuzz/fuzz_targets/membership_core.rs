@@ -76,7 +76,9 @@ fuzz_target!(|data: &[u8]| {
             0 if step.fix & 4 != 0 => core.handle_group_datagram(now, wall, source(step.src), step.payload),
             0 => core.handle_datagram(now, wall, source(step.src), step.payload),
             1 => {
-                let probe = peers[peer].exchange.probe(wall, entropy(i, step.signer));
+                let probe = peers[peer]
+                    .exchange
+                    .probe(wall, source(0), entropy(i, step.signer));
                 core.handle_datagram(now, wall, peers[peer].addr, &probe);
             }
             2 => {

@@ -253,7 +253,10 @@ impl Mesh {
             persistent_keepalive: keepalive,
         };
         let view = LocalView {
-            accept_routes: true,
+            policy: wgmesh_mesh::RoutePolicy {
+                accept: wgmesh_mesh::Accept::All,
+                ..wgmesh_mesh::RoutePolicy::default()
+            },
             mesh_prefixes: vec![
                 "10.88.0.0/16".parse().unwrap(),
                 "fd88::/64".parse().unwrap(),
@@ -261,6 +264,7 @@ impl Mesh {
             // Nothing is "on link", so every peer gets the keepalive setting.
             connected: Vec::new(),
             own_routes: Vec::new(),
+            protected: Vec::new(),
         };
         Self {
             members,
