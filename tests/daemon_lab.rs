@@ -521,21 +521,7 @@ fn a_forced_ipv4_collision_between_newcomers_moves_both() {
     );
     let (a, b) = colliding_seeds(&keys);
     for (node, seed) in lab.nodes.iter().zip([&a, &b]) {
-        let state = node.state_dir();
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        let path = state.join(format!("{}.json", node.interface));
-        let identity = serde_json::json!({
-            "version": 1,
-            "node_seed": seed.to_hex(),
-            "public_key": keys.node_public_key(seed).to_base64(),
-            "collision_counter": 0,
-            "network_id": hex(&keys.network_id()),
-        });
-        std::fs::write(&path, identity.to_string()).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        common::plant_identity(node, &keys, seed);
     }
     let same = wgmesh_derive::mesh_ipv4(&keys, &keys.node_public_key(&a), 0);
     lab.start_all(&[]);

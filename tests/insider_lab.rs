@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Lab, Node, wait_until};
+use common::{Lab, Node, plant_identity, wait_until};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -21,28 +21,6 @@ fn keys_of(lab: &Lab) -> MeshKeys {
     MeshKeys::derive(
         &Secret::parse(&std::fs::read_to_string(&lab.nodes[0].secret_file).unwrap()).unwrap(),
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `seed` as `node`'s identity, as a fresh start would have.
-fn plant_identity(node: &Node, keys: &MeshKeys, seed: &NodeSeed) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let state = node.state_dir();
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let path = state.join(format!("{}.json", node.interface));
-    let identity = serde_json::json!({
-        "version": 1,
-        "node_seed": seed.to_hex(),
-        "public_key": keys.node_public_key(seed).to_base64(),
-        "collision_counter": 0,
-        "network_id": hex(&keys.network_id()),
-    });
-    std::fs::write(&path, identity.to_string()).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The first seed from `start` whose key passes `wanted`: grinding, as an insider would.
@@ -176,7 +154,9 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
     plant_identity(&lab.nodes[0], &keys, &owner_seed);
     let owner_key = keys.node_public_key(&owner_seed);
     lab.nodes[0].start(&["--advertise-routes", "192.168.77.0/24"]);
-    lab.nodes[1].start(&[]);
+    // A configured server outside the LAN (a static seed nobody answers at): no member's route
+    // may cover it.
+    lab.nodes[1].start(&["--peer", "198.51.100.7:51900"]);
     // A host inside the owner's prefix, to see whose it is by pinging it.
     let added = lab.nodes[0].exec("ip", &["addr", "add", "192.168.77.1/32", "dev", "lo"]);
     assert!(added.status.success());
@@ -187,14 +167,14 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
     );
 
     // The insider: a lower key than the owner's (v0.1 gave it the prefix) and a reload file
-    // that claims the prefix, a more-specific of it, a split default, a public prefix and a
-    // whole private range.
+    // that claims the prefix, a more-specific of it, a split default, a public prefix, a whole
+    // private range and the observer's configured seed.
     let insider_seed = grind(&keys, 1 << 20, |key| key < &owner_key);
     let insider_key = keys.node_public_key(&insider_seed);
     plant_identity(&lab.nodes[2], &keys, &insider_seed);
     std::fs::write(
         lab.nodes[2].reload_path(),
-        "advertise-routes=192.168.77.0/24,192.168.77.128/25,0.0.0.0/1,128.0.0.0/1,8.8.0.0/16,172.16.0.0/12,192.168.200.0/24\n",
+        "advertise-routes=192.168.77.0/24,192.168.77.128/25,0.0.0.0/1,128.0.0.0/1,8.8.0.0/16,172.16.0.0/12,198.51.100.0/24,192.168.200.0/24\n",
     )
     .unwrap();
     lab.nodes[2].start(&[]);
@@ -219,6 +199,7 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
         "128.0.0.0/1",
         "8.8.0.0/16",
         "172.16.0.0/12",
+        "198.51.100.0/24",
     ] {
         assert!(
             !insider_allowed.contains(stolen),
@@ -240,6 +221,7 @@ fn a_crafted_reload_file_hijacks_no_route_and_the_policy_is_reloadable() {
             ("172.16.0.0/12", "shorter_than_minimum"),
             ("192.168.77.0/24", "held_by_incumbent"),
             ("192.168.77.128/25", "more_specific_of_incumbent"),
+            ("198.51.100.0/24", "covers_protected_address"),
             ("8.8.0.0/16", "outside_policy"),
         ]
         .map(|(r, c)| (r.to_owned(), c.to_owned()))

@@ -20,6 +20,30 @@ use std::time::{Duration, Instant};
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
+/// Writes `seed` as `node`'s identity (counter 0), as a fresh start would have: a lab that needs
+/// a chosen key (two that collide, one ground lower than another) plants it before `start`.
+pub fn plant_identity(node: &Node, keys: &wgmesh_derive::MeshKeys, seed: &wgmesh_derive::NodeSeed) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = node.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = state.join(format!("{}.json", node.interface));
+    let network_id: String = keys
+        .network_id()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let identity = serde_json::json!({
+        "version": 1,
+        "node_seed": seed.to_hex(),
+        "public_key": keys.node_public_key(seed).to_base64(),
+        "collision_counter": 0,
+        "network_id": network_id,
+    });
+    std::fs::write(&path, identity.to_string()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn wgmesh_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wgmesh")
 }

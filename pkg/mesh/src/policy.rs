@@ -100,15 +100,19 @@ pub enum PolicyError {
     },
 }
 
+/// The non-empty, trimmed items of a comma-separated value.
+fn list_items(text: &str) -> Vec<&str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
 impl FromStr for Accept {
     type Err = PolicyError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let items: Vec<&str> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .collect();
+        let items = list_items(text);
         let alone = |word: &'static str, value: Accept| {
             if items.len() == 1 {
                 Ok(value)
@@ -206,11 +210,7 @@ impl FromStr for RelaySetting {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let items: Vec<&str> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .collect();
+        let items = list_items(text);
         match items.as_slice() {
             [] => Err("relays is empty (use any, none or a list of key prefixes)".to_owned()),
             [word] if word.eq_ignore_ascii_case("any") => Ok(Self::Any),
