@@ -187,3 +187,29 @@ fn secret_prints_a_fresh_strong_uri() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_bad_route_policy_or_relay_list_exits_2_naming_the_item() {
+    for (args, needle) in [
+        (
+            ["--accept-routes", "10.0.0.0/8@abc"],
+            "a key prefix needs at least 8 characters",
+        ),
+        (
+            ["--accept-routes", "10.0.0.0/33"],
+            "is not none, all, private or a prefix",
+        ),
+        (["--accept-routes", "none,10.0.0.0/8"], "cannot be combined"),
+        (["--accept-routes-min-v4", "33"], "33 is not in 0..=32"),
+        (
+            ["--relays", "short"],
+            "relays entry 1: a key prefix needs at least 8",
+        ),
+    ] {
+        let mut full = vec!["up"];
+        full.extend(args);
+        let out = wgmesh(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
