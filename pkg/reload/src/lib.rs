@@ -243,31 +243,11 @@ impl FromStr for ReloadFile {
                     file.relays = Some(relays);
                 }
                 "accept-routes-min-v4" => {
-                    let min = parse_min_prefix(value, "IPv4", 32).map_err(|message| {
-                        ReloadError::BadMinPrefix {
-                            line,
-                            key: "accept-routes-min-v4",
-                            message: if value.len() < SHOWN_BELOW {
-                                message
-                            } else {
-                                format!("{} is not a prefix length", shown(value))
-                            },
-                        }
-                    })?;
+                    let min = parse_min(line, "accept-routes-min-v4", value, "IPv4", 32)?;
                     file.accept_routes_min_v4 = Some(min);
                 }
                 "accept-routes-min-v6" => {
-                    let min = parse_min_prefix(value, "IPv6", 128).map_err(|message| {
-                        ReloadError::BadMinPrefix {
-                            line,
-                            key: "accept-routes-min-v6",
-                            message: if value.len() < SHOWN_BELOW {
-                                message
-                            } else {
-                                format!("{} is not a prefix length", shown(value))
-                            },
-                        }
-                    })?;
+                    let min = parse_min(line, "accept-routes-min-v6", value, "IPv6", 128)?;
                     file.accept_routes_min_v6 = Some(min);
                 }
                 known if RESTART_ONLY.contains(&known) => file.ignored.push((line, key)),
@@ -281,6 +261,25 @@ impl FromStr for ReloadFile {
         }
         Ok(file)
     }
+}
+
+/// A minimum prefix length for `key`; the error quotes the value only when it cannot be a secret.
+fn parse_min(
+    line: usize,
+    key: &'static str,
+    value: &str,
+    family: &'static str,
+    max: u8,
+) -> Result<u8, ReloadError> {
+    parse_min_prefix(value, family, max).map_err(|message| ReloadError::BadMinPrefix {
+        line,
+        key,
+        message: if value.len() < SHOWN_BELOW {
+            message
+        } else {
+            format!("{} is not a prefix length", shown(value))
+        },
+    })
 }
 
 fn parse_routes(line: usize, value: &str) -> Result<Vec<IpNet>, ReloadError> {
