@@ -7,7 +7,7 @@
 //! a long-lived mesh, while 2^192 never collides.
 
 use crate::codec::MsgType;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 /// Every datagram starts with these four bytes (protocol v1).
@@ -68,20 +68,19 @@ impl Gate {
             return Err(SealError::TooLarge(total));
         }
         let header = header(msg_type, nonce);
-        let ciphertext = self
+        let mut datagram = Vec::with_capacity(total);
+        datagram.extend_from_slice(&header);
+        datagram.extend_from_slice(plaintext);
+        let tag = self
             .cipher
-            .encrypt(
+            .encrypt_in_place_detached(
                 XNonce::from_slice(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &header,
-                },
+                &header,
+                &mut datagram[HEADER_LEN..],
             )
             // Encryption fails only for plaintexts near 2^38 bytes; ours are below 1200.
             .map_err(|_| SealError::TooLarge(total))?;
-        let mut datagram = Vec::with_capacity(total);
-        datagram.extend_from_slice(&header);
-        datagram.extend_from_slice(&ciphertext);
+        datagram.extend_from_slice(&tag);
         Ok(datagram)
     }
 

@@ -1,7 +1,7 @@
 //! Verified members and how long they stay.
 
 use ipnet::IpNet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use wgmesh_keys::PublicKey;
 use wgmesh_names::{Claim, MemberName, Naming};
@@ -78,7 +78,11 @@ pub enum MemberChange {
 /// Members by public key.
 #[derive(Debug, Clone, Default)]
 pub struct MemberTable {
-    members: BTreeMap<PublicKey, Member>,
+    /// The members by key. Looked up several times for every datagram, so a hash map with a
+    /// fast keyed hash (foldhash, seeded per process: keys a member grinds cannot be aimed at
+    /// one bucket); [`Self::order`] gives the deterministic key order everything iterates in.
+    members: HashMap<PublicKey, Member, foldhash::fast::RandomState>,
+    order: BTreeSet<PublicKey>,
     /// Who holds each mesh address, so "is this address taken" costs a lookup and not a scan
     /// of the table on every verified exchange (that scan made forming a mesh cubic in its
     /// size). Normally one key per address; the caller decides whether to admit a second.
@@ -106,6 +110,7 @@ impl MemberTable {
                 self.next_claim += 1;
                 self.claim_routes(&member.public_key, &[], &member.routes);
                 self.index(&member);
+                self.order.insert(member.public_key);
                 self.members.insert(member.public_key, member);
                 MemberChange::New
             }
@@ -167,6 +172,7 @@ impl MemberTable {
 
     pub fn remove(&mut self, key: &PublicKey) -> Option<Member> {
         let gone = self.members.remove(key)?;
+        self.order.remove(key);
         self.claim_routes(key, &gone.routes, &[]);
         self.unindex(&gone);
         Some(gone)
@@ -248,8 +254,7 @@ impl MemberTable {
     /// Drops members not seen within `ttl_ms`; returns them.
     pub fn expire(&mut self, now_ms: u64, ttl_ms: u64) -> Vec<Member> {
         let stale: Vec<PublicKey> = self
-            .members
-            .values()
+            .iter()
             .filter(|m| now_ms.saturating_sub(m.last_seen_ms) > ttl_ms)
             .map(|m| m.public_key)
             .collect();
@@ -267,8 +272,9 @@ impl MemberTable {
         self.members.get(key)
     }
 
+    /// The members in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.order.iter().filter_map(|key| self.members.get(key))
     }
 
     pub fn len(&self) -> usize {
@@ -284,7 +290,7 @@ impl MemberTable {
     pub fn naming(&self, own: Option<(PublicKey, &MemberName)>) -> BTreeMap<PublicKey, Naming> {
         wgmesh_names::resolve(
             own,
-            self.members.values().filter_map(|m| {
+            self.iter().filter_map(|m| {
                 Some(Claim {
                     key: m.public_key,
                     name: m.name.as_ref()?,
