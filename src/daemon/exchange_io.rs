@@ -460,6 +460,14 @@ impl ExchangeTask {
                 }
                 let _ = self.reconcile.try_send(());
             }
+            CoreEvent::RelayAsked { asker, peer, .. } => {
+                self.core.relay_allocated(
+                    now_ms(),
+                    asker,
+                    peer,
+                    Err(wgmesh_exchange::RefusalReason::NotARelay),
+                );
+            }
             CoreEvent::Unreachable { key } => {
                 tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
             }

@@ -37,6 +37,7 @@ fn member(n: u8) -> Member {
         last_seen_ms: unix_ms(SystemTime::now()),
         moved_at_ms: 0,
         relay_via: None,
+        relay_endpoint: None,
         name: None,
         version: None,
         name_claim: 0,

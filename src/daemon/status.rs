@@ -73,6 +73,7 @@ mod tests {
             last_seen_ms: 0,
             moved_at_ms: 0,
             relay_via: None,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,

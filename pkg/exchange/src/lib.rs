@@ -18,6 +18,7 @@ mod limiter;
 mod order;
 mod proof;
 mod record;
+mod relay_ext;
 mod replay;
 mod seal;
 mod verified;
@@ -39,6 +40,10 @@ pub use extension::{
 pub use info::{MAX_VERSION_LEN, MemberInfo, PeerInfo, sanitize_version};
 pub use record::{
     Endpoint, EndpointKind, FLAG_EXTENSIONS, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record,
+};
+pub use relay_ext::{
+    EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, GrantRole, RefusalReason, RelayAsk,
+    RelayGrant, RelayRefused,
 };
 pub use seal::{
     HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, NONCE_LEN, OVERHEAD, OpenError, SealError, TAG_LEN, open,

@@ -134,6 +134,7 @@ mod tests {
             last_seen_ms: u64::from(n),
             moved_at_ms: 0,
             relay_via: None,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,

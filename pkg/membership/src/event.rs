@@ -1,6 +1,6 @@
 //! What the core asks of its shell: datagrams to send and events to act on.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, Source};
 use wgmesh_names::MemberName;
@@ -68,16 +68,27 @@ pub enum Event {
         relay: PublicKey,
         from: SocketAddr,
     },
-    /// A member heard of by gossip did not answer directly: it is on trial through `relay`. The
-    /// shell routes `member`'s own /32 and /128 (it has no routes) through the relay so that its
-    /// proof can come through the tunnel; it becomes a member ([`Event::Member`]) only with that
-    /// proof, or is withdrawn ([`Event::RelayUnproven`]).
+    /// A member heard of by gossip did not answer directly: it is on trial through `relay`,
+    /// which granted the pair a port (`member.relay_endpoint`). The shell installs `member` as
+    /// its own WireGuard peer with that endpoint and its own /32 and /128 only (it has no
+    /// routes), so that its proof can come through the tunnel end to end; it becomes a member
+    /// ([`Event::Member`]) only with that proof, or is withdrawn ([`Event::RelayUnproven`]).
     Relayed {
         member: Box<Member>,
         relay: PublicKey,
     },
-    /// A member heard of by gossip did not answer directly and no member offers to relay.
+    /// A member heard of by gossip did not answer directly and no member offers to relay (or
+    /// the relay refused the pair).
     Unreachable { key: PublicKey },
+    /// We relay, and the member `asker` (at `asker_ip`) asks us to carry its WireGuard traffic
+    /// to and from `peer` (which we reach at `peer_ip`). The shell allocates a port for each
+    /// and answers with [`crate::Membership::relay_allocated`].
+    RelayAsked {
+        asker: PublicKey,
+        asker_ip: IpAddr,
+        peer: PublicKey,
+        peer_ip: IpAddr,
+    },
     /// A relayed trial ([`Event::Relayed`]) brought no proof of key possession in time: the
     /// shell removes what it installed for it.
     RelayUnproven { key: PublicKey, mesh_ipv4: Ipv4Addr },

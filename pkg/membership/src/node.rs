@@ -18,11 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use wgmesh_exchange::{
-    DropCounters, EXT_DIGEST, EXT_SUSPECT, Exchange, Extension, GossipEntry, MemberInfo, PeerInfo,
-    Record, RecordError,
+    DropCounters, EXT_DIGEST, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, EXT_SUSPECT,
+    Exchange, Extension, GossipEntry, MemberInfo, PeerInfo, Record, RecordError,
 };
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, MemberTable, Source};
+
+mod relaying;
 
 /// How often the DHT's pace is reviewed (fast while the mesh changes, slow once it is stable).
 pub const DHT_REVIEW: Duration = Duration::from_secs(60);
@@ -108,6 +110,8 @@ pub struct Membership {
     second_hand: SecondHand,
     /// Second-hand members routed through a relay until their own proof comes.
     trials: RelayTrials,
+    /// When to ask our relays again for the pairs they carry (`None`: nothing is relayed).
+    next_relay_refresh: Option<Instant>,
     discovery: DiscoverySchedule,
     dht: DhtCadence,
     next_dht_review: Instant,
@@ -158,6 +162,7 @@ impl Membership {
             punches: PunchSchedule::default(),
             second_hand: SecondHand::default(),
             trials: RelayTrials::default(),
+            next_relay_refresh: None,
             discovery: DiscoverySchedule::default(),
             dht: DhtCadence::new(now),
             next_dht_review: now + DHT_REVIEW,
@@ -358,6 +363,7 @@ impl Membership {
             self.probe(wall_ms, addr, source);
         }
         self.relay_unreachable(now, wall_ms);
+        self.refresh_relays(now, wall_ms);
     }
 
     /// The operator's relay allow-list changed (a reload of `relays=`): later relay choices
@@ -498,6 +504,7 @@ impl Membership {
                 .next_deadline()
                 .map(|t| (t, TimerReason::Relay)),
             self.trials.next_deadline().map(|t| (t, TimerReason::Relay)),
+            self.next_relay_refresh.map(|t| (t, TimerReason::Relay)),
         ];
         candidates.into_iter().flatten().min_by_key(|(t, _)| *t)
     }
@@ -508,10 +515,11 @@ impl Membership {
         &self.members
     }
 
-    /// The relay a second-hand member on trial is routed through, if it is on trial (its own
-    /// /32 and /128 only, until its proof comes through the tunnel; see [`crate::relay`]).
-    pub fn relay_trial(&self, key: &PublicKey) -> Option<PublicKey> {
-        self.trials.get(key).map(|t| t.relay)
+    /// A second-hand member on trial through a relay, as the shell installs it once the relay
+    /// granted a port (its own /32 and /128 only, until its proof comes through the tunnel; see
+    /// [`crate::relay`]).
+    pub fn relay_trial(&self, key: &PublicKey) -> Option<&Member> {
+        self.trials.get(key).map(|t| &t.member)
     }
 
     /// The relay for a pair of us and `peer` ([`relay::choose_relay`]).
@@ -525,7 +533,8 @@ impl Membership {
             self.exchange.public_key(),
             peer,
             policy,
-            |key| self.liveness.is_suspect(key),
+            // A relay of the previous release cannot carry a pair end to end.
+            |key| self.liveness.is_suspect(key) || !self.exchange.accepts_extensions(key),
         )
     }
 
@@ -802,8 +811,10 @@ impl Membership {
         // A member first heard of through the tunnel is on trial through a relay (its proof
         // just came); otherwise it takes the relay we would choose for it.
         let relay_for_new = match self.trials.get(&record.public_key) {
-            Some(trial) => Some(trial.relay),
-            None if through_tunnel && known.is_none() => self.choose_relay(&record.public_key),
+            Some(trial) => Some((trial.relay, trial.member.relay_endpoint)),
+            None if through_tunnel && known.is_none() => self
+                .choose_relay(&record.public_key)
+                .map(|relay| (relay, None)),
             None => None,
         };
         let Some(path) = member_path(
@@ -850,6 +861,7 @@ impl Membership {
             last_seen_ms: wall_ms,
             moved_at_ms: 0,
             relay_via: path.relay_via,
+            relay_endpoint: path.relay_endpoint,
             name: said.name,
             version: said.version,
             name_claim: 0,
@@ -954,6 +966,9 @@ impl Membership {
                     if let Some(digest) = Digest::decode(&extension.value) {
                         self.on_digest(now, wall_ms, sender, from, &digest);
                     }
+                }
+                EXT_RELAY_ASK | EXT_RELAY_GRANT | EXT_RELAY_REFUSED => {
+                    self.on_relay_extension(now, wall_ms, sender, from, extension, entries);
                 }
                 EXT_SUSPECT => {
                     for key in extension.value.chunks_exact(32) {
@@ -1138,6 +1153,7 @@ impl Membership {
             last_seen_ms: 0,
             moved_at_ms: 0,
             relay_via: None,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,
@@ -1232,30 +1248,25 @@ impl Membership {
     }
 
     /// Members heard of through gossip that did not answer directly in time get a trial through
-    /// a member offering to relay: routed there only so their own proof can come through the
-    /// tunnel ([`crate::relay`]). A trial that brings none is withdrawn.
+    /// a member offering to relay: we ask the relay for a port pair ([`relaying`]), and once it
+    /// grants one the member is installed as its own peer behind that port, its own addresses
+    /// only, so that its proof can come through the tunnel ([`crate::relay`]). A trial that
+    /// brings none is withdrawn.
     fn relay_unreachable(&mut self, now: Instant, wall_ms: u64) {
         for trial in self.trials.take_expired(now) {
-            self.push_event(Event::RelayUnproven {
-                key: trial.member.public_key,
-                mesh_ipv4: trial.member.mesh_ipv4,
-            });
+            if trial.member.relay_endpoint.is_some() {
+                self.push_event(Event::RelayUnproven {
+                    key: trial.member.public_key,
+                    mesh_ipv4: trial.member.mesh_ipv4,
+                });
+            }
         }
         for entry in self.second_hand.take_due(now) {
             let key = entry.record.public_key;
-            if self.members.get(&key).is_some() || !self.trials.may_start(&key, now) {
-                continue;
-            }
-            let record = &entry.record;
-            if record.mesh_ipv4 == self.exchange.record().mesh_ipv4
-                || self
-                    .address_holder(&key, record.mesh_ipv4, record.mesh_ipv6)
-                    .is_some()
-                || self
-                    .trials
-                    .holds_address(record.mesh_ipv4, record.mesh_ipv6)
+            if self.members.get(&key).is_some()
+                || !self.trials.may_start(&key, now)
+                || self.second_hand_address_taken(&entry)
             {
-                // A second-hand claim never displaces an address holder.
                 continue;
             }
             let Some(relay) = self.choose_relay(&key) else {
@@ -1263,15 +1274,22 @@ impl Membership {
                 continue;
             };
             let member = relay::relayed_member(&entry, relay, wall_ms);
-            self.trials.start(member.clone(), relay, now);
-            self.push_event(Event::Relayed {
-                member: Box::new(member),
-                relay,
-            });
-            // Its proof comes from an exchange inside the tunnel, through the relay.
-            let inside = self.tunnel_addr(entry.record.mesh_ipv4);
-            self.punches.schedule(now, inside, &relay::TRIAL_PROBES);
+            self.trials.start(member, relay, now);
+            self.ask_relay(now, wall_ms, &relay, key);
         }
+    }
+
+    /// Whether a second-hand record claims an address that is ours, a member's or another
+    /// trial's: such a claim never displaces the holder.
+    fn second_hand_address_taken(&self, entry: &GossipEntry) -> bool {
+        let record = &entry.record;
+        record.mesh_ipv4 == self.exchange.record().mesh_ipv4
+            || self
+                .address_holder(&record.public_key, record.mesh_ipv4, record.mesh_ipv6)
+                .is_some()
+            || self
+                .trials
+                .holds_address(record.mesh_ipv4, record.mesh_ipv6)
     }
 }
 

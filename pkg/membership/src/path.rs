@@ -11,6 +11,8 @@ pub struct MemberPath {
     pub endpoint: Option<SocketAddr>,
     pub control_addr: Option<SocketAddr>,
     pub relay_via: Option<PublicKey>,
+    /// With `relay_via`: the relay's port that carries the pair (our WireGuard endpoint).
+    pub relay_endpoint: Option<SocketAddr>,
 }
 
 /// The path to a member whose exchange arrived from `from` (its record names `listen_port`).
@@ -19,11 +21,11 @@ pub struct MemberPath {
 /// same host at its own port; a relayed member found this way is relayed no longer. Through the
 /// tunnel (`from` is a mesh address), the exchange says nothing about the underlay: what we knew
 /// is kept, or WireGuard would be pointed at itself; a member first heard of this way is only
-/// taken in if a relay can carry its traffic (`relay_for_new`, the relay its trial runs through;
-/// `None`: ignore it).
+/// taken in if a relay can carry its traffic (`relay_for_new`, the relay its trial runs through
+/// and the relay port granted for the pair; `None`: ignore it).
 pub fn member_path(
     known: Option<&Member>,
-    relay_for_new: Option<PublicKey>,
+    relay_for_new: Option<(PublicKey, Option<SocketAddr>)>,
     from: SocketAddr,
     listen_port: u16,
     through_tunnel: bool,
@@ -33,11 +35,19 @@ pub fn member_path(
             endpoint: Some(SocketAddr::new(from.ip(), listen_port)),
             control_addr: Some(from),
             relay_via: None,
+            relay_endpoint: None,
         });
     }
-    let relay_via = match known {
-        Some(m) => m.relay_via,
-        None => relay_for_new,
+    let (relay_via, relay_endpoint) = match known {
+        Some(m) => (
+            m.relay_via,
+            m.relay_endpoint
+                .or_else(|| relay_for_new.and_then(|(_, endpoint)| endpoint)),
+        ),
+        None => (
+            relay_for_new.map(|(relay, _)| relay),
+            relay_for_new.and_then(|(_, endpoint)| endpoint),
+        ),
     };
     if known.is_none() && relay_via.is_none() {
         return None;
@@ -46,6 +56,7 @@ pub fn member_path(
         endpoint: known.and_then(|m| m.endpoint),
         control_addr: known.and_then(|m| m.control_addr).or(Some(from)),
         relay_via,
+        relay_endpoint: relay_via.and(relay_endpoint),
     })
 }
 
@@ -69,6 +80,7 @@ mod tests {
             last_seen_ms: 0,
             moved_at_ms: 0,
             relay_via,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,
@@ -79,7 +91,8 @@ mod tests {
     fn paths_by_where_the_exchange_came_from() {
         let relay = member(1, true, None);
         let relayed = member(2, false, Some(relay.public_key));
-        let with_relay = Some(relay.public_key);
+        let port = SocketAddr::from(([192, 0, 2, 1], 40001));
+        let with_relay = Some((relay.public_key, Some(port)));
         let without_relay = None;
         let underlay = SocketAddr::from(([198, 51, 100, 7], 40000));
         let tunnel = SocketAddr::from(([10, 1, 0, 2], 51900));
@@ -87,6 +100,7 @@ mod tests {
             endpoint: Some(SocketAddr::from(([198, 51, 100, 7], 51820))),
             control_addr: Some(underlay),
             relay_via: None,
+            relay_endpoint: None,
         };
         // (known, relay for a new member, from, through the tunnel, expected)
         let table = [
@@ -103,6 +117,7 @@ mod tests {
                     endpoint: relayed.endpoint,
                     control_addr: relayed.control_addr,
                     relay_via: Some(relay.public_key),
+                    relay_endpoint: Some(port),
                 }),
             ),
             // Unknown and through the tunnel: only with a relay to carry it.
@@ -116,6 +131,7 @@ mod tests {
                     endpoint: None,
                     control_addr: Some(tunnel),
                     relay_via: Some(relay.public_key),
+                    relay_endpoint: Some(port),
                 }),
             ),
         ];

@@ -26,6 +26,7 @@
 //! ([`crate::Event::RelayUnproven`]) and the key is not tried again for [`UNPROVEN_COOLDOWN`].
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use wgmesh_exchange::GossipEntry;
 use wgmesh_keys::{KeyPrefix, KeyPrefixError, PublicKey};
@@ -103,6 +104,9 @@ pub const RELAY_PROOF_WINDOW: Duration = Duration::from_secs(30);
 /// Probes through a trial tunnel (ms after it starts): a few quick ones, then every 5 s until
 /// the window ends, so a far end that starts its trial later is still reached.
 pub const TRIAL_PROBES: [u64; 8] = [300, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 25_000];
+/// How often a member asks its relays again for the pairs they carry (the relay releases a
+/// pair nobody used for two minutes, and after its restart the ports are new).
+pub const RELAY_REFRESH: Duration = Duration::from_secs(60);
 /// A key whose trial brought no proof gets no new trial for this long (gossip naming it again
 /// does not buy it another window).
 pub const UNPROVEN_COOLDOWN: Duration = Duration::from_secs(600);
@@ -156,6 +160,21 @@ impl RelayTrials {
 
     pub fn get(&self, key: &PublicKey) -> Option<&RelayTrial> {
         self.trials.get(key)
+    }
+
+    /// The relay granted (or offered) the trial's pair a port: it runs through `relay`, with
+    /// `endpoint` as the WireGuard endpoint.
+    pub fn route_through(&mut self, key: &PublicKey, relay: PublicKey, endpoint: SocketAddr) {
+        if let Some(trial) = self.trials.get_mut(key) {
+            trial.relay = relay;
+            trial.member.relay_via = Some(relay);
+            trial.member.relay_endpoint = Some(endpoint);
+        }
+    }
+
+    /// (relay, member) of every trial.
+    pub fn pairs(&self) -> impl Iterator<Item = (PublicKey, PublicKey)> + '_ {
+        self.trials.values().map(|t| (t.relay, t.member.public_key))
     }
 
     /// Whether a trial routes `ip` (a second-hand claim never displaces another).
@@ -339,6 +358,7 @@ pub fn relayed_member(entry: &GossipEntry, relay: PublicKey, wall_ms: u64) -> Me
         last_seen_ms: wall_ms,
         moved_at_ms: 0,
         relay_via: Some(relay),
+        relay_endpoint: None,
         // Gossip is second-hand: a name is only taken from the member itself.
         name: None,
         version: None,
@@ -365,6 +385,7 @@ mod tests {
             last_seen_ms: 0,
             moved_at_ms: 0,
             relay_via: None,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,

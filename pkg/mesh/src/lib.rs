@@ -17,7 +17,7 @@ pub use routes::{
 };
 
 use wgmesh_device::{DesiredDevice, PeerConfig};
-use wgmesh_keys::{PresharedKey, PrivateKey, PublicKey};
+use wgmesh_keys::{PresharedKey, PrivateKey};
 
 /// Everything the desired device needs besides the members.
 #[derive(Debug, Clone)]
@@ -63,29 +63,30 @@ pub fn desired_device(
         ips
     };
     let mut peers: Vec<PeerConfig> = Vec::new();
-    let mut relayed: Vec<(PublicKey, Vec<ipnet::IpNet>)> = Vec::new();
     for member in members.iter() {
         let allowed_ips = addresses(member);
-        match member.relay_via {
-            // Reached through a relay: its addresses become the relay's allowed IPs, so
-            // WireGuard sends its traffic to the relay, which forwards it.
-            Some(relay) if members.get(&relay).is_some_and(|r| r.relay_via.is_none()) => {
-                relayed.push((relay, allowed_ips));
-            }
-            Some(_) => {}
-            None => peers.push(PeerConfig {
-                preshared_key: Some(settings.preshared_key.clone()),
-                endpoint: member.endpoint,
-                allowed_ips,
-                persistent_keepalive: keepalive_for(member, connected, settings),
-                ..PeerConfig::new(member.public_key)
-            }),
-        }
-    }
-    for (relay, ips) in relayed {
-        if let Some(peer) = peers.iter_mut().find(|p| p.public_key == relay) {
-            peer.allowed_ips.extend(ips);
-        }
+        let (endpoint, persistent_keepalive) = match member.relay_via {
+            // Reached through a relay: its own peer, with the relay's port for our pair as the
+            // endpoint. The relay forwards the pair's WireGuard datagrams without holding its
+            // allowed IPs or its keys (TURN-style). The keepalive keeps the relay's latch and
+            // our NAT's mapping towards it open.
+            Some(_) => match member.relay_endpoint {
+                Some(port) => (
+                    Some(port),
+                    (settings.persistent_keepalive > 0).then_some(settings.persistent_keepalive),
+                ),
+                // The relay has not granted a port yet: nothing can reach it.
+                None => continue,
+            },
+            None => (member.endpoint, keepalive_for(member, connected, settings)),
+        };
+        peers.push(PeerConfig {
+            preshared_key: Some(settings.preshared_key.clone()),
+            endpoint,
+            allowed_ips,
+            persistent_keepalive,
+            ..PeerConfig::new(member.public_key)
+        });
     }
     for peer in &mut peers {
         peer.normalise();
@@ -101,6 +102,7 @@ pub fn desired_device(
 mod tests {
     use super::*;
     use crate::members::tests::member;
+    use wgmesh_keys::PublicKey;
 
     fn all_routes() -> RoutePolicy {
         RoutePolicy {
@@ -163,14 +165,20 @@ mod tests {
     }
 
     #[test]
-    fn relayed_members_ride_on_their_relay_and_collisions_keep_one_owner() {
+    fn relayed_members_are_their_own_peers_behind_the_relay_port_and_collisions_keep_one_owner() {
         let mut table = MemberTable::default();
         let relay = member(1);
         table.upsert(relay.clone());
+        let port: std::net::SocketAddr = "192.0.2.1:40001".parse().unwrap();
         let mut far = member(2);
         far.relay_via = Some(relay.public_key);
+        far.relay_endpoint = Some(port);
         far.routes = vec!["192.168.9.0/24".parse().unwrap()];
         table.upsert(far.clone());
+        // Relayed, but the relay has granted no port yet: not a peer at all.
+        let mut waiting = member(4);
+        waiting.relay_via = Some(relay.public_key);
+        table.upsert(waiting.clone());
         let mut twin = member(3);
         twin.mesh_ipv4 = relay.mesh_ipv4;
         table.upsert(twin.clone());
@@ -180,20 +188,32 @@ mod tests {
         };
         let accepted = accept_routes(&view, &table);
         let device = desired_device(&settings(), &table, &accepted, &[]);
-        assert_eq!(
-            device.peers.len(),
-            2,
-            "the relayed member is not a peer of its own"
-        );
+        let keys: Vec<PublicKey> = device.peers.iter().map(|p| p.public_key).collect();
+        assert_eq!(keys, [relay.public_key, far.public_key, twin.public_key]);
         let via = device
             .peers
             .iter()
             .find(|p| p.public_key == relay.public_key)
             .unwrap();
-        for ip in ["10.1.0.1/32", "10.1.0.2/32", "192.168.9.0/24"] {
+        // The relay holds its own addresses only: it never sees the pair's plaintext.
+        assert_eq!(
+            via.allowed_ips,
+            [
+                "10.1.0.1/32".parse().unwrap(),
+                "fd00::1/128".parse().unwrap()
+            ]
+        );
+        let far_peer = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == far.public_key)
+            .unwrap();
+        assert_eq!(far_peer.endpoint, Some(port));
+        assert_eq!(far_peer.persistent_keepalive, Some(25));
+        for ip in ["10.1.0.2/32", "192.168.9.0/24"] {
             assert!(
-                via.allowed_ips.contains(&ip.parse().unwrap()),
-                "{ip} not via the relay"
+                far_peer.allowed_ips.contains(&ip.parse().unwrap()),
+                "{ip} not on the relayed member's own peer"
             );
         }
         let twin_peer = device

@@ -55,6 +55,10 @@ pub struct Member {
     pub moved_at_ms: u64,
     /// Reached through this member (a relay) because no direct path works.
     pub relay_via: Option<PublicKey>,
+    /// With `relay_via`: the relay's port that carries our pair (TURN-style, the relay forwards
+    /// the pair's WireGuard datagrams and never decrypts them), our WireGuard endpoint for this
+    /// member. `None` until the relay has granted it.
+    pub relay_endpoint: Option<SocketAddr>,
     /// The name it announced (sanitised), if its release announces one.
     pub name: Option<MemberName>,
     /// The software version it announced (sanitised), if its release announces one.
@@ -122,8 +126,13 @@ impl MemberTable {
                     self.next_claim += 1;
                 }
                 member.source = existing.source;
-                member.moved_at_ms = if existing.control_addr.is_some()
-                    && member.control_addr.map(|a| a.ip()) != existing.control_addr.map(|a| a.ip())
+                // A new underlay address, or a new path (relayed to direct, or another relay
+                // port): a WireGuard handshake from before does not vouch for the new endpoint.
+                let path_changed = existing.relay_endpoint != member.relay_endpoint;
+                member.moved_at_ms = if path_changed
+                    || existing.control_addr.is_some()
+                        && member.control_addr.map(|a| a.ip())
+                            != existing.control_addr.map(|a| a.ip())
                 {
                     member.last_seen_ms
                 } else {
@@ -138,6 +147,7 @@ impl MemberTable {
                         m.routes.clone(),
                         m.relay_offered,
                         m.relay_via,
+                        m.relay_endpoint,
                     )
                 };
                 let change = if relevant(existing) == relevant(&member) {
@@ -319,6 +329,7 @@ pub(crate) mod tests {
             last_seen_ms: 1_000,
             moved_at_ms: 0,
             relay_via: None,
+            relay_endpoint: None,
             name: None,
             version: None,
             name_claim: 0,

@@ -241,6 +241,7 @@ impl Mesh {
                 last_seen_ms: 1,
                 moved_at_ms: 0,
                 relay_via: None,
+                relay_endpoint: None,
                 name: None,
                 version: None,
                 name_claim: 0,

@@ -132,6 +132,9 @@ pub struct Sim {
     pub rng: SimRng,
     by_underlay: HashMap<IpAddr, usize>,
     by_mesh: HashMap<IpAddr, usize>,
+    /// The relay ports each relay's shell allocated, by (relay, pair's keys in order): the
+    /// lower key's port first.
+    relay_ports: HashMap<(usize, PublicKey, PublicKey), (u16, u16)>,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     control_port: u16,
@@ -197,6 +200,7 @@ impl Sim {
             rng: SimRng::new(seed),
             by_underlay: HashMap::new(),
             by_mesh: HashMap::new(),
+            relay_ports: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             control_port: keys.control_port(),
@@ -469,30 +473,52 @@ impl Sim {
     }
 
     /// How `holder`'s WireGuard reaches `other`'s mesh addresses: `Some(None)` as a direct peer,
-    /// `Some(Some(relay))` through a relay (a relayed member, or one on trial), `None` not at all.
-    pub fn path_to(&self, holder: usize, other: usize) -> Option<Option<PublicKey>> {
+    /// `Some(Some((relay, port)))` through the port `relay` granted for the pair (a relayed
+    /// member, or one on trial), `None` not at all (a relayed member without a port yet).
+    pub fn path_to(&self, holder: usize, other: usize) -> Option<Option<(PublicKey, SocketAddr)>> {
         let core = &self.nodes[holder].core;
         let key = self.nodes[other].public_key;
-        match core.members().get(&key) {
-            Some(member) => Some(member.relay_via),
-            None => core.relay_trial(&key).map(Some),
+        let member = core
+            .members()
+            .get(&key)
+            .or_else(|| core.relay_trial(&key))?;
+        match (member.relay_via, member.relay_endpoint) {
+            (None, _) => Some(None),
+            (Some(relay), Some(port)) => Some(Some((relay, port))),
+            (Some(_), None) => None,
         }
     }
 
     /// Whether a datagram from `a` to `b`'s mesh address arrives. Directly: both hold the
-    /// other as a direct peer and reach each other. Through a relay (which forwards at the IP
-    /// layer): both route the other through the same relay (WireGuard accepts the far end's
-    /// packets only from the peer holding its allowed IPs), the relay holds both as direct
-    /// peers, and it reaches both.
+    /// other as a direct peer and reach each other. Through a relay (TURN-style: it forwards the
+    /// pair's WireGuard datagrams between the two ports it allocated for the pair): each end's
+    /// endpoint for the other is its own port of the same allocation, and the relay reaches
+    /// both.
     fn tunnel_delivers(&self, a: usize, b: usize) -> bool {
         match (self.path_to(a, b), self.path_to(b, a)) {
             (Some(None), Some(None)) => self.can_reach(a, b),
-            (Some(Some(relay)), Some(Some(relay_back))) if relay == relay_back => {
+            (Some(Some((relay, port_a))), Some(Some((relay_back, port_b))))
+                if relay == relay_back =>
+            {
                 let Some(r) = self.nodes.iter().position(|n| n.public_key == relay) else {
                     return false;
                 };
-                self.path_to(r, a) == Some(None)
-                    && self.path_to(r, b) == Some(None)
+                let (key_a, key_b) = (self.nodes[a].public_key, self.nodes[b].public_key);
+                let allocated = self
+                    .relay_ports
+                    .get(&(r, key_a.min(key_b), key_a.max(key_b)));
+                let expected = allocated.map(|&(low, high)| {
+                    if key_a < key_b {
+                        (low, high)
+                    } else {
+                        (high, low)
+                    }
+                });
+                let relay_ip = self.nodes[r].addr.ip();
+                expected == Some((port_a.port(), port_b.port()))
+                    && port_a.ip() == relay_ip
+                    && port_b.ip() == relay_ip
+                    && self.nodes[r].alive
                     && self.can_reach(a, r)
                     && self.can_reach(r, b)
             }
@@ -525,6 +551,22 @@ impl Sim {
                     outcome: wgmesh_membership::Collision::WeMove { counter },
                     ..
                 } if !self.nodes[i].hostile => self.readdress(i, counter),
+                Event::RelayAsked { asker, peer, .. } => {
+                    // The relay's shell: one port per member of the pair, the same pair the
+                    // same ports (the lower key's first).
+                    let pair = (i, asker.min(peer), asker.max(peer));
+                    let next = 40_000 + 2 * self.relay_ports.len() as u16;
+                    let (low, high) = *self.relay_ports.entry(pair).or_insert((next, next + 1));
+                    let ports = if asker < peer {
+                        (low, high)
+                    } else {
+                        (high, low)
+                    };
+                    let wall = self.wall(i);
+                    self.nodes[i]
+                        .core
+                        .relay_allocated(wall, asker, peer, Ok(ports));
+                }
                 _ => {}
             }
         }
