@@ -566,25 +566,38 @@ fn hosts_behind_random_nats_reach_each_other_through_the_relay() {
         start(host, &flags);
     }
     lab.wait_for_full_mesh(FORMATION);
-    let relay_key = lab.relay.status_ok()["public_key"].clone();
+    let relay_status = lab.relay.status_ok();
+    let relay_key = relay_status["public_key"].clone();
     let ips = lab.mesh_ips();
     let (h1, h2) = (ips[1].0.clone(), ips[2].0.clone());
+    let statuses: Vec<serde_json::Value> = lab.hosts.iter().map(|h| h.status_ok()).collect();
+    let (h1_v6, h2_v6) = (
+        statuses[0]["mesh_ipv6"].as_str().unwrap().to_owned(),
+        statuses[1]["mesh_ipv6"].as_str().unwrap().to_owned(),
+    );
     wait_until(
         FORMATION,
-        "the NATed hosts to ping each other through the relay",
-        || lab.hosts[0].ping(&h2) && lab.hosts[1].ping(&h1),
+        "the NATed hosts to ping each other through the relay (IPv4 and IPv6)",
+        || {
+            lab.hosts[0].ping(&h2)
+                && lab.hosts[1].ping(&h1)
+                && lab.hosts[0].ping(&h2_v6)
+                && lab.hosts[1].ping(&h1_v6)
+        },
     );
     eprintln!(
         "NAT lab (random ports): relayed ping after {:?}",
         begin.elapsed()
     );
+    let relay_ip = lab.relay.lan_ip.clone();
     for (host, other) in [
         (&lab.hosts[0], &lab.hosts[1]),
         (&lab.hosts[1], &lab.hosts[0]),
     ] {
         let status = host.status_ok();
         assert_eq!(status["nat_type"], "symmetric NAT", "{status}");
-        let other_key = other.status_ok()["public_key"].clone();
+        let other_status = other.status_ok();
+        let other_key = other_status["public_key"].clone();
         let peer = status["peers"]
             .as_array()
             .unwrap()
@@ -593,32 +606,52 @@ fn hosts_behind_random_nats_reach_each_other_through_the_relay() {
             .unwrap()
             .clone();
         assert_eq!(peer["relayed_via"], relay_key, "{peer}");
-        // WireGuard sees only the relay as a peer; the other host's /32 rides on it.
+        // The other host is a WireGuard peer of its own (the session is end to end), and its
+        // endpoint is a port of the relay.
+        let endpoint = peer["endpoint"].as_str().unwrap_or_default();
+        assert!(endpoint.starts_with(&format!("{relay_ip}:")), "{peer}");
         let allowed = String::from_utf8_lossy(
             &host
                 .exec("wg", &["show", &host.interface, "allowed-ips"])
                 .stdout,
         )
         .into_owned();
-        let other_ip = other.status_ok()["mesh_ipv4"].as_str().unwrap().to_owned();
+        let other_ip = other_status["mesh_ipv4"].as_str().unwrap();
         let line = allowed
             .lines()
             .find(|l| l.contains(&format!("{other_ip}/32")))
             .unwrap_or_default()
             .to_owned();
-        assert!(line.starts_with(relay_key.as_str().unwrap()), "{allowed}");
+        assert!(line.starts_with(other_key.as_str().unwrap()), "{allowed}");
     }
-    // The relay forwards only on its mesh interface.
-    let forwarding = lab.relay.exec(
-        "sysctl",
-        &[
-            "-n",
-            &format!("net.ipv4.conf.{}.forwarding", lab.relay.interface),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "1");
-    let global = lab
-        .relay
-        .exec("sysctl", &["-n", "net.ipv4.conf.wan0.forwarding"]);
-    assert_eq!(String::from_utf8_lossy(&global.stdout).trim(), "0");
+    // The relay holds none of the pair's traffic: each of its peers has that member's own
+    // addresses only, and it forwards nothing at the IP layer.
+    let relay_allowed = String::from_utf8_lossy(
+        &lab.relay
+            .exec("wg", &["show", &lab.relay.interface, "allowed-ips"])
+            .stdout,
+    )
+    .into_owned();
+    for (i, status) in statuses.iter().enumerate() {
+        let key = status["public_key"].as_str().unwrap();
+        let other = &statuses[1 - i];
+        let line = relay_allowed
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default();
+        for ip in [&other["mesh_ipv4"], &other["mesh_ipv6"]] {
+            assert!(!line.contains(ip.as_str().unwrap()), "{relay_allowed}");
+        }
+    }
+    for sysctl in [
+        format!("net.ipv4.conf.{}.forwarding", lab.relay.interface),
+        "net.ipv4.conf.all.forwarding".to_owned(),
+        "net.ipv6.conf.all.forwarding".to_owned(),
+    ] {
+        let value = lab.relay.exec("sysctl", &["-n", &sysctl]);
+        assert_eq!(String::from_utf8_lossy(&value.stdout).trim(), "0", "{sysctl}");
+    }
+    // It shows the pair it carries.
+    let pairs = lab.relay.status_ok()["relay_pairs"].clone();
+    assert_eq!(pairs.as_array().map(Vec::len), Some(1), "{pairs}");
 }

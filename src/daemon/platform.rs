@@ -147,13 +147,6 @@ pub fn configure_link(
     Ok(link.index)
 }
 
-/// `--relay`: forward IPv4 between peers of the mesh interface, and only there (the input
-/// interface's `forwarding` flag decides for IPv4; the host's other interfaces are untouched).
-pub fn enable_relay_forwarding(interface: &str) -> anyhow::Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
-    std::fs::write(&path, "1").with_context(|| format!("cannot enable forwarding ({path})"))
-}
-
 /// Deletes an interface that `--keep-interface` left up after its daemon stopped (`wgmesh down`
 /// with no daemon running). Routes through it go with it, and wireguard-go exits when its TUN
 /// device is deleted. `Ok(false)` if the interface is already gone.
@@ -241,16 +234,13 @@ pub fn ipv6_default_gateways(table: &str) -> Vec<std::net::IpAddr> {
 pub struct LinuxHost {
     rtnl: Arc<Rtnl>,
     interface: String,
-    /// `--relay`: forwarding is a per-link setting, so a recreated link needs it again.
-    relay: bool,
 }
 
 impl LinuxHost {
-    pub fn new(rtnl: Arc<Rtnl>, interface: &str, relay: bool) -> Self {
+    pub fn new(rtnl: Arc<Rtnl>, interface: &str) -> Self {
         Self {
             rtnl,
             interface: interface.to_owned(),
-            relay,
         }
     }
 
@@ -274,10 +264,6 @@ impl Host for LinuxHost {
             config.mtu,
         )
         .map_err(|err| self.error("link setup", &err))?;
-        if self.relay {
-            enable_relay_forwarding(&config.interface)
-                .map_err(|err| self.error("relay forwarding", &err))?;
-        }
         Ok(index)
     }
 

@@ -422,12 +422,9 @@ async fn setup_interface(
         managed: mesh_prefixes.to_vec(),
         mtu: config.mtu,
     };
-    let mut host = platform::LinuxHost::new(rtnl.clone(), interface, config.relay);
+    let mut host = platform::LinuxHost::new(rtnl.clone(), interface);
     let index = host.configure_interface(&link)?;
     let routes = wgmesh_linux::InterfaceRoutes::new(rtnl, interface, index);
-    if config.relay {
-        tracing::info!(%interface, "relaying for members without a direct path (IPv4 forwarding on this interface)");
-    }
     Ok(Interface {
         backend,
         origin,
