@@ -65,6 +65,31 @@ pub struct StatusReport {
     /// Routes members advertise that this host refused, each with why.
     #[serde(default)]
     pub refused_routes: Vec<RefusedRouteReport>,
+    /// With `--relay`: the pairs this host carries (their WireGuard datagrams, end to end
+    /// encrypted; issue 14).
+    #[serde(default)]
+    pub relay_pairs: Vec<RelayPairReport>,
+}
+
+/// A pair of members this relay carries: one relay port faces each.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayPairReport {
+    pub members: [RelaySideReport; 2],
+    /// Seconds since a datagram was last forwarded (or the pair was last asked for).
+    pub idle_secs: u64,
+}
+
+/// One member of a relayed pair, as the relay sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelaySideReport {
+    pub public_key: String,
+    /// The relay port this member sends to.
+    pub port: u16,
+    /// Where its datagrams come from (null until it has sent one).
+    pub latched: Option<String>,
+    /// Datagrams and bytes forwarded from this member to the other.
+    pub datagrams: u64,
+    pub bytes: u64,
 }
 
 /// An advertised route this host does not install.

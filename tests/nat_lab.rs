@@ -649,7 +649,11 @@ fn hosts_behind_random_nats_reach_each_other_through_the_relay() {
         "net.ipv6.conf.all.forwarding".to_owned(),
     ] {
         let value = lab.relay.exec("sysctl", &["-n", &sysctl]);
-        assert_eq!(String::from_utf8_lossy(&value.stdout).trim(), "0", "{sysctl}");
+        assert_eq!(
+            String::from_utf8_lossy(&value.stdout).trim(),
+            "0",
+            "{sysctl}"
+        );
     }
     // It shows the pair it carries.
     let pairs = lab.relay.status_ok()["relay_pairs"].clone();

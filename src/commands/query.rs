@@ -77,6 +77,19 @@ pub fn status(args: &QueryArgs) -> Result<(), CliError> {
             refused.route, refused.detail
         ));
     }
+    for pair in &report.relay_pairs {
+        let [a, b] = &pair.members;
+        let short = |key: &str| key.chars().take(8).collect::<String>();
+        output::line(format!(
+            "relaying:    {} (port {}) <-> {} (port {}), {} datagrams, idle {} s",
+            short(&a.public_key),
+            a.port,
+            short(&b.public_key),
+            b.port,
+            a.datagrams + b.datagrams,
+            pair.idle_secs
+        ));
+    }
     output::line(format!("peers:       {}", report.peers.len()));
     if !report.peers.is_empty() {
         output::line("");

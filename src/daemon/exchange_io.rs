@@ -4,6 +4,7 @@
 
 use super::discovery::{DhtLink, Discovery};
 use super::nat::{NatView, NatWatch};
+use super::relay_io::{AllocateError, RelayServer};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::SystemTime;
@@ -11,12 +12,22 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
-use wgmesh_exchange::{Endpoint, EndpointKind, Exchange, MemberInfo, Record};
+use wgmesh_exchange::{Endpoint, EndpointKind, Exchange, MemberInfo, Record, RefusalReason};
 use wgmesh_keys::PublicKey;
 use wgmesh_membership::{Collision, Config as MembershipConfig, Event as CoreEvent, Membership};
 use wgmesh_mesh::{Member, MemberChange, Source};
 use wgmesh_names::MemberName;
+use wgmesh_relay::{Refused, Side};
 use wgmesh_state::NodeIdentity;
+
+/// What a relay tells a member whose pair it did not allocate.
+fn refusal_reason(err: &AllocateError) -> RefusalReason {
+    match err {
+        AllocateError::Refused(Refused::MemberQuota { .. }) => RefusalReason::MemberQuota,
+        AllocateError::Refused(Refused::RelayFull { .. }) => RefusalReason::RelayFull,
+        _ => RefusalReason::Other,
+    }
+}
 
 /// Largest datagram the protocol produces; bigger ones are read truncated and dropped.
 const MAX_DATAGRAM: usize = 1500;
@@ -240,6 +251,8 @@ pub struct ExchangeTask {
     dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
     /// Link and address changes on the host (from rtnetlink).
     link_events: mpsc::Receiver<()>,
+    /// `--relay`: the relayed pairs' ports (the core verifies who asks; this allocates).
+    relay: Option<RelayServer>,
 }
 
 /// Everything the exchange task is built from.
@@ -263,6 +276,8 @@ pub struct ExchangeParts {
     pub established: bool,
     /// Which members may relay for us (`None`: any).
     pub relays: Option<wgmesh_membership::relay::RelayAllowList>,
+    /// `--relay`: the relayed pairs' ports.
+    pub relay: Option<RelayServer>,
 }
 
 impl std::fmt::Debug for dyn Discovery {
@@ -330,6 +345,7 @@ impl ExchangeTask {
             dht: parts.dht,
             dht_candidates: parts.dht_candidates,
             link_events: parts.link_events,
+            relay: parts.relay,
         })
     }
 
@@ -447,6 +463,7 @@ impl ExchangeTask {
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::Evicted { key, mesh_ipv4 } => {
+                self.forget_relayed(&key);
                 self.shared.lock().on_trial.remove(&key);
                 if self.shared.lock().members.remove(&key).is_some() {
                     tracing::info!(peer = %key.short(), %mesh_ipv4, "member evicted to keep the member table within its cap (a suspect, or a newcomer on trial)");
@@ -460,13 +477,23 @@ impl ExchangeTask {
                 }
                 let _ = self.reconcile.try_send(());
             }
-            CoreEvent::RelayAsked { asker, peer, .. } => {
-                self.core.relay_allocated(
-                    now_ms(),
-                    asker,
-                    peer,
-                    Err(wgmesh_exchange::RefusalReason::NotARelay),
-                );
+            CoreEvent::RelayAsked {
+                asker,
+                asker_ip,
+                peer,
+                peer_ip,
+            } => {
+                let ports = match &self.relay {
+                    None => Err(RefusalReason::NotARelay),
+                    Some(relay) => relay
+                        .allocate(Side::new(asker, asker_ip), Side::new(peer, peer_ip))
+                        .map(|ports| (ports.asker, ports.peer))
+                        .map_err(|err| {
+                            tracing::debug!(asker = %asker.short(), peer = %peer.short(), error = %err, "relay pair refused");
+                            refusal_reason(&err)
+                        }),
+                };
+                self.core.relay_allocated(now_ms(), asker, peer, ports);
             }
             CoreEvent::Unreachable { key } => {
                 tracing::debug!(peer = %key.short(), "unreachable directly and no member offers to relay");
@@ -489,12 +516,14 @@ impl ExchangeTask {
                 tracing::info!(peer = %key.short(), "suspected member answered again");
             }
             CoreEvent::Failed { key, mesh_ipv4 } => {
+                self.forget_relayed(&key);
                 if self.shared.lock().members.remove(&key).is_some() {
                     tracing::info!(peer = %key.short(), %mesh_ipv4, "member failed: it answered no probe while suspected");
                 }
                 let _ = self.reconcile.try_send(());
             }
             CoreEvent::Left { key, mesh_ipv4 } => {
+                self.forget_relayed(&key);
                 self.shared.lock().on_trial.remove(&key);
                 if self.shared.lock().members.remove(&key).is_some()
                     && let Some(mesh_ipv4) = mesh_ipv4
@@ -523,6 +552,13 @@ impl ExchangeTask {
                     dht.set_fast(fast);
                 }
             }
+        }
+    }
+
+    /// A member left the mesh: the pairs we relay for it are released at once.
+    fn forget_relayed(&self, key: &PublicKey) {
+        if let Some(relay) = &self.relay {
+            relay.forget(key);
         }
     }
 

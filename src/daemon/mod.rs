@@ -13,13 +13,6 @@ mod nat;
 mod platform;
 mod reconcile;
 mod reconcile_loop;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into the exchange task by the relay control plane"
-    )
-)]
 mod relay_io;
 mod reload;
 mod running;

@@ -6,6 +6,7 @@ use super::exchange_io::{self, Command, ExchangeTask};
 use super::lifecycle::{self, Notifier};
 use super::reconcile::Reconciler;
 use super::reconcile_loop::{SharedReconciler, lock, reconcile_loop};
+use super::relay_io::RelayServer;
 use super::state::{NodeInfo, OwnAddresses, Shared};
 use super::status::StatusHandle;
 use super::{control_server, metrics, nat, platform, reload};
@@ -130,6 +131,11 @@ impl Daemon {
         // Control socket.
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // `--relay`: the relayed pairs' ports and forwarding (end to end, TURN-style).
+        let relay = config.relay.then(|| {
+            tracing::info!("relaying for members without a direct path (their WireGuard datagrams, end to end encrypted)");
+            RelayServer::start(&tracker, cancel.clone(), wgmesh_relay::Limits::default())
+        });
         let (reload_tx, reload_rx) = watch::channel(reload_report);
         let listener = control_server::bind(&config.paths.socket)?;
         let (refresh_tx, refresh_rx) = mpsc::channel(1);
@@ -139,6 +145,7 @@ impl Daemon {
             last_pass: last_pass.clone(),
             refresh: refresh_tx,
             reloads: reload_rx.clone(),
+            relay: relay.clone(),
         };
         let teardown = Arc::new(tokio::sync::Notify::new());
         tracker.spawn(control_server::serve(
@@ -241,6 +248,7 @@ impl Daemon {
             // Our address served in a mesh before: the peer cache names members we met there.
             established: !cached_peers_empty,
             relays: exchange_io::relay_allow_list(&config.relays),
+            relay,
         })
         .context("cannot seed the membership core")?;
         if let Some(servers) = stun_servers {

@@ -294,6 +294,7 @@ pub fn status_report(
                 detail: reason.to_string(),
             })
             .collect(),
+        relay_pairs: Vec::new(),
     }
 }
 

@@ -2,10 +2,29 @@
 //! seconds (a wireguard-go restart).
 
 use super::control_server::StatusSource;
+use super::relay_io::RelayServer;
 use super::state::{self, LastPassCell, NodeInfo, Shared};
+use crate::control::{RelayPairReport, RelaySideReport};
 use crate::control::{ReloadReport, Response};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// The relay's pairs as `status` shows them.
+fn relay_pairs(pairs: &[wgmesh_relay::PairStatus], now: Instant) -> Vec<RelayPairReport> {
+    pairs
+        .iter()
+        .map(|pair| RelayPairReport {
+            members: pair.sides.clone().map(|side| RelaySideReport {
+                public_key: side.key.to_base64(),
+                port: side.port,
+                latched: side.latched.map(|a| a.to_string()),
+                datagrams: side.forwarded.datagrams,
+                bytes: side.forwarded.bytes,
+            }),
+            idle_secs: now.saturating_duration_since(pair.last_use).as_secs(),
+        })
+        .collect()
+}
 
 /// How long `status` waits for a device read newer than the last pass before it answers with
 /// the last pass. A pass in progress (a wireguard-go restart takes seconds) is not waited for.
@@ -21,6 +40,8 @@ pub struct StatusHandle {
     /// Asks the reconcile loop for a fresh device read when it is idle.
     pub refresh: mpsc::Sender<oneshot::Sender<()>>,
     pub reloads: watch::Receiver<ReloadReport>,
+    /// With `--relay`: the pairs it carries.
+    pub relay: Option<RelayServer>,
 }
 
 impl StatusSource for StatusHandle {
@@ -31,13 +52,16 @@ impl StatusSource for StatusHandle {
         }
         let pass = self.last_pass.read();
         let reload = self.reloads.borrow().clone();
-        let report = state::status_report(
+        let mut report = state::status_report(
             &self.node,
             &self.shared.lock(),
             pass.device.as_ref(),
             reload,
             pass.stats,
         );
+        if let Some(relay) = &self.relay {
+            report.relay_pairs = relay_pairs(&relay.snapshot(), Instant::now());
+        }
         Response::Status(Box::new(report))
     }
 }
@@ -92,6 +116,7 @@ mod tests {
             last_pass: LastPassCell::default(),
             refresh,
             reloads: watch::channel(ReloadReport::default()).1,
+            relay: None,
         }
     }
 
