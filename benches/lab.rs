@@ -113,6 +113,9 @@ fn main() {
         scale_sweep(&mut lab, scale, &mut report);
     }
     drop(lab);
+    if wanted("relay") {
+        relay_path(reps, &mut report);
+    }
     drop(tuning);
     report.write(&out_path);
     println!("wrote {}", out_path.display());
@@ -1149,6 +1152,126 @@ fn data_plane(lab: &mut Lab, reps: usize, report: &mut Report) {
         &via_baseline,
     );
     reset(&mut lab.nodes[..2]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay (issue 14, item 4)
+
+/// Two hosts behind port-randomising NAT routers (the NAT lab: they can only meet through a
+/// relay) and a public member started with `--relay`, which carries their WireGuard datagrams
+/// end to end. Measured alternately in each repetition: iperf3 and ping from h1 to h2 (through
+/// the relay) and from h1 to the relay itself (direct, through the same NAT), and the relay
+/// daemon's CPU time while it forwards the iperf3 run.
+fn relay_path(reps: usize, report: &mut Report) {
+    use common::nat::{NatLab, NatMode};
+    let mut lab = NatLab::new(&[NatMode::Random, NatMode::Random]);
+    let bootstrap = lab.start_dht(10).join(",");
+    let stun = lab.start_stun().join(",");
+    let flags = [
+        "--no-lan",
+        "--dht-bootstrap",
+        &bootstrap,
+        "--stun",
+        &stun,
+    ];
+    let begin = Instant::now();
+    let mut relay_flags = flags.to_vec();
+    relay_flags.push("--relay");
+    lab.relay.start(&relay_flags);
+    for host in &mut lab.hosts {
+        host.start(&flags);
+    }
+    lab.wait_for_full_mesh(Duration::from_secs(120));
+    let ips = lab.mesh_ips();
+    let (relay_ip, h2_ip) = (ips[0].0.clone(), ips[2].0.clone());
+    wait_until(Duration::from_secs(120), "h1 to ping h2 through the relay", || {
+        lab.hosts[0].ping(&h2_ip) && lab.hosts[1].ping(&ips[1].0)
+    });
+    let formed = begin.elapsed().as_secs_f64();
+    eprintln!("relay: h1 and h2 ping through the relay {formed:.1} s after the first start");
+    let seconds = std::env::var("WGMESH_BENCH_IPERF_SECS").unwrap_or_else(|_| "5".into());
+    let relay_pid = lab.relay.daemon_pid().expect("the relay's daemon runs");
+    let (mut relayed, mut direct, mut cpu_per_100) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rtt_relayed, mut rtt_direct) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let cpu_before = process_cpu_seconds(relay_pid);
+        let wall_before = Instant::now();
+        let mbits = iperf(&lab.hosts[0], &lab.hosts[1], &h2_ip, &seconds);
+        let cpu = process_cpu_seconds(relay_pid) - cpu_before;
+        let share = cpu / wall_before.elapsed().as_secs_f64() * 100.0;
+        relayed.push(mbits);
+        cpu_per_100.push(share / mbits * 100.0);
+        direct.push(iperf(&lab.hosts[0], &lab.relay, &relay_ip, &seconds));
+        rtt_relayed.push(ping_rtt_ms(&lab.hosts[0], &h2_ip));
+        rtt_direct.push(ping_rtt_ms(&lab.hosts[0], &relay_ip));
+        eprintln!(
+            "relay rep {rep}: through the relay {:.0} Mbit/s ({:.1} % of a core on the relay), direct {:.0} Mbit/s; rtt {:.3} / {:.3} ms",
+            relayed[rep], share, direct[rep], rtt_relayed[rep], rtt_direct[rep]
+        );
+    }
+    report.row(
+        "relay_ping_after",
+        "relay",
+        "two hosts behind random-port NATs ping through the relay (from the first start)",
+        "s",
+        &[formed],
+    );
+    report.row(
+        "iperf_relayed",
+        "relay",
+        &format!("iperf3 TCP {seconds} s, h1 to h2 through the relay (end to end, wireguard-go)"),
+        "Mbit/s",
+        &relayed,
+    );
+    report.row(
+        "iperf_relay_direct",
+        "relay",
+        &format!("iperf3 TCP {seconds} s, h1 to the relay, direct through the same NAT"),
+        "Mbit/s",
+        &direct,
+    );
+    report.row(
+        "relay_cpu_per_100_mbit",
+        "relay",
+        "relay daemon CPU while forwarding, per 100 Mbit/s relayed",
+        "% of a core",
+        &cpu_per_100,
+    );
+    report.row(
+        "rtt_relayed",
+        "relay",
+        "ping h1 to h2 through the relay (mean of 20)",
+        "ms",
+        &rtt_relayed,
+    );
+    report.row(
+        "rtt_relay_direct",
+        "relay",
+        "ping h1 to the relay, direct (mean of 20)",
+        "ms",
+        &rtt_direct,
+    );
+}
+
+/// User and system CPU seconds of a process so far (`/proc/PID/stat`, in clock ticks of 10 ms).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The mean round-trip time of 20 pings, in ms.
+fn ping_rtt_ms(from: &Node, ip: &str) -> f64 {
+    let out = from.exec("ping", &["-c", "20", "-i", "0.2", "-q", ip]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|line| line.split_once(" = ").filter(|(k, _)| k.contains("rtt")))
+        .and_then(|(_, values)| values.split('/').nth(1)?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Mbit/s received in one `iperf3` TCP run from `client` to a one-off server on `server_ip`.

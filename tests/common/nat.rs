@@ -43,12 +43,16 @@ pub enum NatMode {
     /// `masquerade random`: a random port per connection, so each destination sees a different
     /// mapping (a symmetric NAT: STUN's answer is useless to peers; needs the relay).
     Random,
+    /// `masquerade` out, and every UDP datagram arriving on the WAN forwarded to the router's
+    /// own host (10.K.0.2, a "DMZ host"): endpoint-independent mapping *and* filtering, a full
+    /// cone. Anyone who knows the host's public address and port reaches it.
+    FullCone,
 }
 
 impl NatMode {
     fn masquerade(self) -> &'static str {
         match self {
-            Self::PortPreserving => "masquerade",
+            Self::PortPreserving | Self::FullCone => "masquerade",
             Self::Random => "masquerade random",
         }
     }
@@ -215,8 +219,22 @@ impl NatLab {
         // router itself drops unsolicited WAN traffic too, as home routers do: accepting it would
         // confirm a conntrack entry for the probe's address pair, and the host's own later flow to
         // that peer would then clash with it and be given a random port.
+        // A full cone forwards all inbound UDP to its home host (before the filter below sees
+        // it, so the forward chain accepts it as a DNAT'd flow).
+        let full_cone = if mode == NatMode::FullCone {
+            format!(
+                "chain prerouting {{
+                    type nat hook prerouting priority dstnat; policy accept;
+                    iifname \"wan0\" meta l4proto udp dnat to {}
+                }}",
+                Self::host_ip(k, k)
+            )
+        } else {
+            String::new()
+        };
         let rules = format!(
             "table ip wgmesh_nat {{
+                {full_cone}
                 chain postrouting {{
                     type nat hook postrouting priority srcnat; policy accept;
                     oifname \"wan0\" {}
@@ -224,6 +242,7 @@ impl NatLab {
                 chain forward {{
                     type filter hook forward priority filter; policy accept;
                     iifname \"wan0\" ct state established,related accept
+                    iifname \"wan0\" ct status dnat accept
                     iifname \"wan0\" drop
                 }}
                 chain input {{
