@@ -1167,13 +1167,7 @@ fn relay_path(reps: usize, report: &mut Report) {
     let mut lab = NatLab::new(&[NatMode::Random, NatMode::Random]);
     let bootstrap = lab.start_dht(10).join(",");
     let stun = lab.start_stun().join(",");
-    let flags = [
-        "--no-lan",
-        "--dht-bootstrap",
-        &bootstrap,
-        "--stun",
-        &stun,
-    ];
+    let flags = ["--no-lan", "--dht-bootstrap", &bootstrap, "--stun", &stun];
     let begin = Instant::now();
     let mut relay_flags = flags.to_vec();
     relay_flags.push("--relay");
@@ -1184,13 +1178,17 @@ fn relay_path(reps: usize, report: &mut Report) {
     lab.wait_for_full_mesh(Duration::from_secs(120));
     let ips = lab.mesh_ips();
     let (relay_ip, h2_ip) = (ips[0].0.clone(), ips[2].0.clone());
-    wait_until(Duration::from_secs(120), "h1 to ping h2 through the relay", || {
-        lab.hosts[0].ping(&h2_ip) && lab.hosts[1].ping(&ips[1].0)
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "h1 to ping h2 through the relay",
+        || lab.hosts[0].ping(&h2_ip) && lab.hosts[1].ping(&ips[1].0),
+    );
     let formed = begin.elapsed().as_secs_f64();
     eprintln!("relay: h1 and h2 ping through the relay {formed:.1} s after the first start");
     let seconds = std::env::var("WGMESH_BENCH_IPERF_SECS").unwrap_or_else(|_| "5".into());
-    let relay_pid = lab.relay.daemon_pid().expect("the relay's daemon runs");
+    let Some(relay_pid) = lab.relay.daemon_pid() else {
+        panic!("the relay's daemon is not running");
+    };
     let (mut relayed, mut direct, mut cpu_per_100) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rtt_relayed, mut rtt_direct) = (Vec::new(), Vec::new());
     for rep in 0..reps {
@@ -1259,7 +1257,12 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
