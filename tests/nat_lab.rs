@@ -436,6 +436,67 @@ fn a_full_cone_and_a_random_port_nat_end_direct_with_a_relay_present() {
     );
 }
 
+/// Issue 14's matrix: a NAT that changes mode mid-run. Two hosts behind port-randomising NATs
+/// meet through the relay; then both routers start keeping ports, as a NAT that was only
+/// overloaded would. The relayed pair finds its direct path by itself (each end retries it
+/// every 30 s and asks the other through the relayed tunnel to probe back at once), `status`
+/// shows the switch, and the log says so once per end.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn a_relayed_pair_goes_direct_when_its_nats_start_keeping_ports() {
+    let mut lab = NatLab::new(&[NatMode::Random, NatMode::Random]);
+    // No DHT: its lookups would keep probing every member's public control port, which would
+    // find the direct path too; here only the relayed pair's own retry can.
+    let stun = lab.start_stun().join(",");
+    let flags: Vec<String> = [
+        "--no-lan",
+        "--log-level",
+        "debug",
+        "--dht-bootstrap",
+        "none",
+        "--stun",
+        &stun,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let seed = format!("{}:{}", common::nat::RELAY_IP, control_port(&lab));
+    start(&mut lab.relay, &with(&flags, &["--relay"]));
+    for host in &mut lab.hosts {
+        start(host, &with(&flags, &["--peer", &seed]));
+    }
+    lab.wait_for_full_mesh(FORMATION);
+    let relay_key = lab.relay.status_ok()["public_key"].clone();
+    let h2_key = lab.hosts[1].status_ok()["public_key"].clone();
+    let relayed = |lab: &NatLab| {
+        lab.hosts[0].status_ok()["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["public_key"] == h2_key && p["relayed_via"] == relay_key)
+    };
+    wait_until(FORMATION, "h1 to hold h2 through the relay", || {
+        relayed(&lab)
+    });
+    for k in 1..=2 {
+        lab.set_mode(k, NatMode::PortPreserving);
+    }
+    let direct = wait_direct(&lab, Duration::from_secs(90));
+    eprintln!("NAT lab (random -> port-preserving): direct {direct:?} after the switch");
+    for host in &lab.hosts {
+        let log = std::fs::read_to_string(host.log_path()).unwrap_or_default();
+        assert_eq!(
+            log.matches("direct path found; no longer relayed").count(),
+            1,
+            "h{}: {log}",
+            host.index
+        );
+    }
+}
+
 fn control_port(lab: &NatLab) -> u64 {
     common::derive(&lab.relay.secret_file)["control_port"]
         .as_u64()

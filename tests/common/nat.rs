@@ -219,6 +219,19 @@ impl NatLab {
         // router itself drops unsolicited WAN traffic too, as home routers do: accepting it would
         // confirm a conntrack entry for the probe's address pair, and the host's own later flow to
         // that peer would then clash with it and be given a random port.
+        let rules = Self::router_rules(k, mode);
+        self.nft(&ns, &format!("nat{k}"), &rules);
+        self.routers.push(Router {
+            index: k,
+            ns,
+            mode,
+            wan_ip,
+            lan_ip,
+        });
+    }
+
+    /// Router K's nftables ruleset for `mode` (one table, replaced whole by [`Self::set_mode`]).
+    fn router_rules(k: usize, mode: NatMode) -> String {
         // A full cone forwards all inbound UDP to its home host (before the filter below sees
         // it, so the forward chain accepts it as a DNAT'd flow).
         let full_cone = if mode == NatMode::FullCone {
@@ -232,7 +245,7 @@ impl NatLab {
         } else {
             String::new()
         };
-        let rules = format!(
+        format!(
             "table ip wgmesh_nat {{
                 {full_cone}
                 chain postrouting {{
@@ -253,15 +266,22 @@ impl NatLab {
                 }}
             }}\n",
             mode.masquerade()
+        )
+    }
+
+    /// Switches router K to another NAT mode mid-run, as a reconfigured (or rebooted) router
+    /// would: its table is replaced in one `nft -f` and its conntrack table flushed (`conntrack
+    /// -F`), so every flow, old ones too, gets the new mode's mapping from its next datagram.
+    pub fn set_mode(&mut self, k: usize, mode: NatMode) {
+        let slot = self.slot(k);
+        let ns = self.routers[slot].ns.clone();
+        let rules = format!(
+            "delete table ip wgmesh_nat\n{}",
+            Self::router_rules(k, mode)
         );
-        self.nft(&ns, &format!("nat{k}"), &rules);
-        self.routers.push(Router {
-            index: k,
-            ns,
-            mode,
-            wan_ip,
-            lan_ip,
-        });
+        self.nft(&ns, &format!("nat{k}-mode"), &rules);
+        run("ip", &["netns", "exec", &ns, "conntrack", "-F"]);
+        self.routers[slot].mode = mode;
     }
 
     /// Loads an nftables ruleset into `ns` (through a file: `run` has no stdin).

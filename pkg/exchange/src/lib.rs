@@ -42,8 +42,8 @@ pub use record::{
     Endpoint, EndpointKind, FLAG_EXTENSIONS, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record,
 };
 pub use relay_ext::{
-    EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, GrantRole, RefusalReason, RelayAsk,
-    RelayGrant, RelayRefused,
+    EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, GrantRole, RefusalReason,
+    RelayAsk, RelayGrant, RelayRefused,
 };
 pub use seal::{
     HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, NONCE_LEN, OVERHEAD, OpenError, SealError, TAG_LEN, open,

@@ -13,6 +13,8 @@
 //!   own ask; role 1 offers the pair to the other member (its ask may not have come yet), with
 //!   the asker's gossip entry in the same message so it knows whom the port leads to.
 //! - [`EXT_RELAY_REFUSED`] (relay → member): `peer key (32) | reason (1)`.
+//! - [`EXT_PUNCH`] (member → member, through the relayed tunnel): empty; "I am probing your
+//!   direct address now, probe mine".
 //!
 //! None of them has [`crate::EXT_CRITICAL`] set: the previous release skips them (and relays at
 //! the IP layer instead, which this release no longer does).
@@ -25,6 +27,10 @@ pub const EXT_RELAY_ASK: u8 = 5;
 pub const EXT_RELAY_GRANT: u8 = 6;
 /// Extension kind (Gossip only): a refused ask, [`RelayRefused`].
 pub const EXT_RELAY_REFUSED: u8 = 7;
+/// Extension kind (Gossip only, empty value): "call me maybe". A relayed member sends it through
+/// the tunnel when it tries the direct path: the receiver probes the sender's direct addresses
+/// at once, so both ends' NATs see outbound datagrams within milliseconds of each other.
+pub const EXT_PUNCH: u8 = 8;
 
 const KEY_LEN: usize = 32;
 

@@ -109,11 +109,13 @@ pub fn sample_positions(
 }
 
 /// Whether gossip from `sender`, arriving from `from`, is to be acted on: only from a verified
-/// member at the address we know it by (the secret gate alone is not membership).
+/// member at the address we know it by, or from its own mesh address (through its tunnel, which
+/// WireGuard authenticates) (the secret gate alone is not membership).
 pub fn from_member(members: &MemberTable, sender: &PublicKey, from: SocketAddr) -> bool {
-    members
-        .get(sender)
-        .is_some_and(|m| m.control_addr.map(|a| a.ip()) == Some(from.ip()))
+    members.get(sender).is_some_and(|m| {
+        m.control_addr.map(|a| a.ip()) == Some(from.ip())
+            || from.ip() == std::net::IpAddr::V4(m.mesh_ipv4)
+    })
 }
 
 /// The control addresses worth probing in received gossip: members we do not know, and known

@@ -18,8 +18,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use wgmesh_exchange::{
-    DropCounters, EXT_DIGEST, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, EXT_SUSPECT,
-    Exchange, Extension, GossipEntry, MemberInfo, PeerInfo, Record, RecordError,
+    DropCounters, EXT_DIGEST, EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED,
+    EXT_SUSPECT, Exchange, Extension, GossipEntry, MemberInfo, PeerInfo, Record, RecordError,
 };
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange, MemberTable, Source};
@@ -817,8 +817,11 @@ impl Membership {
                 .map(|relay| (relay, None)),
             None => None,
         };
+        // A member on trial is known by its gossiped underlay addresses: an exchange through
+        // the tunnel keeps them (the direct path is retried there).
+        let on_trial = self.trials.get(&record.public_key).map(|t| &t.member);
         let Some(path) = member_path(
-            known,
+            known.or(on_trial),
             relay_for_new,
             from,
             record.listen_port,
@@ -967,7 +970,7 @@ impl Membership {
                         self.on_digest(now, wall_ms, sender, from, &digest);
                     }
                 }
-                EXT_RELAY_ASK | EXT_RELAY_GRANT | EXT_RELAY_REFUSED => {
+                EXT_RELAY_ASK | EXT_RELAY_GRANT | EXT_RELAY_REFUSED | EXT_PUNCH => {
                     self.on_relay_extension(now, wall_ms, sender, from, extension, entries);
                 }
                 EXT_SUSPECT => {

@@ -105,8 +105,9 @@ pub const RELAY_PROOF_WINDOW: Duration = Duration::from_secs(30);
 /// the window ends, so a far end that starts its trial later is still reached.
 pub const TRIAL_PROBES: [u64; 8] = [300, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 25_000];
 /// How often a member asks its relays again for the pairs they carry (the relay releases a
-/// pair nobody used for two minutes, and after its restart the ports are new).
-pub const RELAY_REFRESH: Duration = Duration::from_secs(60);
+/// pair nobody used for two minutes, and after its restart the ports are new), and tries each
+/// relayed member's direct path again (the NATs between may have changed).
+pub const RELAY_REFRESH: Duration = Duration::from_secs(30);
 /// A key whose trial brought no proof gets no new trial for this long (gossip naming it again
 /// does not buy it another window).
 pub const UNPROVEN_COOLDOWN: Duration = Duration::from_secs(600);

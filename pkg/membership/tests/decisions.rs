@@ -191,6 +191,30 @@ fn a_relay_allocates_only_towards_a_member_it_verified() {
     );
 }
 
+/// Issue 14: a relayed pair whose direct path opens (the NATs between them changed) goes direct
+/// by itself within a retry period ([`wgmesh_membership::relay::RELAY_REFRESH`]) and the
+/// relaying ends on both sides.
+#[test]
+fn a_relayed_pair_goes_direct_once_its_direct_path_opens() {
+    use wgmesh_membership::relay::RELAY_REFRESH;
+    let mut sim = relay_scenario(true);
+    let (r, a, b) = (0, 1, 2);
+    let relay = sim.nodes[r].public_key;
+    assert_eq!(member_of(&sim, a, b).and_then(|m| m.relay_via), Some(relay));
+    sim.unblock(a, b);
+    let opened = sim.elapsed();
+    sim.run_until(opened + RELAY_REFRESH + Duration::from_secs(2), |_| {});
+    for (holder, member) in [(a, b), (b, a)] {
+        let held = member_of(&sim, holder, member).expect("still a member");
+        assert_eq!(
+            (held.relay_via, held.relay_endpoint),
+            (None, None),
+            "{holder} holding {member}"
+        );
+        assert!(traced(&sim, holder, "DirectPath"), "{holder}");
+    }
+}
+
 #[test]
 fn without_a_relay_an_unreachable_member_is_reported_and_not_installed() {
     let sim = relay_scenario(false);

@@ -20,8 +20,8 @@ use crate::relay::{self, RELAY_REFRESH, TRIAL_PROBES};
 use std::net::SocketAddr;
 use std::time::Instant;
 use wgmesh_exchange::{
-    EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, Extension, GossipEntry, GrantRole,
-    RefusalReason, RelayAsk, RelayGrant, RelayRefused,
+    EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, Extension, GossipEntry,
+    GrantRole, RefusalReason, RelayAsk, RelayGrant, RelayRefused,
 };
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::MemberChange;
@@ -53,6 +53,7 @@ impl Membership {
                     self.on_relay_refused(sender, refused);
                 }
             }
+            EXT_PUNCH => self.on_punch(now, wall_ms, sender),
             _ => {}
         }
     }
@@ -295,20 +296,69 @@ impl Membership {
     }
 
     /// Asks again, once per [`RELAY_REFRESH`], for every pair we have through a relay: it
-    /// keeps the allocation alive, and after a relay's restart it brings the new ports.
+    /// keeps the allocation alive, and after a relay's restart it brings the new ports. And
+    /// tries each relayed member's direct path again ([`Self::try_direct`]).
     pub(super) fn refresh_relays(&mut self, now: Instant, wall_ms: u64) {
         if self.next_relay_refresh.is_none_or(|at| at > now) {
             return;
         }
-        let mut pairs: Vec<(PublicKey, PublicKey)> = self
+        let relayed: Vec<(PublicKey, PublicKey)> = self
             .members
             .iter()
             .filter_map(|m| m.relay_via.map(|relay| (relay, m.public_key)))
             .collect();
+        let mut pairs = relayed.clone();
         pairs.extend(self.trials.pairs());
         self.next_relay_refresh = None;
         for (relay, peer) in pairs {
             self.ask_relay(now, wall_ms, &relay, peer);
+        }
+        for (_, peer) in relayed {
+            self.try_direct(now, wall_ms, &peer);
+            // "Call me maybe": the member probes our direct address at once, so both NATs see
+            // an outbound datagram before the other's arrives (a router that drops unsolicited
+            // datagrams then lets the second one in).
+            if let Some(member) = self.members.get(&peer) {
+                let inside = self.tunnel_addr(member.mesh_ipv4);
+                self.send_relay_extension(wall_ms, inside, &[], EXT_PUNCH, Vec::new());
+            }
+        }
+    }
+
+    /// A relayed member tries its direct path and asks us to try ours: probe it.
+    fn on_punch(&mut self, now: Instant, wall_ms: u64, sender: PublicKey) {
+        if self
+            .members
+            .get(&sender)
+            .is_some_and(|m| m.relay_via.is_some())
+        {
+            self.try_direct(now, wall_ms, &sender);
+        }
+    }
+
+    /// Probes a relayed member's direct addresses: the control address we know it by, and the
+    /// control port on that address's host (a NAT that keeps ports maps it there; the address
+    /// the relay saw may be a mapping towards the relay only). A Hello back from either ends
+    /// the relaying ([`crate::Event::DirectPath`]); the probes are repeated on the punch
+    /// schedule, as both ends' first datagrams may cross their NATs' state.
+    fn try_direct(&mut self, now: Instant, wall_ms: u64, peer: &PublicKey) {
+        let Some(control) = self.members.get(peer).and_then(|m| m.control_addr) else {
+            return;
+        };
+        let guessed = SocketAddr::new(control.ip(), self.config.control_port);
+        let mut targets = vec![control];
+        if guessed != control {
+            targets.push(guessed);
+        }
+        for addr in targets {
+            if self.is_mesh_address(addr.ip()) {
+                continue;
+            }
+            self.probe(wall_ms, addr, None);
+            if !self.punches.is_pending(addr) {
+                self.punches
+                    .schedule(now, addr, &crate::punch::PUNCH_RETRIES);
+            }
         }
     }
 

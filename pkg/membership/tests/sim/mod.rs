@@ -343,6 +343,10 @@ impl Sim {
     }
 
     /// No direct path between `a` and `b` (both behind endpoint-dependent NAT, say).
+    pub fn unblock(&mut self, a: usize, b: usize) {
+        self.blocked.remove(&(a.min(b), a.max(b)));
+    }
+
     pub fn block(&mut self, a: usize, b: usize) {
         self.blocked.insert((a.min(b), a.max(b)));
     }
