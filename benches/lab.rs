@@ -115,6 +115,7 @@ fn main() {
     drop(lab);
     if wanted("relay") {
         relay_path(reps, &mut report);
+        direct_after_learning(&mut report);
     }
     drop(tuning);
     report.write(&out_path);
@@ -1248,6 +1249,66 @@ fn relay_path(reps: usize, report: &mut Report) {
         "ping h1 to the relay, direct (mean of 20)",
         "ms",
         &rtt_direct,
+    );
+}
+
+/// Two hosts behind port-keeping NAT routers and a relay: how long from the moment both hold
+/// each other (by any path) until both hold each other directly and ping (issue 14's goal: at
+/// most 10 s), polled every 100 ms.
+fn direct_after_learning(report: &mut Report) {
+    use common::nat::{NatLab, NatMode};
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
+    let bootstrap = lab.start_dht(10).join(",");
+    let stun = lab.start_stun().join(",");
+    let flags = ["--no-lan", "--dht-bootstrap", &bootstrap, "--stun", &stun];
+    let mut relay_flags = flags.to_vec();
+    relay_flags.push("--relay");
+    lab.relay.start(&relay_flags);
+    for host in &mut lab.hosts {
+        host.start(&flags);
+    }
+    let begin = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "both hosts to answer status",
+        || lab.hosts.iter().all(|h| h.status().is_some()),
+    );
+    let key = |node: &Node| node.status_ok()["public_key"].clone();
+    let (k1, k2) = (key(&lab.hosts[0]), key(&lab.hosts[1]));
+    let held = |node: &Node, other: &Value| -> Option<bool> {
+        let status = node.status()?;
+        let peer = status["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["public_key"] == *other)?
+            .clone();
+        Some(peer["relayed_via"].is_null())
+    };
+    let mut learned = None;
+    let direct = loop {
+        assert!(
+            begin.elapsed() < Duration::from_secs(180),
+            "no direct path in 180 s"
+        );
+        let (a, b) = (held(&lab.hosts[0], &k2), held(&lab.hosts[1], &k1));
+        if a.is_some() && b.is_some() && learned.is_none() {
+            learned = Some(Instant::now());
+        }
+        if let (Some(true), Some(true), Some(at)) = (a, b, learned) {
+            let ips = lab.mesh_ips();
+            if lab.hosts[0].ping(&ips[2].0) && lab.hosts[1].ping(&ips[1].0) {
+                break at.elapsed().as_secs_f64();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("direct: h1 and h2 direct {direct:.2} s after both held each other");
+    report.row(
+        "direct_after_learning_pp",
+        "relay",
+        "port-keeping NATs, relay present: from both holding each other to both direct (and ping)",
+        "s",
+        &[direct],
     );
 }
 
