@@ -314,6 +314,14 @@ fn with(flags: &[String], extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Starts the relay with `--relay` and every host, all with `flags`.
+fn start_with_relay(lab: &mut NatLab, flags: &[String]) {
+    start(&mut lab.relay, &with(flags, &["--relay"]));
+    for host in &mut lab.hosts {
+        start(host, flags);
+    }
+}
+
 fn start(node: &mut common::Node, flags: &[String]) {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     node.start(&flags);
@@ -330,10 +338,7 @@ fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
     let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
     let flags = internet_flags(&mut lab);
     let begin = Instant::now();
-    start(&mut lab.relay, &with(&flags, &["--relay"]));
-    for host in &mut lab.hosts {
-        start(host, &flags);
-    }
+    start_with_relay(&mut lab, &flags);
     let formed = lab.wait_for_full_mesh(FORMATION);
     wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
         lab.all_pairs_ping()
@@ -406,10 +411,7 @@ fn a_full_cone_and_a_random_port_nat_end_direct_with_a_relay_present() {
     let mut lab = NatLab::new(&[NatMode::FullCone, NatMode::Random]);
     let flags = internet_flags(&mut lab);
     let begin = Instant::now();
-    start(&mut lab.relay, &with(&flags, &["--relay"]));
-    for host in &mut lab.hosts {
-        start(host, &flags);
-    }
+    start_with_relay(&mut lab, &flags);
     lab.wait_for_full_mesh(FORMATION);
     let direct = wait_direct(&lab, DIRECT_WITHIN.saturating_sub(begin.elapsed()));
     eprintln!(
@@ -698,10 +700,7 @@ fn hosts_behind_random_nats_reach_each_other_through_the_relay() {
     let mut lab = NatLab::new(&[NatMode::Random, NatMode::Random]);
     let flags = internet_flags(&mut lab);
     let begin = Instant::now();
-    start(&mut lab.relay, &with(&flags, &["--relay"]));
-    for host in &mut lab.hosts {
-        start(host, &flags);
-    }
+    start_with_relay(&mut lab, &flags);
     lab.wait_for_full_mesh(FORMATION);
     let relay_status = lab.relay.status_ok();
     let relay_key = relay_status["public_key"].clone();

@@ -161,20 +161,11 @@ fn a_relay_allocates_only_towards_a_member_it_verified() {
         .node_private_key(&NodeSeed::from_bytes([91; 32]))
         .public_key();
     let ask = |sim: &mut Sim, peer: wgmesh_keys::PublicKey, round: u8| {
-        let wall = sim.wall_of(a);
         let extension = wgmesh_exchange::Extension {
             kind: wgmesh_exchange::EXT_RELAY_ASK,
             value: wgmesh_exchange::RelayAsk { peer }.encode(),
         };
-        let datagram = sim.nodes[a].core.exchange().gossip_with(
-            &[],
-            vec![extension],
-            wall,
-            wgmesh_exchange::Entropy::from_bytes([round; wgmesh_exchange::ENTROPY_LEN]),
-        );
-        let from = sim.nodes[a].addr;
-        sim.inject(r, from, &datagram);
-        sim.events_of(r)
+        sim.inject_gossip(a, r, &[], vec![extension], round)
     };
     let events = ask(&mut sim, stranger, 1);
     assert!(
@@ -430,15 +421,7 @@ fn gossip_cannot_aim_members_probes_at_a_third_party() {
             })
             .collect();
         for &target in &nodes[1..] {
-            let wall = sim.wall_of(insider);
-            let gossip = sim.nodes[insider].core.exchange().gossip(
-                &entries,
-                wall,
-                wgmesh_exchange::Entropy::from_bytes([round as u8; wgmesh_exchange::ENTROPY_LEN]),
-            );
-            let from = sim.nodes[insider].addr;
-            sim.inject(target, from, &gossip);
-            sim.events_of(target);
+            sim.inject_gossip(insider, target, &entries, Vec::new(), round as u8);
         }
         sim.run_until(start + Duration::from_secs(u64::from(round) + 1), |_| {});
     }
@@ -602,15 +585,13 @@ fn a_gossiped_member_that_never_proves_its_key_never_becomes_a_relayed_member() 
         },
     };
     let gossip_at = |sim: &mut Sim, round: u8| {
-        let wall = sim.wall_of(insider);
-        let gossip = sim.nodes[insider].core.exchange().gossip(
+        sim.inject_gossip(
+            insider,
+            target,
             std::slice::from_ref(&entry),
-            wall,
-            wgmesh_exchange::Entropy::from_bytes([round; wgmesh_exchange::ENTROPY_LEN]),
-        );
-        let from = sim.nodes[insider].addr;
-        sim.inject(target, from, &gossip);
-        sim.events_of(target)
+            Vec::new(),
+            round,
+        )
     };
     let start = sim.elapsed();
     gossip_at(&mut sim, 1);

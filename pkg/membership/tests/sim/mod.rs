@@ -359,6 +359,28 @@ impl Sim {
     }
 
     /// Drains node `i`'s events, keeping them (transmits are sent as usual).
+    /// Gossip crafted by node `from` (its own exchange seals `entries` and `extensions`, with
+    /// a nonce drawn from `round`) delivered straight to node `to`; returns `to`'s events.
+    pub fn inject_gossip(
+        &mut self,
+        from: usize,
+        to: usize,
+        entries: &[wgmesh_exchange::GossipEntry],
+        extensions: Vec<wgmesh_exchange::Extension>,
+        round: u8,
+    ) -> Vec<Event> {
+        let wall = self.wall_of(from);
+        let gossip = self.nodes[from].core.exchange().gossip_with(
+            entries,
+            extensions,
+            wall,
+            wgmesh_exchange::Entropy::from_bytes([round; wgmesh_exchange::ENTROPY_LEN]),
+        );
+        let source = self.nodes[from].addr;
+        self.inject(to, source, &gossip);
+        self.events_of(to)
+    }
+
     pub fn events_of(&mut self, i: usize) -> Vec<Event> {
         let mut events = Vec::new();
         loop {
