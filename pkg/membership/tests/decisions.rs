@@ -145,18 +145,25 @@ fn a_member_without_a_direct_path_is_reached_through_a_relay() {
     );
 }
 
-/// The relay allocates only for a verified member that asks, only towards a member it verified
-/// itself: an ask for a key it does not know is refused; the same ask for a member it knows
-/// reaches its shell.
-#[test]
-fn a_relay_allocates_only_towards_a_member_it_verified() {
-    let mut sim = Sim::new(17, NetConfig::default());
+/// A member offering to relay and two others on one LAN, formed (all pairs members, after 3 s),
+/// with the trace on. Returns the sim and the three nodes, the relay first.
+fn relay_and_two_members(seed: u64) -> (Sim, usize, usize, usize) {
+    let mut sim = Sim::new(seed, NetConfig::default());
     sim.record_trace = true;
     let r = lan_node(&mut sim, true);
     let a = lan_node(&mut sim, false);
     let b = lan_node(&mut sim, false);
     sim.run_until(Duration::from_secs(3), |_| {});
     assert!(sim.missing_pairs().is_empty());
+    (sim, r, a, b)
+}
+
+/// The relay allocates only for a verified member that asks, only towards a member it verified
+/// itself: an ask for a key it does not know is refused; the same ask for a member it knows
+/// reaches its shell.
+#[test]
+fn a_relay_allocates_only_towards_a_member_it_verified() {
+    let (mut sim, r, a, b) = relay_and_two_members(17);
     let stranger = keys()
         .node_private_key(&NodeSeed::from_bytes([91; 32]))
         .public_key();
@@ -558,13 +565,7 @@ fn with_a_relay_allow_list_an_unlisted_insider_never_relays() {
 /// unreachable, never a member, never a peer, however often gossip names it.
 #[test]
 fn a_gossiped_member_that_never_proves_its_key_never_becomes_a_relayed_member() {
-    let mut sim = Sim::new(43, NetConfig::default());
-    sim.record_trace = true;
-    let _r = lan_node(&mut sim, true);
-    let insider = lan_node(&mut sim, false);
-    let target = lan_node(&mut sim, false);
-    sim.run_until(Duration::from_secs(3), |_| {});
-    assert!(sim.missing_pairs().is_empty());
+    let (mut sim, _r, insider, target) = relay_and_two_members(43);
     let keys = keys();
     let fake = keys
         .node_private_key(&NodeSeed::from_bytes([77; 32]))
