@@ -10,7 +10,7 @@
 mod common;
 
 use common::nat::{NatLab, NatMode, PUB_IP, PUB_IP2, RELAY_IP};
-use common::wait_until;
+use common::{run, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -438,6 +438,94 @@ fn a_full_cone_and_a_random_port_nat_end_direct_with_a_relay_present() {
     );
 }
 
+/// In a router: one datagram from `ADDR:PORT` (argv[1], argv[2]) to the same port on argv[3].
+const UNSOLICITED: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.sendto(b"early", (sys.argv[3], int(sys.argv[2])))
+"#;
+
+/// Issue 14's matrix: the conntrack clash. Both routers keep ports but accept unsolicited
+/// datagrams (a plain `masquerade` router). Before the daemons start, one early datagram
+/// from router 2's public control and WireGuard ports reaches router 1's (a stale member, a
+/// scanner): each router now holds a conntrack entry for those port pairs, so each host's
+/// first flow to the other clashes with it and is given a random port, and every datagram
+/// either host sends the other afterwards keeps its side's clashing flow alive. The pair
+/// falls back to the relay. The routers are 40 ms apart, so datagrams sent at once cross on
+/// the wire as between real sites. The pair must end direct all the same: nothing probes a
+/// relayed member's direct address outside the pair's coordinated attempts, so after 30 s
+/// the clashing entries are gone, and the attempt (both ends at once, timed through the
+/// relayed tunnel) makes both mappings before either end's datagram arrives.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn hosts_behind_routers_that_accept_early_datagrams_end_direct() {
+    let mut lab = NatLab::with_wan_latency(
+        &[NatMode::PortPreserving, NatMode::PortPreserving],
+        Some(Duration::from_millis(20)),
+    );
+    for k in 1..=2 {
+        lab.accept_unsolicited(k);
+    }
+    let flags = internet_flags(&mut lab);
+    let (r1, r2) = (lab.routers[0].wan_ip.clone(), lab.routers[1].wan_ip.clone());
+    let ports = [control_port(&lab), LISTEN_PORT];
+    for port in ports.map(|p| p.to_string()) {
+        let ns = &lab.routers[1].ns;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "python3",
+                "-c",
+                UNSOLICITED,
+                &r2,
+                &port,
+                &r1,
+            ],
+        );
+    }
+    let begin = Instant::now();
+    start_with_relay(&mut lab, &flags);
+    let formed = lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
+        lab.all_pairs_ping()
+    });
+    let pinged = begin.elapsed();
+    // The early datagrams did their harm: the pair went through the relay first.
+    for host in &lab.hosts {
+        wait_until(
+            Duration::from_secs(5),
+            "the pair to be relayed first",
+            || {
+                std::fs::read_to_string(host.log_path())
+                    .unwrap_or_default()
+                    .contains("no direct path; relaying")
+            },
+        );
+    }
+    wait_direct(&lab, DIRECT_WITHIN.saturating_sub(begin.elapsed()));
+    eprintln!(
+        "NAT lab (conntrack clash): membership in {formed:?}, all-pairs ping (relayed) after \
+         {pinged:?}, direct after {:?} from the first start",
+        begin.elapsed()
+    );
+    for host in &lab.hosts {
+        let log = std::fs::read_to_string(host.log_path()).unwrap_or_default();
+        assert_eq!(
+            log.matches("direct path found; no longer relayed").count(),
+            1,
+            "h{}: {log}",
+            host.index
+        );
+    }
+}
+
 /// Issue 14's matrix: a NAT that changes mode mid-run. Two hosts behind port-randomising NATs
 /// meet through the relay; then both routers start keeping ports, as a NAT that was only
 /// overloaded would. The relayed pair finds its direct path by itself (each end retries it
@@ -504,6 +592,9 @@ fn control_port(lab: &NatLab) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// The WireGuard port every lab daemon listens on (`wgmesh up`'s default).
+const LISTEN_PORT: u64 = 51_820;
 
 /// Only the relay and host 1 reach the DHT; host 2 knows just the relay (a static seed) and
 /// still meets host 1 through gossip. Restarted with neither DHT nor seed, host 2 rejoins from

@@ -96,6 +96,14 @@ impl NatLab {
     /// One host behind each router; `modes[K - 1]` is router K's NAT. No daemons yet; all nodes
     /// share one secret.
     pub fn new(modes: &[NatMode]) -> Self {
+        Self::with_wan_latency(modes, None)
+    }
+
+    /// As [`Self::new`], with each router's WAN link `latency` long each way (so two routers
+    /// are twice that apart), through `wgmesh-lab wan-delay`: this kernel has no `sch_netem`.
+    /// Without latency two routers are some 50 µs apart, and datagrams both hosts send "at
+    /// once" cannot cross on the wire as they do between real sites.
+    pub fn with_wan_latency(modes: &[NatMode], latency: Option<Duration>) -> Self {
         assert!(!modes.is_empty() && modes.len() <= 50, "1..=50 routers");
         let id = format!(
             "{}{}",
@@ -139,12 +147,12 @@ impl NatLab {
         run("ip", &["link", "set", &bridge, "up"]);
 
         let pub_ns = lab.pub_ns.clone();
-        lab.add_internet_ns(&pub_ns, "p", &[PUB_IP, PUB_IP2]);
+        lab.add_internet_ns(&pub_ns, "p", &[PUB_IP, PUB_IP2], None);
         let relay_ns = lab.relay.ns.clone();
-        lab.add_internet_ns(&relay_ns, "r", &[RELAY_IP]);
+        lab.add_internet_ns(&relay_ns, "r", &[RELAY_IP], None);
 
         for (i, &mode) in modes.iter().enumerate() {
-            lab.add_router(i + 1, mode);
+            lab.add_router(i + 1, mode, latency);
         }
         for k in 1..=modes.len() {
             lab.add_host(k, &secret_file);
@@ -161,18 +169,29 @@ impl NatLab {
         k - 1
     }
 
-    /// A namespace with `wan0` on the internet bridge and the given /24 addresses.
-    fn add_internet_ns(&mut self, ns: &str, tag: &str, ips: &[&str]) {
+    /// A namespace with `wan0` on the internet bridge and the given /24 addresses; `wan0` is a
+    /// veth, or with `latency` a TAP device that `wgmesh-lab wan-delay` delays.
+    fn add_internet_ns(&mut self, ns: &str, tag: &str, ips: &[&str], latency: Option<Duration>) {
         self.namespaces.push(ns.to_owned());
         run("ip", &["netns", "add", ns]);
-        let veth = format!("wnv{}{tag}", self.id);
-        run(
-            "ip",
-            &[
-                "link", "add", &veth, "type", "veth", "peer", "name", "wan0", "netns", ns,
-            ],
-        );
-        run("ip", &["link", "set", &veth, "master", &self.bridge, "up"]);
+        let outer = format!("wnv{}{tag}", self.id);
+        match latency {
+            None => run(
+                "ip",
+                &[
+                    "link", "add", &outer, "type", "veth", "peer", "name", "wan0", "netns", ns,
+                ],
+            ),
+            Some(latency) => {
+                let near = format!("wnw{}{tag}", self.id);
+                let ms = latency.as_millis().to_string();
+                let args = ["wan-delay", "--latency-ms", &ms, &near, &outer];
+                self.spawn_ready("", &format!("wan-delay-{tag}"), lab_tool_bin(), &args);
+                run("ip", &["link", "set", &near, "netns", ns]);
+                run("ip", &["-n", ns, "link", "set", &near, "name", "wan0"])
+            }
+        };
+        run("ip", &["link", "set", &outer, "master", &self.bridge, "up"]);
         for ip in ips {
             run(
                 "ip",
@@ -183,11 +202,11 @@ impl NatLab {
         run("ip", &["-n", ns, "link", "set", "lo", "up"]);
     }
 
-    fn add_router(&mut self, k: usize, mode: NatMode) {
+    fn add_router(&mut self, k: usize, mode: NatMode, latency: Option<Duration>) {
         let ns = format!("wnn{}x{k}", self.id);
         let wan_ip = format!("198.18.0.{}", 20 + k);
         let lan_ip = format!("10.{k}.0.1");
-        self.add_internet_ns(&ns, &format!("n{k}"), &[&wan_ip]);
+        self.add_internet_ns(&ns, &format!("n{k}"), &[&wan_ip], latency);
         // The LAN is a bridge, so a roaming host can plug a second cable into it.
         run("ip", &["-n", &ns, "link", "add", "lan0", "type", "bridge"]);
         run(
@@ -282,6 +301,29 @@ impl NatLab {
         self.nft(&ns, &format!("nat{k}-mode"), &rules);
         run("ip", &["netns", "exec", &ns, "conntrack", "-F"]);
         self.routers[slot].mode = mode;
+    }
+
+    /// Makes router K accept unsolicited datagrams addressed to itself (its input chain left
+    /// empty, as a plain `masquerade` router has it): a peer's probe that arrives before our
+    /// host has sent to that peer then confirms a conntrack entry for the pair of public
+    /// addresses, and the host's own later flow to that peer clashes with it and is given a
+    /// random port (issue 14's "conntrack clash"). Until [`Self::set_mode`].
+    pub fn accept_unsolicited(&self, k: usize) {
+        let ns = &self.routers[self.slot(k)].ns;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "flush",
+                "chain",
+                "ip",
+                "wgmesh_nat",
+                "input",
+            ],
+        );
     }
 
     /// Loads an nftables ruleset into `ns` (through a file: `run` has no stdin).
@@ -510,7 +552,7 @@ impl NatLab {
         );
     }
 
-    /// Spawns `program args` in namespace `ns`, waits until it prints `READY` on stdout, and
+    /// Spawns `program args` in namespace `ns` (the root namespace if empty), waits until it prints `READY` on stdout, and
     /// returns the non-empty lines it printed before. The process is killed when the lab drops;
     /// its stderr goes to `<lab dir>/<name>.stderr` (printed if a test fails).
     pub fn spawn_ready(
@@ -521,8 +563,14 @@ impl NatLab {
         args: &[&str],
     ) -> Vec<String> {
         let stderr_log = self.dir.path().join(format!("{name}.stderr"));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, program])
+        let mut command = if ns.is_empty() {
+            Command::new(program)
+        } else {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, program]);
+            command
+        };
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -628,7 +676,21 @@ impl NatLab {
                 )
             })
             .collect();
-        daemons + &helpers
+        // Each router's UDP mappings: a clash shows as a flow whose reply port differs from
+        // its source port.
+        let routers: String = self
+            .routers
+            .iter()
+            .map(|r| {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &r.ns, "conntrack", "-L", "-p", "udp"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                format!("--- {} conntrack:\n{out}\n", r.ns)
+            })
+            .collect();
+        daemons + &helpers + &routers
     }
 }
 

@@ -42,7 +42,7 @@ pub use record::{
     Endpoint, EndpointKind, FLAG_EXTENSIONS, FLAG_RELAY, MAX_ENDPOINTS, MAX_ROUTES, Record,
 };
 pub use relay_ext::{
-    EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, GrantRole, RefusalReason,
+    EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, GrantRole, Punch, RefusalReason,
     RelayAsk, RelayGrant, RelayRefused,
 };
 pub use seal::{

@@ -13,8 +13,9 @@
 //!   own ask; role 1 offers the pair to the other member (its ask may not have come yet), with
 //!   the asker's gossip entry in the same message so it knows whom the port leads to.
 //! - [`EXT_RELAY_REFUSED`] (relay → member): `peer key (32) | reason (1)`.
-//! - [`EXT_PUNCH`] (member → member, through the relayed tunnel): empty; "I am probing your
-//!   direct address now, probe mine".
+//! - [`EXT_PUNCH`] (member → member, through the relayed tunnel), a [`Punch`]: empty, "probe my
+//!   direct address now" (go); `1 | nonce (8)`, a ping to time the relayed path; `2 | nonce
+//!   (8)`, its pong.
 //!
 //! None of them has [`crate::EXT_CRITICAL`] set: the previous release skips them (and relays at
 //! the IP layer instead, which this release no longer does).
@@ -27,9 +28,10 @@ pub const EXT_RELAY_ASK: u8 = 5;
 pub const EXT_RELAY_GRANT: u8 = 6;
 /// Extension kind (Gossip only): a refused ask, [`RelayRefused`].
 pub const EXT_RELAY_REFUSED: u8 = 7;
-/// Extension kind (Gossip only, empty value): "call me maybe". A relayed member sends it through
-/// the tunnel when it tries the direct path: the receiver probes the sender's direct addresses
-/// at once, so both ends' NATs see outbound datagrams within milliseconds of each other.
+/// Extension kind (Gossip only): "call me maybe", a [`Punch`]. The end of a relayed pair that
+/// leads its direct attempts times the relayed path with a ping, then sends "go" through the
+/// tunnel and probes the other's direct address half a round trip later; the other probes as
+/// "go" arrives, so both NATs see their host's outbound datagram before the other's arrives.
 pub const EXT_PUNCH: u8 = 8;
 
 const KEY_LEN: usize = 32;
@@ -99,6 +101,40 @@ impl RefusalReason {
 pub struct RelayRefused {
     pub peer: PublicKey,
     pub reason: RefusalReason,
+}
+
+/// The value of [`EXT_PUNCH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Punch {
+    /// "Probe my direct address now" (the empty value).
+    Go,
+    /// "Answer at once": times the relayed path.
+    Ping(u64),
+    /// The answer to [`Punch::Ping`] with the same nonce.
+    Pong(u64),
+}
+
+impl Punch {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Go => Vec::new(),
+            Self::Ping(nonce) => [&[1][..], &nonce.to_be_bytes()].concat(),
+            Self::Pong(nonce) => [&[2][..], &nonce.to_be_bytes()].concat(),
+        }
+    }
+
+    /// `None` unless the value is empty or a known kind with exactly a nonce.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let Some((&kind, nonce)) = value.split_first() else {
+            return Some(Self::Go);
+        };
+        let nonce = u64::from_be_bytes(nonce.try_into().ok()?);
+        match kind {
+            1 => Some(Self::Ping(nonce)),
+            2 => Some(Self::Pong(nonce)),
+            _ => None,
+        }
+    }
 }
 
 fn key_at(value: &[u8]) -> Option<PublicKey> {
@@ -201,6 +237,13 @@ mod tests {
         let mut role = grant;
         role[34] = 9;
         assert_eq!(RelayGrant::decode(&role), None);
+        for punch in [Punch::Go, Punch::Ping(u64::MAX), Punch::Pong(3)] {
+            assert_eq!(Punch::decode(&punch.encode()), Some(punch));
+        }
+        assert_eq!(Punch::encode(&Punch::Go), Vec::<u8>::new());
+        for bad in [&[1u8][..], &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &[3; 9][..]] {
+            assert_eq!(Punch::decode(bad), None, "{bad:?}");
+        }
         let mut reason = refused.encode();
         reason[32] = 200;
         assert_eq!(

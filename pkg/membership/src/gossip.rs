@@ -124,9 +124,11 @@ pub fn worth_probing(members: &MemberTable, entries: &[GossipEntry]) -> Vec<Sock
     entries
         .iter()
         .filter(|e| {
+            // A relayed member's direct address waits for its coordinated attempt
+            // (crate::direct).
             members
                 .get(&e.record.public_key)
-                .is_none_or(|m| m.control_addr != Some(e.control))
+                .is_none_or(|m| m.relay_via.is_none() && m.control_addr != Some(e.control))
         })
         .map(|e| e.control)
         .collect()

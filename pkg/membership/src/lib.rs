@@ -16,7 +16,7 @@
 //! - outputs: [`Membership::poll_transmit`], [`Membership::poll_event`],
 //!   [`Membership::poll_timeout`].
 //!
-//! One concept per module: [`announce`] (our record changed), [`budget`] (probes others asked for), [`cadence`] (discovery and DHT pace), [`digest`] (anti-entropy),
+//! One concept per module: [`announce`] (our record changed), [`budget`] (probes others asked for), [`cadence`] (discovery and DHT pace), [`digest`] (anti-entropy), [`direct`] (coordinated direct attempts of relayed pairs),
 //! [`found`] (how a member was found), [`gossip`], [`liveness`] (the failure detector), [`path`] (tunnel versus underlay), [`punch`] (repeated probes), [`relay`] (second-hand members, relay
 //! choice), [`entropy`], [`event`] (what the shell is asked to do), and [`node`] tying them
 //! together.
@@ -25,6 +25,7 @@ pub mod announce;
 pub mod budget;
 pub mod cadence;
 pub mod digest;
+pub mod direct;
 pub mod entropy;
 pub mod event;
 pub mod found;

@@ -5,13 +5,14 @@ use crate::announce::Announcements;
 use crate::budget::ProbeBudget;
 use crate::cadence::{DhtCadence, DiscoverySchedule};
 use crate::digest::{DIGEST_INTERVAL, Digest, MAX_REPAIR_ENTRIES, bucket_of};
+use crate::direct::DirectAttempts;
 use crate::entropy::EntropySource;
 use crate::event::{Collision, Event, TimerReason, Transmit};
 use crate::found::FoundBy;
 use crate::gossip;
 use crate::liveness::{self, Liveness};
 use crate::path::member_path;
-use crate::punch::{PUNCH_RETRIES, PunchSchedule, TUNNEL_RETRIES};
+use crate::punch::{NamedBy, PUNCH_RETRIES, PunchSchedule, TUNNEL_RETRIES};
 use crate::relay::{self, RelayAllowList, RelayPolicy, RelayTrials, SecondHand};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
@@ -112,6 +113,8 @@ pub struct Membership {
     trials: RelayTrials,
     /// When to ask our relays again for the pairs they carry (`None`: nothing is relayed).
     next_relay_refresh: Option<Instant>,
+    /// The direct attempts we lead for relayed members ([`crate::direct`]).
+    direct: DirectAttempts,
     discovery: DiscoverySchedule,
     dht: DhtCadence,
     next_dht_review: Instant,
@@ -163,6 +166,7 @@ impl Membership {
             second_hand: SecondHand::default(),
             trials: RelayTrials::default(),
             next_relay_refresh: None,
+            direct: DirectAttempts::default(),
             discovery: DiscoverySchedule::default(),
             dht: DhtCadence::new(now),
             next_dht_review: now + DHT_REVIEW,
@@ -203,7 +207,19 @@ impl Membership {
 
     /// Candidate control addresses from a discovery source: each is probed.
     pub fn handle_candidates(&mut self, wall_ms: u64, source: Source, candidates: &[SocketAddr]) {
-        for addr in candidates {
+        // A relayed member's direct addresses are probed only in its coordinated attempts
+        // (crate::direct): an uncoordinated probe there can only confirm the conntrack entries
+        // that keep the pair relayed.
+        let relayed: Vec<SocketAddr> = if self.members.iter().any(|m| m.relay_via.is_some()) {
+            self.members
+                .iter()
+                .filter(|m| m.relay_via.is_some())
+                .flat_map(|m| self.direct_targets(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for addr in candidates.iter().filter(|a| !relayed.contains(a)) {
             self.probe(wall_ms, *addr, Some(source));
         }
     }
@@ -350,7 +366,9 @@ impl Membership {
             }
         }
         for key in self.announcements.take_due(now) {
-            if let Some(addr) = self.members.get(&key).and_then(|m| m.control_addr) {
+            if let Some(member) = self.members.get(&key) {
+                let addr =
+                    underlay_addr(member).unwrap_or_else(|| self.tunnel_addr(member.mesh_ipv4));
                 self.probe(wall_ms, addr, None);
             }
         }
@@ -358,12 +376,13 @@ impl Membership {
             self.next_digest = now + DIGEST_INTERVAL;
             self.send_digest(wall_ms);
         }
-        for addr in self.punches.take_due(now) {
-            let source = (!self.is_mesh_address(addr.ip())).then_some(Source::Gossip);
-            self.probe(wall_ms, addr, source);
+        for (addr, by) in self.punches.take_due(now) {
+            let named = by == NamedBy::Gossip && !self.is_mesh_address(addr.ip());
+            self.probe(wall_ms, addr, named.then_some(Source::Gossip));
         }
         self.relay_unreachable(now, wall_ms);
         self.refresh_relays(now, wall_ms);
+        self.attempt_direct(now, wall_ms);
     }
 
     /// The operator's relay allow-list changed (a reload of `relays=`): later relay choices
@@ -418,9 +437,9 @@ impl Membership {
     pub fn handle_addresses_changed(&mut self, now: Instant) {
         // Punch towards every member from the new address: their NATs only let us in once their
         // side has sent to us too, which gossip through a reachable member triggers.
-        let members: Vec<SocketAddr> = self.members.iter().filter_map(|m| m.control_addr).collect();
+        let members: Vec<SocketAddr> = self.members.iter().filter_map(underlay_addr).collect();
         for addr in members {
-            self.punches.schedule(now, addr, &PUNCH_RETRIES);
+            self.punches.schedule_member(now, addr, &PUNCH_RETRIES);
         }
         // And through the tunnels: a datagram to a member's mesh address makes WireGuard send
         // from our new address at once, so the member roams its endpoint to us and our NAT opens
@@ -442,7 +461,7 @@ impl Membership {
         let targets: Vec<(PublicKey, SocketAddr)> = self
             .members
             .iter()
-            .filter_map(|m| m.control_addr.map(|a| (m.public_key, a)))
+            .filter_map(|m| self.send_addr(m).map(|a| (m.public_key, a)))
             .collect();
         for (key, addr) in targets {
             let entropy = self.entropy.next_entropy();
@@ -505,6 +524,7 @@ impl Membership {
                 .map(|t| (t, TimerReason::Relay)),
             self.trials.next_deadline().map(|t| (t, TimerReason::Relay)),
             self.next_relay_refresh.map(|t| (t, TimerReason::Relay)),
+            self.direct.next_deadline().map(|t| (t, TimerReason::Relay)),
         ];
         candidates.into_iter().flatten().min_by_key(|(t, _)| *t)
     }
@@ -625,6 +645,7 @@ impl Membership {
             return;
         }
         let entropy = self.entropy.next_entropy();
+
         let datagram = self.exchange.probe(wall_ms, addr, entropy);
         if let Some(source) = source
             && !addr.ip().is_multicast()
@@ -642,7 +663,7 @@ impl Membership {
                 // A relayed member is probed directly (is a direct path there now?) and through
                 // the tunnel (which keeps it verified and its routes current).
                 let inside = m.relay_via.map(|_| self.tunnel_addr(m.mesh_ipv4));
-                m.control_addr.into_iter().chain(inside)
+                underlay_addr(m).into_iter().chain(inside)
             })
             .collect();
         for addr in targets {
@@ -837,6 +858,13 @@ impl Membership {
                 relay,
                 from,
             });
+            // WireGuard's first datagrams on the new path must also leave both ends before
+            // the other's arrive (crate::direct): both ends get here within a millisecond,
+            // so each sends through the tunnel as soon as the reconcile may have pointed
+            // WireGuard at the direct address, rather than whenever traffic happens to flow.
+            let inside = self.tunnel_addr(record.mesh_ipv4);
+            self.punches
+                .schedule_member(now, inside, &crate::punch::DIRECT_SWITCH_PROBES);
         }
         self.second_hand.answered(&record.public_key);
         let known = self.members.get(&record.public_key).map(|m| MemberInfo {
@@ -917,7 +945,12 @@ impl Membership {
         // verifies it tells a few more), and the newcomer hears of a few members (digests fill
         // in the rest). Telling everyone everything made a mesh forming at once send O(N³)
         // gossip, which overflowed receive buffers past 25 nodes.
-        let Some(about) = self.members.get(newcomer).and_then(gossip::gossip_entry) else {
+        let Some(newcomer_member) = self.members.get(newcomer) else {
+            return;
+        };
+        let Some((about, newcomer_addr)) =
+            gossip::gossip_entry(newcomer_member).zip(self.send_addr(newcomer_member))
+        else {
             return;
         };
         let others = gossip::Others::new(&self.members, newcomer);
@@ -931,14 +964,14 @@ impl Membership {
         for chunk in entries.chunks(wgmesh_exchange::MAX_GOSSIP_ENTRIES) {
             let entropy = self.entropy.next_entropy();
             let datagram = self.exchange.gossip(chunk, wall_ms, entropy);
-            self.send(about.control, datagram);
+            self.send(newcomer_addr, datagram);
         }
         let others = gossip::Others::new(&self.members, newcomer);
         let entropy = &mut self.entropy;
         let told: Vec<SocketAddr> =
             gossip::sample_positions(others.len(), gossip::FANOUT, |n| entropy.below(n))
                 .into_iter()
-                .filter_map(|position| others.get(position)?.control_addr)
+                .filter_map(|position| self.send_addr(others.get(position)?))
                 .collect();
         for addr in told {
             let entropy = self.entropy.next_entropy();
@@ -991,7 +1024,10 @@ impl Membership {
         let stale: Vec<SocketAddr> = entries
             .iter()
             .filter_map(|e| {
-                let known = self.members.get(&e.record.public_key)?;
+                let known = self
+                    .members
+                    .get(&e.record.public_key)
+                    .filter(|m| m.relay_via.is_none())?;
                 let theirs = e.record.timestamp.saturating_mul(1000);
                 (known.control_addr == Some(e.control)
                     && theirs > known.last_seen_ms.saturating_add(STALE_AFTER_MS))
@@ -1040,11 +1076,11 @@ impl Membership {
                         continue;
                     };
                     // Later attempts go through the tunnel too: a second path, as SWIM's
-                    // indirect probe. A relayed member is always reached both ways.
+                    // indirect probe. A relayed member only through the tunnel.
                     let inside = (attempt > 1 || member.relay_via.is_some())
                         .then(|| self.tunnel_addr(member.mesh_ipv4));
                     let targets: Vec<SocketAddr> =
-                        member.control_addr.into_iter().chain(inside).collect();
+                        underlay_addr(member).into_iter().chain(inside).collect();
                     for addr in targets {
                         self.probe(wall_ms, addr, None);
                     }
@@ -1067,7 +1103,7 @@ impl Membership {
                     };
                     let inside = self.tunnel_addr(member.mesh_ipv4);
                     let targets: Vec<SocketAddr> =
-                        member.control_addr.into_iter().chain([inside]).collect();
+                        underlay_addr(member).into_iter().chain([inside]).collect();
                     for addr in targets {
                         self.probe(wall_ms, addr, None);
                     }
@@ -1095,7 +1131,7 @@ impl Membership {
             .members
             .iter()
             .filter(|m| m.public_key != *suspect)
-            .filter_map(|m| m.control_addr)
+            .filter_map(|m| self.send_addr(m))
             .collect();
         if others.is_empty() {
             return;
@@ -1127,7 +1163,7 @@ impl Membership {
         self.members
             .iter()
             .filter(|m| self.exchange.accepts_extensions(&m.public_key))
-            .filter_map(|m| m.control_addr)
+            .filter_map(|m| self.send_addr(m))
             .collect()
     }
 
@@ -1297,6 +1333,23 @@ impl Membership {
 }
 
 /// Sizes of the core's bounded tables.
+impl Membership {
+    /// Where datagrams for a member go: its control address, or through the tunnel if it is
+    /// relayed (its direct address waits for a coordinated attempt, [`crate::direct`]).
+    fn send_addr(&self, member: &Member) -> Option<SocketAddr> {
+        match member.relay_via {
+            Some(_) => Some(self.tunnel_addr(member.mesh_ipv4)),
+            None => member.control_addr,
+        }
+    }
+}
+
+/// Where a member is probed on the underlay: its control address, unless it is relayed (a
+/// relayed member's direct address is probed only in coordinated attempts, [`crate::direct`]).
+fn underlay_addr(member: &Member) -> Option<SocketAddr> {
+    member.control_addr.filter(|_| member.relay_via.is_none())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSizes {
     pub members: usize,

@@ -12,44 +12,68 @@ use std::time::{Duration, Instant};
 pub const PUNCH_RETRIES: [u64; 4] = [500, 1_000, 2_000, 4_000];
 /// Probes through a tunnel, after the reconcile has pointed WireGuard at a new endpoint.
 pub const TUNNEL_RETRIES: [u64; 2] = [300, 1_000];
+/// Probes through the tunnel after a relayed pair found its direct path: early and dense, so
+/// each end's first WireGuard datagram on the direct path follows the reconcile within
+/// milliseconds, whatever its duration ([`crate::direct`]).
+pub const DIRECT_SWITCH_PROBES: [u64; 6] = [5, 15, 30, 60, 120, 300];
 /// (Probes through a relayed trial tunnel: [`crate::relay::TRIAL_PROBES`].)
 /// At most this many pending probes: gossip from many members cannot grow the schedule without
 /// bound. Past it new probes are dropped (the periodic refresh and discovery still run).
 pub const MAX_PENDING_PUNCHES: usize = 4_096;
 
+/// Who named an address the schedule probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedBy {
+    /// A third party (gossip): its probes are budgeted ([`crate::budget`]).
+    Gossip,
+    /// A member we verified (its own address, or a tunnel address): not budgeted.
+    Member,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PunchSchedule {
-    pending: Vec<(Instant, SocketAddr)>,
+    pending: Vec<(Instant, SocketAddr, NamedBy)>,
 }
 
 impl PunchSchedule {
-    /// Probes `addr` again after each delay (milliseconds from `now`).
+    /// Probes `addr`, which gossip named, again after each delay (milliseconds from `now`).
     pub fn schedule(&mut self, now: Instant, addr: SocketAddr, delays_ms: &[u64]) {
+        self.schedule_named(now, addr, delays_ms, NamedBy::Gossip);
+    }
+
+    /// As [`Self::schedule`], for an address of a member we verified.
+    pub fn schedule_member(&mut self, now: Instant, addr: SocketAddr, delays_ms: &[u64]) {
+        self.schedule_named(now, addr, delays_ms, NamedBy::Member);
+    }
+
+    fn schedule_named(&mut self, now: Instant, addr: SocketAddr, delays_ms: &[u64], by: NamedBy) {
         for ms in delays_ms {
             if self.pending.len() >= MAX_PENDING_PUNCHES {
                 return;
             }
-            self.pending.push((now + Duration::from_millis(*ms), addr));
+            self.pending
+                .push((now + Duration::from_millis(*ms), addr, by));
         }
     }
 
     pub fn is_pending(&self, addr: SocketAddr) -> bool {
-        self.pending.iter().any(|(_, a)| *a == addr)
+        self.pending.iter().any(|(_, a, _)| *a == addr)
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.iter().map(|(t, _)| *t).min()
+        self.pending.iter().map(|(t, _, _)| *t).min()
     }
 
-    /// The addresses due at `now`, in the order they were scheduled; removed from the schedule.
-    pub fn take_due(&mut self, now: Instant) -> Vec<SocketAddr> {
+    /// The addresses due at `now`, in the order they were scheduled, with who named each;
+    /// removed from the schedule.
+    pub fn take_due(&mut self, now: Instant) -> Vec<(SocketAddr, NamedBy)> {
         let due = self
             .pending
             .iter()
-            .filter(|(t, _)| *t <= now)
-            .map(|(_, a)| *a)
+            .filter(|(t, _, _)| *t <= now)
+            .map(|(_, a, by)| (*a, *by))
             .collect();
-        self.pending.retain(|(t, _)| *t > now);
+        self.pending.retain(|(t, _, _)| *t > now);
         due
     }
 
@@ -80,8 +104,10 @@ mod tests {
         assert!(punches.take_due(start).is_empty());
         assert_eq!(
             punches.take_due(start + Duration::from_millis(1_000)),
-            vec![addr, addr]
+            vec![(addr, NamedBy::Gossip); 2]
         );
+        punches.schedule_member(start, addr, &[0]);
+        assert_eq!(punches.take_due(start), vec![(addr, NamedBy::Member)]);
         assert_eq!(punches.len(), 2);
         assert_eq!(punches.take_due(start + Duration::from_secs(9)).len(), 2);
         assert!(punches.is_empty() && punches.next_deadline().is_none());

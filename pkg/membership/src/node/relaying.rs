@@ -14,17 +14,19 @@
 //! ([`relay::relay_rank`]), so they meet.
 
 use super::Membership;
+use crate::direct;
 use crate::event::Event;
 use crate::gossip;
+use crate::punch::PUNCH_RETRIES;
 use crate::relay::{self, RELAY_REFRESH, TRIAL_PROBES};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wgmesh_exchange::{
     EXT_PUNCH, EXT_RELAY_ASK, EXT_RELAY_GRANT, EXT_RELAY_REFUSED, Extension, GossipEntry,
-    GrantRole, RefusalReason, RelayAsk, RelayGrant, RelayRefused,
+    GrantRole, Punch, RefusalReason, RelayAsk, RelayGrant, RelayRefused,
 };
 use wgmesh_keys::PublicKey;
-use wgmesh_mesh::MemberChange;
+use wgmesh_mesh::{Member, MemberChange};
 
 impl Membership {
     /// A relay extension in gossip from the verified member `sender` (at `from`).
@@ -53,7 +55,11 @@ impl Membership {
                     self.on_relay_refused(sender, refused);
                 }
             }
-            EXT_PUNCH => self.on_punch(now, wall_ms, sender),
+            EXT_PUNCH => {
+                if let Some(punch) = Punch::decode(&extension.value) {
+                    self.on_punch(now, wall_ms, sender, punch);
+                }
+            }
             _ => {}
         }
     }
@@ -253,6 +259,9 @@ impl Membership {
         });
         self.next_relay_refresh.get_or_insert(now + RELAY_REFRESH);
         self.punches.schedule(now, inside, &TRIAL_PROBES);
+        if direct::leads(self.exchange.public_key(), peer) {
+            self.direct.relayed(*peer, now);
+        }
     }
 
     fn on_relay_refused(&mut self, relay: PublicKey, refused: RelayRefused) {
@@ -296,8 +305,8 @@ impl Membership {
     }
 
     /// Asks again, once per [`RELAY_REFRESH`], for every pair we have through a relay: it
-    /// keeps the allocation alive, and after a relay's restart it brings the new ports. And
-    /// tries each relayed member's direct path again ([`Self::try_direct`]).
+    /// keeps the allocation alive, and after a relay's restart it brings the new ports. Plans
+    /// the direct attempts we lead for relayed members ([`crate::direct`]).
     pub(super) fn refresh_relays(&mut self, now: Instant, wall_ms: u64) {
         if self.next_relay_refresh.is_none_or(|at| at > now) {
             return;
@@ -310,54 +319,90 @@ impl Membership {
         let mut pairs = relayed.clone();
         pairs.extend(self.trials.pairs());
         self.next_relay_refresh = None;
+        let own = *self.exchange.public_key();
+        self.direct
+            .retain(|key| pairs.iter().any(|(_, peer)| peer == key));
         for (relay, peer) in pairs {
             self.ask_relay(now, wall_ms, &relay, peer);
-        }
-        for (_, peer) in relayed {
-            self.try_direct(now, wall_ms, &peer);
-            // "Call me maybe": the member probes our direct address at once, so both NATs see
-            // an outbound datagram before the other's arrives (a router that drops unsolicited
-            // datagrams then lets the second one in).
-            if let Some(member) = self.members.get(&peer) {
-                let inside = self.tunnel_addr(member.mesh_ipv4);
-                self.send_relay_extension(wall_ms, inside, &[], EXT_PUNCH, Vec::new());
+            if direct::leads(&own, &peer) {
+                self.direct.relayed(peer, now);
             }
         }
     }
 
-    /// A relayed member tries its direct path and asks us to try ours: probe it.
-    fn on_punch(&mut self, now: Instant, wall_ms: u64, sender: PublicKey) {
-        if self
-            .members
-            .get(&sender)
-            .is_some_and(|m| m.relay_via.is_some())
-        {
-            self.try_direct(now, wall_ms, &sender);
+    /// Starts the direct attempts that are due: ping the relayed member through the tunnel, to
+    /// time the relayed path ([`Self::on_punch`] goes on with the pong).
+    pub(super) fn attempt_direct(&mut self, now: Instant, wall_ms: u64) {
+        if self.direct.next_deadline().is_none_or(|at| at > now) {
+            return;
+        }
+        for peer in self.direct.take_due(now) {
+            let Some(member) = self.members.get(&peer).filter(|m| m.relay_via.is_some()) else {
+                continue;
+            };
+            let inside = self.tunnel_addr(member.mesh_ipv4);
+            let nonce = self.entropy.next_u64();
+            self.direct.pinged(peer, nonce, now);
+            let value = Punch::Ping(nonce).encode();
+            self.send_relay_extension(wall_ms, inside, &[], EXT_PUNCH, value);
         }
     }
 
-    /// Probes a relayed member's direct addresses: the control address we know it by, and the
-    /// control port on that address's host (a NAT that keeps ports maps it there; the address
-    /// the relay saw may be a mapping towards the relay only). A Hello back from either ends
-    /// the relaying ([`crate::Event::DirectPath`]); the probes are repeated on the punch
-    /// schedule, as both ends' first datagrams may cross their NATs' state.
-    fn try_direct(&mut self, now: Instant, wall_ms: u64, peer: &PublicKey) {
-        let Some(control) = self.members.get(peer).and_then(|m| m.control_addr) else {
+    /// "Call me maybe" through the relayed tunnel from the relayed member `sender`: answer a
+    /// ping at once; on the pong to ours, say "go" and probe half the round trip later; on
+    /// "go", probe at once. Both ends' probes then leave together.
+    fn on_punch(&mut self, now: Instant, wall_ms: u64, sender: PublicKey, punch: Punch) {
+        let Some(member) = self.members.get(&sender).filter(|m| m.relay_via.is_some()) else {
             return;
+        };
+        let inside = self.tunnel_addr(member.mesh_ipv4);
+        match punch {
+            Punch::Ping(nonce) => {
+                let value = Punch::Pong(nonce).encode();
+                self.send_relay_extension(wall_ms, inside, &[], EXT_PUNCH, value);
+            }
+            Punch::Pong(nonce) => {
+                if let Some(lead) = self.direct.ponged(&sender, nonce, now) {
+                    self.send_relay_extension(wall_ms, inside, &[], EXT_PUNCH, Vec::new());
+                    self.try_direct(now, wall_ms, &sender, lead);
+                }
+            }
+            Punch::Go => self.try_direct(now, wall_ms, &sender, Duration::ZERO),
+        }
+    }
+
+    /// A relayed member's direct addresses: the control address we know it by, and the control
+    /// port on that address's host (a NAT that keeps ports maps it there; the address the relay
+    /// saw may be a mapping towards the relay only).
+    pub(super) fn direct_targets(&self, member: &Member) -> Vec<SocketAddr> {
+        let Some(control) = member.control_addr else {
+            return Vec::new();
         };
         let guessed = SocketAddr::new(control.ip(), self.config.control_port);
         let mut targets = vec![control];
         if guessed != control {
             targets.push(guessed);
         }
-        for addr in targets {
-            if self.is_mesh_address(addr.ip()) {
-                continue;
-            }
-            self.probe(wall_ms, addr, None);
-            if !self.punches.is_pending(addr) {
-                self.punches
-                    .schedule(now, addr, &crate::punch::PUNCH_RETRIES);
+        targets.retain(|addr| !self.is_mesh_address(addr.ip()));
+        targets
+    }
+
+    /// Probes a relayed member's direct addresses after `lead`, and again on the punch schedule
+    /// (a first datagram may still meet a NAT that has not sent yet). A Hello back from either
+    /// ends the relaying ([`crate::Event::DirectPath`]).
+    fn try_direct(&mut self, now: Instant, wall_ms: u64, peer: &PublicKey, lead: Duration) {
+        let Some(member) = self.members.get(peer) else {
+            return;
+        };
+        let lead_ms = u64::try_from(lead.as_millis()).unwrap_or(u64::MAX);
+        for addr in self.direct_targets(member) {
+            if lead_ms == 0 {
+                self.probe(wall_ms, addr, None);
+                self.punches.schedule_member(now, addr, &PUNCH_RETRIES);
+            } else {
+                let mut delays = vec![lead_ms];
+                delays.extend(PUNCH_RETRIES.iter().map(|ms| lead_ms.saturating_add(*ms)));
+                self.punches.schedule_member(now, addr, &delays);
             }
         }
     }
