@@ -528,8 +528,8 @@ fn hosts_behind_routers_that_accept_early_datagrams_end_direct() {
 
 /// Issue 14's matrix: a NAT that changes mode mid-run. Two hosts behind port-randomising NATs
 /// meet through the relay; then both routers start keeping ports, as a NAT that was only
-/// overloaded would. The relayed pair finds its direct path by itself (each end retries it
-/// every 30 s and asks the other through the relayed tunnel to probe back at once), `status`
+/// overloaded would. The relayed pair finds its direct path by itself (the end with the lower
+/// key leads a coordinated attempt every 35 s, timed through the relayed tunnel), `status`
 /// shows the switch, and the log says so once per end.
 #[test]
 #[cfg_attr(
