@@ -526,17 +526,19 @@ fn hosts_behind_routers_that_accept_early_datagrams_end_direct() {
     }
 }
 
-/// Issue 14's matrix: a NAT that changes mode mid-run. Two hosts behind port-randomising NATs
-/// meet through the relay; then both routers start keeping ports, as a NAT that was only
-/// overloaded would. The relayed pair finds its direct path by itself (the end with the lower
-/// key leads a coordinated attempt every 35 s, timed through the relayed tunnel), `status`
-/// shows the switch, and the log says so once per end.
+/// Issue 14's matrix: a NAT that changes mode mid-run, both ways. Two hosts behind
+/// port-randomising NATs meet through the relay; then both routers start keeping ports, as a NAT
+/// that was only overloaded would. The relayed pair finds its direct path by itself (the end
+/// with the lower key leads a coordinated attempt every 35 s, timed through the relayed tunnel),
+/// `status` shows the switch, and the log says so once per end. Then both routers randomise
+/// ports again: the direct path dies, each end suspects the other and falls back to the relay
+/// by itself, and the pair pings through it again.
 #[test]
 #[cfg_attr(
     not(feature = "root-tests"),
     ignore = "needs root: run with --features root-tests"
 )]
-fn a_relayed_pair_goes_direct_when_its_nats_start_keeping_ports() {
+fn a_pair_switches_between_relay_and_direct_as_its_nats_change_mode() {
     let mut lab = NatLab::new(&[NatMode::Random, NatMode::Random]);
     // No DHT: its lookups would keep probing every member's public control port, which would
     // find the direct path too; here only the relayed pair's own retry can.
@@ -585,6 +587,26 @@ fn a_relayed_pair_goes_direct_when_its_nats_start_keeping_ports() {
             host.index
         );
     }
+    for k in 1..=2 {
+        lab.set_mode(k, NatMode::Random);
+    }
+    let back = Instant::now();
+    let h2_ip = lab.mesh_ips()[2].0.clone();
+    wait_until(
+        Duration::from_secs(90),
+        "h1 to hold h2 through the relay again and ping it",
+        || relayed(&lab) && lab.hosts[0].ping(&h2_ip),
+    );
+    eprintln!(
+        "NAT lab (port-preserving -> random): relayed again {:?} after the switch back",
+        back.elapsed()
+    );
+    let lost = lab.hosts.iter().any(|host| {
+        std::fs::read_to_string(host.log_path())
+            .unwrap_or_default()
+            .contains("direct path lost; relaying")
+    });
+    assert!(lost, "no end logged the fallback to the relay");
 }
 
 fn control_port(lab: &NatLab) -> u64 {

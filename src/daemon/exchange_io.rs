@@ -454,6 +454,9 @@ impl ExchangeTask {
             CoreEvent::DirectPath { key, relay, from } => {
                 tracing::info!(peer = %key.short(), relay = %relay.short(), %from, "direct path found; no longer relayed");
             }
+            CoreEvent::DirectPathLost { key, relay } => {
+                tracing::info!(peer = %key.short(), relay = %relay.short(), "direct path lost; relaying");
+            }
             CoreEvent::Relayed { member, relay } => {
                 tracing::info!(peer = %member.public_key.short(), mesh_ipv4 = %member.mesh_ipv4, relay = %relay.short(), "no direct path; relaying");
                 let mut shared = self.shared.lock();

@@ -68,6 +68,9 @@ pub enum Event {
         relay: PublicKey,
         from: SocketAddr,
     },
+    /// A member reached directly stopped answering there (it is a suspect) and a relay granted
+    /// the pair a port: it is relayed from now on (`Event::Member` carries the new path).
+    DirectPathLost { key: PublicKey, relay: PublicKey },
     /// A member heard of by gossip did not answer directly: it is on trial through `relay`,
     /// which granted the pair a port (`member.relay_endpoint`). The shell installs `member` as
     /// its own WireGuard peer with that endpoint and its own /32 and /128 only (it has no

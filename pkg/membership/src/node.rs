@@ -1069,6 +1069,7 @@ impl Membership {
             },
         );
         let mut suspects = Vec::new();
+        let mut lost_direct = Vec::new();
         for action in actions {
             match action {
                 liveness::Action::Probe { key, attempt } => {
@@ -1090,6 +1091,9 @@ impl Membership {
                 }
                 liveness::Action::Suspect(key) => {
                     if let Some(member) = self.members.get(&key) {
+                        if member.relay_via.is_none() {
+                            lost_direct.push(key);
+                        }
                         self.push_event(Event::Suspect {
                             key,
                             mesh_ipv4: member.mesh_ipv4,
@@ -1121,6 +1125,14 @@ impl Membership {
         }
         if !suspects.is_empty() {
             self.announce_suspects(wall_ms, &suspects);
+        }
+        // A member reached directly that stopped answering there may only have lost its direct
+        // path (a NAT that changed): ask a relay for the pair, which answers only if it still
+        // reaches the member itself ([`relaying`]).
+        for key in lost_direct {
+            if let Some(relay) = self.choose_relay(&key) {
+                self.ask_relay(now, wall_ms, &relay, key);
+            }
         }
     }
 

@@ -190,18 +190,18 @@ fn a_relay_allocates_only_towards_a_member_it_verified() {
 }
 
 /// Issue 14: a relayed pair whose direct path opens (the NATs between them changed) goes direct
-/// by itself within a retry period ([`wgmesh_membership::relay::RELAY_REFRESH`]) and the
+/// by itself within a retry period ([`wgmesh_membership::direct::DIRECT_RETRY`]) and the
 /// relaying ends on both sides.
 #[test]
 fn a_relayed_pair_goes_direct_once_its_direct_path_opens() {
-    use wgmesh_membership::relay::RELAY_REFRESH;
+    use wgmesh_membership::direct::DIRECT_RETRY;
     let mut sim = relay_scenario(true);
     let (r, a, b) = (0, 1, 2);
     let relay = sim.nodes[r].public_key;
     assert_eq!(member_of(&sim, a, b).and_then(|m| m.relay_via), Some(relay));
     sim.unblock(a, b);
     let opened = sim.elapsed();
-    sim.run_until(opened + RELAY_REFRESH + Duration::from_secs(2), |_| {});
+    sim.run_until(opened + DIRECT_RETRY + Duration::from_secs(2), |_| {});
     for (holder, member) in [(a, b), (b, a)] {
         let held = member_of(&sim, holder, member).expect("still a member");
         assert_eq!(
@@ -210,6 +210,90 @@ fn a_relayed_pair_goes_direct_once_its_direct_path_opens() {
             "{holder} holding {member}"
         );
         assert!(traced(&sim, holder, "DirectPath"), "{holder}");
+    }
+}
+
+/// Issue 14, the other way: a direct pair whose direct path dies (a NAT started randomising
+/// ports) falls back to the relay by itself once each end suspects the other, stays a pair of
+/// members (no removal, no re-join), and answers through the relay again.
+#[test]
+fn a_direct_pair_whose_path_dies_falls_back_to_the_relay() {
+    use wgmesh_membership::liveness::{PROBE_INTERVAL, SUSPECT_TIMEOUT};
+    let (mut sim, r, a, b) = relay_and_two_members(23);
+    let relay = sim.nodes[r].public_key;
+    assert_eq!(member_of(&sim, a, b).and_then(|m| m.relay_via), None);
+    sim.block(a, b);
+    let cut = sim.elapsed();
+    // Each member is probed once per round of two intervals; a failed probe makes a suspect.
+    sim.run_until(cut + PROBE_INTERVAL * 6, |_| {});
+    for (holder, member) in [(a, b), (b, a)] {
+        let held = member_of(&sim, holder, member).expect("still a member");
+        assert_eq!(held.relay_via, Some(relay), "{holder} holding {member}");
+        assert!(held.relay_endpoint.is_some(), "{holder} holding {member}");
+        assert!(traced(&sim, holder, "DirectPathLost"), "{holder}");
+    }
+    // Past the suspicion timeout it is still a member: its answers come through the relay.
+    sim.run_until(cut + SUSPECT_TIMEOUT + PROBE_INTERVAL * 6, |_| {});
+    for (holder, member) in [(a, b), (b, a)] {
+        assert!(
+            member_of(&sim, holder, member).is_some(),
+            "{holder} holding {member}"
+        );
+        assert!(
+            !sim.nodes[holder]
+                .core
+                .is_suspect(&sim.nodes[member].public_key)
+        );
+    }
+}
+
+/// Issue 14: a relayed member's direct address is sent nothing outside the pair's coordinated
+/// attempts (liveness, digests and gossip go through the tunnel), so between two attempts it
+/// gets 30 s of silence, longer than a router keeps a conntrack entry that a stray datagram
+/// confirmed; and each attempt's first probes leave both ends within milliseconds.
+#[test]
+fn a_relayed_members_direct_address_hears_only_coordinated_attempts() {
+    let mut sim = relay_scenario(true);
+    let (a, b) = (1, 2);
+    let start = sim.elapsed();
+    sim.run_until(start + Duration::from_secs(300), |_| {});
+    let underlay = |node: usize| sim.nodes[node].addr.ip();
+    let direct_sends = |from: usize, to: usize| -> Vec<Duration> {
+        sim.sends
+            .iter()
+            .filter(|(at, sender, dst)| *at >= start && *sender == from && dst.ip() == underlay(to))
+            .map(|(at, _, _)| *at)
+            .collect()
+    };
+    let (ab, ba) = (direct_sends(a, b), direct_sends(b, a));
+    // Five minutes hold at least seven attempts; each sends a probe and four retries per end.
+    assert!(ab.len() >= 7 * 5 && ba.len() >= 7 * 5, "{ab:?} {ba:?}");
+    for sends in [&ab, &ba] {
+        for gap in sends.windows(2).map(|w| w[1] - w[0]) {
+            assert!(
+                gap <= Duration::from_secs(4) || gap >= Duration::from_secs(30),
+                "a datagram between attempts: {sends:?}"
+            );
+        }
+    }
+    // Attempt by attempt, the two ends' first probes leave together: within the jitter of the
+    // relayed path's two hops (the simulator draws each datagram's latency from 1 to 20 ms).
+    let jitter = Duration::from_millis(2 * NetConfig::default().latency_max_ms);
+    let firsts = |sends: &[Duration]| -> Vec<Duration> {
+        let mut out: Vec<Duration> = Vec::new();
+        for at in sends {
+            if out
+                .last()
+                .is_none_or(|last| *at - *last >= Duration::from_secs(30))
+            {
+                out.push(*at);
+            }
+        }
+        out
+    };
+    for (x, y) in firsts(&ab).into_iter().zip(firsts(&ba)) {
+        let apart = if x > y { x - y } else { y - x };
+        assert!(apart <= jitter, "{x:?} against {y:?}");
     }
 }
 

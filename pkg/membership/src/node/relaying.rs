@@ -17,7 +17,7 @@ use super::Membership;
 use crate::direct;
 use crate::event::Event;
 use crate::gossip;
-use crate::punch::PUNCH_RETRIES;
+use crate::punch::{PUNCH_RETRIES, TUNNEL_RETRIES};
 use crate::relay::{self, RELAY_REFRESH, TRIAL_PROBES};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -186,11 +186,17 @@ impl Membership {
         if peer == *self.exchange.public_key() || peer == relay {
             return;
         }
-        // Already a member: directly reached (the offer is moot) or relayed (follow the better
-        // relay; a re-grant from the same relay may carry a new port, after its restart).
+        // Already a member: directly reached (the offer is moot, unless the member stopped
+        // answering there: it falls back to the relay) or relayed (follow the better relay; a
+        // re-grant from the same relay may carry a new port, after its restart).
         if let Some(member) = self.members.get(&peer) {
-            let Some(current) = member.relay_via else {
-                return;
+            let falls_back = member.relay_via.is_none()
+                && self.liveness.is_suspect(&peer)
+                && self.may_relay_through(&relay);
+            let current = match member.relay_via {
+                Some(current) => current,
+                None if falls_back => relay,
+                None => return,
             };
             if current != relay && !self.relay_ranks_better(&relay, &current, &peer) {
                 return;
@@ -201,7 +207,17 @@ impl Membership {
             let mut moved = member.clone();
             moved.relay_via = Some(relay);
             moved.relay_endpoint = Some(endpoint);
+            let inside = self.tunnel_addr(moved.mesh_ipv4);
             let change = self.members.upsert(moved);
+            if falls_back {
+                self.push_event(Event::DirectPathLost { key: peer, relay });
+                // Its answers come through the relayed tunnel now, which clears the suspicion.
+                self.punches.schedule_member(now, inside, &TUNNEL_RETRIES);
+                self.next_relay_refresh.get_or_insert(now + RELAY_REFRESH);
+                if direct::leads(self.exchange.public_key(), &peer) {
+                    self.direct.relayed(peer, now);
+                }
+            }
             if change != MemberChange::Refreshed
                 && let Some(member) = self.members.get(&peer)
             {

@@ -145,6 +145,8 @@ pub struct Sim {
     /// Every (time, node, event) in order: the trace two equal runs must share.
     pub trace: Vec<(u64, usize, String)>,
     pub record_trace: bool,
+    /// With `record_trace`: every (elapsed, sender, destination) of a datagram sent.
+    pub sends: Vec<(Duration, usize, SocketAddr)>,
     /// Simulated minutes in which a node joined (their datagram budget is a formation budget).
     pub join_minutes: std::collections::BTreeSet<usize>,
     /// Nodes that took an input in the last step: the per-step invariants look at these.
@@ -209,6 +211,7 @@ impl Sim {
             sent_to: HashMap::new(),
             trace: Vec::new(),
             record_trace: false,
+            sends: Vec::new(),
             join_minutes: std::collections::BTreeSet::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
@@ -479,6 +482,10 @@ impl Sim {
         }
         counts[minute] += 1;
         *self.sent_to.entry(transmit.dst.ip()).or_default() += 1;
+        if self.record_trace {
+            let at = self.elapsed();
+            self.sends.push((at, sender, transmit.dst));
+        }
         let from = self.nodes[sender].addr;
         if transmit.dst == self.group {
             for to in 0..self.nodes.len() {
