@@ -292,7 +292,7 @@ fn a_relayed_members_direct_address_hears_only_coordinated_attempts() {
         out
     };
     for (x, y) in firsts(&ab).into_iter().zip(firsts(&ba)) {
-        let apart = if x > y { x - y } else { y - x };
+        let apart = x.abs_diff(y);
         assert!(apart <= jitter, "{x:?} against {y:?}");
     }
 }
