@@ -184,3 +184,68 @@ fn library_crates_under_pkg_do_no_io() {
     }
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
+
+/// Every dependency of every workspace crate is declared once, in the root manifest's
+/// `[workspace.dependencies]`, and inherited (`name.workspace = true`, or `{ workspace = true,
+/// features = [...] }`): one place decides each crate's version and default features.
+#[test]
+fn dependencies_are_declared_once_in_the_workspace() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut offences = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let path = package["manifest_path"].as_str().unwrap();
+        let manifest = std::fs::read_to_string(path).unwrap();
+        offences.extend(
+            not_inherited(&manifest)
+                .into_iter()
+                .map(|line| format!("{path}: {line}")),
+        );
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// The dependency lines of `manifest` that do not inherit from the workspace.
+fn not_inherited(manifest: &str) -> Vec<String> {
+    let mut in_dependencies = false;
+    let mut found = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            let section = line.trim_matches(['[', ']']);
+            in_dependencies = section != "workspace.dependencies"
+                && ["dependencies", "dev-dependencies", "build-dependencies"]
+                    .iter()
+                    .any(|name| section == *name || section.ends_with(&format!(".{name}")));
+            continue;
+        }
+        if !in_dependencies || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let inherited = line.contains(".workspace = true") || line.contains("{ workspace = true");
+        if !inherited {
+            found.push(line.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_inheritance_check_sees_a_local_declaration() {
+    let manifest = "[package]\nname = \"x\"\n[dependencies]\nfoo.workspace = true\n\
+                    bar = { workspace = true, features = [\"a\"] }\nbaz = \"1\"\n\
+                    [target.'cfg(unix)'.dev-dependencies]\nqux = { version = \"2\" }\n\
+                    [workspace.dependencies]\nfoo = \"1\"\n";
+    assert_eq!(
+        not_inherited(manifest),
+        vec!["baz = \"1\"", "qux = { version = \"2\" }"]
+    );
+}

@@ -452,7 +452,7 @@ s.sendto(b"early", (sys.argv[3], int(sys.argv[2])))
 /// scanner): each router now holds a conntrack entry for those port pairs, so each host's
 /// first flow to the other clashes with it and is given a random port, and every datagram
 /// either host sends the other afterwards keeps its side's clashing flow alive. The pair
-/// falls back to the relay. The routers are 40 ms apart, so datagrams sent at once cross on
+/// falls back to the relay. The routers are 100 ms apart, so datagrams sent at once cross on
 /// the wire as between real sites. The pair must end direct all the same: nothing probes a
 /// relayed member's direct address outside the pair's coordinated attempts, so after 30 s
 /// the clashing entries are gone, and the attempt (both ends at once, timed through the
@@ -465,7 +465,7 @@ s.sendto(b"early", (sys.argv[3], int(sys.argv[2])))
 fn hosts_behind_routers_that_accept_early_datagrams_end_direct() {
     let mut lab = NatLab::with_wan_latency(
         &[NatMode::PortPreserving, NatMode::PortPreserving],
-        Some(Duration::from_millis(20)),
+        Some(Duration::from_millis(50)),
     );
     for k in 1..=2 {
         lab.accept_unsolicited(k);

@@ -4,10 +4,10 @@
 
 use super::discovery::{DhtLink, Discovery};
 use super::nat::{NatView, NatWatch};
+use super::platform::lan_addresses;
 use super::relay_io::{AllocateError, RelayServer};
-use super::state::{MeshState, NodeInfo, OwnAddresses, Shared};
+use super::state::{MeshState, NodeInfo, OwnAddresses, Shared, now_ms};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::SystemTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -55,25 +55,6 @@ pub fn relay_allow_list(
             Some(wgmesh_membership::relay::RelayAllowList::new(keys.clone()))
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    super::state::unix_ms(SystemTime::now())
-}
-
-/// IPv4 addresses of the host's interfaces that can carry mesh traffic (not loopback, not the
-/// mesh interface itself), with their interface names.
-pub fn lan_addresses(mesh_interface: &str) -> Vec<(String, Ipv4Addr)> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter(|a| a.interface_name != mesh_interface)
-        .filter_map(|a| {
-            let ip = a.address?.as_sockaddr_in()?.ip();
-            (!ip.is_loopback() && !ip.is_unspecified()).then_some((a.interface_name, ip))
-        })
-        .collect()
 }
 
 /// Our record: key, addresses, candidate endpoints (the STUN-mapped one first, then LAN

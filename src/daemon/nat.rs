@@ -1,7 +1,8 @@
 //! NAT awareness on the control socket: STUN rounds (RFC 5389 via `wgmesh-nat`) and noticing
 //! that the host's own addresses changed (roaming), which calls for a new round at once.
 
-use super::exchange_io::lan_addresses;
+use super::platform::lan_addresses;
+use super::state::now_ms;
 use std::net::{IpAddr, SocketAddr};
 use tokio::time::{Duration, Instant};
 use wgmesh_nat::{
@@ -84,7 +85,7 @@ impl NatWatch {
         if at > now {
             return Vec::new();
         }
-        let requests = probe.requests(super::exchange_io::now_ms(), transaction_id);
+        let requests = probe.requests(now_ms(), transaction_id);
         self.attempts += 1;
         let wait = if probe.all_answered() || self.attempts >= MAX_ATTEMPTS_PER_ROUND {
             self.attempts = 0;
@@ -99,7 +100,7 @@ impl NatWatch {
     /// Feeds a STUN datagram; returns the new view when it changed.
     pub fn on_stun(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<NatView> {
         let probe = self.probe.as_mut()?;
-        probe.on_datagram(from, datagram, super::exchange_io::now_ms())?;
+        probe.on_datagram(from, datagram, now_ms())?;
         if probe.all_answered() {
             self.attempts = 0;
         }

@@ -163,6 +163,21 @@ pub fn remove_kept_interface(interface: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// IPv4 addresses of the host's interfaces that can carry mesh traffic (not loopback, not the
+/// mesh interface itself), with their interface names.
+pub fn lan_addresses(mesh_interface: &str) -> Vec<(String, std::net::Ipv4Addr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name != mesh_interface)
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            (!ip.is_loopback() && !ip.is_unspecified()).then_some((a.interface_name, ip))
+        })
+        .collect()
+}
+
 /// The networks directly connected to this host, except the mesh interface's own.
 pub fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {

@@ -298,6 +298,11 @@ pub fn status_report(
     }
 }
 
+/// Wall-clock milliseconds now (protocol timestamps and budgets; never for timeouts).
+pub fn now_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
 /// Milliseconds since the Unix epoch (0 for a clock before it).
 pub fn unix_ms(time: std::time::SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)

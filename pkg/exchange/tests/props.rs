@@ -37,9 +37,7 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
 fn route() -> impl Strategy<Value = IpNet> {
     (ip(), any::<u8>()).prop_map(|(ip, len)| {
         let max = if ip.is_ipv4() { 33 } else { 129 };
-        IpNet::new(ip, len % max)
-            .map(|net| net.trunc())
-            .unwrap_or_else(|_| unreachable!())
+        IpNet::new_assert(ip, len % max).trunc()
     })
 }
 

@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn per_target_and_total_caps_hold_within_a_minute_and_reset_after() {
         let mut budget = ProbeBudget::default();
-        let victim: IpAddr = "192.0.2.9".parse().unwrap_or_else(|_| unreachable!());
+        let victim = IpAddr::from([192, 0, 2, 9]);
         let allowed = (0..10).filter(|_| budget.allow(1_000, victim)).count();
         assert_eq!(allowed, PER_TARGET_PER_MINUTE as usize);
         let others = (0..500u32)

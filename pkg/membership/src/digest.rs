@@ -154,7 +154,7 @@ mod tests {
         let (a, b, c) = (member(1), member(2), member(3));
         let mut b_seen_late = b.clone();
         b_seen_late.last_seen_ms = 99_999;
-        b_seen_late.endpoint = Some("192.0.2.7:51820".parse().unwrap_or_else(|_| unreachable!()));
+        b_seen_late.endpoint = Some(std::net::SocketAddr::from(([192, 0, 2, 7], 51_820)));
         let at_a = Digest::of(&a, &table(&[b.clone(), c.clone()]), false);
         let at_c = Digest::of(&c, &table(&[a.clone(), b_seen_late]), false);
         assert_eq!(at_a.buckets, at_c.buckets);
@@ -169,7 +169,10 @@ mod tests {
         let missing = Digest::of(&a, &table(std::slice::from_ref(&b)), false);
         assert_eq!(full.differing(&missing), vec![bucket_of(&c.public_key)]);
         let mut routed = c.clone();
-        routed.routes = vec!["192.168.7.0/24".parse().unwrap_or_else(|_| unreachable!())];
+        routed.routes = vec![ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+            std::net::Ipv4Addr::new(192, 168, 7, 0),
+            24,
+        ))];
         let stale = Digest::of(&a, &table(&[b, routed]), false);
         assert_eq!(full.differing(&stale), vec![bucket_of(&c.public_key)]);
     }
