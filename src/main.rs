@@ -7,6 +7,7 @@ mod control;
 mod daemon;
 mod logging;
 mod output;
+mod platform;
 mod secret_source;
 
 use clap::{CommandFactory as _, FromArgMatches as _};

@@ -249,3 +249,56 @@ fn the_inheritance_check_sees_a_local_declaration() {
         vec!["baz = \"1\"", "qux = { version = \"2\" }"]
     );
 }
+
+/// The operating system is chosen in one place, `src/platform` (issue 15): no other file in
+/// `src/` names the Linux platform crate or the crates that wrap OS calls.
+#[test]
+fn only_the_platform_module_names_os_crates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let platform = root.join("src").join("platform");
+    let mut offences = Vec::new();
+    for file in rust_files(&root.join("src")) {
+        if file.starts_with(&platform) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in names_os_crates(&text) {
+            offences.push(format!("{}: names {name}", file.display()));
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// The OS crates `text` names as paths (`nix::`, `socket2::`, `wgmesh_linux::`, or in `use`).
+fn names_os_crates(text: &str) -> Vec<&'static str> {
+    ["wgmesh_linux", "nix", "socket2"]
+        .into_iter()
+        .filter(|name| {
+            text.match_indices(name).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                let after = &text[at + name.len()..];
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && (after.starts_with("::")
+                        || after.starts_with(';')
+                        || after.starts_with(" as"))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_os_crate_check_tells_a_crate_from_a_word_ending_in_it() {
+    assert_eq!(
+        names_os_crates("use std::os::unix::fs;"),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        names_os_crates("let x = nix::unistd::getpid();"),
+        vec!["nix"]
+    );
+    assert_eq!(names_os_crates("use socket2::SockRef;"), vec!["socket2"]);
+    assert_eq!(
+        names_os_crates("wgmesh_linux::Rtnl::new()"),
+        vec!["wgmesh_linux"]
+    );
+}

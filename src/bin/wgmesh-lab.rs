@@ -3,7 +3,8 @@
 //! - `wgmesh-lab dht-testnet ARGS...`: a local mainline DHT for NAT labs.
 //! - `wgmesh-lab stun-server ARGS...`: a minimal RFC 5389 STUN responder.
 //! - `wgmesh-lab wan-delay --latency-ms MS NEAR FAR`: a WAN cable with latency (two TAP devices).
-//! - `wgmesh-lab udp-bind ADDR...`: a local user trying to take a UDP port (see [`udp_bind`]).
+//! - `wgmesh-lab udp-bind ADDR...`: a local user trying to take a UDP port
+//!   (`wgmesh_lab_support::udp_bind`).
 #![expect(clippy::print_stderr, reason = "a lab tool reports errors on stderr")]
 
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         "dht-testnet" => wgmesh_lab_support::dht_testnet::run_testnet(rest),
         "stun-server" => wgmesh_lab_support::stun_server::run_stun_server(rest),
         "wan-delay" => wgmesh_lab_support::wan_delay::run_wan_delay(rest),
-        "udp-bind" => udp_bind(rest),
+        "udp-bind" => wgmesh_lab_support::udp_bind::run_udp_bind(rest),
         other => Err(format!("unknown command {other:?}")),
     };
     match result {
@@ -27,44 +28,5 @@ fn main() -> ExitCode {
             eprintln!("wgmesh-lab: {err}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Binds each UDP address as a local attacker would, with `SO_REUSEADDR` and `SO_REUSEPORT`,
-/// and for each it gets, sends itself a datagram there to see whether it, rather than the
-/// daemon holding the port, receives it. One line per address on stderr; an error if any bind
-/// succeeded.
-fn udp_bind(args: &[String]) -> Result<(), String> {
-    use socket2::{Domain, Socket, Type};
-    use std::net::{SocketAddr, UdpSocket};
-    use std::time::Duration;
-    let mut bound = Vec::new();
-    for arg in args {
-        let addr: SocketAddr = arg.parse().map_err(|e| format!("{arg}: {e}"))?;
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)
-            .map_err(|e| format!("socket: {e}"))?;
-        socket
-            .set_reuse_address(true)
-            .and_then(|()| socket.set_reuse_port(true))
-            .map_err(|e| format!("setsockopt: {e}"))?;
-        match socket.bind(&addr.into()) {
-            Err(err) => eprintln!("{addr}: refused: {err}"),
-            Ok(()) => {
-                let socket = UdpSocket::from(socket);
-                let received = UdpSocket::bind((addr.ip(), 0))
-                    .or_else(|_| UdpSocket::bind("0.0.0.0:0"))
-                    .and_then(|probe| probe.send_to(b"wgmesh-lab", addr))
-                    .and_then(|_| socket.set_read_timeout(Some(Duration::from_secs(1))))
-                    .and_then(|()| socket.recv_from(&mut [0u8; 64]))
-                    .is_ok();
-                eprintln!("{addr}: bound; own datagram received: {received}");
-                bound.push(addr.to_string());
-            }
-        }
-    }
-    if bound.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("bound {}", bound.join(", ")))
     }
 }

@@ -240,11 +240,8 @@ fn daemon_pid(args: &QueryArgs) -> Result<i32, CliError> {
 pub fn reload(args: &QueryArgs) -> Result<(), CliError> {
     let before = fetch_status(args)?;
     let pid = i32::try_from(before.pid).map_err(|_| anyhow!("daemon reported an invalid pid"))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
+    crate::platform::send_signal(pid, crate::platform::Signal::Reload)
+        .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
     let request = Request::WaitReload {
         after: before.reload.generation,
     };
@@ -319,11 +316,8 @@ pub fn down(args: &QueryArgs) -> Result<(), CliError> {
 }
 
 fn terminate(pid: i32) -> Result<i32, CliError> {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
+    crate::platform::send_signal(pid, crate::platform::Signal::Stop)
+        .map_err(|err| anyhow!("cannot signal the daemon (pid {pid}): {err}"))?;
     Ok(pid)
 }
 

@@ -77,7 +77,7 @@ pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
 /// owned by someone else is refused by [`ensure_private_dir`] with the `chmod` that fixes it.
 fn prepare_config_dir(dir: &Path) -> anyhow::Result<()> {
     let ours_and_open = |meta: &std::fs::Metadata| {
-        meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o077 != 0
+        meta.is_dir() && meta.uid() == crate::platform::effective_uid() && meta.mode() & 0o077 != 0
     };
     if let Some(meta) = std::fs::symlink_metadata(dir).ok().filter(ours_and_open) {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -159,7 +159,7 @@ pub fn check_binary_is_root_only(binary: &Path) -> anyhow::Result<()> {
             component = component.display(),
         )
     };
-    let me = nix::unistd::geteuid().as_raw();
+    let me = crate::platform::effective_uid();
     let check = |component: &Path, meta: &std::fs::Metadata| -> anyhow::Result<()> {
         if meta.uid() != 0 && meta.uid() != me {
             return Err(refuse(

@@ -4,9 +4,10 @@
 
 use super::discovery::{DhtLink, Discovery};
 use super::nat::{NatView, NatWatch};
-use super::platform::lan_addresses;
 use super::relay_io::{AllocateError, RelayServer};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared, now_ms};
+use crate::platform::lan_addresses;
+use crate::platform::recv_with_destination;
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -99,10 +100,10 @@ pub fn own_record(node: &NodeInfo, state: &MeshState) -> Record {
 /// The name to announce when neither `--name` nor the reload file sets one: the system host
 /// name's first label, sanitised (`Web-01.example.com` → `web-01`); none if nothing usable.
 pub fn default_name() -> Option<MemberName> {
-    let host = nix::unistd::gethostname().ok()?;
-    let name = MemberName::from_host_name(&host.to_string_lossy());
+    let host = crate::platform::host_name()?;
+    let name = MemberName::from_host_name(&host);
     if name.is_none() {
-        tracing::warn!(host = %host.to_string_lossy(), "the host name gives no usable member name; announcing none (set one with --name)");
+        tracing::warn!(%host, "the host name gives no usable member name; announcing none (set one with --name)");
     }
     name
 }
@@ -110,102 +111,6 @@ pub fn default_name() -> Option<MemberName> {
 /// Our version and name, as the exchange announces them.
 pub fn own_info(state: &MeshState) -> MemberInfo {
     MemberInfo::new(crate::VERSION, state.own_name.clone())
-}
-
-/// Binds the control socket: all IPv4 addresses, joined to the LAN group on every interface.
-///
-/// Exclusively: no `SO_REUSEADDR` (and no `SO_REUSEPORT`). With either, a local user of any uid
-/// could bind the same port on `127.0.0.1`, the LAN address, the group or the wildcard beside
-/// the daemon and receive its datagrams (Linux delivers to the most specific, then the newest
-/// socket). Multicast needs no sharing: the one socket bound to the wildcard receives the group's
-/// datagrams on every interface it joined. Two daemons on one host therefore need different
-/// control ports (the derived port differs per secret; `--control-port` for the rest).
-pub fn bind_control(
-    port: u16,
-    group: Option<Ipv4Addr>,
-    mesh_interface: &str,
-) -> std::io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    socket.set_nonblocking(true)?;
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    socket.bind(&addr.into()).map_err(|err| {
-        if err.kind() == std::io::ErrorKind::AddrInUse {
-            std::io::Error::new(
-                err.kind(),
-                format!(
-                    "{err}: another process holds UDP port {port} (another wgmesh on this host? give one of them --control-port)"
-                ),
-            )
-        } else {
-            err
-        }
-    })?;
-    if let Some(group) = group {
-        socket.set_multicast_loop_v4(false)?;
-        socket.set_multicast_ttl_v4(1)?;
-        for (name, ip) in lan_addresses(mesh_interface) {
-            if let Err(err) = socket.join_multicast_v4(&group, &ip) {
-                tracing::debug!(interface = %name, error = %err, "cannot join the LAN group");
-            }
-        }
-    }
-    // Which datagrams came to the LAN group (beacons a known member need not answer).
-    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
-        .map_err(std::io::Error::from)?;
-    enlarge_receive_buffer(&socket);
-    UdpSocket::from_std(socket.into())
-}
-
-/// The control socket's receive buffer. When a large mesh forms, every member's beacon answers,
-/// Hellos and gossip arrive within a few hundred milliseconds; Linux's default buffer
-/// (`net.core.rmem_default`, 208 KiB, about 200 such datagrams) overflowed at 40 nodes and the
-/// lost datagrams waited for the next discovery round. Root may exceed `net.core.rmem_max`.
-const RECEIVE_BUFFER: usize = 4 << 20;
-
-fn enlarge_receive_buffer(socket: &socket2::Socket) {
-    let forced = nix::sys::socket::setsockopt(
-        socket,
-        nix::sys::socket::sockopt::RcvBufForce,
-        &RECEIVE_BUFFER,
-    );
-    if let Err(errno) = forced {
-        tracing::debug!(error = %errno, "cannot force the control socket's receive buffer; asking within rmem_max");
-        if let Err(err) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
-            tracing::debug!(error = %err, "cannot enlarge the control socket's receive buffer");
-        }
-    }
-}
-
-/// Receives one datagram: its length, source, and whether it was addressed to `group`.
-fn recv_with_destination(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    group: Option<Ipv4Addr>,
-) -> std::io::Result<(usize, SocketAddr, bool)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
-    use std::os::fd::AsRawFd as _;
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrIn>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(std::io::Error::from)?;
-    let to_group = group.is_some_and(|group| {
-        msg.cmsgs().is_ok_and(|mut cmsgs| {
-            cmsgs.any(|c| {
-                matches!(c, ControlMessageOwned::Ipv4PacketInfo(info)
-                    if Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)) == group)
-            })
-        })
-    });
-    let from = msg
-        .address
-        .map(|a| SocketAddr::from((a.ip(), a.port())))
-        .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
-    Ok((msg.bytes, from, to_group))
 }
 
 /// The exchange task: the control socket, the clock and the channels around the membership
@@ -623,9 +528,8 @@ impl ExchangeTask {
     /// Sends to the group once per LAN interface: without a default route the kernel would not
     /// know where a multicast datagram goes.
     async fn send_multicast(&self, datagram: &[u8], group: SocketAddr) {
-        let sock = socket2::SockRef::from(&self.socket);
         for (name, ip) in lan_addresses(&self.node.interface) {
-            if let Err(err) = sock.set_multicast_if_v4(&ip) {
+            if let Err(err) = crate::platform::set_multicast_interface(&self.socket, ip) {
                 tracing::debug!(interface = %name, error = %err, "cannot select multicast interface");
                 continue;
             }
@@ -642,7 +546,7 @@ impl ExchangeTask {
         for attempt in 0..3u64 {
             match self.socket.send_to(datagram, to).await {
                 Ok(_) => return,
-                Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) && attempt < 2 => {
+                Err(err) if crate::platform::is_no_buffer_space(&err) && attempt < 2 => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * (attempt + 1))).await;
                 }
                 Err(err) => {
@@ -721,9 +625,7 @@ impl ExchangeTask {
         let _ = self.reconcile.try_send(());
         if let Some(group) = self.lan_group {
             for (name, ip) in lan_addresses(&self.node.interface) {
-                if let Err(err) =
-                    socket2::SockRef::from(&self.socket).join_multicast_v4(&group, &ip)
-                {
+                if let Err(err) = crate::platform::join_multicast(&self.socket, group, ip) {
                     tracing::debug!(interface = %name, error = %err, "cannot join the LAN group");
                 }
             }
@@ -746,42 +648,5 @@ impl ExchangeTask {
         if let Err(err) = self.core.set_record(now(), now_ms(), record, info) {
             tracing::error!(error = %err, "cannot announce new endpoints");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// No other socket, whatever options it sets, can bind the control port beside the daemon:
-    /// not the wildcard, not loopback, not the LAN group. (A local user of another uid is
-    /// `tests/local_user_lab.rs`.)
-    #[tokio::test]
-    async fn nothing_binds_beside_the_control_socket() {
-        let group = Ipv4Addr::new(239, 192, 77, 78);
-        // No group membership: joining would send IGMP reports on the build host's networks.
-        let control = bind_control(0, None, "none").unwrap();
-        let port = control.local_addr().unwrap().port();
-        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST, group] {
-            let other =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-            other.set_reuse_address(true).unwrap();
-            other.set_reuse_port(true).unwrap();
-            let err = other
-                .bind(&SocketAddr::from((ip, port)).into())
-                .expect_err("bound beside the control socket");
-            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{ip}: {err}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_taken_control_port_is_reported_with_the_fix() {
-        let holder = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        let port = holder.local_addr().unwrap().port();
-        let err = bind_control(port, None, "none").unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("UDP port {port}")) && err.contains("--control-port"),
-            "{err}"
-        );
     }
 }

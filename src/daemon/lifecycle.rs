@@ -10,10 +10,7 @@ pub struct PidFile {
     path: PathBuf,
 }
 
-/// Whether a process with this pid is alive (signal 0 probes without delivering anything).
-pub fn process_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
+pub use crate::platform::{monotonic_usec, process_alive};
 
 /// Reads a pid file; `None` if missing or unparsable.
 pub fn read_pid(path: &Path) -> Option<i32> {
@@ -35,7 +32,7 @@ pub fn mark_kept_interface(path: &Path, kept: bool) {
             .write(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(crate::platform::OPEN_NOFOLLOW)
             .open(path)
             .map(drop)
     } else {
@@ -143,13 +140,6 @@ fn send_notify(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     };
     socket.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
-}
-
-/// CLOCK_MONOTONIC in microseconds, for `RELOADING=1` + `MONOTONIC_USEC=`.
-pub fn monotonic_usec() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

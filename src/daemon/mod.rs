@@ -3,14 +3,13 @@
 //! starts the parts in the order the design fixes, runs until a signal and shuts down. Each part
 //! lives in its own module.
 
-mod config;
+pub(crate) mod config;
 mod control_server;
 mod discovery;
 mod exchange_io;
 mod lifecycle;
 mod metrics;
 mod nat;
-mod platform;
 mod reconcile;
 mod reconcile_loop;
 mod relay_io;
@@ -19,8 +18,8 @@ mod running;
 mod state;
 mod status;
 
+pub use crate::platform::remove_kept_interface;
 pub use lifecycle::{mark_kept_interface, process_alive, read_pid};
-pub use platform::remove_kept_interface;
 
 use crate::cli::{UpArgs, overridden_variables, value_origin};
 use crate::control::ReloadReport;

@@ -1,8 +1,8 @@
 //! NAT awareness on the control socket: STUN rounds (RFC 5389 via `wgmesh-nat`) and noticing
 //! that the host's own addresses changed (roaming), which calls for a new round at once.
 
-use super::platform::lan_addresses;
 use super::state::now_ms;
+use crate::platform::lan_addresses;
 use std::net::{IpAddr, SocketAddr};
 use tokio::time::{Duration, Instant};
 use wgmesh_nat::{

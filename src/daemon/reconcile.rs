@@ -17,7 +17,7 @@ use wgmesh_mesh::DeviceSettings;
 use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
 
 /// `exchange_io` tells LAN members from others by the host's connected networks.
-pub use super::platform::connected_networks;
+pub use crate::platform::connected_networks;
 
 /// Members unconfirmed this long are removed (DESIGN.md §6 default). The membership core's
 /// failure detector removes a silent member much sooner (after its failed probes); this is the
@@ -141,7 +141,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
             self.relink()?;
         }
         let own = self.shared.lock().own;
-        let addresses = super::platform::interface_addresses(own.ipv4, own.ipv6).to_vec();
+        let addresses = crate::platform::interface_addresses(own.ipv4, own.ipv6).to_vec();
         if addresses != self.link.addresses {
             // Re-addressed after an IPv4 collision: the stale mesh address goes with it.
             self.link.addresses = addresses;

@@ -12,9 +12,9 @@
 //! - handshake nudges and the end of the removal hold: their own deadlines.
 
 use super::lifecycle::Notifier;
-use super::platform::LinuxHost;
 use super::reconcile::Reconciler;
 use crate::logging;
+use crate::platform::LinuxHost;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -26,8 +26,11 @@ pub const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// The reconciler as the daemon runs it on Linux: backend chosen at run time.
-pub type DaemonReconciler =
-    Reconciler<Box<dyn wgmesh_device::WireguardBackend>, wgmesh_linux::InterfaceRoutes, LinuxHost>;
+pub type DaemonReconciler = Reconciler<
+    Box<dyn wgmesh_device::WireguardBackend>,
+    crate::platform::InterfaceRoutes,
+    LinuxHost,
+>;
 
 pub type SharedReconciler = Arc<Mutex<DaemonReconciler>>;
 

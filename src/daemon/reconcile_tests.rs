@@ -65,7 +65,7 @@ fn reconciler(members: &[Member]) -> TestReconciler {
     };
     let link = InterfaceConfig {
         interface: "wgtest0".to_owned(),
-        addresses: super::super::platform::interface_addresses(own.ipv4, own.ipv6).to_vec(),
+        addresses: crate::platform::interface_addresses(own.ipv4, own.ipv6).to_vec(),
         managed: node.mesh_prefixes.clone(),
         mtu: 1420,
     };

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use tokio::net::UdpSocket;
@@ -26,12 +26,6 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Datagrams read from one socket in a row before the other socket gets its turn.
 const BATCH: usize = 64;
-
-/// Kernel receive and send buffer of each relay socket. Linux's default (208 KiB) holds fewer
-/// than 150 full-size WireGuard datagrams (the kernel charges each its overhead too), under 2 ms
-/// at 1 Gbit/s: any scheduling hiccup of the forwarding task would drop datagrams. Buffers are charged only for what is queued, and the
-/// kernel's `net.ipv4.udp_mem` bounds all of UDP; root may exceed `net.core.rmem_max`.
-const SOCKET_BUFFER: usize = 2 << 20;
 
 /// Why [`RelayServer::allocate`] gave no ports.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +125,8 @@ impl RelayServer {
         // Binding never blocks and takes microseconds; doing it under the lock means two
         // requests for one pair cannot both bind.
         let sockets = [
-            bind_relay_port(asker.ip).map_err(AllocateError::Bind)?,
-            bind_relay_port(peer.ip).map_err(AllocateError::Bind)?,
+            crate::platform::bind_relay_port(asker.ip).map_err(AllocateError::Bind)?,
+            crate::platform::bind_relay_port(peer.ip).map_err(AllocateError::Bind)?,
         ];
         let ports = RelayPorts {
             asker: sockets[0].local_addr().map_err(AllocateError::Bind)?.port(),
@@ -171,37 +165,6 @@ impl RelayServer {
     /// Every pair with its latched addresses and counters, for `status`.
     pub fn snapshot(&self) -> Vec<PairStatus> {
         self.shared.lock().allocations.pairs().cloned().collect()
-    }
-}
-
-/// Binds a relay port facing a member at `ip`, exclusively (no `SO_REUSEADDR`/`SO_REUSEPORT`, so
-/// no other local socket can bind beside it and read the pair's datagrams).
-fn bind_relay_port(ip: IpAddr) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let (domain, unspecified) = if ip.to_canonical().is_ipv4() {
-        (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-    } else {
-        (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if domain == Domain::IPV6 {
-        // Dual-stack, so the port number is taken in both families: the table knows a relay
-        // port by its number alone.
-        socket.set_only_v6(false)?;
-    }
-    socket.set_nonblocking(true)?;
-    enlarge_buffers(&socket);
-    socket.bind(&unspecified.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-fn enlarge_buffers(socket: &socket2::Socket) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    }
-    if setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     }
 }
 
@@ -285,6 +248,7 @@ impl PairTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::time::Duration;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -263,7 +263,7 @@ fn open_regular(path: &Path) -> Result<std::fs::File, OpenError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
+        .custom_flags(crate::platform::OPEN_NONBLOCK)
         .open(path)
         .map_err(|err| match err.kind() {
             std::io::ErrorKind::NotFound => OpenError::Missing,

@@ -9,7 +9,7 @@ use super::reconcile_loop::{SharedReconciler, lock, reconcile_loop};
 use super::relay_io::RelayServer;
 use super::state::{NodeInfo, OwnAddresses, Shared};
 use super::status::StatusHandle;
-use super::{control_server, metrics, nat, platform, reload};
+use super::{control_server, metrics, nat, reload};
 use crate::control::ReloadReport;
 use crate::logging;
 use anyhow::Context as _;
@@ -39,8 +39,8 @@ const NAT_KEEPALIVE_SECS: u16 = 25;
 struct Interface {
     backend: Box<dyn wgmesh_device::WireguardBackend>,
     origin: DeviceOrigin,
-    host: platform::LinuxHost,
-    routes: wgmesh_linux::InterfaceRoutes,
+    host: crate::platform::LinuxHost,
+    routes: crate::platform::InterfaceRoutes,
     link: InterfaceConfig,
     listen_port: u16,
 }
@@ -159,7 +159,7 @@ impl Daemon {
         // Discovery and the exchange protocol.
         let group = keys.lan_group();
         let lan_group = config.lan_discovery.then_some(group);
-        let socket = exchange_io::bind_control(control_port, lan_group, &interface)
+        let socket = crate::platform::bind_control(control_port, lan_group, &interface)
             .with_context(|| format!("cannot bind control port {control_port}"))?;
         let record = exchange_io::own_record(&node, &shared.lock());
         let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
@@ -371,14 +371,14 @@ async fn setup_interface(
     mesh_prefixes: &[ipnet::IpNet],
 ) -> anyhow::Result<Interface> {
     let interface = &config.interface;
-    let rtnl = Arc::new(wgmesh_linux::Rtnl::new().context("cannot open rtnetlink")?);
+    let rtnl = Arc::new(crate::platform::Rtnl::new().context("cannot open rtnetlink")?);
     // A wireguard-go that outlives us (--keep-interface) must not write into our closed stderr.
     let child_output = if config.keep_interface {
         wgmesh_uapi::ChildOutput::File(config.wireguard_go_log())
     } else {
         wgmesh_uapi::ChildOutput::Log
     };
-    let mut backend = platform::select_backend(
+    let mut backend = crate::platform::select_backend(
         config.backend,
         interface,
         &config.wireguard_go,
@@ -400,7 +400,7 @@ async fn setup_interface(
     let listen_port = if origin == DeviceOrigin::Adopted && current.listen_port != 0 {
         current.listen_port
     } else {
-        let port = platform::free_udp_port(config.listen_port)?;
+        let port = crate::platform::free_udp_port(config.listen_port)?;
         if port != config.listen_port {
             tracing::warn!(
                 requested = config.listen_port,
@@ -426,13 +426,13 @@ async fn setup_interface(
     // Addresses, MTU, up.
     let link = InterfaceConfig {
         interface: interface.clone(),
-        addresses: platform::interface_addresses(addresses.ipv4, addresses.ipv6).to_vec(),
+        addresses: crate::platform::interface_addresses(addresses.ipv4, addresses.ipv6).to_vec(),
         managed: mesh_prefixes.to_vec(),
         mtu: config.mtu,
     };
-    let mut host = platform::LinuxHost::new(rtnl.clone(), interface);
+    let mut host = crate::platform::LinuxHost::new(rtnl.clone(), interface);
     let index = host.configure_interface(&link)?;
-    let routes = wgmesh_linux::InterfaceRoutes::new(rtnl, interface, index);
+    let routes = crate::platform::InterfaceRoutes::new(rtnl, interface, index);
     Ok(Interface {
         backend,
         origin,

@@ -147,6 +147,9 @@ pub struct Membership {
     /// When each member last proved its key (a verified exchange, not a WireGuard handshake):
     /// the eviction order past [`Config::max_members`].
     verified_at: HashMap<PublicKey, Instant>,
+    /// When each member last answered on its direct (underlay) path: a relay's offer for a
+    /// member reached directly is taken only after this went quiet ([`relaying`]).
+    direct_at: HashMap<PublicKey, Instant>,
     /// New members refused because the table was full of members that keep answering.
     members_refused: u64,
     transmits: VecDeque<Transmit>,
@@ -187,6 +190,7 @@ impl Membership {
             last_move: None,
             contested: std::collections::BTreeMap::new(),
             verified_at: HashMap::new(),
+            direct_at: HashMap::new(),
             members_refused: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -899,6 +903,9 @@ impl Membership {
         };
         let change = self.members.upsert(member);
         self.verified_at.insert(record.public_key, now);
+        if !through_tunnel {
+            self.direct_at.insert(record.public_key, now);
+        }
         if let Some(member) = self.members.get(&record.public_key) {
             self.push_event(Event::Member {
                 member: Box::new(member.clone()),
@@ -917,6 +924,10 @@ impl Membership {
                 }
                 if self.verified_at.len() > 2 * self.members.len() {
                     self.verified_at
+                        .retain(|key, _| self.members.get(key).is_some());
+                }
+                if self.direct_at.len() > 2 * self.members.len() {
+                    self.direct_at
                         .retain(|key, _| self.members.get(key).is_some());
                 }
                 self.dht.joined(now);

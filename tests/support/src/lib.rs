@@ -4,9 +4,11 @@
 //!
 //! - [`dht_testnet`]: a local BitTorrent mainline DHT (`wgmesh-lab dht-testnet`).
 //! - [`stun_server`]: a minimal RFC 5389 Binding responder (`wgmesh-lab stun-server`).
+//! - [`udp_bind`]: a local user trying to take a daemon's UDP port (`wgmesh-lab udp-bind`).
 //! - [`wan_delay`]: a WAN cable with latency, for a kernel without `sch_netem`
 //!   (`wgmesh-lab wan-delay`).
 
 pub mod dht_testnet;
 pub mod stun_server;
+pub mod udp_bind;
 pub mod wan_delay;

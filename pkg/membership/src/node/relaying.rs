@@ -28,6 +28,11 @@ use wgmesh_exchange::{
 use wgmesh_keys::PublicKey;
 use wgmesh_mesh::{Member, MemberChange};
 
+/// A relay's offer for a member we reach directly is taken once the member has not answered
+/// on its direct path for this long (its own end found that path dead, or it would not have
+/// asked): one liveness interval.
+const DIRECT_QUIET: Duration = crate::liveness::PROBE_INTERVAL;
+
 impl Membership {
     /// A relay extension in gossip from the verified member `sender` (at `from`).
     pub(super) fn on_relay_extension(
@@ -186,13 +191,19 @@ impl Membership {
         if peer == *self.exchange.public_key() || peer == relay {
             return;
         }
-        // Already a member: directly reached (the offer is moot, unless the member stopped
-        // answering there: it falls back to the relay) or relayed (follow the better relay; a
-        // re-grant from the same relay may carry a new port, after its restart).
+        // Already a member: directly reached (the grant is moot unless the direct path died:
+        // we suspect the member, or the other end asked for this offer and the member has not
+        // answered us directly for a while) or relayed (follow the better relay; a re-grant
+        // from the same relay may carry a new port, after its restart).
         if let Some(member) = self.members.get(&peer) {
-            let falls_back = member.relay_via.is_none()
-                && self.liveness.is_suspect(&peer)
-                && self.may_relay_through(&relay);
+            let direct_quiet = self
+                .direct_at
+                .get(&peer)
+                .is_none_or(|at| now.saturating_duration_since(*at) >= DIRECT_QUIET);
+            let path_died =
+                self.liveness.is_suspect(&peer) || (grant.role == GrantRole::Offer && direct_quiet);
+            let falls_back =
+                member.relay_via.is_none() && path_died && self.may_relay_through(&relay);
             let current = match member.relay_via {
                 Some(current) => current,
                 None if falls_back => relay,
