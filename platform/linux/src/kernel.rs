@@ -166,10 +166,10 @@ impl WireguardBackend for KernelBackend {
             .map_err(|e| self.wireguard_error("reading the device", e))?;
         let state = device_state_from_dump(&replies);
         scrub_keys(&mut replies);
-        state.map_err(|message| BackendError::Protocol {
+        state.map_err(|error| BackendError::Protocol {
             interface: self.interface.clone(),
             operation: "reading the device",
-            message,
+            message: error.to_string(),
         })
     }
 
@@ -242,18 +242,18 @@ fn resolve_family(socket: &mut NetlinkSocket) -> io::Result<Option<u16>> {
 /// (`request_module("rtnl-link-wireguard")`), so the probe creates a throwaway link, deletes it
 /// and asks again. Needs `CAP_NET_ADMIN` for that second step; without it the answer is the
 /// reason the link could not be created. Works in the caller's network namespace.
-pub fn probe_kernel_wireguard() -> Result<(), String> {
+pub fn probe_kernel_wireguard() -> Result<(), KernelUnavailable> {
     let mut socket = NetlinkSocket::open(netlink_sys::protocols::NETLINK_GENERIC)
-        .map_err(|e| format!("cannot open a generic netlink socket: {e}"))?;
+        .map_err(|cause| KernelUnavailable::Socket { cause })?;
     let found = |socket: &mut NetlinkSocket| {
         resolve_family(socket)
             .map(|family| family.is_some())
-            .map_err(|e| format!("cannot query generic netlink families: {e}"))
+            .map_err(|cause| KernelUnavailable::FamilyQuery { cause })
     };
     if found(&mut socket)? {
         return Ok(());
     }
-    let rtnl = Rtnl::new().map_err(|e| e.to_string())?;
+    let rtnl = Rtnl::new().map_err(|cause| KernelUnavailable::Rtnetlink { cause })?;
     // IFNAMSIZ is 16: "wgmprobe" plus a pid (at most 7 digits) fits.
     let name = format!("wgmprobe{}", std::process::id());
     match rtnl.create_link(&name, InfoKind::Wireguard) {
@@ -262,20 +262,35 @@ pub fn probe_kernel_wireguard() -> Result<(), String> {
                 let _ = rtnl.delete_link(index);
             }
         }
-        Err(e) if is_errno(&e, &[libc::EOPNOTSUPP]) => {
-            return Err(format!(
-                "{NO_MODULE} (creating a link of kind {WG_LINK_KIND}: {e})"
-            ));
+        Err(cause) if is_errno(&cause, &[libc::EOPNOTSUPP]) => {
+            return Err(KernelUnavailable::NoModule { cause });
         }
-        Err(e) => return Err(format!("cannot create a probe WireGuard link: {e}")),
+        Err(cause) => return Err(KernelUnavailable::ProbeLink { name, cause }),
     }
     if found(&mut socket)? {
         Ok(())
     } else {
-        Err(format!(
-            "{NO_MODULE} (generic netlink family \"{WG_GENL_NAME}\" not found)"
-        ))
+        Err(KernelUnavailable::FamilyMissing)
     }
+}
+
+/// Why the kernel cannot drive WireGuard here ([`probe_kernel_wireguard`]). Each io error keeps
+/// its errno; it is part of the message (as in [`crate::NetlinkError`]), so a chain printed
+/// with `{:#}` names it once.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelUnavailable {
+    #[error("cannot open a generic netlink socket: {cause}")]
+    Socket { cause: io::Error },
+    #[error("cannot query generic netlink families: {cause}")]
+    FamilyQuery { cause: io::Error },
+    #[error("{cause}")]
+    Rtnetlink { cause: io::Error },
+    #[error("{NO_MODULE} (creating a link of kind {WG_LINK_KIND}: {cause})")]
+    NoModule { cause: io::Error },
+    #[error("cannot create a probe WireGuard link {name}: {cause}")]
+    ProbeLink { name: String, cause: io::Error },
+    #[error("{NO_MODULE} (generic netlink family \"{WG_GENL_NAME}\" not found)")]
+    FamilyMissing,
 }
 
 /// Whether the kernel WireGuard backend can be used here (for `--backend auto`); see

@@ -19,7 +19,9 @@ mod rtnl;
 pub mod wg_message;
 
 pub use events::watch_links_and_addresses;
-pub use kernel::{KernelBackend, kernel_wireguard_available, probe_kernel_wireguard};
+pub use kernel::{
+    KernelBackend, KernelUnavailable, kernel_wireguard_available, probe_kernel_wireguard,
+};
 pub use netlink::{NetlinkError, error_errno};
 pub use route::{InterfaceRoutes, ROUTE_PROTOCOL, delete_route_message, route_message};
 pub use rtnl::{AddressChanges, LinkStatus, Rtnl};

@@ -223,7 +223,22 @@ pub fn get_device_message(interface: &str) -> WireguardMessage {
 /// allowed IPs did not fit appears again at the start of the next message (public key plus the
 /// rest of its allowed IPs), so peers are merged by public key. Zero values mean "unset" in the
 /// kernel's answer: an all-zero preshared key, a keepalive of 0, a handshake time of 0.
-pub fn device_state_from_dump(messages: &[WireguardMessage]) -> Result<DeviceState, String> {
+/// What is wrong with a `WG_CMD_GET_DEVICE` dump ([`device_state_from_dump`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DumpError {
+    #[error("a peer in the WireGuard dump has no public key")]
+    PeerWithoutKey,
+    #[error("peer {peer}: allowed IP without address or mask")]
+    AllowedIpIncomplete { peer: String },
+    #[error("peer {peer}: allowed IP {address}/{cidr} is invalid")]
+    AllowedIpInvalid {
+        peer: String,
+        address: IpAddr,
+        cidr: u8,
+    },
+}
+
+pub fn device_state_from_dump(messages: &[WireguardMessage]) -> Result<DeviceState, DumpError> {
     let mut state = DeviceState::default();
     for message in messages {
         for attribute in &message.attributes {
@@ -245,14 +260,14 @@ pub fn device_state_from_dump(messages: &[WireguardMessage]) -> Result<DeviceSta
     Ok(state)
 }
 
-fn merge_peer(peers: &mut Vec<PeerState>, peer: &WireguardPeer) -> Result<(), String> {
+fn merge_peer(peers: &mut Vec<PeerState>, peer: &WireguardPeer) -> Result<(), DumpError> {
     let key = peer
         .iter()
         .find_map(|a| match a {
             WireguardPeerAttribute::PublicKey(key) => Some(PublicKey::from_bytes(*key)),
             _ => None,
         })
-        .ok_or("a peer in the WireGuard dump has no public key")?;
+        .ok_or(DumpError::PeerWithoutKey)?;
     let index = match peers.iter().position(|p| p.config.public_key == key) {
         Some(index) => index,
         None => {
@@ -278,9 +293,10 @@ fn merge_peer(peers: &mut Vec<PeerState>, peer: &WireguardPeer) -> Result<(), St
             WireguardPeerAttribute::TxBytes(bytes) => state.tx_bytes = *bytes,
             WireguardPeerAttribute::AllowedIps(ips) => {
                 for ip in ips {
-                    state.config.allowed_ips.push(
-                        parse_allowed_ip(ip).map_err(|e| format!("peer {}: {e}", key.short()))?,
-                    );
+                    state
+                        .config
+                        .allowed_ips
+                        .push(parse_allowed_ip(ip, &key.short())?);
                 }
             }
             _ => {}
@@ -299,7 +315,7 @@ fn handshake_time(seconds: i64, nanos: i64) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
 
-fn parse_allowed_ip(ip: &WireguardAllowedIp) -> Result<IpNet, String> {
+fn parse_allowed_ip(ip: &WireguardAllowedIp, peer: &str) -> Result<IpNet, DumpError> {
     let mut address: Option<IpAddr> = None;
     let mut cidr: Option<u8> = None;
     for attribute in ip.iter() {
@@ -310,9 +326,15 @@ fn parse_allowed_ip(ip: &WireguardAllowedIp) -> Result<IpNet, String> {
         }
     }
     let (Some(address), Some(cidr)) = (address, cidr) else {
-        return Err("allowed IP without address or mask".to_owned());
+        return Err(DumpError::AllowedIpIncomplete {
+            peer: peer.to_owned(),
+        });
     };
-    IpNet::new(address, cidr).map_err(|_| format!("allowed IP {address}/{cidr} is invalid"))
+    IpNet::new(address, cidr).map_err(|_| DumpError::AllowedIpInvalid {
+        peer: peer.to_owned(),
+        address,
+        cidr,
+    })
 }
 
 /// Overwrites key material inside messages once they are serialised or parsed. Best effort: the

@@ -80,7 +80,9 @@ fn kernel_apply(state: &mut DeviceState, message: &WireguardMessage) {
                             }
                             WireguardPeerAttribute::AllowedIps(ips) => {
                                 for ip in ips {
-                                    config.allowed_ips.push(parse_allowed_ip(ip).unwrap());
+                                    config
+                                        .allowed_ips
+                                        .push(parse_allowed_ip(ip, "test").unwrap());
                                 }
                             }
                             _ => {}
@@ -331,4 +333,27 @@ fn scrub_removes_keys() {
     let printed = format!("{messages:?}");
     assert!(!printed.contains("17, 17, 17"), "{printed}");
     assert!(!printed.contains("34, 34, 34"), "{printed}");
+}
+
+#[test]
+fn a_malformed_dump_is_a_typed_error_naming_the_peer() {
+    let dump = |peer: Vec<WireguardPeerAttribute>| {
+        vec![WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::Peers(vec![WireguardPeer(peer)])],
+        }]
+    };
+    assert_eq!(
+        device_state_from_dump(&dump(vec![WireguardPeerAttribute::RxBytes(1)])).unwrap_err(),
+        DumpError::PeerWithoutKey
+    );
+    let a = key(1);
+    let incomplete = WireguardAllowedIp(vec![WireguardAllowedIpAttr::Cidr(24)]);
+    let err = device_state_from_dump(&dump(vec![
+        WireguardPeerAttribute::PublicKey(*a.as_bytes()),
+        WireguardPeerAttribute::AllowedIps(vec![incomplete]),
+    ]))
+    .unwrap_err();
+    assert_eq!(err, DumpError::AllowedIpIncomplete { peer: a.short() });
+    assert!(err.to_string().contains(&a.short()), "{err}");
 }

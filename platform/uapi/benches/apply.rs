@@ -313,7 +313,7 @@ fn fake_backend(mesh: &Mesh) -> (Duration, Duration, Duration) {
 }
 
 fn userspace_ready() -> Result<(), String> {
-    userspace_available(Path::new("/usr/bin/wireguard-go"))?;
+    userspace_available(Path::new("/usr/bin/wireguard-go")).map_err(|e| e.to_string())?;
     if !rustix::process::geteuid().is_root() {
         return Err("needs root".into());
     }

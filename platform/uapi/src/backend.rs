@@ -70,19 +70,41 @@ impl UserspaceConfig {
     }
 }
 
+/// Why the userspace backend cannot run here ([`userspace_available`]).
+#[derive(Debug, thiserror::Error)]
+pub enum UserspaceUnavailable {
+    /// The wireguard-go binary cannot be read (missing, or a directory on the way is not ours
+    /// to search); the io error keeps its errno.
+    #[error("{}: {source}", path.display())]
+    Binary {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not an executable file", path.display())]
+    NotExecutable { path: std::path::PathBuf },
+    #[error("{} does not exist (no TUN support)", path.display())]
+    NoTun { path: std::path::PathBuf },
+}
+
 /// Checks that the userspace backend can run here: the binary is an executable file and the
 /// TUN device node exists (on Linux). For `--backend auto|userspace`.
-pub fn userspace_available(wireguard_go: &Path) -> Result<(), String> {
+pub fn userspace_available(wireguard_go: &Path) -> Result<(), UserspaceUnavailable> {
     let metadata =
-        std::fs::metadata(wireguard_go).map_err(|e| format!("{}: {e}", wireguard_go.display()))?;
+        std::fs::metadata(wireguard_go).map_err(|source| UserspaceUnavailable::Binary {
+            path: wireguard_go.to_owned(),
+            source,
+        })?;
     if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
-        return Err(format!(
-            "{} is not an executable file",
-            wireguard_go.display()
-        ));
+        return Err(UserspaceUnavailable::NotExecutable {
+            path: wireguard_go.to_owned(),
+        });
     }
-    if cfg!(target_os = "linux") && !Path::new("/dev/net/tun").exists() {
-        return Err("/dev/net/tun does not exist (no TUN support)".to_owned());
+    let tun = Path::new("/dev/net/tun");
+    if cfg!(target_os = "linux") && !tun.exists() {
+        return Err(UserspaceUnavailable::NoTun {
+            path: tun.to_owned(),
+        });
     }
     Ok(())
 }

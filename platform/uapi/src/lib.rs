@@ -12,7 +12,8 @@ pub mod client;
 pub mod protocol;
 
 pub use backend::{
-    ChildOutput, DEFAULT_WIREGUARD_GO, UserspaceBackend, UserspaceConfig, userspace_available,
+    ChildOutput, DEFAULT_WIREGUARD_GO, UserspaceBackend, UserspaceConfig, UserspaceUnavailable,
+    userspace_available,
 };
 pub use client::{
     DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, SET_TIMEOUT_PER_PEER, UapiClient, socket_path,

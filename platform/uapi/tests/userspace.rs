@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 use wgmesh_device::{DesiredDevice, DeviceOrigin, PeerConfig, WireguardBackend, diff_device};
 use wgmesh_keys::{PresharedKey, PrivateKey, PublicKey};
-use wgmesh_uapi::{ChildOutput, UserspaceBackend, UserspaceConfig, userspace_available};
+use wgmesh_uapi::{
+    ChildOutput, UserspaceBackend, UserspaceConfig, UserspaceUnavailable, userspace_available,
+};
 
 /// `wgu<pid % 1000><n>`: at most 3 + 3 + 4 characters, well under IFNAMSIZ (15).
 fn interface_name() -> String {
@@ -354,10 +356,25 @@ fn failing_binary_is_reported() {
 
 #[test]
 fn availability_checks() {
-    assert!(userspace_available(Path::new("/nonexistent/wireguard-go")).is_err());
+    let missing = userspace_available(Path::new("/nonexistent/wireguard-go")).unwrap_err();
+    // The io error keeps its errno, and the message names the path.
+    assert!(
+        matches!(&missing, UserspaceUnavailable::Binary { source, .. } if source.raw_os_error() == Some(2)),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .to_string()
+            .starts_with("/nonexistent/wireguard-go: "),
+        "{missing}"
+    );
     let not_executable = tempfile::NamedTempFile::new().unwrap();
     let err = userspace_available(not_executable.path()).unwrap_err();
-    assert!(err.contains("not an executable"), "{err}");
+    assert!(
+        matches!(&err, UserspaceUnavailable::NotExecutable { path } if path == not_executable.path()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not an executable"), "{err}");
     if Path::new("/usr/bin/wireguard-go").exists() && Path::new("/dev/net/tun").exists() {
         userspace_available(Path::new("/usr/bin/wireguard-go")).unwrap();
     }
