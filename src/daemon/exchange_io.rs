@@ -285,6 +285,11 @@ impl ExchangeTask {
                 () = tokio::time::sleep_until(wake) => {
                     let now_tokio = tokio::time::Instant::now();
                     self.forget_expired();
+                    let silent = std::mem::take(&mut self.shared.lock().silent_tunnels);
+                    for key in silent {
+                        tracing::info!(peer = %key.short(), "no WireGuard handshake on the direct path; asking a relay");
+                        self.core.handle_tunnel_failed(now_tokio.into_std(), now_ms(), key);
+                    }
                     self.core.handle_timeout(now_tokio.into_std(), now_ms());
                     if self.nat.addresses_changed(now_tokio) {
                         self.on_addresses_changed().await;

@@ -39,6 +39,10 @@ pub struct Outcome {
 }
 
 /// Keeps one WireGuard device and its routes reconciled with the member table.
+/// A direct member whose WireGuard peer has had no handshake for this long is reported as a
+/// silent tunnel: the handshake nudges (2 + 4 + 8 s) have all been tried by then.
+pub const SILENT_TUNNEL_AFTER: Duration = Duration::from_secs(20);
+
 pub struct Reconciler<B, R, H> {
     pub backend: B,
     pub routes: R,
@@ -63,6 +67,9 @@ pub struct Reconciler<B, R, H> {
     rejected_logged: Vec<(wgmesh_keys::PublicKey, IpNet)>,
     /// New peers whose handshake this end starts later, if none has happened by then.
     nudges: Vec<PendingNudge>,
+    /// Direct peers without a handshake yet: since when, and whether reported (see
+    /// [`SILENT_TUNNEL_AFTER`]).
+    silent_since: std::collections::HashMap<wgmesh_keys::PublicKey, (Instant, bool)>,
     /// Ours, derived once from the private key.
     own_key: wgmesh_keys::PublicKey,
     /// Where each pass is published for `status` and metrics.
@@ -108,6 +115,7 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
             failures: RepeatLimiter::new(Duration::from_secs(60)),
             rejected_logged: Vec::new(),
             nudges: Vec::new(),
+            silent_since: std::collections::HashMap::new(),
             last_pass: LastPassCell::default(),
         }
     }
@@ -168,6 +176,12 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         };
         let plan = {
             let mut state = self.shared.lock();
+            Self::find_silent_tunnels(
+                &mut self.silent_since,
+                &observed.device.peers,
+                &mut state,
+                now.mono,
+            );
             // A WireGuard session is proof of life too (the same window that keeps a roamed
             // endpoint).
             for peer in &observed.device.peers {
@@ -227,6 +241,39 @@ impl<B: WireguardBackend, R: RouteControl, H: Host> Reconciler<B, R, H> {
         self.stats.route_writes += outcome.route_writes as u64;
         self.last_pass.publish(&observed.device, self.stats);
         Ok(outcome)
+    }
+
+    /// Direct members whose WireGuard peer has had no handshake for [`SILENT_TUNNEL_AFTER`]
+    /// are reported once, for the exchange task to fall back to a relay: our control datagrams
+    /// reach them, but WireGuard's do not (its port met a conntrack clash the control port did
+    /// not, say), and nothing else would notice.
+    fn find_silent_tunnels(
+        silent_since: &mut std::collections::HashMap<wgmesh_keys::PublicKey, (Instant, bool)>,
+        peers: &[wgmesh_device::PeerState],
+        state: &mut super::state::MeshState,
+        now: Instant,
+    ) {
+        let silent: Vec<wgmesh_keys::PublicKey> = peers
+            .iter()
+            .filter(|p| p.last_handshake.is_none())
+            .map(|p| p.config.public_key)
+            .filter(|key| {
+                state
+                    .members
+                    .get(key)
+                    .is_some_and(|m| m.relay_via.is_none() && !state.on_trial.contains(key))
+            })
+            .collect();
+        silent_since.retain(|key, _| silent.contains(key));
+        for key in silent {
+            let (since, reported) = silent_since.entry(key).or_insert((now, false));
+            if !*reported && now.duration_since(*since) >= SILENT_TUNNEL_AFTER {
+                *reported = true;
+                if state.silent_tunnels.len() < 1_024 {
+                    state.silent_tunnels.push(key);
+                }
+            }
+        }
     }
 
     /// Turns the nudge keepalive off again right after the write that turned it on (see

@@ -41,6 +41,10 @@ pub struct MeshState {
     /// endpoint, which clears the source address WireGuard pinned for it (its "sticky socket"
     /// would keep sending from an address the host no longer has).
     pub refresh_endpoints: bool,
+    /// Members reached directly whose WireGuard tunnel never completed a handshake (found by the
+    /// reconciler, taken by the exchange task): their direct path carries our control datagrams
+    /// but not WireGuard's, as when only WireGuard's port met a conntrack clash.
+    pub silent_tunnels: Vec<PublicKey>,
     /// "disabled", "unknown", "open", "port-preserving NAT", ... (see `wgmesh_nat::NatType`).
     pub nat_type: String,
     pub members: MemberTable,
@@ -118,6 +122,7 @@ impl Shared {
             own,
             public_endpoint: None,
             refresh_endpoints: false,
+            silent_tunnels: Vec::new(),
             nat_type: "unknown".to_owned(),
             members: MemberTable::default(),
             advertised,

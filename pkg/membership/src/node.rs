@@ -150,6 +150,9 @@ pub struct Membership {
     /// When each member last answered on its direct (underlay) path: a relay's offer for a
     /// member reached directly is taken only after this went quiet ([`relaying`]).
     direct_at: HashMap<PublicKey, Instant>,
+    /// Members reached directly whose WireGuard tunnel the shell found silent
+    /// ([`Membership::handle_tunnel_failed`]): a relay's grant for them is taken.
+    silent_tunnels: std::collections::BTreeSet<PublicKey>,
     /// New members refused because the table was full of members that keep answering.
     members_refused: u64,
     transmits: VecDeque<Transmit>,
@@ -191,6 +194,7 @@ impl Membership {
             contested: std::collections::BTreeMap::new(),
             verified_at: HashMap::new(),
             direct_at: HashMap::new(),
+            silent_tunnels: std::collections::BTreeSet::new(),
             members_refused: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -387,6 +391,22 @@ impl Membership {
         self.relay_unreachable(now, wall_ms);
         self.refresh_relays(now, wall_ms);
         self.attempt_direct(now, wall_ms);
+    }
+
+    /// The shell found that WireGuard never completed a handshake with `key`, a member we reach
+    /// directly: the direct path carries our control datagrams but not WireGuard's (only its
+    /// port met a conntrack clash, say). Ask a relay for the pair, as for a suspect.
+    pub fn handle_tunnel_failed(&mut self, now: Instant, wall_ms: u64, key: PublicKey) {
+        if self.members.get(&key).is_none_or(|m| m.relay_via.is_some()) {
+            return;
+        }
+        if self.silent_tunnels.len() >= self.config.max_members {
+            return;
+        }
+        self.silent_tunnels.insert(key);
+        if let Some(relay) = self.choose_relay(&key) {
+            self.ask_relay(now, wall_ms, &relay, key);
+        }
     }
 
     /// The operator's relay allow-list changed (a reload of `relays=`): later relay choices

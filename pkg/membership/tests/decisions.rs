@@ -297,6 +297,33 @@ fn a_relayed_members_direct_address_hears_only_coordinated_attempts() {
     }
 }
 
+/// Issue 14: a pair whose control datagrams go direct but whose WireGuard never completes a
+/// handshake there (only WireGuard's port met a conntrack clash) falls back to the relay once
+/// each end's shell reports the silent tunnel, although neither end suspects the other.
+#[test]
+fn a_direct_pair_with_a_silent_tunnel_falls_back_to_the_relay() {
+    let (mut sim, r, a, b) = relay_and_two_members(29);
+    let relay = sim.nodes[r].public_key;
+    let start = sim.elapsed();
+    sim.tunnel_failed(a, b);
+    sim.tunnel_failed(b, a);
+    sim.run_until(start + Duration::from_secs(2), |_| {});
+    for (holder, member) in [(a, b), (b, a)] {
+        let held = member_of(&sim, holder, member).expect("still a member");
+        assert_eq!(held.relay_via, Some(relay), "{holder} holding {member}");
+        assert!(
+            !sim.nodes[holder]
+                .core
+                .is_suspect(&sim.nodes[member].public_key)
+        );
+        assert!(traced(&sim, holder, "DirectPathLost"), "{holder}");
+    }
+    // A report about a member already relayed, or unknown, changes nothing.
+    sim.tunnel_failed(a, b);
+    sim.run_until(start + Duration::from_secs(4), |_| {});
+    assert_eq!(member_of(&sim, a, b).and_then(|m| m.relay_via), Some(relay));
+}
+
 #[test]
 fn without_a_relay_an_unreachable_member_is_reported_and_not_installed() {
     let sim = relay_scenario(false);

@@ -200,8 +200,9 @@ impl Membership {
                 .direct_at
                 .get(&peer)
                 .is_none_or(|at| now.saturating_duration_since(*at) >= DIRECT_QUIET);
-            let path_died =
-                self.liveness.is_suspect(&peer) || (grant.role == GrantRole::Offer && direct_quiet);
+            let path_died = self.liveness.is_suspect(&peer)
+                || self.silent_tunnels.contains(&peer)
+                || (grant.role == GrantRole::Offer && direct_quiet);
             let falls_back =
                 member.relay_via.is_none() && path_died && self.may_relay_through(&relay);
             let current = match member.relay_via {
@@ -221,6 +222,7 @@ impl Membership {
             let inside = self.tunnel_addr(moved.mesh_ipv4);
             let change = self.members.upsert(moved);
             if falls_back {
+                self.silent_tunnels.remove(&peer);
                 self.push_event(Event::DirectPathLost { key: peer, relay });
                 // Its answers come through the relayed tunnel now, which clears the suspicion.
                 self.punches.schedule_member(now, inside, &TUNNEL_RETRIES);

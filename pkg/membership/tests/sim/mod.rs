@@ -354,6 +354,14 @@ impl Sim {
         self.blocked.insert((a.min(b), a.max(b)));
     }
 
+    /// Node `at`'s shell reports that WireGuard never completed a handshake with node `with`.
+    pub fn tunnel_failed(&mut self, at: usize, with: usize) {
+        let wall = self.wall(at);
+        let now = self.now;
+        let key = self.nodes[with].public_key;
+        self.nodes[at].core.handle_tunnel_failed(now, wall, key);
+    }
+
     /// Hands `bytes` to node `to` as if from `from`, now.
     pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
         let wall = self.wall(to);
