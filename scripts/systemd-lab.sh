@@ -563,8 +563,13 @@ step_stop_keep_interface() {
         ok=1
     fi
     in_node a wgmesh down >"$work/down" 2>&1 || { why "wgmesh down: $(tr '\n' ' ' <"$work/down")"; ok=1; }
-    if in_node a ip link show "$IFACE" >/dev/null 2>&1 || [[ -n $(wireguard_go_pid a) ]]; then
-        why "wgmesh down left $IFACE or wireguard-go"
+    # `wgmesh down` returns once wireguard-go has closed its UAPI socket; the process itself
+    # exits right after, so allow it a second to be reaped.
+    if in_node a ip link show "$IFACE" >/dev/null 2>&1; then
+        why "wgmesh down left $IFACE"
+        ok=1
+    elif ! wait_for 1 eval '[[ -z $(wireguard_go_pid a) ]]'; then
+        why "wireguard-go still runs 1 s after wgmesh down"
         ok=1
     else
         note "wgmesh down removed $IFACE and wireguard-go"

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wgmesh_device::{Host, HostError, InterfaceConfig, WireguardBackend};
 use wgmesh_linux::KernelBackend;
 pub use wgmesh_linux::{InterfaceRoutes, Rtnl};
@@ -161,7 +162,31 @@ pub fn remove_kept_interface(interface: &str) -> anyhow::Result<bool> {
     };
     rtnl.delete_link(index)
         .with_context(|| format!("cannot delete interface {interface}"))?;
+    wait_for_wireguard_go_exit(interface)?;
     Ok(true)
+}
+
+/// wireguard-go notices its TUN device is gone a moment after the delete and stops listening on
+/// its UAPI socket as it exits (a stale socket file nobody listens on counts as gone). `wgmesh
+/// down` returns only once that happened, so a script that runs `wgmesh down && wgmesh up` never
+/// finds the old process still holding the name.
+fn wait_for_wireguard_go_exit(interface: &str) -> anyhow::Result<()> {
+    const GRACE: Duration = Duration::from_secs(5);
+    let socket = UserspaceConfig::new(interface)
+        .socket_dir
+        .join(format!("{interface}.sock"));
+    let deadline = Instant::now() + GRACE;
+    while std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        if Instant::now() > deadline {
+            bail!(
+                "deleted interface {interface}, but wireguard-go still holds {} after {} s",
+                socket.display(),
+                GRACE.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// IPv4 addresses of the host's interfaces that can carry mesh traffic (not loopback, not the
