@@ -1,4 +1,5 @@
-//! Reading BSD `netstat -rn` output.
+//! Reading BSD `netstat -rn` output: our routes, the host's connected networks and its default
+//! gateways.
 //!
 //! macOS abbreviates IPv4 destinations: trailing zero octets are dropped (`10.42/16` is
 //! 10.42.0.0/16) and a destination without a prefix length has the length its octet count
@@ -7,37 +8,117 @@
 //! finding our own routes, never for deciding about anyone else's.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// One row of a `netstat -rn` table: `Destination Gateway Flags Netif [Expire]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Row<'a> {
+    destination: &'a str,
+    gateway: &'a str,
+    flags: &'a str,
+    netif: &'a str,
+}
+
+/// The rows of every table in `text` (after each `Destination` header line).
+fn rows(text: &str) -> impl Iterator<Item = Row<'_>> {
+    let mut in_table = false;
+    text.lines().filter_map(move |line| {
+        let mut columns = line.split_whitespace();
+        let Some(destination) = columns.next() else {
+            in_table = false;
+            return None;
+        };
+        if destination == "Destination" {
+            in_table = true;
+            return None;
+        }
+        if !in_table {
+            return None;
+        }
+        Some(Row {
+            destination,
+            gateway: columns.next()?,
+            flags: columns.next()?,
+            netif: columns.next()?,
+        })
+    })
+}
+
+fn sorted(mut routes: Vec<IpNet>) -> Vec<IpNet> {
+    routes.sort();
+    routes.dedup();
+    routes
+}
 
 /// The destinations routed through `interface` (the `Netif` column), from `netstat -rn -f inet`
 /// or `-f inet6` output. Host routes come back as /32 or /128.
 pub fn parse_netstat_routes(text: &str, interface: &str) -> Vec<IpNet> {
-    let mut in_table = false;
-    let mut routes = Vec::new();
-    for line in text.lines() {
-        let mut columns = line.split_whitespace();
-        let Some(destination) = columns.next() else {
-            in_table = false;
-            continue;
-        };
-        if destination == "Destination" {
-            in_table = true;
-            continue;
+    sorted(
+        rows(text)
+            .filter(|row| row.netif == interface)
+            .filter_map(|row| parse_destination(row.destination))
+            .collect(),
+    )
+}
+
+/// The routes wgmesh owns on `utun`: those through it whose gateway is the interface itself.
+///
+/// macOS routes carry no protocol number to mark them as ours (Linux uses one). A route added
+/// with `route add … -interface utunN` gets the interface's link address as its gateway, which
+/// netstat prints as the interface name (`192.168.50/24  utun7  USc  utun7`); the routes the
+/// kernel makes for the interface's own addresses have an IP, `link#N` or `fe80::…%utunN`
+/// gateway instead. And nothing but our wireguard-go uses our utun. So "owned" is: Netif and
+/// Gateway both our utun.
+pub fn parse_owned_routes(text: &str, utun: &str) -> Vec<IpNet> {
+    sorted(
+        rows(text)
+            .filter(|row| row.netif == utun && row.gateway == utun)
+            .filter_map(|row| parse_destination(row.destination))
+            .collect(),
+    )
+}
+
+/// The networks this host is directly connected to, except through `exclude` (our utun):
+/// interface routes (gateway `link#N`, no G or H flag), without link-local, loopback and
+/// multicast ones.
+pub fn parse_connected_networks(text: &str, exclude: &str) -> Vec<IpNet> {
+    sorted(
+        rows(text)
+            .filter(|row| row.netif != exclude && !row.netif.starts_with("lo"))
+            .filter(|row| row.gateway.starts_with("link#"))
+            .filter(|row| !row.flags.contains('G') && !row.flags.contains('H'))
+            .filter_map(|row| parse_destination(row.destination))
+            .filter(|net| !is_special(net))
+            .collect(),
+    )
+}
+
+/// The next hops of the default routes (darwin.bash `collect_gateways`: destination `default`,
+/// gateway not `link#…`), except those through `exclude`. Scopes (`fe80::1%en0`) are dropped.
+pub fn parse_default_gateways(text: &str, exclude: &str) -> Vec<IpAddr> {
+    let mut gateways: Vec<IpAddr> = rows(text)
+        .filter(|row| row.destination == "default" && row.netif != exclude)
+        .filter_map(|row| {
+            let gateway = row.gateway.split_once('%').map_or(row.gateway, |(a, _)| a);
+            gateway.parse().ok()
+        })
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    gateways
+}
+
+fn is_special(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(net) => {
+            let a = net.addr();
+            a.is_link_local() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
         }
-        if !in_table {
-            continue;
-        }
-        let netif = columns.nth(2);
-        if netif != Some(interface) {
-            continue;
-        }
-        if let Some(net) = parse_destination(destination) {
-            routes.push(net);
+        IpNet::V6(net) => {
+            let a = net.addr();
+            a.is_loopback() || a.is_multicast() || a.is_unicast_link_local()
         }
     }
-    routes.sort();
-    routes.dedup();
-    routes
 }
 
 fn parse_destination(text: &str) -> Option<IpNet> {
@@ -125,6 +206,36 @@ fe80::%utun7/64                         fe80::1%utun7                           
             parse_netstat_routes(INET6, "utun7"),
             nets(&["fd42::/64", "fd99::/64", "fe80::/64"])
         );
+    }
+
+    #[test]
+    fn owned_routes_are_the_ones_whose_gateway_is_our_utun() {
+        assert_eq!(
+            parse_owned_routes(INET, "utun7"),
+            nets(&["192.168.50.0/24", "198.51.100.7/32"])
+        );
+        assert_eq!(parse_owned_routes(INET6, "utun7"), nets(&["fd99::/64"]));
+        assert!(parse_owned_routes(INET, "utun8").is_empty());
+    }
+
+    #[test]
+    fn connected_networks_skip_our_utun_loopback_and_link_local() {
+        assert_eq!(
+            parse_connected_networks(INET, "utun7"),
+            nets(&["192.168.1.0/24"])
+        );
+        assert!(parse_connected_networks(INET6, "utun7").is_empty());
+    }
+
+    #[test]
+    fn default_gateways_are_addresses_without_scope() {
+        let gateways = parse_default_gateways(INET, "utun7");
+        assert_eq!(gateways, ["192.168.1.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            parse_default_gateways(INET6, "utun7"),
+            ["fe80::".parse::<IpAddr>().unwrap()]
+        );
+        assert!(parse_default_gateways(INET6, "utun0").is_empty());
     }
 
     #[test]

@@ -1,0 +1,422 @@
+//! [`MacosBackend`]: `wireguard-go -f utun` supervised by us (or adopted), driven over UAPI.
+//!
+//! The sequence follows wg-quick's darwin `add_if`/`get_real_interface`/`del_if`:
+//! `WG_TUN_NAME_FILE=<run_dir>/<name>.name wireguard-go -f utun`, wait until wireguard-go wrote
+//! `utunN` into the name file, then talk UAPI on `<run_dir>/utunN.sock`. Removing the device
+//! stops the process and removes the socket and the name file.
+//!
+//! An adopted wireguard-go (left by `--keep-interface`, not our child) is stopped by unlinking
+//! its socket: wireguard-go watches the file (kqueue on macOS) and exits when it goes, taking
+//! the utun with it.
+
+use crate::commands::start_wireguard_go;
+use crate::{MacosError, RUN_DIR, Runner, Utun, name_file_path, read_utun};
+use std::io::{BufRead as _, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use wgmesh_device::{
+    BackendError, BackendKind, DeviceOrigin, DeviceState, DeviceUpdate, WireguardBackend,
+};
+use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError};
+
+/// How wireguard-go runs for one mesh interface.
+#[derive(Debug, Clone)]
+pub struct MacosBackendConfig {
+    /// The mesh's name for the interface (`wg0`); the kernel's is `utunN`.
+    pub interface: String,
+    /// Looked up in the runner's search path unless it contains a `/`.
+    pub wireguard_go: PathBuf,
+    /// Where the name file and wireguard-go's socket live ([`RUN_DIR`] on macOS).
+    pub run_dir: PathBuf,
+    /// Bound on the wait for the name file, and then for the socket to answer.
+    pub start_timeout: Duration,
+    /// How long SIGTERM gets before SIGKILL.
+    pub stop_timeout: Duration,
+    pub io_timeout: Duration,
+    pub output: ChildOutput,
+    /// wireguard-go's `LOG_LEVEL` (`error`, `verbose` or `silent`).
+    pub log_level: String,
+}
+
+impl MacosBackendConfig {
+    pub fn new(interface: &str) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            wireguard_go: PathBuf::from("wireguard-go"),
+            run_dir: PathBuf::from(RUN_DIR),
+            start_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(3),
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            output: ChildOutput::Log,
+            log_level: "error".to_owned(),
+        }
+    }
+}
+
+/// A wireguard-go device on a utun. Dropping it stops a process it spawned, unless
+/// [`detach`](WireguardBackend::detach) was called.
+#[derive(Debug)]
+pub struct MacosBackend {
+    config: MacosBackendConfig,
+    runner: Runner,
+    child: Option<Child>,
+    /// The utun of the running device, once known.
+    utun: Option<Utun>,
+    had_device: bool,
+    detached: bool,
+}
+
+impl MacosBackend {
+    pub fn new(config: MacosBackendConfig, runner: Runner) -> Self {
+        Self {
+            config,
+            runner,
+            child: None,
+            utun: None,
+            had_device: false,
+            detached: false,
+        }
+    }
+
+    /// The kernel's name for the interface (`utunN`), once the device was started or adopted.
+    pub fn utun(&self) -> Option<&Utun> {
+        self.utun.as_ref()
+    }
+
+    /// The pid of the wireguard-go we spawned, if we hold one.
+    pub fn child_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn client(&self, utun: &Utun) -> UapiClient {
+        UapiClient::new(&self.config.run_dir, utun.as_str()).with_timeout(self.config.io_timeout)
+    }
+
+    fn connected(&self) -> Result<UapiClient, BackendError> {
+        let utun = self.utun.as_ref().ok_or_else(|| {
+            self.protocol_error("find utun", "the device was not started".to_owned())
+        })?;
+        Ok(self.client(utun))
+    }
+
+    fn uapi_error(&self, operation: &'static str, error: UapiError) -> BackendError {
+        match error {
+            UapiError::Io { source, .. } => self.io_error(operation, source),
+            other => self.protocol_error(operation, other.to_string()),
+        }
+    }
+
+    fn io_error(&self, operation: &'static str, cause: std::io::Error) -> BackendError {
+        BackendError::Io {
+            interface: self.config.interface.clone(),
+            operation,
+            cause,
+        }
+    }
+
+    fn protocol_error(&self, operation: &'static str, message: String) -> BackendError {
+        BackendError::Protocol {
+            interface: self.config.interface.clone(),
+            operation,
+            message,
+        }
+    }
+
+    fn macos_error(&self, operation: &'static str, error: MacosError) -> BackendError {
+        self.protocol_error(operation, error.to_string())
+    }
+
+    /// The utun a live wireguard-go serves for our interface, if one answers (wg-quick's
+    /// `get_real_interface`, with a UAPI `get` instead of its mtime comparison).
+    fn live_utun(&self) -> Option<Utun> {
+        let utun = read_utun(&self.config.run_dir, &self.config.interface).ok()?;
+        self.client(&utun).is_alive().then_some(utun)
+    }
+
+    /// Reaps our child if it has exited; returns whether it had.
+    fn child_exited(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::warn!(interface = %self.config.interface, %status, "wireguard-go exited");
+                self.child = None;
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(interface = %self.config.interface, %error, "cannot poll wireguard-go");
+                false
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), BackendError> {
+        let name_file = name_file_path(&self.config.run_dir, &self.config.interface);
+        let mut command = start_wireguard_go(&self.config.wireguard_go, &name_file);
+        command
+            .env
+            .push(("LOG_LEVEL".into(), self.config.log_level.clone().into()));
+        let (stdout, stderr) = match &self.config.output {
+            ChildOutput::Log => (Stdio::piped(), Stdio::piped()),
+            ChildOutput::Null => (Stdio::null(), Stdio::null()),
+            ChildOutput::File(path) => {
+                let file = open_log(path).map_err(|e| self.io_error("open wireguard-go log", e))?;
+                let copy = file
+                    .try_clone()
+                    .map_err(|e| self.io_error("open wireguard-go log", e))?;
+                (Stdio::from(file), Stdio::from(copy))
+            }
+        };
+        let mut child = self
+            .runner
+            .spawn(&command, stdout, stderr)
+            .map_err(|e| self.macos_error("start wireguard-go", e))?;
+        tracing::info!(interface = %self.config.interface, pid = child.id(), "started wireguard-go");
+        if let Some(out) = child.stdout.take() {
+            forward_lines(&self.config.interface, out);
+        }
+        if let Some(err) = child.stderr.take() {
+            forward_lines(&self.config.interface, err);
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Fails if our fresh child has already exited.
+    fn check_child_alive(&mut self, waiting_for: &str) -> Result<(), BackendError> {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.child = None;
+            return Err(self.protocol_error(
+                "start wireguard-go",
+                format!("exited with {status} before {waiting_for}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the name file, then for the socket to answer.
+    fn wait_until_serving(&mut self) -> Result<Utun, BackendError> {
+        let deadline = Instant::now() + self.config.start_timeout;
+        let name_file = name_file_path(&self.config.run_dir, &self.config.interface);
+        let utun = loop {
+            if let Ok(utun) = read_utun(&self.config.run_dir, &self.config.interface) {
+                break utun;
+            }
+            self.check_child_alive("it reported its utun")?;
+            if Instant::now() >= deadline {
+                self.stop_child()?;
+                let timeout = MacosError::NameFileTimeout {
+                    interface: self.config.interface.clone(),
+                    path: name_file,
+                    timeout: self.config.start_timeout,
+                };
+                return Err(self.macos_error("start wireguard-go", timeout));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let client = self.client(&utun);
+        loop {
+            if client.is_alive() {
+                return Ok(utun);
+            }
+            self.check_child_alive("its socket answered")?;
+            if Instant::now() >= deadline {
+                self.stop_child()?;
+                return Err(self.protocol_error(
+                    "start wireguard-go",
+                    format!(
+                        "{} did not answer within {:?}",
+                        client.socket().display(),
+                        self.config.start_timeout
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL. Our child only.
+    fn stop_child(&mut self) -> Result<(), BackendError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            return Ok(());
+        }
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // ESRCH: it exited between the check and the signal; the wait below reaps it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + self.config.stop_timeout;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(interface = %self.config.interface, "wireguard-go ignored SIGTERM; killing it");
+        let _ = child.kill();
+        child
+            .wait()
+            .map_err(|e| self.io_error("wait for wireguard-go", e))?;
+        Ok(())
+    }
+
+    /// darwin.bash `del_if`: removes `utunN.sock` (when known) and `<name>.name`. Missing files
+    /// are fine.
+    fn remove_files(&self, utun: Option<&Utun>) -> Result<(), BackendError> {
+        let socket = utun.map(|u| self.client(u).socket().to_owned());
+        let name = name_file_path(&self.config.run_dir, &self.config.interface);
+        for path in socket.into_iter().chain([name]) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    let error = MacosError::File {
+                        interface: self.config.interface.clone(),
+                        operation: "remove",
+                        path,
+                        source,
+                    };
+                    return Err(self.macos_error("remove device", error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_run_dir(&self) -> Result<(), BackendError> {
+        std::fs::create_dir_all(&self.config.run_dir).map_err(|source| {
+            let error = MacosError::File {
+                interface: self.config.interface.clone(),
+                operation: "create",
+                path: self.config.run_dir.clone(),
+                source,
+            };
+            self.macos_error("start wireguard-go", error)
+        })
+    }
+}
+
+impl WireguardBackend for MacosBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Userspace
+    }
+
+    fn interface(&self) -> &str {
+        &self.config.interface
+    }
+
+    fn ensure_device(&mut self) -> Result<DeviceOrigin, BackendError> {
+        let died = self.child_exited();
+        if !died && let Some(utun) = self.live_utun() {
+            if !self.had_device && self.child.is_none() {
+                tracing::info!(interface = %self.config.interface, %utun, "adopted running wireguard-go");
+            }
+            self.utun = Some(utun);
+            self.had_device = true;
+            return Ok(DeviceOrigin::Adopted);
+        }
+        // Dead, or alive but not answering (hung): replace it. The old utun's socket and the
+        // name file go first, so the name we wait for is the new process's.
+        self.stop_child()?;
+        let stale = self
+            .utun
+            .take()
+            .or_else(|| read_utun(&self.config.run_dir, &self.config.interface).ok());
+        self.remove_files(stale.as_ref())?;
+        self.ensure_run_dir()?;
+        self.spawn()?;
+        let utun = self.wait_until_serving()?;
+        tracing::info!(interface = %self.config.interface, %utun, "wireguard-go serves the interface");
+        self.utun = Some(utun);
+        let origin = if self.had_device || died {
+            tracing::warn!(interface = %self.config.interface, "restarted wireguard-go; its peers will be re-applied");
+            DeviceOrigin::Restarted
+        } else {
+            DeviceOrigin::Created
+        };
+        self.had_device = true;
+        Ok(origin)
+    }
+
+    fn read(&mut self) -> Result<DeviceState, BackendError> {
+        self.connected()?
+            .get()
+            .map_err(|e| self.uapi_error("read device", e))
+    }
+
+    fn apply(&mut self, update: &DeviceUpdate) -> Result<(), BackendError> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        self.connected()?
+            .set(update)
+            .map_err(|e| self.uapi_error("apply update", e))
+    }
+
+    fn remove_device(&mut self) -> Result<(), BackendError> {
+        let utun = self
+            .utun
+            .take()
+            .or_else(|| read_utun(&self.config.run_dir, &self.config.interface).ok());
+        if self.child.is_some() {
+            self.stop_child()?;
+        } else if utun.is_some() {
+            tracing::info!(interface = %self.config.interface, "asking adopted wireguard-go to exit");
+        }
+        self.had_device = false;
+        self.remove_files(utun.as_ref())
+    }
+
+    fn detach(&mut self) {
+        self.detached = true;
+    }
+}
+
+impl Drop for MacosBackend {
+    fn drop(&mut self) {
+        if !self.detached
+            && let Err(error) = self.stop_child()
+        {
+            tracing::warn!(%error, "stopping wireguard-go on drop");
+        }
+    }
+}
+
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Copies a child's output into the log, one event per line, on a small thread that ends at EOF.
+fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
+    let interface = interface.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name(format!("wg-go-log-{interface}"))
+        .spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("ERROR") {
+                    tracing::warn!(target: "wireguard_go", interface = %interface, "{line}");
+                } else {
+                    tracing::debug!(target: "wireguard_go", interface = %interface, "{line}");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot forward wireguard-go output");
+    }
+}
