@@ -9,5 +9,5 @@ mod mesh;
 mod secret;
 
 pub use address::{MAX_COLLISION_COUNTER, MeshAddresses, mesh_ipv4, mesh_ipv6};
-pub use mesh::{MeshKeys, NodeSeed, SeedError};
+pub use mesh::{DhtItemKeys, MeshKeys, NodeSeed, SeedError};
 pub use secret::{Secret, SecretError, SecretStrength};

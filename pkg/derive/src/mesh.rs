@@ -27,6 +27,8 @@ pub(crate) enum Purpose {
     ControlPort,
     LanGroup,
     DhtInfohash,
+    DhtItemSigning,
+    DhtItemSeal,
     NodeKey,
 }
 
@@ -43,6 +45,8 @@ impl Purpose {
             Self::ControlPort => "wgmesh v1 control port",
             Self::LanGroup => "wgmesh v1 lan group",
             Self::DhtInfohash => "wgmesh v1 dht infohash",
+            Self::DhtItemSigning => "wgmesh v1 dht item signing",
+            Self::DhtItemSeal => "wgmesh v1 dht item seal",
             Self::NodeKey => "wgmesh v1 node key",
         }
     }
@@ -125,6 +129,16 @@ impl MeshKeys {
         out
     }
 
+    /// The keys of the BEP 44 rendezvous (`--dht bep44`): every member signs the hourly item with
+    /// the same Ed25519 key (only holders of the secret can write it) and seals its contents
+    /// with the same AEAD key (DHT nodes that store it cannot read the members' addresses).
+    pub fn dht_item_keys(&self) -> DhtItemKeys {
+        DhtItemKeys {
+            signing_seed: self.subkey(Purpose::DhtItemSigning),
+            seal: self.subkey(Purpose::DhtItemSeal),
+        }
+    }
+
     /// The node's WireGuard private key: `keyed_hash(K(node key), seed)`, clamped.
     pub fn node_private_key(&self, seed: &NodeSeed) -> PrivateKey {
         let key = self.subkey(Purpose::NodeKey);
@@ -139,6 +153,21 @@ impl MeshKeys {
 impl fmt::Debug for MeshKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MeshKeys(<redacted>)")
+    }
+}
+
+/// Key material of the BEP 44 rendezvous; never printed, zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DhtItemKeys {
+    /// The Ed25519 signing key's seed: `K(dht item signing)`.
+    pub signing_seed: [u8; 32],
+    /// The ChaCha20-Poly1305 key of the item's contents: `K(dht item seal)`.
+    pub seal: [u8; 32],
+}
+
+impl fmt::Debug for DhtItemKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DhtItemKeys(<redacted>)")
     }
 }
 

@@ -78,6 +78,19 @@ proptest! {
     }
 }
 
+#[test]
+fn dht_item_keys_are_separate_subkeys() {
+    let keys = mesh();
+    let items = keys.dht_item_keys();
+    assert_eq!(items.signing_seed, keys.dht_item_keys().signing_seed);
+    assert_ne!(items.signing_seed, items.seal);
+    for other in [keys.network_id(), keys.exchange_key()] {
+        assert_ne!(items.signing_seed, other);
+        assert_ne!(items.seal, other);
+    }
+    assert_eq!(format!("{items:?}"), "DhtItemKeys(<redacted>)");
+}
+
 proptest! {
     // Each case runs Argon2 twice; a handful of secrets is enough to show determinism.
     #![proptest_config(ProptestConfig::with_cases(4))]

@@ -1,5 +1,6 @@
 //! What the daemon configures, what can go wrong at start, and what it can observe.
 
+use crate::method::{PeerAnnounce, Rendezvous};
 use crate::schedule::Pacing;
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -12,8 +13,8 @@ pub type InfohashFn = Box<dyn Fn(u64) -> [u8; 20] + Send>;
 
 /// Everything the rendezvous thread needs. Build with [`DhtConfig::new`] and set fields.
 pub struct DhtConfig {
-    /// Infohash for an epoch hour.
-    pub infohash: InfohashFn,
+    /// How members publish and find each other on the DHT (`--dht mainline|bep44`).
+    pub rendezvous: Box<dyn Rendezvous>,
     /// The control port announced (explicitly: DHT nodes store `source IP : this port`).
     pub announce_port: u16,
     /// Bootstrap nodes as `HOST:PORT`, resolved on the DHT thread. Empty means mainline's public
@@ -36,11 +37,17 @@ pub struct DhtConfig {
 }
 
 impl DhtConfig {
+    /// BEP 5 announces under `infohash(hour)` ([`PeerAnnounce`]); otherwise as
+    /// [`DhtConfig::with_rendezvous`].
+    pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
+        Self::with_rendezvous(Box::new(PeerAnnounce::new(infohash)), announce_port)
+    }
+
     /// Defaults: public bootstrap routers, any local address, no nodes file, default pacing, no
     /// loopback candidates.
-    pub fn new(infohash: impl Fn(u64) -> [u8; 20] + Send + 'static, announce_port: u16) -> Self {
+    pub fn with_rendezvous(rendezvous: Box<dyn Rendezvous>, announce_port: u16) -> Self {
         Self {
-            infohash: Box::new(infohash),
+            rendezvous,
             announce_port,
             bootstrap: Vec::new(),
             bind: None,
@@ -55,6 +62,7 @@ impl DhtConfig {
 impl fmt::Debug for DhtConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DhtConfig")
+            .field("rendezvous", &self.rendezvous.name())
             .field("announce_port", &self.announce_port)
             .field("bootstrap", &self.bootstrap)
             .field("bind", &self.bind)
@@ -76,6 +84,8 @@ pub enum DhtError {
 /// A snapshot of the rendezvous state, for `wgmesh status` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DhtStatus {
+    /// The rendezvous method (`mainline` or `bep44`).
+    pub method: &'static str,
     /// The DHT socket's local address, once bound.
     pub local_addr: Option<SocketAddrV4>,
     /// Whether the last announce reached at least one DHT node.

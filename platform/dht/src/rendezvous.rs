@@ -8,11 +8,12 @@
 use crate::bootstrap::{bootstrap_names, merge_bootstrap, resolve};
 use crate::candidates::{MAX_CANDIDATES_PER_ROUND, candidates_from_dht};
 use crate::config::{DhtConfig, DhtError, DhtStatus};
+use crate::method::{AnnounceError, CandidateStream};
 use crate::nodes_file;
 use crate::schedule::{Due, Schedule};
 use futures_lite::{StreamExt, future};
-use mainline::async_dht::{AsyncDht, GetStream};
-use mainline::{Dht, Id};
+use mainline::Dht;
+use mainline::async_dht::AsyncDht;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -45,6 +46,7 @@ impl DhtRendezvous {
     ) -> Result<DhtHandle, DhtError> {
         let (commands_tx, commands_rx) = flume::unbounded();
         let status = Arc::new(Mutex::new(DhtStatus {
+            method: config.rendezvous.name(),
             fast: true,
             ..DhtStatus::default()
         }));
@@ -354,13 +356,10 @@ impl Worker {
             return Flow::Continue;
         };
         let port = self.config.announce_port;
-        let infohash = &self.config.infohash;
+        let rendezvous = self.config.rendezvous.as_ref();
         let announce = async {
             let hour = due.announce?;
-            Some(
-                dht.announce_peer(Id::from(infohash(hour)), Some(port))
-                    .await,
-            )
+            Some(rendezvous.announce(&dht, hour, port).await)
         };
         let sink = RefCell::new(RoundSink::new(
             self.on_candidate.as_mut(),
@@ -370,27 +369,19 @@ impl Worker {
             let Some(hours) = due.lookup else {
                 return false;
             };
-            let mut targets: Vec<[u8; 20]> = Vec::with_capacity(3);
+            let mut unique: Vec<u64> = Vec::with_capacity(3);
             for hour in hours {
-                let hash = infohash(hour);
-                if !targets.contains(&hash) {
-                    targets.push(hash);
+                if !unique.contains(&hour) {
+                    unique.push(hour);
                 }
             }
-            let mut streams = targets
-                .into_iter()
-                .map(|hash| dht.get_peers(Id::from(hash)));
-            let drain = |stream: Option<GetStream<Vec<SocketAddrV4>>>| {
-                let sink = &sink;
-                async move {
-                    let Some(mut stream) = stream else { return };
-                    while let Some(batch) = stream.next().await {
-                        sink.borrow_mut().deliver(&batch);
-                    }
-                }
-            };
+            let mut streams = unique.into_iter().map(|hour| rendezvous.lookup(&dht, hour));
             let (a, b, c) = (streams.next(), streams.next(), streams.next());
-            future::zip(future::zip(drain(a), drain(b)), drain(c)).await;
+            future::zip(
+                future::zip(drain(a, &sink), drain(b, &sink)),
+                drain(c, &sink),
+            )
+            .await;
             true
         };
         let commands = &self.commands;
@@ -425,6 +416,10 @@ impl Worker {
         if let Some(result) = announced {
             self.record_announce(result);
         }
+        if looked_up && self.config.rendezvous.wants_reannounce() {
+            tracing::debug!("our DHT announcement was not found; announcing again");
+            self.schedule.reannounce_now();
+        }
         if looked_up {
             tracing::debug!(
                 found,
@@ -437,7 +432,7 @@ impl Worker {
         Flow::Continue
     }
 
-    fn record_announce(&mut self, result: Result<Id, mainline::errors::PutQueryError>) {
+    fn record_announce(&mut self, result: Result<(), AnnounceError>) {
         let ok = result.is_ok();
         self.schedule.announce_done(ok);
         self.update_status(|s| {
@@ -451,12 +446,16 @@ impl Worker {
         let changed = self.announce_ok != Some(ok);
         self.announce_ok = Some(ok);
         match result {
-            Ok(_) if changed => {
-                tracing::info!(port = self.config.announce_port, "announced on the DHT");
+            Ok(()) if changed => {
+                tracing::info!(
+                    port = self.config.announce_port,
+                    method = self.config.rendezvous.name(),
+                    "announced on the DHT"
+                );
             }
             Err(err) if changed => tracing::warn!(%err, "DHT announce failed; retrying"),
             Err(err) => tracing::debug!(%err, "DHT announce failed again"),
-            Ok(_) => {}
+            Ok(()) => {}
         }
     }
 
@@ -486,6 +485,14 @@ impl Worker {
                 tracing::warn!(%err, "cannot save DHT nodes");
             }
         }
+    }
+}
+
+/// Feeds one hour's lookup into the round's sink.
+async fn drain(stream: Option<CandidateStream<'_>>, sink: &RefCell<RoundSink<'_>>) {
+    let Some(mut stream) = stream else { return };
+    while let Some(batch) = stream.next().await {
+        sink.borrow_mut().deliver(&batch);
     }
 }
 

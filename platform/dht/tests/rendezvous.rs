@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wgmesh_dht::schedule::{epoch_hour, lookup_hours};
-use wgmesh_dht::{DhtConfig, DhtRendezvous, Pacing};
+use wgmesh_dht::{DhtConfig, DhtRendezvous, Pacing, PeerAnnounce, SignedItems};
 
 /// A per-test "secret", so parallel tests never see each other's announcements.
 fn infohash_for(secret: u8) -> impl Fn(u64) -> [u8; 20] + Send + 'static {
@@ -153,10 +153,10 @@ fn announces_current_hour_and_looks_up_three_hours() {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&asked);
     let mut config = config(5, 40_031, &net.bootstrap);
-    config.infohash = Box::new(move |hour| {
+    config.rendezvous = Box::new(PeerAnnounce::new(move |hour| {
         record.lock().unwrap().push(hour);
         infohash_for(5)(hour)
-    });
+    }));
     let before = epoch_hour(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -214,10 +214,10 @@ fn reannounce_announces_at_once_without_a_lookup() {
     let record = Arc::clone(&asked);
     let mut config = config(7, 40_051, &net.bootstrap);
     config.pacing.fast_lookup = Duration::from_secs(600);
-    config.infohash = Box::new(move |hour| {
+    config.rendezvous = Box::new(PeerAnnounce::new(move |hour| {
         record.lock().unwrap().push(hour);
         infohash_for(7)(hour)
-    });
+    }));
     let (handle, _rx) = DhtRendezvous::start(config).unwrap();
     let start = Instant::now();
     while handle.status().lookups < 1 && start.elapsed() < Duration::from_secs(10) {
@@ -238,4 +238,60 @@ fn reannounce_announces_at_once_without_a_lookup() {
     }
     assert_eq!(asked.lock().unwrap().len(), before + 2);
     handle.stop();
+}
+
+/// The BEP 44 rendezvous under a per-test "secret".
+fn items_config(secret: u8, port: u16, bootstrap: &[String]) -> DhtConfig {
+    let mut config = config(secret, port, bootstrap);
+    config.rendezvous = Box::new(SignedItems::new(
+        infohash_for(secret),
+        &[secret; 32],
+        &[secret ^ 0xff; 32],
+    ));
+    config
+}
+
+#[test]
+fn bep44_members_find_each_other_through_the_signed_item() {
+    let net = testnet();
+    let (a, rx_a) = DhtRendezvous::start(items_config(11, 40_061, &net.bootstrap)).unwrap();
+    let (b, rx_b) = DhtRendezvous::start(items_config(11, 40_062, &net.bootstrap)).unwrap();
+    let (c, rx_c) = DhtRendezvous::start(items_config(11, 40_063, &net.bootstrap)).unwrap();
+    let limit = Duration::from_secs(20);
+    // All three wrote into one item (read, merge, compare-and-swap): each finds both others.
+    let took = [
+        wait_for(&rx_a, "127.0.0.1:40062", limit),
+        wait_for(&rx_a, "127.0.0.1:40063", limit),
+        wait_for(&rx_b, "127.0.0.1:40061", limit),
+        wait_for(&rx_c, "127.0.0.1:40061", limit),
+    ];
+    eprintln!("bep44 found after {took:?}");
+    assert_eq!(a.status().method, "bep44");
+    assert!(a.status().announced && b.status().announced && c.status().announced);
+    a.stop();
+    b.stop();
+    c.stop();
+}
+
+#[test]
+fn bep44_items_of_another_mesh_are_not_read() {
+    let net = testnet();
+    // Same hour salt and signing key, another seal key: the item is found but does not open.
+    let (a, _rx_a) = DhtRendezvous::start(items_config(12, 40_071, &net.bootstrap)).unwrap();
+    let mut other = config(12, 40_072, &net.bootstrap);
+    other.rendezvous = Box::new(SignedItems::new(infohash_for(12), &[12; 32], &[0; 32]));
+    let (b, rx_b) = DhtRendezvous::start(other).unwrap();
+    let start = Instant::now();
+    while b.status().lookups < 2 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.status().lookups >= 2, "b looked up twice");
+    assert!(a.status().announced, "a wrote its item");
+    let found: Vec<SocketAddr> = rx_b.try_iter().collect();
+    assert!(
+        !found.contains(&"127.0.0.1:40071".parse().unwrap()),
+        "{found:?}"
+    );
+    a.stop();
+    b.stop();
 }
