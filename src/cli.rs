@@ -148,6 +148,13 @@ pub enum BackendChoice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DhtChoice {
+    Mainline,
+    Bep44,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -247,7 +254,16 @@ pub struct UpOptions {
     /// Do not discover members by LAN multicast.
     #[arg(long, env = "WGMESH_NO_LAN")]
     pub no_lan: bool,
-    /// DHT bootstrap nodes, or `none`.
+    /// How members meet on the BitTorrent DHT: `mainline` (BEP 5 announces, the default),
+    /// `bep44` (a signed, sealed hourly item) or `none`.
+    #[arg(
+        long,
+        env = "WGMESH_DHT",
+        value_enum,
+        value_name = "mainline|bep44|none"
+    )]
+    pub dht: Option<DhtChoice>,
+    /// DHT bootstrap nodes, or `none` (the same as `--dht none`).
     #[arg(long, env = "WGMESH_DHT_BOOTSTRAP", value_name = "HOST:PORT,...|none")]
     pub dht_bootstrap: Option<String>,
     /// STUN servers, or `none`.

@@ -117,10 +117,18 @@ fn bad_flags_exit_2() {
         vec!["up", "--name", "web_1"],
         vec!["up", "--name", "-web"],
         vec!["up", "--name", &"a".repeat(64)],
+        vec!["up", "--dht", "kademlia"],
+        vec!["up", "--dht", "bep44", "--dht-bootstrap", "none"],
     ] {
         let out = wgmesh(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
+    let out = wgmesh(&["up", "--dht", "bep44", "--dht-bootstrap", "none"]);
+    assert!(
+        stderr(&out).contains("--dht bep44 needs bootstrap nodes, but --dht-bootstrap none"),
+        "{}",
+        stderr(&out)
+    );
     let out = wgmesh(&["up", "--name", "web_1"]);
     assert!(
         stderr(&out).contains("name \"web_1\" contains '_' at position 4"),

@@ -370,6 +370,43 @@ fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
     }
 }
 
+/// The same mesh with the BEP 44 rendezvous (`--dht bep44`) as the only discovery: the members'
+/// control addresses reach each other only inside the signed, sealed hourly item.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root: run with --features root-tests"
+)]
+fn hosts_behind_port_preserving_nats_mesh_over_bep44_items() {
+    let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
+    let flags = with(&internet_flags(&mut lab), &["--dht", "bep44"]);
+    let begin = Instant::now();
+    start_with_relay(&mut lab, &flags);
+    let formed = lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
+        lab.all_pairs_ping()
+    });
+    eprintln!(
+        "NAT lab (bep44): membership in {formed:?}, all-pairs ping after {:?}",
+        begin.elapsed()
+    );
+    for node in lab.hosts.iter().chain([&lab.relay]) {
+        // A member found through the others' items may form before its own write completes.
+        wait_until(FORMATION, "every member to write the BEP 44 item", || {
+            node.log().contains("announced on the DHT port")
+        });
+        let log = node.log();
+        assert!(log.contains("method=bep44"), "{log}");
+        assert!(!log.contains("method=mainline"), "{log}");
+        for peer in node.status_ok()["peers"].as_array().unwrap() {
+            assert!(
+                ["dht", "gossip", "inbound"].contains(&peer["source"].as_str().unwrap()),
+                "{peer}"
+            );
+        }
+    }
+}
+
 /// Issue 14: a pair that can be direct must be direct within this long of the first start (it
 /// allows for conntrack's 30 s timeout of unreplied entries).
 const DIRECT_WITHIN: Duration = Duration::from_secs(60);

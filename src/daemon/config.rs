@@ -2,7 +2,8 @@
 //! file. The daemon depends on this, not on the CLI's clap types, so it can be started (and
 //! tested) without a command line.
 
-use crate::cli::{BackendChoice, UpArgs};
+use super::discovery::DhtMethod;
+use crate::cli::{BackendChoice, DhtChoice, UpArgs, UpOptions};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,7 +54,9 @@ pub struct DaemonConfig {
     /// Static seeds, `HOST:PORT`.
     pub static_peers: Vec<String>,
     pub lan_discovery: bool,
-    /// Unparsed: `HOST:PORT,...`, `none`, or `None` for the defaults.
+    /// The DHT rendezvous, `None` when the DHT is off (`--dht none`, `--dht-bootstrap none`).
+    pub dht: Option<DhtMethod>,
+    /// Unparsed: `HOST:PORT,...`, or `None` for the defaults.
     pub dht_bootstrap: Option<String>,
     /// Unparsed: `HOST:PORT,...`, `none`, or `None` for the defaults.
     pub stun: Option<String>,
@@ -65,6 +68,32 @@ pub struct DaemonConfig {
     /// wireguard-go logs its handshakes too (`LOG_LEVEL=verbose`): the daemon started at the
     /// `debug` or `trace` level.
     pub wireguard_go_verbose: bool,
+}
+
+/// The DHT rendezvous `--dht` and `--dht-bootstrap` ask for: absent means `mainline`;
+/// `--dht-bootstrap none` is a synonym for `--dht none`, and contradicts an explicit
+/// `--dht mainline|bep44`.
+pub fn dht_method(options: &UpOptions) -> Result<Option<DhtMethod>, String> {
+    let bootstrap_off = options
+        .dht_bootstrap
+        .as_deref()
+        .is_some_and(|spec| spec.trim() == "none");
+    let bootstrap_listed = options.dht_bootstrap.is_some() && !bootstrap_off;
+    match (options.dht, bootstrap_off) {
+        (Some(DhtChoice::None), _) if bootstrap_listed => {
+            Err("--dht-bootstrap lists DHT nodes, but --dht none turns the DHT off".to_owned())
+        }
+        (Some(DhtChoice::None), _) | (None, true) => Ok(None),
+        (Some(choice @ (DhtChoice::Mainline | DhtChoice::Bep44)), true) => Err(format!(
+            "--dht {} needs bootstrap nodes, but --dht-bootstrap none turns the DHT off",
+            match choice {
+                DhtChoice::Bep44 => "bep44",
+                _ => "mainline",
+            }
+        )),
+        (Some(DhtChoice::Bep44), false) => Ok(Some(DhtMethod::Bep44)),
+        (Some(DhtChoice::Mainline) | None, false) => Ok(Some(DhtMethod::Mainline)),
+    }
 }
 
 impl DaemonConfig {
@@ -101,6 +130,8 @@ impl DaemonConfig {
             mtu: options.mtu,
             static_peers: options.peer.clone(),
             lan_discovery: !options.no_lan,
+            // `up` checked the combination first (`dht_method`).
+            dht: dht_method(options).unwrap_or(None),
             dht_bootstrap: options.dht_bootstrap.clone(),
             stun: options.stun.clone(),
             relay: options.relay,
@@ -124,6 +155,46 @@ impl DaemonConfig {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    fn up_options(flags: &[&str]) -> UpOptions {
+        let mut argv = vec!["wgmesh", "up"];
+        argv.extend_from_slice(flags);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        args.options
+    }
+
+    #[test]
+    fn dht_flags_pick_the_rendezvous() {
+        let method = |flags: &[&str]| dht_method(&up_options(flags));
+        assert_eq!(method(&[]), Ok(Some(DhtMethod::Mainline)));
+        assert_eq!(
+            method(&["--dht", "mainline"]),
+            Ok(Some(DhtMethod::Mainline))
+        );
+        assert_eq!(method(&["--dht", "bep44"]), Ok(Some(DhtMethod::Bep44)));
+        assert_eq!(
+            method(&["--dht", "bep44", "--dht-bootstrap", "192.0.2.1:6881"]),
+            Ok(Some(DhtMethod::Bep44))
+        );
+        assert_eq!(method(&["--dht", "none"]), Ok(None));
+        // `--dht-bootstrap none` stays a synonym for `--dht none`.
+        assert_eq!(method(&["--dht-bootstrap", "none"]), Ok(None));
+        assert_eq!(
+            method(&["--dht", "none", "--dht-bootstrap", "none"]),
+            Ok(None)
+        );
+        let err = method(&["--dht", "bep44", "--dht-bootstrap", "none"]).unwrap_err();
+        assert!(
+            err.contains("--dht bep44") && err.contains("--dht-bootstrap none"),
+            "{err}"
+        );
+        let err = method(&["--dht", "none", "--dht-bootstrap", "192.0.2.1:6881"]).unwrap_err();
+        assert!(err.contains("--dht none"), "{err}");
+        assert!(crate::cli::Cli::try_parse_from(["wgmesh", "up", "--dht", "kademlia"]).is_err());
+    }
 
     #[test]
     fn up_flags_become_the_daemon_config() {

@@ -2,14 +2,32 @@
 //! task probes. Membership itself is decided by the exchange protocol, never by a source.
 
 use std::net::SocketAddr;
+use tokio::sync::mpsc::UnboundedReceiver;
 use wgmesh_mesh::Source;
 
-/// A source of candidate control addresses (LAN multicast, static seeds, the peer cache). When
-/// each is polled is the membership core's decision (`wgmesh_membership::cadence`).
+/// A source of candidate control addresses: LAN multicast, static seeds, the peer cache and the
+/// DHT (`--dht mainline|bep44`). Most are polled, when the membership core says
+/// (`wgmesh_membership::cadence`); the DHT finds candidates on its own thread and pushes them.
 pub trait Discovery: Send + Sync {
     fn source(&self) -> Source;
-    /// Addresses to probe now.
-    fn candidates(&mut self) -> Vec<SocketAddr>;
+    /// Addresses to probe now (a polled source).
+    fn candidates(&mut self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+    /// A source that finds candidates on its own hands over, once, the channel they arrive on;
+    /// the exchange task then selects on it (an idle daemon is not woken to poll) and never
+    /// polls the source.
+    fn take_pushed(&mut self) -> Option<UnboundedReceiver<SocketAddr>> {
+        None
+    }
+    /// Look harder (the mesh is forming, or a member is missing) or ease off (complete, stable).
+    fn set_fast(&self, fast: bool) {
+        let _ = fast;
+    }
+    /// Our addresses changed: publish them again.
+    fn addresses_changed(&self) {}
+    /// Stops the source; may block (joins a thread), so it is called off the runtime.
+    fn stop(self: Box<Self>) {}
 }
 
 /// LAN multicast on the secret-derived group: the probe itself is the (encrypted) beacon.
@@ -125,26 +143,49 @@ impl Discovery for CacheDiscovery {
     }
 }
 
-/// The mainline DHT rendezvous (DESIGN.md §8): it runs on its own thread (its builder resolves
-/// DNS and its client blocks) and hands candidate control addresses to the exchange task through
-/// a channel the task selects on, so an idle daemon is not woken to poll it.
+/// Which rendezvous runs on the DHT (`--dht`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhtMethod {
+    /// BEP 5: announce the control port under the hourly infohash, `get_peers` to find members.
+    Mainline,
+    /// BEP 44: a signed, sealed hourly item listing the members' control addresses.
+    Bep44,
+}
+
+/// The DHT rendezvous (DESIGN.md §8): it runs on its own thread (its builder resolves DNS and
+/// its client blocks) and pushes candidate control addresses through a channel.
 #[derive(Debug)]
-pub struct DhtLink {
-    handle: wgmesh_dht::DhtHandle,
+pub struct DhtDiscovery {
+    handle: Option<wgmesh_dht::DhtHandle>,
+    candidates: Option<UnboundedReceiver<SocketAddr>>,
     control_port: u16,
 }
 
-impl DhtLink {
+impl DhtDiscovery {
+    /// Starts the rendezvous of `method`.
     pub fn start(
+        method: DhtMethod,
         keys: &wgmesh_derive::MeshKeys,
         control_port: u16,
         bootstrap: Vec<String>,
         nodes_file: std::path::PathBuf,
-    ) -> Result<(Self, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>), wgmesh_dht::DhtError>
-    {
-        let keys = keys.clone();
-        let mut config =
-            wgmesh_dht::DhtConfig::new(move |hour| keys.dht_infohash(hour), control_port);
+    ) -> Result<Self, wgmesh_dht::DhtError> {
+        let infohash = {
+            let keys = keys.clone();
+            move |hour| keys.dht_infohash(hour)
+        };
+        let rendezvous: Box<dyn wgmesh_dht::Rendezvous> = match method {
+            DhtMethod::Bep44 => {
+                let item_keys = keys.dht_item_keys();
+                Box::new(wgmesh_dht::SignedItems::new(
+                    infohash,
+                    &item_keys.signing_seed,
+                    &item_keys.seal,
+                ))
+            }
+            DhtMethod::Mainline => Box::new(wgmesh_dht::PeerAnnounce::new(infohash)),
+        };
+        let mut config = wgmesh_dht::DhtConfig::with_rendezvous(rendezvous, control_port);
         config.bootstrap = bootstrap;
         config.nodes_file = Some(nodes_file);
         // What arrives is already filtered and bounded by `wgmesh_dht::candidates_from_dht`
@@ -153,31 +194,48 @@ impl DhtLink {
         let handle = wgmesh_dht::DhtRendezvous::start_with(config, move |addr| {
             let _ = tx.send(addr);
         })?;
-        Ok((
-            Self {
-                handle,
-                control_port,
-            },
-            rx,
-        ))
-    }
-
-    /// Announce again now (our public address may have changed).
-    pub fn reannounce(&self) {
-        self.handle.set_announce_port(self.control_port);
+        Ok(Self {
+            handle: Some(handle),
+            candidates: Some(rx),
+            control_port,
+        })
     }
 
     /// The rendezvous' counters, for metrics.
-    pub fn status_reader(&self) -> wgmesh_dht::DhtStatusReader {
-        self.handle.status_reader()
+    pub fn status_reader(&self) -> Option<wgmesh_dht::DhtStatusReader> {
+        self.handle
+            .as_ref()
+            .map(wgmesh_dht::DhtHandle::status_reader)
+    }
+}
+
+impl Discovery for DhtDiscovery {
+    fn source(&self) -> Source {
+        Source::Dht
     }
 
-    /// Fast lookups while the mesh is forming or a member is missing; slow once it is stable.
-    pub fn set_fast(&self, fast: bool) {
-        self.handle.set_fast(fast);
+    fn take_pushed(&mut self) -> Option<UnboundedReceiver<SocketAddr>> {
+        self.candidates.take()
     }
 
-    pub fn stop(self) {
-        self.handle.stop();
+    fn set_fast(&self, fast: bool) {
+        if let Some(handle) = &self.handle {
+            handle.set_fast(fast);
+        }
+    }
+
+    /// The DHT stores the address an announce comes from (BEP 5) or the one DHT nodes see us at
+    /// (BEP 44): announce again from the new one.
+    fn addresses_changed(&self) {
+        if let Some(handle) = &self.handle {
+            handle.set_announce_port(self.control_port);
+        }
+    }
+
+    /// Joins the DHT thread, which saves the known nodes for the next start.
+    fn stop(mut self: Box<Self>) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+        }
     }
 }

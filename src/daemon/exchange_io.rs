@@ -2,7 +2,7 @@
 //! addresses (DESIGN.md §8). The pure protocol is `wgmesh_exchange::Exchange`; this is its
 //! socket, its clock and its randomness.
 
-use super::discovery::{DhtLink, Discovery};
+use super::discovery::Discovery;
 use super::nat::{NatView, NatWatch};
 use super::relay_io::{AllocateError, RelayServer};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared, now_ms};
@@ -131,10 +131,8 @@ pub struct ExchangeTask {
     nat: NatWatch,
     /// The LAN group, when LAN discovery is on (rejoined when addresses change).
     lan_group: Option<std::net::Ipv4Addr>,
-    /// The DHT rendezvous, when enabled (re-announced when addresses change).
-    dht: Option<DhtLink>,
-    /// Candidates from the DHT thread.
-    dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
+    /// Candidates pushed by sources that find them on their own (the DHT thread).
+    pushed: Vec<(Source, mpsc::UnboundedReceiver<SocketAddr>)>,
     /// Link and address changes on the host (from rtnetlink).
     link_events: mpsc::Receiver<()>,
     /// `--relay`: the relayed pairs' ports (the core verifies who asks; this allocates).
@@ -155,8 +153,6 @@ pub struct ExchangeParts {
     pub keys: MeshKeys,
     pub nat: NatWatch,
     pub lan_group: Option<std::net::Ipv4Addr>,
-    pub dht: Option<DhtLink>,
-    pub dht_candidates: Option<mpsc::UnboundedReceiver<SocketAddr>>,
     pub link_events: mpsc::Receiver<()>,
     /// We were in a mesh at this address before (the peer cache names members): incumbent.
     pub established: bool,
@@ -182,13 +178,20 @@ impl std::fmt::Debug for ExchangeTask {
     }
 }
 
-async fn recv_candidate(
-    rx: &mut Option<mpsc::UnboundedReceiver<SocketAddr>>,
-) -> Option<SocketAddr> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
+/// The next candidate any pushing source delivers; pending forever when there is none.
+async fn recv_pushed(
+    pushed: &mut [(Source, mpsc::UnboundedReceiver<SocketAddr>)],
+) -> (Source, SocketAddr) {
+    std::future::poll_fn(|cx| {
+        for (source, candidates) in pushed.iter_mut() {
+            if let std::task::Poll::Ready(Some(addr)) = candidates.poll_recv(cx) {
+                return std::task::Poll::Ready((*source, addr));
+            }
+        }
+        // A closed channel stays silent; the open ones have registered the waker.
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn now() -> std::time::Instant {
@@ -205,15 +208,20 @@ impl ExchangeTask {
             control_port: parts.node.control_port,
             mesh_prefixes: parts.node.mesh_prefixes.clone(),
             lan_discovery: parts.lan_group.is_some(),
-            dht: parts.dht.is_some(),
+            dht: parts.discovery.iter().any(|d| d.source() == Source::Dht),
             established: parts.established,
             relays: parts.relays,
             relay_tiebreak_key: parts.keys.network_id(),
             max_members: wgmesh_membership::MAX_MEMBERS,
         };
         let mut core = Membership::new(config, parts.exchange, seed, start);
-        for discovery in &parts.discovery {
-            core.add_discovery(discovery.source(), start);
+        let mut discovery = parts.discovery;
+        let mut pushed = Vec::new();
+        for source in &mut discovery {
+            match source.take_pushed() {
+                Some(candidates) => pushed.push((source.source(), candidates)),
+                None => core.add_discovery(source.source(), start),
+            }
         }
         core.set_connected_networks(super::reconcile::connected_networks(&parts.node.interface));
         Ok(Self {
@@ -221,23 +229,17 @@ impl ExchangeTask {
             core,
             shared: parts.shared,
             node: parts.node,
-            discovery: parts.discovery,
+            discovery,
             commands: parts.commands,
             reconcile: parts.reconcile,
             identity: parts.identity,
             keys: parts.keys,
             nat: parts.nat,
             lan_group: parts.lan_group,
-            dht: parts.dht,
-            dht_candidates: parts.dht_candidates,
+            pushed,
             link_events: parts.link_events,
             relay: parts.relay,
         })
-    }
-
-    /// The DHT's counters, for metrics.
-    pub fn dht_status(&self) -> Option<wgmesh_dht::DhtStatusReader> {
-        self.dht.as_ref().map(DhtLink::status_reader)
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -261,8 +263,8 @@ impl ExchangeTask {
                     Err(err) => tracing::debug!(error = %err, "control socket receive failed"),
                 },
                 Some(()) = self.link_events.recv() => self.nat.link_event(tokio::time::Instant::now()),
-                Some(addr) = recv_candidate(&mut self.dht_candidates) => {
-                    self.core.handle_candidates(now_ms(), Source::Dht, &[addr]);
+                (source, addr) = recv_pushed(&mut self.pushed) => {
+                    self.core.handle_candidates(now_ms(), source, &[addr]);
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Announce(record)) => {
@@ -300,10 +302,10 @@ impl ExchangeTask {
                 }
             }
         }
-        if let Some(dht) = self.dht.take() {
-            // Stopping joins the DHT thread, which saves the known nodes for the next start.
-            let _ = tokio::task::spawn_blocking(move || dht.stop()).await;
-        }
+        // Stopping may join a thread (the DHT saves its known nodes for the next start).
+        let sources = std::mem::take(&mut self.discovery);
+        let _ =
+            tokio::task::spawn_blocking(move || sources.into_iter().for_each(|s| s.stop())).await;
     }
 
     /// Members the reconciler's failure detector expired are forgotten by the core too.
@@ -442,8 +444,8 @@ impl ExchangeTask {
                 self.core.handle_candidates(now_ms(), source, &candidates);
             }
             CoreEvent::DhtFast(fast) => {
-                if let Some(dht) = &self.dht {
-                    dht.set_fast(fast);
+                for source in self.discovery.iter().filter(|d| d.source() == Source::Dht) {
+                    source.set_fast(fast);
                 }
             }
         }
@@ -637,8 +639,8 @@ impl ExchangeTask {
         }
         let view = self.nat.view().clone();
         self.announce_changed_endpoints(view);
-        if let Some(dht) = &self.dht {
-            dht.reannounce();
+        for source in &self.discovery {
+            source.addresses_changed();
         }
     }
 

@@ -34,6 +34,7 @@ use wgmesh_state::{NodeIdentity, ensure_private_dir, identity_path};
 pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
     let options = &args.options;
     let log = logging::init(&options.log_level, options.log_format).map_err(CliError::usage)?;
+    config::dht_method(options).map_err(|err| CliError::usage(anyhow::anyhow!("{err}")))?;
     for overridden in overridden_variables(matches) {
         tracing::warn!("{overridden}");
     }
@@ -53,6 +54,7 @@ pub fn run(args: UpArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
                     .trim_start_matches("advertise-routes: ")
             ))
         })?;
+    config::dht_method(options).map_err(|err| CliError::usage(anyhow::anyhow!("{err}")))?;
     let location = &args.location;
     ensure_private_dir(&location.state_dir)?;
     // Reloadable settings: the reload file wins over flags, so what ops scripts last wrote

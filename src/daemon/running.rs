@@ -1,7 +1,7 @@
 //! A running daemon: start (DESIGN.md §6 order), run until a signal or `wgmesh down`, shut down.
 
 use super::config::DaemonConfig;
-use super::discovery::{CacheDiscovery, DhtLink, Discovery, LanDiscovery, StaticDiscovery};
+use super::discovery::{CacheDiscovery, DhtDiscovery, Discovery, LanDiscovery, StaticDiscovery};
 use super::exchange_io::{self, Command, ExchangeTask};
 use super::lifecycle::{self, Notifier};
 use super::reconcile::Reconciler;
@@ -168,7 +168,7 @@ impl Daemon {
         let cache_path = wgmesh_state::peer_cache_path(&config.paths.state_dir, &interface);
         let cached = load_peer_cache(&cache_path);
         let cached_peers_empty = cached.is_empty();
-        let discovery =
+        let mut discovery =
             discovery_sources(&config, &cached, SocketAddr::from((group, control_port)));
         reconciler.set_peer_cache(cache_path, cached);
         let stun_servers = nat::server_list(config.stun.as_deref(), DEFAULT_STUN_SERVERS);
@@ -198,22 +198,24 @@ impl Daemon {
                 shared.lock().servers = servers;
             }
         });
-        let (dht, dht_candidates) = match nat::server_list(config.dht_bootstrap.as_deref(), &[]) {
-            None => (None, None),
-            Some(bootstrap) => {
-                let nodes_file = config
-                    .paths
-                    .state_dir
-                    .join(format!("{interface}.dht-nodes.json"));
-                match DhtLink::start(&keys, control_port, bootstrap, nodes_file) {
-                    Ok((link, rx)) => (Some(link), Some(rx)),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot start the DHT; continuing without it");
-                        (None, None)
-                    }
+        let mut dht_status = None;
+        if let Some(method) = config.dht {
+            let bootstrap =
+                nat::server_list(config.dht_bootstrap.as_deref(), &[]).unwrap_or_default();
+            let nodes_file = config
+                .paths
+                .state_dir
+                .join(format!("{interface}.dht-nodes.json"));
+            match DhtDiscovery::start(method, &keys, control_port, bootstrap, nodes_file) {
+                Ok(dht) => {
+                    dht_status = dht.status_reader();
+                    discovery.push(Box::new(dht));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start the DHT; continuing without it");
                 }
             }
-        };
+        }
         let (link_tx, link_events) = mpsc::channel(1);
         let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
         let link_reconcile = reconcile_tx.clone();
@@ -242,8 +244,6 @@ impl Daemon {
             keys: keys.clone(),
             nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
             lan_group,
-            dht,
-            dht_candidates,
             link_events,
             // Our address served in a mesh before: the peer cache names members we met there.
             established: !cached_peers_empty,
@@ -258,7 +258,6 @@ impl Daemon {
                 let _ = commands.send(Command::StunServers(resolved)).await;
             });
         }
-        let dht_status = task.dht_status();
         tracker.spawn(task.run(cancel.clone()));
 
         // Metrics (off unless --metrics-listen).

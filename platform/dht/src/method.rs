@@ -27,13 +27,14 @@ pub type CandidateStream<'a> = Pin<Box<dyn Stream<Item = Vec<SocketAddrV4>> + 'a
 pub trait Rendezvous: Send {
     /// The `--dht` value that selects it, for logs and status.
     fn name(&self) -> &'static str;
-    /// Publishes our control port for the epoch hour `hour`.
+    /// Publishes our control port for the epoch hour `hour`; returns the control addresses it
+    /// saw on the way (untrusted, filtered like a lookup's).
     fn announce<'a>(
         &'a self,
         dht: &'a AsyncDht,
         hour: u64,
         port: u16,
-    ) -> RoundFuture<'a, Result<(), AnnounceError>>;
+    ) -> RoundFuture<'a, Result<Vec<SocketAddrV4>, AnnounceError>>;
     /// The control addresses published for `hour`. Untrusted: the service filters them
     /// ([`crate::candidates_from_dht`]) before anything is probed.
     fn lookup<'a>(&'a self, dht: &'a AsyncDht, hour: u64) -> CandidateStream<'a>;
@@ -90,11 +91,11 @@ impl Rendezvous for PeerAnnounce {
         dht: &'a AsyncDht,
         hour: u64,
         port: u16,
-    ) -> RoundFuture<'a, Result<(), AnnounceError>> {
+    ) -> RoundFuture<'a, Result<Vec<SocketAddrV4>, AnnounceError>> {
         let target = Id::from((self.infohash)(hour));
         Box::pin(async move {
             dht.announce_peer(target, Some(port)).await?;
-            Ok(())
+            Ok(Vec::new())
         })
     }
 

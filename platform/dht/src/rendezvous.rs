@@ -357,14 +357,16 @@ impl Worker {
         };
         let port = self.config.announce_port;
         let rendezvous = self.config.rendezvous.as_ref();
-        let announce = async {
-            let hour = due.announce?;
-            Some(rendezvous.announce(&dht, hour, port).await)
-        };
         let sink = RefCell::new(RoundSink::new(
             self.on_candidate.as_mut(),
             self.config.accept_loopback,
         ));
+        let announce = async {
+            let hour = due.announce?;
+            let result = rendezvous.announce(&dht, hour, port).await;
+            // What the announce read on its way (BEP 44's current item) is as good as a lookup.
+            Some(result.map(|seen| sink.borrow_mut().deliver(&seen)))
+        };
         let lookup = async {
             let Some(hours) = due.lookup else {
                 return false;
@@ -449,7 +451,7 @@ impl Worker {
             Ok(()) if changed => {
                 tracing::info!(
                     port = self.config.announce_port,
-                    method = self.config.rendezvous.name(),
+                    method = %self.config.rendezvous.name(),
                     "announced on the DHT"
                 );
             }

@@ -8,8 +8,10 @@
 //! - **Lookup:** every copy of the item that any DHT node returns is opened and its entries
 //!   delivered, older copies included: two members that raced each other's writes are both in
 //!   one of the copies.
-//! - **Lost writes:** concurrent writers can still replace each other's entries on some nodes;
-//!   a member that finds its entry in no copy during a lookup writes again (merging it back).
+//! - **Lost writes:** two members that read the same item and write at once can both succeed,
+//!   on different nodes. Each reads the item back after writing and merges again if the newest
+//!   copy lost its entry; a member that later finds its entry in no copy during a lookup writes
+//!   again too.
 //! - **Our address:** unlike `announce_peer`, a stored value cannot carry "the address this came
 //!   from", so we write the public IPv4 address DHT nodes report seeing us at (BEP 42's `ip`
 //!   field, [`mainline::Info::public_address`]) with our control port. Like BEP 5 announces, this
@@ -86,13 +88,14 @@ impl SignedItems {
         }
     }
 
-    /// One read-modify-write; `Ok(false)` when another member's write got in between.
+    /// One read-modify-write: the addresses the item held, or `None` when another member's
+    /// write got in between.
     async fn write_once(
         &self,
         dht: &AsyncDht,
         salt: &[u8],
         own: Entry,
-    ) -> Result<bool, AnnounceError> {
+    ) -> Result<Option<Vec<SocketAddrV4>>, AnnounceError> {
         let current = dht
             .get_mutable_most_recent(&self.public_key, Some(salt))
             .await;
@@ -111,10 +114,10 @@ impl SignedItems {
         let value = items::seal(&self.seal, salt, nonce, &items::merge(&existing, own));
         let item = MutableItem::new(self.signing.clone(), &value, seq, Some(salt));
         match dht.put_mutable(item, cas).await {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Some(existing.iter().map(|entry| entry.addr).collect())),
             Err(PutMutableError::Concurrency(err)) => {
                 tracing::debug!(%err, seq, "DHT item changed under us; reading it again");
-                Ok(false)
+                Ok(None)
             }
             Err(err) => Err(err.into()),
         }
@@ -144,7 +147,7 @@ impl Rendezvous for SignedItems {
         dht: &'a AsyncDht,
         hour: u64,
         port: u16,
-    ) -> RoundFuture<'a, Result<(), AnnounceError>> {
+    ) -> RoundFuture<'a, Result<Vec<SocketAddrV4>, AnnounceError>> {
         Box::pin(async move {
             // DHT nodes tell us our address in their answers; mainline settles on it when its
             // first query (the bootstrap) ends, which may still be running in the first round.
@@ -161,12 +164,27 @@ impl Rendezvous for SignedItems {
                 unix_minute: unix_minute(),
             };
             let salt = (self.infohash)(hour);
+            let mut seen = Vec::new();
             for _ in 0..WRITE_ATTEMPTS {
-                if self.write_once(dht, &salt, own).await? {
+                let Some(held) = self.write_once(dht, &salt, own).await? else {
+                    continue;
+                };
+                seen.extend(held);
+                // Two members that read the same item and wrote at once both "succeed", on
+                // different nodes: read back, and merge again if the newest copy lost us.
+                let back = dht
+                    .get_mutable_most_recent(&self.public_key, Some(&salt))
+                    .await
+                    .map(|item| self.open(hour, &salt, &item))
+                    .unwrap_or_default();
+                let kept = back.contains(&own.addr);
+                seen.extend(back);
+                if kept {
                     *self.written.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some((hour, own.addr));
-                    return Ok(());
+                    return Ok(seen);
                 }
+                tracing::debug!("the DHT item lost our entry to a concurrent write; merging again");
             }
             Err(AnnounceError::Contended(WRITE_ATTEMPTS))
         })
