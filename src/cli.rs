@@ -72,7 +72,7 @@ pub struct Location {
     #[arg(
         long,
         env = "WGMESH_STATE_DIR",
-        default_value = "/var/lib/wgmesh",
+        default_value = crate::platform::DEFAULT_STATE_DIR,
         value_name = "DIR"
     )]
     pub state_dir: PathBuf,
@@ -80,7 +80,7 @@ pub struct Location {
     #[arg(
         long,
         env = "WGMESH_RUNTIME_DIR",
-        default_value = "/run/wgmesh",
+        default_value = crate::platform::DEFAULT_RUNTIME_DIR,
         value_name = "DIR"
     )]
     pub runtime_dir: PathBuf,
@@ -311,11 +311,11 @@ pub struct InstallArgs {
     pub secret: SecretArgs,
     #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
     pub interface: String,
-    /// Where unit files go.
-    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    /// Where unit files (systemd) or job files (launchd, macOS) go.
+    #[arg(long, default_value = crate::platform::DEFAULT_SERVICE_DIR, value_name = "DIR")]
     pub unit_dir: PathBuf,
     /// Where the secret is stored as a credential file (0600).
-    #[arg(long, default_value = "/etc/wgmesh", value_name = "DIR")]
+    #[arg(long, default_value = crate::platform::DEFAULT_CONFIG_DIR, value_name = "DIR")]
     pub config_dir: PathBuf,
     /// Path of the wgmesh binary the unit runs.
     #[arg(long, value_name = "PATH")]
@@ -336,9 +336,9 @@ pub struct InstallArgs {
 pub struct UninstallArgs {
     #[arg(long, short = 'i', default_value = "wg0", value_parser = parse_interface)]
     pub interface: String,
-    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    #[arg(long, default_value = crate::platform::DEFAULT_SERVICE_DIR, value_name = "DIR")]
     pub unit_dir: PathBuf,
-    #[arg(long, default_value = "/etc/wgmesh", value_name = "DIR")]
+    #[arg(long, default_value = crate::platform::DEFAULT_CONFIG_DIR, value_name = "DIR")]
     pub config_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]

@@ -271,7 +271,7 @@ fn only_the_platform_module_names_os_crates() {
 
 /// The OS crates `text` names as paths (`nix::`, `socket2::`, `wgmesh_linux::`, or in `use`).
 fn names_os_crates(text: &str) -> Vec<&'static str> {
-    ["wgmesh_linux", "nix", "socket2"]
+    ["wgmesh_linux", "wgmesh_macos", "nix", "socket2"]
         .into_iter()
         .filter(|name| {
             text.match_indices(name).any(|(at, _)| {
@@ -301,4 +301,29 @@ fn the_os_crate_check_tells_a_crate_from_a_word_ending_in_it() {
         names_os_crates("wgmesh_linux::Rtnl::new()"),
         vec!["wgmesh_linux"]
     );
+}
+
+/// The macOS build (issue 15): `cargo tree` resolves the darwin target's dependencies without a
+/// darwin toolchain, so this runs here. The binary must carry the macOS backend and nothing that
+/// speaks netlink.
+#[test]
+fn the_macos_build_has_the_macos_backend_and_no_netlink() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let tree = |target: &str| {
+        let out = std::process::Command::new(&cargo)
+            .args(["tree", "--offline", "--target", target, "-e", "normal", "-p", "wgmesh"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let darwin = tree("aarch64-apple-darwin");
+    assert!(darwin.contains("wgmesh-macos v"), "{darwin}");
+    for linux_only in ["netlink", "wgmesh-linux"] {
+        assert!(!darwin.contains(linux_only), "{linux_only} in the macOS tree:\n{darwin}");
+    }
+    // The check can fail: the Linux tree has both.
+    let linux = tree("x86_64-unknown-linux-gnu");
+    assert!(linux.contains("netlink-sys v") && linux.contains("wgmesh-linux v"), "{linux}");
 }

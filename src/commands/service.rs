@@ -1,7 +1,9 @@
-//! `install-service` / `uninstall-service`: the systemd unit, with the secret stored as a
-//! credential file (DESIGN.md §5) — never in the unit, never on a command line.
+//! `install-service` / `uninstall-service`: the systemd unit (Linux) or the launchd job (macOS),
+//! with the secret stored as a credential file (DESIGN.md §5) — never in the unit or job, never
+//! on a command line.
 
 use crate::cli::{InstallArgs, UninstallArgs, UpOptions};
+use crate::platform::ServiceManager;
 use crate::{CliError, output, secret_source};
 use anyhow::{Context as _, anyhow, bail};
 use clap::ArgMatches;
@@ -30,12 +32,11 @@ fn env_file_path(config_dir: &Path, interface: &str) -> PathBuf {
     config_dir.join(format!("{interface}.env"))
 }
 
-/// The env file for the `up` flags given to `install-service` on its command line, one
-/// `WGMESH_*="value"` line each, in the quoting systemd's `EnvironmentFile=` and a POSIX shell
-/// both read. Flags taken from `install-service`'s own environment or defaults are not written:
-/// the file says what the operator asked for. `None` if no flag was given.
-pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
-    let mut text = String::new();
+/// The `up` flags given to `install-service` on its command line, as `(WGMESH_*, value)` pairs
+/// (a list flag's values joined by commas). Flags taken from `install-service`'s own environment
+/// or defaults are left out: the service says what the operator asked for.
+fn flag_environment(matches: &ArgMatches) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
     for arg in UpOptions::definitions().get_arguments() {
         let id = arg.get_id().as_str();
         if matches.value_source(id) != Some(ValueSource::CommandLine) {
@@ -52,8 +53,18 @@ pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
             .collect();
         let value = values.join(",");
         if value.chars().any(char::is_control) {
-            bail!("--{long}: a value for the env file may not contain control characters");
+            bail!("--{long}: a value for the service may not contain control characters");
         }
+        pairs.push((env.to_string_lossy().into_owned(), value));
+    }
+    Ok(pairs)
+}
+
+/// The env file for those flags, one `WGMESH_*="value"` line each, in the quoting systemd's
+/// `EnvironmentFile=` and a POSIX shell both read. `None` if no flag was given.
+pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
+    let mut text = String::new();
+    for (name, value) in flag_environment(matches)? {
         let quoted: String = value
             .chars()
             .flat_map(|c| {
@@ -61,7 +72,7 @@ pub fn render_env_file(matches: &ArgMatches) -> anyhow::Result<Option<String>> {
                 escape.into_iter().chain([c])
             })
             .collect();
-        text.push_str(&format!("{}=\"{quoted}\"\n", env.to_string_lossy()));
+        text.push_str(&format!("{name}=\"{quoted}\"\n"));
     }
     if text.is_empty() {
         return Ok(None);
@@ -259,7 +270,22 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let env_text = render_env_file(matches).map_err(CliError::usage)?;
+    match crate::platform::SERVICE_MANAGER {
+        ServiceManager::Systemd => install_systemd(args, matches),
+        ServiceManager::Launchd => install_launchd(args, matches),
+    }
+}
+
+pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
+    match crate::platform::SERVICE_MANAGER {
+        ServiceManager::Systemd => uninstall_systemd(args),
+        ServiceManager::Launchd => uninstall_launchd(args),
+    }
+}
+
+/// Checks the binary, prepares the config directory and stores the secret as the credential
+/// file (0600); returns the binary and the credential's path.
+fn store_secret(args: &InstallArgs) -> Result<(PathBuf, PathBuf), CliError> {
     let loaded = secret_source::load(&args.secret, &secret_source::SecretEnv::from_process())
         .map_err(CliError::usage)?;
     for warning in &loaded.warnings {
@@ -275,6 +301,12 @@ pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError>
     let mut text = loaded.secret.expose_uri();
     text.push('\n');
     atomic_write(&credential, text.as_bytes())?;
+    Ok((binary, credential))
+}
+
+fn install_systemd(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError> {
+    let env_text = render_env_file(matches).map_err(CliError::usage)?;
+    let (binary, credential) = store_secret(args)?;
     // Re-running install-service without flags keeps the flags an earlier run wrote.
     let env_file = env_file_path(&args.config_dir, &args.interface);
     if let Some(env_text) = &env_text {
@@ -324,30 +356,131 @@ pub fn install(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError>
     Ok(())
 }
 
-pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
+fn uninstall_systemd(args: &UninstallArgs) -> Result<(), CliError> {
     let instance = format!("wgmesh@{}.service", args.interface);
     if systemd_running() {
         // Stopping may fail if it never ran; removal goes on regardless.
         let _ = systemctl(&["disable", "--now", &instance]);
     }
     let credential = credential_path(&args.config_dir, &args.interface);
-    let mut removed = Vec::new();
     let env_file = env_file_path(&args.config_dir, &args.interface);
-    for path in [credential, env_file, args.unit_dir.join(UNIT_NAME)] {
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed.push(path.display().to_string()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(anyhow!(err)
-                    .context(format!("cannot remove {}", path.display()))
-                    .into());
-            }
-        }
-    }
+    let removed = remove_files(&[credential, env_file, args.unit_dir.join(UNIT_NAME)])?;
     if systemd_running() {
         systemctl(&["daemon-reload"])?;
     }
+    report_removed(args.json, removed);
+    Ok(())
+}
+
+fn launchd_running() -> bool {
+    Path::new("/bin/launchctl").is_file()
+}
+
+fn launchctl(args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("launchctl")
+        .args(args)
+        .status()
+        .context("cannot run launchctl")?;
+    if !status.success() {
+        return Err(anyhow!("launchctl {} failed ({status})", args.join(" ")));
+    }
+    Ok(())
+}
+
+/// Writes the launchd job of `interface` into `job_dir` (root-owned 0644, as launchd requires)
+/// and returns its path and label. The `up` flags go into its `EnvironmentVariables`; the secret
+/// stays in the credential file the job names.
+fn place_launchd_job(
+    job_dir: &Path,
+    interface: &str,
+    binary: &Path,
+    credential: &Path,
+    environment: &[(String, String)],
+) -> anyhow::Result<(PathBuf, String)> {
+    let label = crate::platform::launchd_label(interface)?;
+    let job = crate::platform::launchd_plist(interface, binary, credential, environment)?;
+    std::fs::create_dir_all(job_dir)
+        .with_context(|| format!("cannot create {}", job_dir.display()))?;
+    let path = job_dir.join(format!("{label}.plist"));
+    write_public_file(&path, &job)?;
+    Ok((path, label))
+}
+
+fn install_launchd(args: &InstallArgs, matches: &ArgMatches) -> Result<(), CliError> {
+    let environment = flag_environment(matches).map_err(CliError::usage)?;
+    let (binary, credential) = store_secret(args)?;
+    let (job, label) = place_launchd_job(
+        &args.unit_dir,
+        &args.interface,
+        &binary,
+        &credential,
+        &environment,
+    )?;
+    let started = launchd_running();
+    if started {
+        // The job's stderr goes there, and launchd does not create the directory.
+        let log_dir = crate::platform::LAUNCHD_LOG_DIR;
+        std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {log_dir}"))?;
+        // A job loaded earlier keeps its old definition until it is booted out.
+        let _ = launchctl(&["bootout", &format!("system/{label}")]);
+        launchctl(&["bootstrap", "system", &job.display().to_string()])?;
+    }
     if args.json {
+        output::json(&serde_json::json!({
+            "unit": job.display().to_string(),
+            "credential": credential.display().to_string(),
+            "env_file": null,
+            "instance": label,
+            "started": started,
+        }));
+    } else {
+        output::line(format!(
+            "launchd job {} and the secret as credential {} (0600)",
+            job.display(),
+            credential.display()
+        ));
+        if started {
+            output::line(format!("started {label}"));
+        } else {
+            output::line(format!(
+                "launchd is not running here; on the target run: launchctl bootstrap system {}",
+                job.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn uninstall_launchd(args: &UninstallArgs) -> Result<(), CliError> {
+    let label = crate::platform::launchd_label(&args.interface)?;
+    if launchd_running() {
+        // Stopping may fail if it never ran; removal goes on regardless.
+        let _ = launchctl(&["bootout", &format!("system/{label}")]);
+    }
+    let job = args.unit_dir.join(format!("{label}.plist"));
+    let credential = credential_path(&args.config_dir, &args.interface);
+    let removed = remove_files(&[credential, job])?;
+    report_removed(args.json, removed);
+    Ok(())
+}
+
+/// Removes each file that exists; returns the ones removed.
+fn remove_files(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(anyhow!(err).context(format!("cannot remove {}", path.display())));
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn report_removed(json: bool, removed: Vec<String>) {
+    if json {
         output::json(&serde_json::json!({ "removed": removed }));
     } else if removed.is_empty() {
         output::line("nothing to remove");
@@ -356,7 +489,6 @@ pub fn uninstall(args: &UninstallArgs) -> Result<(), CliError> {
             output::line(format!("removed {path}"));
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -403,6 +535,31 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(admin.join(UNIT_NAME)).unwrap(),
             "# edited\n"
+        );
+    }
+
+    #[test]
+    fn the_launchd_job_names_the_credential_and_carries_the_flags() {
+        let root = tempfile::tempdir().unwrap();
+        let (path, label) = place_launchd_job(
+            root.path(),
+            "wg7",
+            Path::new("/usr/local/bin/wgmesh"),
+            Path::new("/usr/local/etc/wgmesh/wg7.secret"),
+            &[("WGMESH_DHT".to_owned(), "bep44".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(label, "com.wgmesh.wgmesh.wg7");
+        assert_eq!(path, root.path().join("com.wgmesh.wgmesh.wg7.plist"));
+        let job = std::fs::read_to_string(&path).unwrap();
+        assert!(job.contains("<string>--secret-file</string>\n\t\t<string>/usr/local/etc/wgmesh/wg7.secret</string>"), "{job}");
+        assert!(
+            job.contains("<key>WGMESH_DHT</key>\n\t\t<string>bep44</string>"),
+            "{job}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        assert!(
+            place_launchd_job(root.path(), "a/b", Path::new("/b"), Path::new("/s"), &[]).is_err()
         );
     }
 }

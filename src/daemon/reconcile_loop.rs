@@ -14,7 +14,6 @@
 use super::lifecycle::Notifier;
 use super::reconcile::Reconciler;
 use crate::logging;
-use crate::platform::LinuxHost;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -25,11 +24,11 @@ pub const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
 /// A failed pass is retried after this, doubling up to the safety interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-/// The reconciler as the daemon runs it on Linux: backend chosen at run time.
+/// The reconciler as the daemon runs it: backend chosen at run time, host and routes the OS's.
 pub type DaemonReconciler = Reconciler<
     Box<dyn wgmesh_device::WireguardBackend>,
-    crate::platform::InterfaceRoutes,
-    LinuxHost,
+    crate::platform::OsRoutes,
+    crate::platform::OsHost,
 >;
 
 pub type SharedReconciler = Arc<Mutex<DaemonReconciler>>;

@@ -39,8 +39,8 @@ const NAT_KEEPALIVE_SECS: u16 = 25;
 struct Interface {
     backend: Box<dyn wgmesh_device::WireguardBackend>,
     origin: DeviceOrigin,
-    host: crate::platform::LinuxHost,
-    routes: crate::platform::InterfaceRoutes,
+    host: crate::platform::OsHost,
+    routes: crate::platform::OsRoutes,
     link: InterfaceConfig,
     listen_port: u16,
 }
@@ -370,20 +370,19 @@ async fn setup_interface(
     mesh_prefixes: &[ipnet::IpNet],
 ) -> anyhow::Result<Interface> {
     let interface = &config.interface;
-    let rtnl = Arc::new(crate::platform::Rtnl::new().context("cannot open rtnetlink")?);
+    let platform = crate::platform::Platform::open()?;
     // A wireguard-go that outlives us (--keep-interface) must not write into our closed stderr.
     let child_output = if config.keep_interface {
         wgmesh_uapi::ChildOutput::File(config.wireguard_go_log())
     } else {
         wgmesh_uapi::ChildOutput::Log
     };
-    let mut backend = crate::platform::select_backend(
+    let mut backend = platform.select_backend(
         config.backend,
         interface,
         &config.wireguard_go,
         child_output,
         config.wireguard_go_verbose,
-        &rtnl,
     )?;
     // wireguard-go takes a moment to come up; keep the runtime free meanwhile.
     let (origin, mut backend) = tokio::task::spawn_blocking(move || {
@@ -429,9 +428,9 @@ async fn setup_interface(
         managed: mesh_prefixes.to_vec(),
         mtu: config.mtu,
     };
-    let mut host = crate::platform::LinuxHost::new(rtnl.clone(), interface);
+    let mut host = platform.host(interface);
     let index = host.configure_interface(&link)?;
-    let routes = crate::platform::InterfaceRoutes::new(rtnl, interface, index);
+    let routes = platform.routes(interface, index);
     Ok(Interface {
         backend,
         origin,

@@ -1,24 +1,55 @@
 //! The operating system under the daemon, chosen here and only here (as Firezone's
 //! `bin-shared` does: `#[cfg(target_os = "linux")] mod linux; pub use linux as platform;`).
 //! Everything else in `src/` is platform-free: no file outside this module names
-//! `wgmesh_linux`, `nix` or `socket2` (`tests/dependency_policy.rs` checks).
+//! `wgmesh_linux`, `wgmesh_macos`, `nix` or `socket2` (`tests/dependency_policy.rs` checks).
 //!
 //! - [`posix`]: what every Unix gives the daemon (processes and signals, the effective user, the
-//!   host name, the monotonic clock, open flags).
-//! - `linux`: rtnetlink, the kernel and wireguard-go backends, the Linux
-//!   [`wgmesh_device::Host`], interface addresses, and the control and relay sockets
-//!   (`IP_PKTINFO`, forced buffer sizes).
+//!   host name, the monotonic clock, open flags, `$PATH` lookup).
+//! - [`addresses`]: the host's addresses and connected networks (`getifaddrs`).
+//! - [`sockets`]: the control socket (`IP_PKTINFO`), relay ports, a free listen port.
+//! - `os`, one of:
+//!   - `linux`: rtnetlink, the kernel and wireguard-go backends, [`Platform`], `LinuxHost`,
+//!     forced buffer sizes;
+//!   - `macos`: wireguard-go on a utun, `ifconfig`/`route`/`netstat`, PF_ROUTE events and
+//!     launchd, from `platform/macos` (`wgmesh-macos`).
 //!
-//! macOS is not wired in yet: `platform/macos` builds the `ifconfig`/`route` commands, but the
-//! binary does not depend on it (issue 15).
+//! Each `os` module provides the same items: [`Platform`] (`open`, `select_backend`, `host`,
+//! `routes`), [`OsHost`], [`OsRoutes`], `remove_kept_interface`, `force_buffer`, the default
+//! directories and the [`ServiceManager`]. `RUSTFLAGS="--cfg wgmesh_check_macos" cargo check`
+//! compiles `src/` against the macOS module on Linux (`.ci/run` does), since no darwin target
+//! can be built here.
 
+mod addresses;
 mod posix;
+mod sockets;
+
+pub use addresses::*;
 pub use posix::*;
+pub use sockets::*;
 
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub use linux::*;
+#[cfg(all(target_os = "linux", not(wgmesh_check_macos)))]
+#[path = "linux.rs"]
+mod os;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("wgmesh's daemon runs on Linux only so far: the macOS platform is not wired in");
+#[cfg(any(target_os = "macos", wgmesh_check_macos))]
+#[path = "macos.rs"]
+mod os;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+compile_error!("wgmesh runs on Linux and macOS only");
+
+pub use os::{
+    DEFAULT_CONFIG_DIR, DEFAULT_RUNTIME_DIR, DEFAULT_SERVICE_DIR, DEFAULT_STATE_DIR, OsHost,
+    OsRoutes, Platform, SERVICE_MANAGER, remove_kept_interface,
+};
+
+/// What runs the daemon as a service on this OS (`install-service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(dead_code, reason = "each OS constructs only its own service manager")]
+pub enum ServiceManager {
+    Systemd,
+    Launchd,
+}
+
+/// The launchd job of one interface (`install-service` on macOS); plain text, built anywhere.
+pub use wgmesh_macos::{LOG_DIR as LAUNCHD_LOG_DIR, launchd_label, launchd_plist};

@@ -52,11 +52,14 @@ fn xml(text: &str) -> String {
     out
 }
 
-/// The launchd property list for `wgmesh up --interface <interface> --secret-file <secret_file>`.
+/// The launchd property list for `wgmesh up --interface <interface> --secret-file <secret_file>`,
+/// with `environment` (the `WGMESH_*` variables of the `up` flags `install-service` was given;
+/// never the secret) as its `EnvironmentVariables`.
 pub fn launchd_plist(
     interface: &str,
     binary: &Path,
     secret_file: &Path,
+    environment: &[(String, String)],
 ) -> Result<String, MacosError> {
     let label = launchd_label(interface)?;
     let arguments = [
@@ -70,6 +73,21 @@ pub fn launchd_plist(
     .iter()
     .map(|argument| format!("\t\t<string>{}</string>\n", xml(argument)))
     .collect::<String>();
+    let environment = if environment.is_empty() {
+        String::new()
+    } else {
+        let pairs: String = environment
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "\t\t<key>{}</key>\n\t\t<string>{}</string>\n",
+                    xml(name),
+                    xml(value)
+                )
+            })
+            .collect();
+        format!("\t<key>EnvironmentVariables</key>\n\t<dict>\n{pairs}\t</dict>\n")
+    };
     let log = format!("{LOG_DIR}/{interface}.log");
     Ok(format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -81,7 +99,7 @@ pub fn launchd_plist(
 	<key>ProgramArguments</key>
 	<array>
 {arguments}	</array>
-	<key>RunAtLoad</key>
+{environment}	<key>RunAtLoad</key>
 	<true/>
 	<key>KeepAlive</key>
 	<true/>
@@ -105,6 +123,7 @@ mod tests {
             "wg0",
             Path::new("/usr/local/bin/wgmesh"),
             Path::new("/usr/local/etc/wgmesh/wg0.secret"),
+            &[],
         )
         .unwrap();
         let checked_in = include_str!("../launchd/com.wgmesh.wgmesh.plist");
@@ -117,8 +136,12 @@ mod tests {
             "wg-1",
             Path::new("/opt/<x>&co/wgmesh"),
             Path::new("/etc/wg'1\".secret"),
+            &[("WGMESH_PEER".to_owned(), "a&b:1".to_owned())],
         )
         .unwrap();
+        assert!(plist.contains(
+            "\t<key>EnvironmentVariables</key>\n\t<dict>\n\t\t<key>WGMESH_PEER</key>\n\t\t<string>a&amp;b:1</string>\n\t</dict>\n\t<key>RunAtLoad</key>"
+        ));
         assert!(plist.contains("<string>/opt/&lt;x&gt;&amp;co/wgmesh</string>"));
         assert!(plist.contains("<string>/etc/wg&apos;1&quot;.secret</string>"));
         assert!(plist.contains("<string>com.wgmesh.wgmesh.wg-1</string>"));
@@ -133,7 +156,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    launchd_plist(bad, Path::new("/b"), Path::new("/s")),
+                    launchd_plist(bad, Path::new("/b"), Path::new("/s"), &[]),
                     Err(MacosError::BadInterfaceName(_))
                 ),
                 "{bad:?}"
