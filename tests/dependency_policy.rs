@@ -311,19 +311,38 @@ fn the_macos_build_has_the_macos_backend_and_no_netlink() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let tree = |target: &str| {
         let out = std::process::Command::new(&cargo)
-            .args(["tree", "--offline", "--target", target, "-e", "normal", "-p", "wgmesh"])
+            .args([
+                "tree",
+                "--offline",
+                "--target",
+                target,
+                "-e",
+                "normal",
+                "-p",
+                "wgmesh",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let darwin = tree("aarch64-apple-darwin");
     assert!(darwin.contains("wgmesh-macos v"), "{darwin}");
     for linux_only in ["netlink", "wgmesh-linux"] {
-        assert!(!darwin.contains(linux_only), "{linux_only} in the macOS tree:\n{darwin}");
+        assert!(
+            !darwin.contains(linux_only),
+            "{linux_only} in the macOS tree:\n{darwin}"
+        );
     }
     // The check can fail: the Linux tree has both.
     let linux = tree("x86_64-unknown-linux-gnu");
-    assert!(linux.contains("netlink-sys v") && linux.contains("wgmesh-linux v"), "{linux}");
+    assert!(
+        linux.contains("netlink-sys v") && linux.contains("wgmesh-linux v"),
+        "{linux}"
+    );
 }
