@@ -35,6 +35,10 @@ pub struct Pacing {
     pub reannounce: Duration,
     /// Retry delay after an announce that reached no node (bootstrap not done yet, network down).
     pub announce_retry: Duration,
+    /// The second lookup after start comes this soon (in fast pacing): members started at the
+    /// same moment announce while each other's first lookups are already under way, and would
+    /// otherwise meet only a whole fast interval later.
+    pub first_followup: Duration,
 }
 
 impl Default for Pacing {
@@ -44,6 +48,7 @@ impl Default for Pacing {
             slow_lookup: Duration::from_secs(300),
             reannounce: Duration::from_secs(15 * 60),
             announce_retry: Duration::from_secs(30),
+            first_followup: Duration::from_secs(3),
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct Schedule {
     /// Whether the last announce attempt reached at least one node.
     last_announce_ok: bool,
     last_lookup: Option<Duration>,
+    /// Lookup rounds started.
+    lookups: u64,
 }
 
 impl Schedule {
@@ -80,6 +87,7 @@ impl Schedule {
             last_announce: None,
             last_announce_ok: false,
             last_lookup: None,
+            lookups: 0,
         }
     }
 
@@ -99,7 +107,9 @@ impl Schedule {
     }
 
     fn lookup_interval(&self) -> Duration {
-        if self.fast {
+        if self.fast && self.lookups == 1 {
+            self.pacing.first_followup.min(self.pacing.fast_lookup)
+        } else if self.fast {
             self.pacing.fast_lookup
         } else {
             self.pacing.slow_lookup
@@ -142,6 +152,7 @@ impl Schedule {
         if lookup_due {
             due.lookup = Some(lookup_hours(hour));
             self.last_lookup = Some(now);
+            self.lookups = self.lookups.saturating_add(1);
         }
         due
     }
@@ -196,10 +207,29 @@ mod tests {
         let due = s.poll(secs(T0 + 10));
         assert_eq!(due.announce, Some(e));
         assert_eq!(due.lookup, Some([e - 1, e, e + 1]));
-        // Nothing more until the fast interval has passed.
+        // The follow-up lookup 3 s later, then nothing until the fast interval has passed.
         s.announce_done(true);
-        assert_eq!(s.poll(secs(T0 + 11)), Due::default());
-        assert_eq!(s.sleep_for(secs(T0 + 11)), secs(11));
+        assert_eq!(s.poll(secs(T0 + 12)), Due::default());
+        assert_eq!(s.sleep_for(secs(T0 + 12)), secs(1));
+        assert_eq!(s.poll(secs(T0 + 13)).lookup, Some([e - 1, e, e + 1]));
+        assert_eq!(s.poll(secs(T0 + 24)), Due::default());
+        assert_eq!(s.sleep_for(secs(T0 + 24)), secs(1));
+    }
+
+    #[test]
+    fn the_follow_up_lookup_is_only_the_second_and_only_when_fast() {
+        let mut s = Schedule::new(Pacing::default());
+        s.set_fast(false);
+        s.poll(secs(T0));
+        s.announce_done(true);
+        assert!(s.poll(secs(T0 + 3)).lookup.is_none(), "slow: no follow-up");
+        assert!(s.poll(secs(T0 + 300)).lookup.is_some());
+        s.set_fast(true);
+        assert!(
+            s.poll(secs(T0 + 303)).lookup.is_none(),
+            "only after the first lookup"
+        );
+        assert!(s.poll(secs(T0 + 312)).lookup.is_some());
     }
 
     #[test]
@@ -208,8 +238,18 @@ mod tests {
         let mut s = Schedule::new(p);
         s.poll(secs(T0));
         s.announce_done(true);
-        assert!(s.poll(secs(T0 + 11)).lookup.is_none());
-        assert!(s.poll(secs(T0 + 12)).lookup.is_some());
+        assert!(s.poll(secs(T0)).lookup.is_none());
+        // The second lookup is the start's follow-up (3 s); then every 12 s.
+        assert!(s.poll(secs(T0)).lookup.is_none());
+        assert!(s.poll(secs(T0 + 2)).lookup.is_none());
+        assert!(s.poll(secs(T0 + 3)).lookup.is_some());
+        assert!(s.poll(secs(T0 + 14)).lookup.is_none());
+        assert!(s.poll(secs(T0 + 15)).lookup.is_some());
+        assert!(s.poll(secs(T0 + 26)).lookup.is_none());
+        assert!(
+            s.poll(secs(T0 + 12)).lookup.is_some(),
+            "a clock that went back"
+        );
         s.set_fast(false);
         assert!(!s.is_fast());
         assert!(s.poll(secs(T0 + 12 + 299)).lookup.is_none());

@@ -199,6 +199,7 @@ fn first_lookup_round_finds_an_existing_member() {
     }
     let mut slow = config(6, 40_042, &net.bootstrap);
     slow.pacing.fast_lookup = Duration::from_secs(600);
+    slow.pacing.first_followup = Duration::from_secs(600);
     let (a, rx_a) = DhtRendezvous::start(slow).unwrap();
     // Within 5 s, while the next round is 600 s away: found by the first round.
     let took = wait_for(&rx_a, "127.0.0.1:40041", Duration::from_secs(5));
@@ -214,6 +215,7 @@ fn reannounce_announces_at_once_without_a_lookup() {
     let record = Arc::clone(&asked);
     let mut config = config(7, 40_051, &net.bootstrap);
     config.pacing.fast_lookup = Duration::from_secs(600);
+    config.pacing.first_followup = Duration::from_secs(600);
     config.rendezvous = Box::new(PeerAnnounce::new(move |hour| {
         record.lock().unwrap().push(hour);
         infohash_for(7)(hour)
