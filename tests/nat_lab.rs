@@ -327,6 +327,21 @@ fn start(node: &mut common::Node, flags: &[String]) {
     node.start(&flags);
 }
 
+/// Starts the relay and the hosts with `flags`, waits for the full mesh and for every pair to
+/// ping over IPv4 and IPv6, and reports both times from the first start.
+fn start_and_ping_all(lab: &mut NatLab, flags: &[String], cell: &str) {
+    let begin = Instant::now();
+    start_with_relay(lab, flags);
+    let formed = lab.wait_for_full_mesh(FORMATION);
+    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
+        lab.all_pairs_ping()
+    });
+    eprintln!(
+        "NAT lab ({cell}): membership in {formed:?}, all-pairs ping after {:?}",
+        begin.elapsed()
+    );
+}
+
 /// A public relay host and two hosts behind port-preserving NATs find each other through the
 /// local DHT alone (LAN discovery off) and ping directly.
 #[test]
@@ -337,16 +352,7 @@ fn start(node: &mut common::Node, flags: &[String]) {
 fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
     let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
     let flags = internet_flags(&mut lab);
-    let begin = Instant::now();
-    start_with_relay(&mut lab, &flags);
-    let formed = lab.wait_for_full_mesh(FORMATION);
-    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
-        lab.all_pairs_ping()
-    });
-    eprintln!(
-        "NAT lab (port-preserving): membership in {formed:?}, all-pairs ping after {:?}",
-        begin.elapsed()
-    );
+    start_and_ping_all(&mut lab, &flags, "port-preserving");
     // With a relay present, the pair that can be direct ends direct.
     let direct = wait_direct(&lab, DIRECT_WITHIN);
     eprintln!("NAT lab (port-preserving): h1 and h2 direct after {direct:?}");
@@ -380,16 +386,7 @@ fn hosts_behind_port_preserving_nats_mesh_over_the_dht() {
 fn hosts_behind_port_preserving_nats_mesh_over_bep44_items() {
     let mut lab = NatLab::new(&[NatMode::PortPreserving, NatMode::PortPreserving]);
     let flags = with(&internet_flags(&mut lab), &["--dht", "bep44"]);
-    let begin = Instant::now();
-    start_with_relay(&mut lab, &flags);
-    let formed = lab.wait_for_full_mesh(FORMATION);
-    wait_until(FORMATION, "all pairs to ping over IPv4 and IPv6", || {
-        lab.all_pairs_ping()
-    });
-    eprintln!(
-        "NAT lab (bep44): membership in {formed:?}, all-pairs ping after {:?}",
-        begin.elapsed()
-    );
+    start_and_ping_all(&mut lab, &flags, "bep44");
     for node in lab.hosts.iter().chain([&lab.relay]) {
         // A member found through the others' items may form before its own write completes.
         wait_until(FORMATION, "every member to write the BEP 44 item", || {

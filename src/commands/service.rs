@@ -259,12 +259,17 @@ fn systemd_running() -> bool {
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("systemctl")
+    service_tool("systemctl", args)
+}
+
+/// Runs the service manager's tool (`systemctl`, `launchctl`); a non-zero exit is an error.
+fn service_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new(program)
         .args(args)
         .status()
-        .context("cannot run systemctl")?;
+        .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
-        return Err(anyhow!("systemctl {} failed ({status})", args.join(" ")));
+        return Err(anyhow!("{program} {} failed ({status})", args.join(" ")));
     }
     Ok(())
 }
@@ -377,14 +382,7 @@ fn launchd_running() -> bool {
 }
 
 fn launchctl(args: &[&str]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("launchctl")
-        .args(args)
-        .status()
-        .context("cannot run launchctl")?;
-    if !status.success() {
-        return Err(anyhow!("launchctl {} failed ({status})", args.join(" ")));
-    }
-    Ok(())
+    service_tool("launchctl", args)
 }
 
 /// Writes the launchd job of `interface` into `job_dir` (root-owned 0644, as launchd requires)

@@ -11,14 +11,13 @@
 
 use crate::commands::start_wireguard_go;
 use crate::{MacosError, RUN_DIR, Runner, Utun, name_file_path, read_utun};
-use std::io::{BufRead as _, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use wgmesh_device::{
     BackendError, BackendKind, DeviceOrigin, DeviceState, DeviceUpdate, WireguardBackend,
 };
-use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError};
+use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError, forward_child_output};
 
 /// How wireguard-go runs for one mesh interface.
 #[derive(Debug, Clone)]
@@ -159,28 +158,17 @@ impl MacosBackend {
         command
             .env
             .push(("LOG_LEVEL".into(), self.config.log_level.clone().into()));
-        let (stdout, stderr) = match &self.config.output {
-            ChildOutput::Log => (Stdio::piped(), Stdio::piped()),
-            ChildOutput::Null => (Stdio::null(), Stdio::null()),
-            ChildOutput::File(path) => {
-                let file = open_log(path).map_err(|e| self.io_error("open wireguard-go log", e))?;
-                let copy = file
-                    .try_clone()
-                    .map_err(|e| self.io_error("open wireguard-go log", e))?;
-                (Stdio::from(file), Stdio::from(copy))
-            }
-        };
+        let (stdout, stderr) = self
+            .config
+            .output
+            .stdio()
+            .map_err(|e| self.io_error("open wireguard-go log", e))?;
         let mut child = self
             .runner
             .spawn(&command, stdout, stderr)
             .map_err(|e| self.macos_error("start wireguard-go", e))?;
         tracing::info!(interface = %self.config.interface, pid = child.id(), "started wireguard-go");
-        if let Some(out) = child.stdout.take() {
-            forward_lines(&self.config.interface, out);
-        }
-        if let Some(err) = child.stderr.take() {
-            forward_lines(&self.config.interface, err);
-        }
+        forward_child_output(&self.config.interface, &mut child);
         self.child = Some(child);
         Ok(())
     }
@@ -389,34 +377,5 @@ impl Drop for MacosBackend {
         {
             tracing::warn!(%error, "stopping wireguard-go on drop");
         }
-    }
-}
-
-fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Copies a child's output into the log, one event per line, on a small thread that ends at EOF.
-fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
-    let interface = interface.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name(format!("wg-go-log-{interface}"))
-        .spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ERROR") {
-                    tracing::warn!(target: "wireguard_go", interface = %interface, "{line}");
-                } else {
-                    tracing::debug!(target: "wireguard_go", interface = %interface, "{line}");
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot forward wireguard-go output");
     }
 }

@@ -265,28 +265,16 @@ impl UserspaceBackend {
             // Its own process group: Ctrl-C on the daemon's terminal does not reach it, and
             // it can outlive the daemon.
             .process_group(0);
-        let (stdout, stderr) = match &config.output {
-            ChildOutput::Log => (Stdio::piped(), Stdio::piped()),
-            ChildOutput::Null => (Stdio::null(), Stdio::null()),
-            ChildOutput::File(path) => {
-                let file = open_log(path).map_err(|e| self.io_error("open wireguard-go log", e))?;
-                let copy = file
-                    .try_clone()
-                    .map_err(|e| self.io_error("open wireguard-go log", e))?;
-                (Stdio::from(file), Stdio::from(copy))
-            }
-        };
+        let (stdout, stderr) = config
+            .output
+            .stdio()
+            .map_err(|e| self.io_error("open wireguard-go log", e))?;
         command.stdout(stdout).stderr(stderr);
         let mut child = command
             .spawn()
             .map_err(|e| self.io_error("spawn wireguard-go", e))?;
         tracing::info!(interface = %config.interface, pid = child.id(), "started wireguard-go");
-        if let Some(stdout) = child.stdout.take() {
-            forward_lines(&config.interface, stdout);
-        }
-        if let Some(stderr) = child.stderr.take() {
-            forward_lines(&config.interface, stderr);
-        }
+        forward_child_output(&config.interface, &mut child);
         self.child = Some(child);
         Ok(())
     }
@@ -491,16 +479,38 @@ impl Drop for UserspaceBackend {
     }
 }
 
-fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+impl ChildOutput {
+    /// wireguard-go's stdout and stderr: pipes for [`forward_child_output`], nothing, or one
+    /// file opened for appending (0600).
+    pub fn stdio(&self) -> std::io::Result<(Stdio, Stdio)> {
+        match self {
+            Self::Log => Ok((Stdio::piped(), Stdio::piped())),
+            Self::Null => Ok((Stdio::null(), Stdio::null())),
+            Self::File(path) => {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?;
+                let copy = file.try_clone()?;
+                Ok((Stdio::from(file), Stdio::from(copy)))
+            }
+        }
+    }
 }
 
-/// Copies a child's output into the log, one event per line, on a small thread that ends at EOF.
+/// Copies a spawned wireguard-go's piped output ([`ChildOutput::Log`]) into the log, one event
+/// per line, on small threads that end at EOF.
+pub fn forward_child_output(interface: &str, child: &mut std::process::Child) {
+    if let Some(stdout) = child.stdout.take() {
+        forward_lines(interface, stdout);
+    }
+    if let Some(stderr) = child.stderr.take() {
+        forward_lines(interface, stderr);
+    }
+}
+
 fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
     let interface = interface.to_owned();
     let spawned = std::thread::Builder::new()

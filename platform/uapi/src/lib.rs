@@ -13,7 +13,7 @@ pub mod protocol;
 
 pub use backend::{
     ChildOutput, DEFAULT_WIREGUARD_GO, UserspaceBackend, UserspaceConfig, UserspaceUnavailable,
-    userspace_available,
+    forward_child_output, userspace_available,
 };
 pub use client::{
     DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, SET_TIMEOUT_PER_PEER, UapiClient, socket_path,
