@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use wgmesh_device::{
     BackendError, BackendKind, DeviceOrigin, DeviceState, DeviceUpdate, WireguardBackend,
 };
-use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError, forward_child_output};
+use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError};
 
 /// How wireguard-go runs for one mesh interface.
 #[derive(Debug, Clone)]
@@ -135,21 +135,7 @@ impl MacosBackend {
 
     /// Reaps our child if it has exited; returns whether it had.
     fn child_exited(&mut self) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return false;
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                tracing::warn!(interface = %self.config.interface, %status, "wireguard-go exited");
-                self.child = None;
-                true
-            }
-            Ok(None) => false,
-            Err(error) => {
-                tracing::warn!(interface = %self.config.interface, %error, "cannot poll wireguard-go");
-                false
-            }
-        }
+        wgmesh_uapi::child::reap_if_exited(&mut self.child, &self.config.interface)
     }
 
     fn spawn(&mut self) -> Result<(), BackendError> {
@@ -168,7 +154,7 @@ impl MacosBackend {
             .spawn(&command, stdout, stderr)
             .map_err(|e| self.macos_error("start wireguard-go", e))?;
         tracing::info!(interface = %self.config.interface, pid = child.id(), "started wireguard-go");
-        forward_child_output(&self.config.interface, &mut child);
+        wgmesh_uapi::child::forward_output(&self.config.interface, &mut child);
         self.child = Some(child);
         Ok(())
     }
@@ -230,32 +216,11 @@ impl MacosBackend {
 
     /// SIGTERM, a bounded wait, then SIGKILL. Our child only.
     fn stop_child(&mut self) -> Result<(), BackendError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        if child.try_wait().ok().flatten().is_some() {
-            return Ok(());
-        }
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // ESRCH: it exited between the check and the signal; the wait below reaps it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + self.config.stop_timeout;
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tracing::warn!(interface = %self.config.interface, "wireguard-go ignored SIGTERM; killing it");
-        let _ = child.kill();
-        child
-            .wait()
-            .map_err(|e| self.io_error("wait for wireguard-go", e))?;
-        Ok(())
+        wgmesh_uapi::child::stop(child, &self.config.interface, self.config.stop_timeout)
+            .map_err(|e| self.io_error("wait for wireguard-go", e))
     }
 
     /// darwin.bash `del_if`: removes `utunN.sock` (when known) and `<name>.name`. Missing files

@@ -13,7 +13,6 @@
 
 use crate::client::{DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, UapiClient};
 use crate::protocol::UapiError;
-use std::io::{BufRead as _, BufReader, Read};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -234,21 +233,7 @@ impl UserspaceBackend {
 
     /// Reaps our child if it has exited; returns whether it had.
     fn child_exited(&mut self) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return false;
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                tracing::warn!(interface = %self.config.interface, %status, "wireguard-go exited");
-                self.child = None;
-                true
-            }
-            Ok(None) => false,
-            Err(error) => {
-                tracing::warn!(interface = %self.config.interface, %error, "cannot poll wireguard-go");
-                false
-            }
-        }
+        crate::child::reap_if_exited(&mut self.child, &self.config.interface)
     }
 
     fn spawn(&mut self) -> Result<(), BackendError> {
@@ -274,7 +259,7 @@ impl UserspaceBackend {
             .spawn()
             .map_err(|e| self.io_error("spawn wireguard-go", e))?;
         tracing::info!(interface = %config.interface, pid = child.id(), "started wireguard-go");
-        forward_child_output(&config.interface, &mut child);
+        crate::child::forward_output(&config.interface, &mut child);
         self.child = Some(child);
         Ok(())
     }
@@ -317,32 +302,11 @@ impl UserspaceBackend {
 
     /// SIGTERM, a bounded wait, then SIGKILL. Our child only.
     fn stop_child(&mut self) -> Result<(), BackendError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        if child.try_wait().ok().flatten().is_some() {
-            return Ok(());
-        }
-        if let Some(pid) = i32::try_from(child.id())
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            // ESRCH: it exited between the check and the signal; the wait below reaps it.
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + self.config.stop_timeout;
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tracing::warn!(interface = %self.config.interface, "wireguard-go ignored SIGTERM; killing it");
-        let _ = child.kill();
-        child
-            .wait()
-            .map_err(|e| self.io_error("wait for wireguard-go", e))?;
-        Ok(())
+        crate::child::stop(child, &self.config.interface, self.config.stop_timeout)
+            .map_err(|e| self.io_error("wait for wireguard-go", e))
     }
 
     /// Removes a socket nobody answers on, so the next wireguard-go can bind it.
@@ -476,60 +440,6 @@ impl Drop for UserspaceBackend {
         {
             tracing::warn!(%error, "stopping wireguard-go on drop");
         }
-    }
-}
-
-impl ChildOutput {
-    /// wireguard-go's stdout and stderr: pipes for [`forward_child_output`], nothing, or one
-    /// file opened for appending (0600).
-    pub fn stdio(&self) -> std::io::Result<(Stdio, Stdio)> {
-        match self {
-            Self::Log => Ok((Stdio::piped(), Stdio::piped())),
-            Self::Null => Ok((Stdio::null(), Stdio::null())),
-            Self::File(path) => {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?;
-                let copy = file.try_clone()?;
-                Ok((Stdio::from(file), Stdio::from(copy)))
-            }
-        }
-    }
-}
-
-/// Copies a spawned wireguard-go's piped output ([`ChildOutput::Log`]) into the log, one event
-/// per line, on small threads that end at EOF.
-pub fn forward_child_output(interface: &str, child: &mut std::process::Child) {
-    if let Some(stdout) = child.stdout.take() {
-        forward_lines(interface, stdout);
-    }
-    if let Some(stderr) = child.stderr.take() {
-        forward_lines(interface, stderr);
-    }
-}
-
-fn forward_lines(interface: &str, stream: impl Read + Send + 'static) {
-    let interface = interface.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name(format!("wg-go-log-{interface}"))
-        .spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                // At LOG_LEVEL=error what it prints is an error, except the boxed banner about
-                // kernel support that it prints at every start regardless; at `verbose` (the
-                // daemon at debug level) its other lines are `DEBUG:` lines.
-                if line.starts_with("ERROR") {
-                    tracing::warn!(target: "wireguard_go", interface = %interface, "{line}");
-                } else {
-                    tracing::debug!(target: "wireguard_go", interface = %interface, "{line}");
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot forward wireguard-go output");
     }
 }
 

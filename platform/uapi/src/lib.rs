@@ -8,12 +8,13 @@
 //!   adopts one left running) and implements [`wgmesh_device::WireguardBackend`].
 
 pub mod backend;
+pub mod child;
 pub mod client;
 pub mod protocol;
 
 pub use backend::{
     ChildOutput, DEFAULT_WIREGUARD_GO, UserspaceBackend, UserspaceConfig, UserspaceUnavailable,
-    forward_child_output, userspace_available,
+    userspace_available,
 };
 pub use client::{
     DEFAULT_IO_TIMEOUT, DEFAULT_SOCKET_DIR, SET_TIMEOUT_PER_PEER, UapiClient, socket_path,
