@@ -78,24 +78,15 @@ fn satisfies(expression: &str) -> bool {
 
 #[test]
 fn licences_and_duplicates() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--locked",
-            "--filter-platform",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cargo(&[
+        "metadata",
+        "--format-version",
+        "1",
+        "--locked",
+        "--filter-platform",
+        "x86_64-unknown-linux-gnu",
+    ]);
+    let metadata: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut bad = Vec::new();
     let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for package in metadata["packages"].as_array().unwrap() {
@@ -308,28 +299,17 @@ fn the_os_crate_check_tells_a_crate_from_a_word_ending_in_it() {
 /// speaks netlink.
 #[test]
 fn the_macos_build_has_the_macos_backend_and_no_netlink() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let tree = |target: &str| {
-        let out = std::process::Command::new(&cargo)
-            .args([
-                "tree",
-                "--offline",
-                "--target",
-                target,
-                "-e",
-                "normal",
-                "-p",
-                "wgmesh",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        cargo(&[
+            "tree",
+            "--offline",
+            "--target",
+            target,
+            "-e",
+            "normal",
+            "-p",
+            "wgmesh",
+        ])
     };
     let darwin = tree("aarch64-apple-darwin");
     assert!(darwin.contains("wgmesh-macos v"), "{darwin}");
@@ -345,4 +325,20 @@ fn the_macos_build_has_the_macos_backend_and_no_netlink() {
         linux.contains("netlink-sys v") && linux.contains("wgmesh-linux v"),
         "{linux}"
     );
+}
+
+/// Runs cargo on this workspace; its stdout, or a failure with its stderr.
+fn cargo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run cargo: {err}"));
+    assert!(
+        out.status.success(),
+        "cargo {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
