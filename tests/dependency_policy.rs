@@ -241,6 +241,28 @@ fn the_inheritance_check_sees_a_local_declaration() {
     );
 }
 
+/// Code that cannot fail says so once, with a reason (`#[expect(clippy::expect_used, reason =
+/// "...")]`) or through an infallible constructor (`Ipv4Net::new_assert`), not by hiding the
+/// panic from the lint behind a closure that calls `unreachable!` (issue 15).
+#[test]
+fn no_lint_workarounds_hide_a_panic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut offences = Vec::new();
+    for dir in ["src", "pkg", "platform", "tests", "benches", "fuzz"] {
+        for file in rust_files(&root.join(dir)) {
+            if file.components().any(|c| c.as_os_str() == "target") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let compact: String = text.split_whitespace().collect();
+            if compact.contains(&["unwrap_or_else(|_|", "unreachable!"].concat()) {
+                offences.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
 /// The operating system is chosen in one place, `src/platform` (issue 15): no other file in
 /// `src/` names the Linux platform crate or the crates that wrap OS calls.
 #[test]

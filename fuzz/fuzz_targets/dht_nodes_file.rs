@@ -28,5 +28,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(nodes) = load(&path) {
         assert!(nodes.len() <= MAX_SAVED_NODES);
     }
-    assert_eq!(fs::read(&path).ok().as_deref(), Some(data), "a load changed the file");
+    assert_eq!(
+        fs::read(&path).ok().as_deref(),
+        Some(data),
+        "a load changed the file"
+    );
 });

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(record) = decode_record_exact(data) {
         let mut out = Vec::new();
         if encode_record(&record, &mut out).is_ok() {
-            assert_eq!(out, data, "record decode/encode round trip changed the bytes");
+            assert_eq!(
+                out, data,
+                "record decode/encode round trip changed the bytes"
+            );
         }
     }
 });

@@ -15,8 +15,8 @@ use fixture::*;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use wgmesh_exchange::{
-    DropReason, ENTROPY_LEN, Entropy, Event, Exchange, ExchangeConfig, MAC_LEN, MAX_DATAGRAM_LEN, MsgType,
-    NONCE_LEN, seal,
+    DropReason, ENTROPY_LEN, Entropy, Event, Exchange, ExchangeConfig, MAC_LEN, MAX_DATAGRAM_LEN,
+    MsgType, NONCE_LEN, seal,
 };
 use wgmesh_keys::{PrivateKey, PublicKey};
 
@@ -88,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
                     put(&mut plaintext, RECIPIENT_AT, fx.target_key.as_bytes());
                 }
                 if step.fix & FIX_TIMESTAMP != 0 {
-                    put(&mut plaintext, timestamp_at(msg_type), &(now / 1000).to_be_bytes());
+                    put(
+                        &mut plaintext,
+                        timestamp_at(msg_type),
+                        &(now / 1000).to_be_bytes(),
+                    );
                 }
                 if step.fix & FIX_ECHO != 0 && msg_type == Some(MsgType::Hello) {
                     put(&mut plaintext, ECHO_AT, &last_token);
@@ -133,20 +137,30 @@ fuzz_target!(|data: &[u8]| {
         }
         // Invariants the daemon relies on.
         if let Some(reply) = &handled.reply {
-            assert!(reply.len() <= MAX_DATAGRAM_LEN, "reply exceeds the datagram bound");
+            assert!(
+                reply.len() <= MAX_DATAGRAM_LEN,
+                "reply exceeds the datagram bound"
+            );
             // A reply may carry our challenge; answers to it must be able to echo it.
             last_token = token;
         }
         match handled.dropped {
             Some(_) => {
                 assert!(handled.reply.is_none() && handled.event.is_none());
-                assert_eq!(datagram_drops(&exchange), dropped_before + 1, "drop not counted");
+                assert_eq!(
+                    datagram_drops(&exchange),
+                    dropped_before + 1,
+                    "drop not counted"
+                );
             }
             None => assert_eq!(datagram_drops(&exchange), dropped_before, "drop counted"),
         }
         match &handled.event {
             Some(Event::Verified { record, .. }) => {
-                assert_ne!(record.public_key, fx.target_key, "accepted a record claiming our key");
+                assert_ne!(
+                    record.public_key, fx.target_key,
+                    "accepted a record claiming our key"
+                );
             }
             Some(Event::Gossip { entries, .. }) => {
                 assert!(entries.iter().all(|e| e.record.public_key != fx.target_key));

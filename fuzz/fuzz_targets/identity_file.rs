@@ -46,7 +46,8 @@ fuzz_target!(|data: &[u8]| {
             .mode(0o600)
             .open(&path)
             .unwrap_or_else(|err| panic!("create: {err}"));
-        file.write_all(data).unwrap_or_else(|err| panic!("write: {err}"));
+        file.write_all(data)
+            .unwrap_or_else(|err| panic!("write: {err}"));
     }
     match NodeIdentity::load(&path, keys) {
         Ok(identity) => {
@@ -54,10 +55,15 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(identity.public_key, keys.node_public_key(&identity.seed));
         }
         Err(_) => {
-            let after = fs::read(&path).unwrap_or_else(|err| panic!("file gone after a failed load: {err}"));
+            let after = fs::read(&path)
+                .unwrap_or_else(|err| panic!("file gone after a failed load: {err}"));
             assert_eq!(after, data, "a failed load changed the identity file");
             let mode = fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
-            assert_eq!(mode.ok(), Some(0o600), "a failed load changed the file mode");
+            assert_eq!(
+                mode.ok(),
+                Some(0o600),
+                "a failed load changed the file mode"
+            );
         }
     }
 });

@@ -27,7 +27,10 @@ fn entropy(step: usize, who: u8) -> Entropy {
     let mut input = (step as u64).to_be_bytes().to_vec();
     input.push(who);
     let mut bytes = [0u8; ENTROPY_LEN];
-    blake3::Hasher::new().update(&input).finalize_xof().fill(&mut bytes);
+    blake3::Hasher::new()
+        .update(&input)
+        .finalize_xof()
+        .fill(&mut bytes);
     Entropy::from_bytes(bytes)
 }
 
@@ -38,12 +41,20 @@ struct Peer {
 
 fuzz_target!(|data: &[u8]| {
     let keys = mesh();
-    let exchange = Exchange::new(keys, private_key(TARGET_ID), record_for(TARGET_ID), ExchangeConfig::default())
-        .unwrap_or_else(|err| panic!("fixture record: {err}"));
+    let exchange = Exchange::new(
+        keys,
+        private_key(TARGET_ID),
+        record_for(TARGET_ID),
+        ExchangeConfig::default(),
+    )
+    .unwrap_or_else(|err| panic!("fixture record: {err}"));
     let own_key = exchange.public_key().to_owned();
     let config = Config {
         control_port: 51900,
-        mesh_prefixes: vec![ipnet::IpNet::V4(keys.ipv4_subnet()), ipnet::IpNet::V6(keys.ipv6_prefix())],
+        mesh_prefixes: vec![
+            ipnet::IpNet::V4(keys.ipv4_subnet()),
+            ipnet::IpNet::V6(keys.ipv6_prefix()),
+        ],
         lan_discovery: true,
         dht: true,
         established: false,
@@ -56,12 +67,20 @@ fuzz_target!(|data: &[u8]| {
     let mut wall = NOW;
     let mut core = Membership::new(config, exchange, [7; 32], now);
     core.add_discovery(Source::Lan, now);
-    core.set_connected_networks(vec!["198.51.100.0/24".parse().unwrap_or_else(|_| unreachable!())]);
+    core.set_connected_networks(vec![ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(198, 51, 100, 0),
+        24,
+    ))]);
     let mut peers: Vec<Peer> = SIGNER_IDS
         .iter()
         .map(|&id| Peer {
-            exchange: Exchange::new(keys, private_key(id), record_for(id), ExchangeConfig::default())
-                .unwrap_or_else(|err| panic!("fixture record: {err}")),
+            exchange: Exchange::new(
+                keys,
+                private_key(id),
+                record_for(id),
+                ExchangeConfig::default(),
+            )
+            .unwrap_or_else(|err| panic!("fixture record: {err}")),
             addr: source(id),
         })
         .collect();
@@ -73,7 +92,9 @@ fuzz_target!(|data: &[u8]| {
         wall = wall.saturating_add(u64::from(step.dt_ms));
         let peer = usize::from(step.signer) % peers.len();
         match step.op % 6 {
-            0 if step.fix & 4 != 0 => core.handle_group_datagram(now, wall, source(step.src), step.payload),
+            0 if step.fix & 4 != 0 => {
+                core.handle_group_datagram(now, wall, source(step.src), step.payload)
+            }
             0 => core.handle_datagram(now, wall, source(step.src), step.payload),
             1 => {
                 let probe = peers[peer]
@@ -87,7 +108,12 @@ fuzz_target!(|data: &[u8]| {
                         if p.addr != transmit.dst {
                             continue;
                         }
-                        let handled = p.exchange.handle(wall, SocketAddr::from(([198, 51, 100, TARGET_ID], 51900)), &transmit.payload, entropy(i, n as u8 + 100));
+                        let handled = p.exchange.handle(
+                            wall,
+                            SocketAddr::from(([198, 51, 100, TARGET_ID], 51900)),
+                            &transmit.payload,
+                            entropy(i, n as u8 + 100),
+                        );
                         if let Some(reply) = handled.reply {
                             core.handle_datagram(now, wall, p.addr, &reply);
                         }
@@ -105,7 +131,12 @@ fuzz_target!(|data: &[u8]| {
                 let candidates: Vec<SocketAddr> = step
                     .payload
                     .chunks_exact(6)
-                    .map(|c| SocketAddr::from((Ipv4Addr::new(c[0], c[1], c[2], c[3]), u16::from_be_bytes([c[4], c[5]]))))
+                    .map(|c| {
+                        SocketAddr::from((
+                            Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                            u16::from_be_bytes([c[4], c[5]]),
+                        ))
+                    })
                     .collect();
                 core.handle_candidates(wall, Source::Dht, &candidates);
             }
@@ -119,7 +150,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         while let Some(transmit) = core.poll_transmit() {
-            assert!(transmit.payload.len() <= MAX_DATAGRAM_LEN, "transmit exceeds the datagram bound");
+            assert!(
+                transmit.payload.len() <= MAX_DATAGRAM_LEN,
+                "transmit exceeds the datagram bound"
+            );
             if outbox.len() < 4_096 {
                 outbox.push(transmit);
             }
@@ -128,7 +162,10 @@ fuzz_target!(|data: &[u8]| {
         // Only members that proved their key are in the table, never ourselves.
         for member in core.members().iter() {
             assert_ne!(member.public_key, own_key, "holds itself as a member");
-            assert!(signers.contains(&member.public_key), "a member that never proved its key");
+            assert!(
+                signers.contains(&member.public_key),
+                "a member that never proved its key"
+            );
         }
         let sizes = core.table_sizes();
         assert!(sizes.probed <= found::MAX_PROBED);

@@ -28,12 +28,19 @@ fuzz_target!(|data: &[u8]| {
     match load_peer_cache(&path) {
         Ok(CacheLoad::Loaded(peers)) => {
             assert!(peers.len() <= MAX_CACHED_PEERS);
-            assert_eq!(fs::read(&path).ok().as_deref(), Some(data), "a load changed the cache");
+            assert_eq!(
+                fs::read(&path).ok().as_deref(),
+                Some(data),
+                "a load changed the cache"
+            );
         }
         Ok(CacheLoad::MovedAside { to, .. }) => {
             assert!(!path.exists(), "a bad cache was not moved");
             let moved = fs::read(&to).unwrap_or_else(|err| panic!("moved file unreadable: {err}"));
-            assert_eq!(moved, data, "the moved-aside cache differs from the original");
+            assert_eq!(
+                moved, data,
+                "the moved-aside cache differs from the original"
+            );
         }
         Ok(CacheLoad::Missing) => panic!("the cache file exists but was reported missing"),
         Err(err) => panic!("load failed on a readable file: {err}"),

@@ -9,6 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_binding_response(data);
     if parse_binding_request(data).is_some() {
         // The demultiplexer must send every request the server accepts to the STUN side.
-        assert!(framed, "a parsed Binding request was not recognised by is_stun");
+        assert!(
+            framed,
+            "a parsed Binding request was not recognised by is_stun"
+        );
     }
 });

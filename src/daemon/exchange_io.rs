@@ -6,13 +6,13 @@ use super::discovery::Discovery;
 use super::nat::{NatView, NatWatch};
 use super::relay_io::{AllocateError, RelayServer};
 use super::state::{MeshState, NodeInfo, OwnAddresses, Shared, now_ms};
-use crate::platform::lan_addresses;
 use crate::platform::recv_with_destination;
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wgmesh_derive::{MeshAddresses, MeshKeys};
+use wgmesh_device::{Host, HostAddress};
 use wgmesh_exchange::{Endpoint, EndpointKind, Exchange, MemberInfo, Record, RefusalReason};
 use wgmesh_keys::PublicKey;
 use wgmesh_membership::{Collision, Config as MembershipConfig, Event as CoreEvent, Membership};
@@ -68,11 +68,14 @@ pub fn own_record(node: &NodeInfo, state: &MeshState) -> Record {
         // port maps to itself on the same public address.
         addr: SocketAddr::new(public.ip(), node.listen_port),
     });
-    let lan = lan_addresses(&node.interface)
-        .into_iter()
-        .map(|(_, ip)| Endpoint {
+    // The control socket and the LAN group are IPv4: so are the LAN endpoints.
+    let lan = state
+        .underlay
+        .iter()
+        .filter(|address| address.ip.is_ipv4())
+        .map(|address| Endpoint {
             kind: EndpointKind::Lan,
-            addr: SocketAddr::from((ip, node.listen_port)),
+            addr: SocketAddr::new(address.ip, node.listen_port),
         });
     let endpoints = stun
         .into_iter()
@@ -128,6 +131,9 @@ pub struct ExchangeTask {
     /// Kept to persist a new collision counter.
     identity: NodeIdentity,
     keys: MeshKeys,
+    /// The host's addresses and connected networks (a handle of its own: the reconciler's
+    /// configures the interface, this one only reads).
+    host: Box<dyn Host + Sync>,
     nat: NatWatch,
     /// The LAN group, when LAN discovery is on (rejoined when addresses change).
     lan_group: Option<std::net::Ipv4Addr>,
@@ -151,6 +157,7 @@ pub struct ExchangeParts {
     pub reconcile: mpsc::Sender<()>,
     pub identity: NodeIdentity,
     pub keys: MeshKeys,
+    pub host: Box<dyn Host + Sync>,
     pub nat: NatWatch,
     pub lan_group: Option<std::net::Ipv4Addr>,
     pub link_events: mpsc::Receiver<()>,
@@ -194,6 +201,18 @@ async fn recv_pushed(
     .await
 }
 
+/// The IPv4 addresses among the host's, with their interfaces: where the LAN group is joined
+/// and beacons are sent.
+pub fn lan_ipv4(addresses: &[HostAddress]) -> Vec<(String, Ipv4Addr)> {
+    addresses
+        .iter()
+        .filter_map(|address| match address.ip {
+            std::net::IpAddr::V4(ip) => Some((address.interface.clone(), ip)),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -223,7 +242,7 @@ impl ExchangeTask {
                 None => core.add_discovery(source.source(), start),
             }
         }
-        core.set_connected_networks(super::reconcile::connected_networks(&parts.node.interface));
+        core.set_connected_networks(parts.host.connected_networks());
         Ok(Self {
             socket: parts.socket,
             core,
@@ -234,6 +253,7 @@ impl ExchangeTask {
             reconcile: parts.reconcile,
             identity: parts.identity,
             keys: parts.keys,
+            host: parts.host,
             nat: parts.nat,
             lan_group: parts.lan_group,
             pushed,
@@ -293,8 +313,11 @@ impl ExchangeTask {
                         self.core.handle_tunnel_failed(now_tokio.into_std(), now_ms(), key);
                     }
                     self.core.handle_timeout(now_tokio.into_std(), now_ms());
-                    if self.nat.addresses_changed(now_tokio) {
-                        self.on_addresses_changed().await;
+                    if self.nat.address_check_due(now_tokio) {
+                        let addresses = self.host.addresses();
+                        if self.nat.addresses_read(now_tokio, &addresses) {
+                            self.on_addresses_changed(addresses).await;
+                        }
                     }
                     for (server, request) in self.nat.due_requests(now_tokio) {
                         self.send(&request, server).await;
@@ -535,7 +558,8 @@ impl ExchangeTask {
     /// Sends to the group once per LAN interface: without a default route the kernel would not
     /// know where a multicast datagram goes.
     async fn send_multicast(&self, datagram: &[u8], group: SocketAddr) {
-        for (name, ip) in lan_addresses(&self.node.interface) {
+        let interfaces = lan_ipv4(&self.shared.lock().underlay);
+        for (name, ip) in interfaces {
             if let Err(err) = crate::platform::set_multicast_interface(&self.socket, ip) {
                 tracing::debug!(interface = %name, error = %err, "cannot select multicast interface");
                 continue;
@@ -619,19 +643,20 @@ impl ExchangeTask {
     /// Our underlay addresses changed (a laptop moved networks): the core punches towards every
     /// member and rediscovers; here the LAN group is rejoined on the new interfaces, WireGuard's
     /// pinned source addresses are cleared, and every member hears our new endpoints.
-    async fn on_addresses_changed(&mut self) {
-        tracing::info!("host addresses changed; re-announcing");
+    async fn on_addresses_changed(&mut self, addresses: Vec<HostAddress>) {
+        tracing::info!(addresses = ?addresses.iter().map(|a| a.ip).collect::<Vec<_>>(), "host addresses changed; re-announcing");
+        self.shared.lock().underlay.clone_from(&addresses);
         if let Some(servers) = self.nat.unresolved() {
             let resolved = super::nat::resolve(servers).await;
             self.nat.set_servers(resolved);
         }
         self.core
-            .set_connected_networks(super::reconcile::connected_networks(&self.node.interface));
+            .set_connected_networks(self.host.connected_networks());
         self.core.handle_addresses_changed(now());
         self.shared.lock().refresh_endpoints = true;
         let _ = self.reconcile.try_send(());
         if let Some(group) = self.lan_group {
-            for (name, ip) in lan_addresses(&self.node.interface) {
+            for (name, ip) in lan_ipv4(&addresses) {
                 if let Err(err) = crate::platform::join_multicast(&self.socket, group, ip) {
                     tracing::debug!(interface = %name, error = %err, "cannot join the LAN group");
                 }
@@ -655,5 +680,65 @@ impl ExchangeTask {
         if let Err(err) = self.core.set_record(now(), now_ms(), record, info) {
             tracing::error!(error = %err, "cannot announce new endpoints");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgmesh_device::BackendKind;
+
+    #[test]
+    fn our_record_lists_the_stun_mapping_then_the_hosts_ipv4_addresses() {
+        let own = OwnAddresses {
+            ipv4: Ipv4Addr::new(10, 1, 0, 100),
+            ipv6: "fd00::100".parse().unwrap(),
+            collision_counter: 0,
+        };
+        let shared = Shared::new(own, Vec::new());
+        let node = NodeInfo {
+            interface: "wgtest0".to_owned(),
+            backend: BackendKind::Userspace,
+            public_key: wgmesh_keys::PrivateKey::from_bytes_clamped([1; 32]).public_key(),
+            listen_port: 51820,
+            control_port: 51900,
+            mesh_prefixes: vec!["10.1.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            relay: false,
+        };
+        let host = |interface: &str, ip: &str| HostAddress {
+            interface: interface.to_owned(),
+            ip: ip.parse().unwrap(),
+        };
+        {
+            let mut state = shared.lock();
+            state.underlay = vec![
+                host("eth0", "192.168.1.20"),
+                host("eth0", "2001:db8::20"),
+                host("eth1", "172.16.0.2"),
+            ];
+            state.public_endpoint = Some("198.51.100.7:40000".parse().unwrap());
+        }
+        let record = own_record(&node, &shared.lock());
+        let endpoints: Vec<String> = record
+            .endpoints
+            .iter()
+            .map(|e| format!("{:?} {}", e.kind, e.addr))
+            .collect();
+        // STUN saw the control port's mapping; WireGuard's port is announced on that address.
+        assert_eq!(
+            endpoints,
+            [
+                "Stun 198.51.100.7:51820",
+                "Lan 192.168.1.20:51820",
+                "Lan 172.16.0.2:51820"
+            ]
+        );
+        assert_eq!(
+            lan_ipv4(&shared.lock().underlay),
+            [
+                ("eth0".to_owned(), Ipv4Addr::new(192, 168, 1, 20)),
+                ("eth1".to_owned(), Ipv4Addr::new(172, 16, 0, 2))
+            ]
+        );
     }
 }

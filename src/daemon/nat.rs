@@ -2,9 +2,9 @@
 //! that the host's own addresses changed (roaming), which calls for a new round at once.
 
 use super::state::now_ms;
-use crate::platform::lan_addresses;
 use std::net::{IpAddr, SocketAddr};
 use tokio::time::{Duration, Instant};
+use wgmesh_device::HostAddress;
 use wgmesh_nat::{
     MAX_ATTEMPTS_PER_ROUND, NatType, REPROBE_INTERVAL_MS, RETRY_INTERVAL_MS, StunProbe,
 };
@@ -22,9 +22,10 @@ pub struct NatView {
     pub public_endpoint: Option<SocketAddr>,
 }
 
+/// STUN rounds, and when to look at the host's addresses again. The addresses are read by the
+/// caller (from its [`wgmesh_device::Host`]) and handed in: this holds no OS handle.
 #[derive(Debug)]
 pub struct NatWatch {
-    interface: String,
     /// The configured STUN servers (`HOST:PORT`), kept to resolve again if DNS failed at start
     /// (a host often boots before its network is up).
     servers: Vec<String>,
@@ -32,17 +33,20 @@ pub struct NatWatch {
     probe: Option<StunProbe>,
     next_stun: Option<Instant>,
     attempts: u32,
-    addresses: Vec<IpAddr>,
+    addresses: Vec<HostAddress>,
     next_address_check: Instant,
     view: NatView,
 }
 
 impl NatWatch {
-    pub fn new(interface: &str, control_port: u16, servers: Option<Vec<String>>) -> Self {
-        let addresses = local_ips(interface);
+    /// `addresses`: the host's, as its `Host` reports them at start.
+    pub fn new(
+        control_port: u16,
+        servers: Option<Vec<String>>,
+        addresses: Vec<HostAddress>,
+    ) -> Self {
         let stun_enabled = servers.is_some();
         Self {
-            interface: interface.to_owned(),
             servers: servers.unwrap_or_default(),
             control_port,
             probe: None,
@@ -62,7 +66,7 @@ impl NatWatch {
         if servers.is_empty() {
             return;
         }
-        self.probe = Some(StunProbe::new(servers).with_local_ips(self.addresses.clone()));
+        self.probe = Some(StunProbe::new(servers).with_local_ips(local_ips(&self.addresses)));
         self.next_stun = Some(Instant::now());
         self.attempts = 0;
     }
@@ -125,21 +129,26 @@ impl NatWatch {
         self.next_address_check = self.next_address_check.min(now + EVENT_SETTLE);
     }
 
-    /// Whether the host's addresses changed since the last look (checked every
-    /// [`ADDRESS_CHECK`], and shortly after link events); if so, STUN starts over at once.
-    pub fn addresses_changed(&mut self, now: Instant) -> bool {
+    /// Whether it is time to look at the host's addresses (every [`ADDRESS_CHECK`], and shortly
+    /// after link events); the caller then reads them and hands them to [`Self::addresses_read`].
+    pub fn address_check_due(&mut self, now: Instant) -> bool {
         if now < self.next_address_check {
             return false;
         }
         self.next_address_check = now + ADDRESS_CHECK;
-        let current = local_ips(&self.interface);
+        true
+    }
+
+    /// The host's addresses as just read; whether they changed since the last look. If they did,
+    /// STUN starts over at once from the new addresses.
+    pub fn addresses_read(&mut self, now: Instant, current: &[HostAddress]) -> bool {
         if current == self.addresses {
             return false;
         }
-        self.addresses = current;
+        current.clone_into(&mut self.addresses);
         if let Some(probe) = self.probe.as_mut() {
             probe.reset();
-            probe.set_local_ips(self.addresses.clone());
+            probe.set_local_ips(local_ips(&self.addresses));
             self.next_stun = Some(now);
             self.attempts = 0;
         }
@@ -151,12 +160,15 @@ impl NatWatch {
     }
 }
 
-fn local_ips(interface: &str) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = lan_addresses(interface)
-        .into_iter()
-        .map(|(_, ip)| IpAddr::V4(ip))
+/// The IPv4 addresses STUN compares its answer with (the control socket is IPv4).
+fn local_ips(addresses: &[HostAddress]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = addresses
+        .iter()
+        .map(|a| a.ip)
+        .filter(IpAddr::is_ipv4)
         .collect();
     ips.sort();
+    ips.dedup();
     ips
 }
 
@@ -204,6 +216,74 @@ pub fn server_list(spec: Option<&str>, defaults: &[&str]) -> Option<Vec<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn address(interface: &str, ip: &str) -> HostAddress {
+        HostAddress {
+            interface: interface.to_owned(),
+            ip: ip.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_looked_at_on_schedule_and_a_change_restarts_stun() {
+        let home = vec![address("eth0", "192.168.1.20")];
+        let mut watch = NatWatch::new(
+            51821,
+            Some(vec!["stun.example:3478".to_owned()]),
+            home.clone(),
+        );
+        watch.set_servers(vec!["192.0.2.1:3478".parse().unwrap()]);
+        let start = Instant::now();
+        assert_eq!(
+            watch.due_requests(start).len(),
+            1,
+            "a round starts when servers resolve"
+        );
+        assert!(
+            watch.due_requests(start).is_empty(),
+            "then waits for its retry"
+        );
+
+        // Not before the periodic check, unless a link event brings it forward.
+        assert!(!watch.address_check_due(start));
+        watch.link_event(start);
+        assert!(!watch.address_check_due(start));
+        assert!(watch.address_check_due(start + EVENT_SETTLE));
+        assert!(
+            !watch.address_check_due(start + EVENT_SETTLE),
+            "once per look"
+        );
+        assert!(watch.address_check_due(start + EVENT_SETTLE + ADDRESS_CHECK));
+
+        // The same addresses change nothing; new ones (a laptop on another network) do, and
+        // STUN starts over at once.
+        let later = start + Duration::from_secs(1);
+        assert!(!watch.addresses_read(later, &home));
+        let cafe = vec![address("eth0", "10.1.2.3"), address("eth0", "2001:db8::3")];
+        assert!(watch.addresses_read(later, &cafe));
+        assert_eq!(
+            watch.due_requests(later).len(),
+            1,
+            "STUN starts over at once"
+        );
+        assert!(!watch.addresses_read(later, &cafe));
+        // An IPv6-only change is a change too (WireGuard's pinned source addresses go stale).
+        assert!(watch.addresses_read(later, &cafe[..1]));
+    }
+
+    #[test]
+    fn stun_compares_its_answer_with_the_ipv4_addresses_only() {
+        let addresses = [
+            address("eth1", "10.1.2.3"),
+            address("eth0", "2001:db8::3"),
+            address("eth0", "192.168.1.20"),
+            address("eth2", "10.1.2.3"),
+        ];
+        assert_eq!(
+            local_ips(&addresses),
+            ["10.1.2.3", "192.168.1.20"].map(|ip| ip.parse::<IpAddr>().unwrap())
+        );
+    }
 
     #[test]
     fn server_lists() {

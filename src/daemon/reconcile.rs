@@ -16,9 +16,6 @@ use wgmesh_device::{
 use wgmesh_mesh::DeviceSettings;
 use wgmesh_mesh::plan::{Now, Observed, PeerDiff, PendingNudge, PlanState, plan};
 
-/// `exchange_io` tells LAN members from others by the host's connected networks.
-pub use crate::platform::connected_networks;
-
 /// Members unconfirmed this long are removed (DESIGN.md §6 default). The membership core's
 /// failure detector removes a silent member much sooner (after its failed probes); this is the
 /// backstop, stretched to three probe rounds in a mesh large enough that a round (one member

@@ -39,7 +39,10 @@ const NAT_KEEPALIVE_SECS: u16 = 25;
 struct Interface {
     backend: Box<dyn wgmesh_device::WireguardBackend>,
     origin: DeviceOrigin,
+    /// The reconciler's: it configures the interface.
     host: crate::platform::OsHost,
+    /// The exchange task's: it reads the host's addresses and networks.
+    observer: crate::platform::OsHost,
     routes: crate::platform::OsRoutes,
     link: InterfaceConfig,
     listen_port: u16,
@@ -83,6 +86,7 @@ impl Daemon {
             backend,
             origin,
             host,
+            observer,
             routes,
             link,
             listen_port,
@@ -159,8 +163,14 @@ impl Daemon {
         // Discovery and the exchange protocol.
         let group = keys.lan_group();
         let lan_group = config.lan_discovery.then_some(group);
-        let socket = crate::platform::bind_control(control_port, lan_group, &interface)
-            .with_context(|| format!("cannot bind control port {control_port}"))?;
+        let underlay = observer.addresses();
+        shared.lock().underlay.clone_from(&underlay);
+        let socket = crate::platform::bind_control(
+            control_port,
+            lan_group,
+            &exchange_io::lan_ipv4(&underlay),
+        )
+        .with_context(|| format!("cannot bind control port {control_port}"))?;
         let record = exchange_io::own_record(&node, &shared.lock());
         let mut exchange = Exchange::new(&keys, private_key, record, ExchangeConfig::default())
             .context("cannot build our exchange record")?;
@@ -242,7 +252,8 @@ impl Daemon {
             reconcile: reconcile_tx.clone(),
             identity,
             keys: keys.clone(),
-            nat: nat::NatWatch::new(&interface, control_port, stun_servers.clone()),
+            host: Box::new(observer),
+            nat: nat::NatWatch::new(control_port, stun_servers.clone(), underlay),
             lan_group,
             link_events,
             // Our address served in a mesh before: the peer cache names members we met there.
@@ -435,6 +446,7 @@ async fn setup_interface(
         backend,
         origin,
         host,
+        observer: platform.host(interface),
         routes,
         link,
         listen_port,

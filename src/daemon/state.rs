@@ -67,6 +67,9 @@ pub struct MeshState {
     pub own_name: Option<MemberName>,
     /// Members refused because another member holds their address (key → (address, holder)).
     pub contested: std::collections::BTreeMap<PublicKey, (std::net::Ipv4Addr, PublicKey)>,
+    /// The host's own addresses as its `Host` last reported them (read at start and when they
+    /// change): our record's LAN endpoints and the interfaces the LAN group is joined on.
+    pub underlay: Vec<wgmesh_device::HostAddress>,
 }
 
 /// Exchange messages refused because the sender's clock is outside the timestamp window
@@ -135,6 +138,7 @@ impl Shared {
             clock_skew: ClockSkew::default(),
             own_name: None,
             contested: std::collections::BTreeMap::new(),
+            underlay: Vec::new(),
         })))
     }
 

@@ -4,10 +4,11 @@
 use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use ipnet::IpNet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wgmesh_device::{Host, HostError, InterfaceConfig, WireguardBackend};
+use wgmesh_device::{Host, HostAddress, HostError, InterfaceConfig, WireguardBackend};
 use wgmesh_linux::KernelBackend;
 use wgmesh_linux::{InterfaceRoutes, Rtnl};
 use wgmesh_uapi::{ChildOutput, UserspaceBackend, UserspaceConfig};
@@ -244,8 +245,8 @@ pub fn ipv6_default_gateways(table: &str) -> Vec<std::net::IpAddr> {
         .collect()
 }
 
-/// The Linux [`Host`]: rtnetlink for the link and its addresses, `getifaddrs` for connected
-/// networks, rtnetlink multicast groups for change events.
+/// The Linux [`Host`]: rtnetlink for the link and its addresses, `getifaddrs` for the host's
+/// addresses and connected networks, rtnetlink multicast groups for change events.
 #[derive(Debug)]
 pub struct LinuxHost {
     rtnl: Arc<Rtnl>,
@@ -283,8 +284,12 @@ impl Host for LinuxHost {
         Ok(index)
     }
 
+    fn addresses(&self) -> Vec<HostAddress> {
+        host_addresses(&self.interface)
+    }
+
     fn connected_networks(&self) -> Vec<IpNet> {
-        super::connected_networks(&self.interface)
+        connected_networks(&self.interface)
     }
 
     fn default_gateways(&self) -> Vec<std::net::IpAddr> {
@@ -302,6 +307,61 @@ impl Host for LinuxHost {
             .map(drop)
             .map_err(|err| self.error("watch link and address events", &err))
     }
+}
+
+/// The host's underlay addresses, through `getifaddrs`.
+fn host_addresses(mesh_interface: &str) -> Vec<HostAddress> {
+    let addrs = match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs,
+        Err(errno) => {
+            tracing::warn!(%errno, "cannot list the host's addresses (getifaddrs)");
+            return Vec::new();
+        }
+    };
+    let entries = addrs.filter_map(|entry| {
+        let address = entry.address?;
+        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => return None,
+        };
+        Some((entry.interface_name, ip))
+    });
+    HostAddress::underlay(entries, mesh_interface)
+}
+
+/// The networks directly connected to this host, except the mesh interface's own.
+fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for ifaddr in addrs {
+        if ifaddr.interface_name == mesh_interface {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (ifaddr.address, ifaddr.netmask) else {
+            continue;
+        };
+        let net = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V4)
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip())
+                .ok()
+                .map(IpNet::V6)
+        } else {
+            None
+        };
+        if let Some(net) = net.map(|n| n.trunc()) {
+            // Loopback and link-local are not routes anyone advertises into a mesh.
+            if !net.addr().is_loopback() && !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+    }
+    nets
 }
 
 /// Resolves a bare program name through `$PATH`, as a shell would.

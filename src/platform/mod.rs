@@ -5,7 +5,8 @@
 //!
 //! - [`posix`]: what every Unix gives the daemon (processes and signals, the effective user, the
 //!   host name, the monotonic clock, open flags, `$PATH` lookup).
-//! - [`addresses`]: the host's addresses and connected networks (`getifaddrs`).
+//! - [`addresses`]: the mesh interface's own addresses. (The host's addresses, networks and
+//!   link events are the `OsHost`'s, behind `wgmesh_device::Host`.)
 //! - [`sockets`]: the control socket (`IP_PKTINFO`), relay ports, a free listen port.
 //! - `os`, one of:
 //!   - `linux`: rtnetlink, the kernel and wireguard-go backends, [`Platform`], `LinuxHost`,

@@ -2,7 +2,6 @@
 //! relay ports, and finding a free WireGuard listen port. Buffer sizes past the system limit are
 //! the one OS-specific part (`super::os::force_buffer`).
 
-use super::addresses::lan_addresses;
 use anyhow::bail;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -31,7 +30,8 @@ pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
     bail!("no free UDP port at or above {preferred}")
 }
 
-/// Binds the control socket: all IPv4 addresses, joined to the LAN group on every interface.
+/// Binds the control socket: all IPv4 addresses, joined to the LAN group on each of
+/// `lan_interfaces` (the host's IPv4 addresses, with their interface names).
 ///
 /// Exclusively: no `SO_REUSEADDR` (and no `SO_REUSEPORT`). With either, a local user of any uid
 /// could bind the same port on `127.0.0.1`, the LAN address, the group or the wildcard beside
@@ -42,7 +42,7 @@ pub fn free_udp_port(preferred: u16) -> anyhow::Result<u16> {
 pub fn bind_control(
     port: u16,
     group: Option<Ipv4Addr>,
-    mesh_interface: &str,
+    lan_interfaces: &[(String, Ipv4Addr)],
 ) -> std::io::Result<tokio::net::UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     socket.set_nonblocking(true)?;
@@ -62,8 +62,8 @@ pub fn bind_control(
     if let Some(group) = group {
         socket.set_multicast_loop_v4(false)?;
         socket.set_multicast_ttl_v4(1)?;
-        for (name, ip) in lan_addresses(mesh_interface) {
-            if let Err(err) = socket.join_multicast_v4(&group, &ip) {
+        for (name, ip) in lan_interfaces {
+            if let Err(err) = socket.join_multicast_v4(&group, ip) {
                 tracing::debug!(interface = %name, error = %err, "cannot join the LAN group");
             }
         }
@@ -194,7 +194,7 @@ mod tests {
     async fn nothing_binds_beside_the_control_socket() {
         let group = Ipv4Addr::new(239, 192, 77, 78);
         // No group membership: joining would send IGMP reports on the build host's networks.
-        let control = bind_control(0, None, "none").unwrap();
+        let control = bind_control(0, None, &[]).unwrap();
         let port = control.local_addr().unwrap().port();
         for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST, group] {
             let other =
@@ -212,7 +212,7 @@ mod tests {
     async fn a_taken_control_port_is_reported_with_the_fix() {
         let holder = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         let port = holder.local_addr().unwrap().port();
-        let err = bind_control(port, None, "none").unwrap_err().to_string();
+        let err = bind_control(port, None, &[]).unwrap_err().to_string();
         assert!(
             err.contains(&format!("UDP port {port}")) && err.contains("--control-port"),
             "{err}"

@@ -61,15 +61,19 @@ pub struct MeshKeys {
 impl MeshKeys {
     /// Runs Argon2id over the secret (the slow step: ~64 MiB, three passes) and keeps the master
     /// key. Every other value is a cheap BLAKE3 derivation from it.
+    #[expect(
+        clippy::expect_used,
+        reason = "the parameters are protocol constants and a secret is at least 16 bytes: Argon2 accepts them"
+    )]
     pub fn derive(secret: &Secret) -> Self {
         let params = argon2::Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
-            .unwrap_or_else(|_| unreachable!("protocol constants are valid Argon2 parameters"));
+            .expect("protocol constants are valid Argon2 parameters");
         let argon =
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut master = [0u8; 32];
         argon
             .hash_password_into(secret.key_material(), ARGON2_SALT, &mut master)
-            .unwrap_or_else(|_| unreachable!("token length >= 16 and salt length 18 are valid"));
+            .expect("token length >= 16 and salt length 18 are valid");
         Self { master }
     }
 
@@ -94,8 +98,7 @@ impl MeshKeys {
     /// `10.X.0.0/16` with `X = K(ipv4 subnet)[0]`.
     pub fn ipv4_subnet(&self) -> Ipv4Net {
         let x = self.subkey(Purpose::Ipv4Subnet)[0];
-        Ipv4Net::new(Ipv4Addr::new(10, x, 0, 0), 16)
-            .unwrap_or_else(|_| unreachable!("16 is a valid IPv4 prefix length"))
+        Ipv4Net::new_assert(Ipv4Addr::new(10, x, 0, 0), 16)
     }
 
     /// `fd` ‖ `K(ipv6 prefix)[0..7]`, a /64 unique local prefix.
@@ -104,8 +107,7 @@ impl MeshKeys {
         let mut octets = [0u8; 16];
         octets[0] = 0xfd;
         octets[1..8].copy_from_slice(&k[0..7]);
-        Ipv6Net::new(Ipv6Addr::from(octets), 64)
-            .unwrap_or_else(|_| unreachable!("64 is a valid IPv6 prefix length"))
+        Ipv6Net::new_assert(Ipv6Addr::from(octets), 64)
     }
 
     /// Default control port: `51821 + u16(K(control port)[0..2]) % 1000`.

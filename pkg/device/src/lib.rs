@@ -16,6 +16,6 @@ pub mod route;
 
 pub use backend::{BackendError, BackendKind, DeviceOrigin, FakeBackend, WireguardBackend};
 pub use diff::{ROAMING_GRACE, diff_device};
-pub use host::{FakeHost, Host, HostError, InterfaceConfig};
+pub use host::{FakeHost, Host, HostAddress, HostError, InterfaceConfig};
 pub use model::{DesiredDevice, DeviceState, DeviceUpdate, PeerConfig, PeerState, PeerUpdate};
 pub use route::{FakeRoutes, RouteChange, RouteControl, diff_routes};

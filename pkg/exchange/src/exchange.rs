@@ -1010,13 +1010,15 @@ impl Exchange {
         self.seal(&Message::Hello(hello), &entropy.nonce)
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "our messages are bounded by MAX_HELLO_LEN, which fits a datagram"
+    )]
     fn seal(&self, message: &Message, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
         let plaintext = encode_infallible(message);
         self.gate
             .seal(message.msg_type(), nonce, &plaintext)
-            .unwrap_or_else(|_| {
-                unreachable!("the largest legal message fits a datagram (see MAX_HELLO_LEN)")
-            })
+            .expect("the largest legal message fits a datagram (see MAX_HELLO_LEN)")
     }
 
     /// `|timestamp - now| <= window`, in whole seconds.
@@ -1059,9 +1061,12 @@ fn transcript(plaintext: &[u8]) -> &[u8] {
 
 /// Our own messages: the record was checked by `check_own_record` and challenges and echoes we
 /// put in are never zero, so encoding cannot fail.
+#[expect(
+    clippy::expect_used,
+    reason = "our record is checked when set and our challenges and echoes are never zero"
+)]
 fn encode_infallible(message: &Message) -> Vec<u8> {
-    codec::encode_message(message)
-        .unwrap_or_else(|_| unreachable!("our record is checked when set; echoes are non-zero"))
+    codec::encode_message(message).expect("our record is checked when set; echoes are non-zero")
 }
 
 fn check_own_record(

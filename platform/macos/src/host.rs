@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use wgmesh_device::{Host, HostError, InterfaceConfig};
+use wgmesh_device::{Host, HostAddress, HostError, InterfaceConfig};
 
 /// Looks an interface index up by name (`if_nametoindex(3)`).
 pub type IndexLookup = fn(&str) -> Result<u32, nix::errno::Errno>;
@@ -152,6 +152,27 @@ impl Host for MacosHost {
                 },
             )
         })
+    }
+
+    /// From `getifaddrs(3)`, leaving out our utun (its mesh addresses are not underlay).
+    fn addresses(&self) -> Vec<HostAddress> {
+        let addrs = match nix::ifaddrs::getifaddrs() {
+            Ok(addrs) => addrs,
+            Err(errno) => {
+                tracing::warn!(%errno, "cannot list the host's addresses (getifaddrs)");
+                return Vec::new();
+            }
+        };
+        let entries = addrs.filter_map(|entry| {
+            let address = entry.address?;
+            let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+                (Some(v4), _) => IpAddr::V4(v4.ip()),
+                (_, Some(v6)) => IpAddr::V6(v6.ip()),
+                _ => return None,
+            };
+            Some((entry.interface_name, ip))
+        });
+        HostAddress::underlay(entries, &self.own_netif())
     }
 
     fn connected_networks(&self) -> Vec<IpNet> {
