@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use wgmesh_device::{
     BackendError, BackendKind, DeviceOrigin, DeviceState, DeviceUpdate, WireguardBackend,
 };
+use wgmesh_uapi::child::RestartBackoff;
 use wgmesh_uapi::{ChildOutput, DEFAULT_IO_TIMEOUT, UapiClient, UapiError};
 
 /// How wireguard-go runs for one mesh interface.
@@ -64,6 +65,9 @@ pub struct MacosBackend {
     utun: Option<Utun>,
     had_device: bool,
     detached: bool,
+    /// A wireguard-go that keeps exiting is restarted at once, then after 2 s, 4 s, ... (as on
+    /// Linux).
+    restarts: RestartBackoff,
 }
 
 impl MacosBackend {
@@ -75,6 +79,7 @@ impl MacosBackend {
             utun: None,
             had_device: false,
             detached: false,
+            restarts: RestartBackoff::default(),
         }
     }
 
@@ -286,8 +291,16 @@ impl WireguardBackend for MacosBackend {
             .take()
             .or_else(|| read_utun(&self.config.run_dir, &self.config.interface).ok());
         self.remove_files(stale.as_ref())?;
+        if self.had_device
+            && let Err(wait) = self
+                .restarts
+                .may_restart(&self.config.interface, Instant::now())
+        {
+            return Err(self.protocol_error("restart wireguard-go", wait.to_string()));
+        }
         self.ensure_run_dir()?;
         self.spawn()?;
+        self.restarts.started(Instant::now());
         let utun = self.wait_until_serving()?;
         tracing::info!(interface = %self.config.interface, %utun, "wireguard-go serves the interface");
         self.utun = Some(utun);

@@ -160,8 +160,31 @@ while :; do sleep 0.05; done"#,
     }
 }
 
+/// Reads one UAPI request and answers it (`get`: a canned device; `set`: errno 0, recorded).
+fn answer(stream: &std::os::unix::net::UnixStream, log: &Mutex<Vec<String>>) {
+    stream.set_nonblocking(false).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut request = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\n" {
+            break;
+        }
+        request.push_str(&line);
+    }
+    let reply = if request.starts_with("get=1") {
+        "listen_port=51820\nerrno=0\n\n"
+    } else {
+        "errno=0\n\n"
+    };
+    let _ = (&mut &*stream).write_all(reply.as_bytes());
+    if !request.starts_with("get=1") {
+        log.lock().unwrap().push(request);
+    }
+}
+
 /// A minimal wireguard-go UAPI: binds `<run_dir>/utun7.sock` once the name file exists (as the
-/// real one does after creating the utun), answers `get` with a canned device and `set` with
+/// real one does after creating the utun; again after a restart), answers `get` with a canned device and `set` with
 /// errno 0, and records every request.
 struct Uapi {
     requests: Arc<Mutex<Vec<String>>>,
@@ -175,37 +198,20 @@ impl Uapi {
         let (name_file, socket) = (run_dir.join("wg0.name"), run_dir.join("utun7.sock"));
         let (log, done) = (requests.clone(), stop.clone());
         std::thread::spawn(move || {
-            while !name_file.exists() {
-                if done.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let listener = UnixListener::bind(&socket).unwrap();
-            listener.set_nonblocking(true).unwrap();
+            // A restarted wireguard-go gets a fresh socket: the backend removes the old one.
             while !done.load(Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
+                if !name_file.exists() {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\n" {
-                        break;
-                    }
-                    request.push_str(&line);
                 }
-                let reply = if request.starts_with("get=1") {
-                    "listen_port=51820\nerrno=0\n\n"
-                } else {
-                    "errno=0\n\n"
-                };
-                let _ = (&stream).write_all(reply.as_bytes());
-                if !request.starts_with("get=1") {
-                    log.lock().unwrap().push(request);
+                let listener = UnixListener::bind(&socket).unwrap();
+                listener.set_nonblocking(true).unwrap();
+                while !done.load(Ordering::Relaxed) && socket.exists() {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    answer(&stream, &log);
                 }
             }
         });
@@ -441,4 +447,56 @@ fn a_wireguard_go_that_never_reports_its_utun_times_out_with_the_name_file() {
     let err = backend.ensure_device().unwrap_err().to_string();
     assert!(err.contains("wg0.name") && err.contains("300ms"), "{err}");
     assert!(backend.child_pid().is_none());
+}
+
+/// A wireguard-go that keeps dying is restarted at once the first time, then only after a
+/// growing wait, as on Linux (`wgmesh_uapi::child::RestartBackoff`): the daemon neither spins
+/// on a broken binary nor floods the log.
+#[test]
+fn a_wireguard_go_that_keeps_dying_is_restarted_with_back_off() {
+    let lab = Lab::new();
+    let _uapi = Uapi::serve(&lab.run_dir);
+    let mut config = MacosBackendConfig::new("wg0");
+    config.run_dir = lab.run_dir.clone();
+    let mut backend = MacosBackend::new(config, lab.runner());
+    let kill = |backend: &MacosBackend| {
+        let pid = backend.child_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Until the process is a zombie, the backend would rightly see it running (and the
+        // fake socket answering) and keep it.
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z "))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    assert_eq!(backend.ensure_device().unwrap(), DeviceOrigin::Created);
+    kill(&backend);
+    assert_eq!(backend.ensure_device().unwrap(), DeviceOrigin::Restarted);
+    assert_eq!(backend.utun().unwrap().as_str(), "utun7");
+    kill(&backend);
+    let err = backend.ensure_device().unwrap_err().to_string();
+    assert!(
+        err.contains("exited 2 times in a row") && err.contains("next start in 2 s"),
+        "{err}"
+    );
+    // Looking again before the wait is over starts nothing.
+    assert!(backend.ensure_device().is_err());
+    let mut seen = 0;
+    let starts = lab
+        .take_log(&mut seen)
+        .iter()
+        .filter(|l| l.starts_with("wireguard-go -f"))
+        .count();
+    assert_eq!(starts, 2, "the third start waits for its back-off");
+    // After the wait it starts again.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(backend.ensure_device().unwrap(), DeviceOrigin::Restarted);
+    backend.remove_device().unwrap();
 }

@@ -119,55 +119,7 @@ pub struct UserspaceBackend {
     /// Set once the device has existed under this backend: a later fresh start is a restart.
     had_device: bool,
     detached: bool,
-    restarts: RestartBackoff,
-}
-
-/// A process that lived at least this long before exiting is restarted at once.
-const STABLE_RUN: Duration = Duration::from_secs(60);
-/// Upper bound on the wait before restarting a process that keeps exiting.
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
-
-/// Restarts of a wireguard-go that keeps exiting soon after it starts (a crash loop, a broken
-/// binary, something killing it) are spaced out: at once, then 2 s, 4 s, ... up to
-/// [`MAX_RESTART_DELAY`], so the daemon neither spins on it nor floods the log. Time is passed
-/// in so the schedule is testable.
-#[derive(Debug, Default, Clone)]
-struct RestartBackoff {
-    /// When the running (or last) process was started.
-    last_start: Option<Instant>,
-    /// Consecutive exits within [`STABLE_RUN`] of a start.
-    quick_exits: u32,
-    /// Set when an exit was noticed: no restart before this.
-    restart_at: Option<Instant>,
-}
-
-impl RestartBackoff {
-    fn started(&mut self, now: Instant) {
-        self.last_start = Some(now);
-        self.restart_at = None;
-    }
-
-    /// Called on every look at a dead device; returns the delay still to wait (zero: restart
-    /// now). The first look at a given exit decides the delay.
-    fn remaining(&mut self, now: Instant) -> Duration {
-        let at = *self.restart_at.get_or_insert_with(|| {
-            let quick = self
-                .last_start
-                .is_some_and(|t| now.saturating_duration_since(t) < STABLE_RUN);
-            self.quick_exits = if quick { self.quick_exits + 1 } else { 0 };
-            now + restart_delay(self.quick_exits)
-        });
-        at.saturating_duration_since(now)
-    }
-}
-
-/// None for the first quick exit (or one after a stable run), then 2 s doubling per further
-/// quick exit, capped.
-fn restart_delay(quick_exits: u32) -> Duration {
-    if quick_exits <= 1 {
-        return Duration::ZERO;
-    }
-    Duration::from_secs(1u64 << (quick_exits - 1).min(16)).min(MAX_RESTART_DELAY)
+    restarts: crate::child::RestartBackoff,
 }
 
 impl UserspaceBackend {
@@ -180,7 +132,7 @@ impl UserspaceBackend {
             child: None,
             had_device: false,
             detached: false,
-            restarts: RestartBackoff::default(),
+            restarts: crate::child::RestartBackoff::default(),
         }
     }
 
@@ -368,30 +320,12 @@ impl WireguardBackend for UserspaceBackend {
         }
         // Dead, or alive but not answering (hung): replace it.
         self.stop_child()?;
-        if self.had_device {
-            let now = Instant::now();
-            let noticed = self.restarts.restart_at.is_none();
-            let wait = self.restarts.remaining(now);
-            if noticed && !wait.is_zero() {
-                tracing::warn!(
-                    interface = %self.config.interface,
-                    quick_exits = self.restarts.quick_exits,
-                    delay_secs = wait.as_secs(),
-                    "wireguard-go keeps exiting soon after it starts ({} times in a row); restarting it in {} s",
-                    self.restarts.quick_exits,
-                    wait.as_secs()
-                );
-            }
-            if !wait.is_zero() {
-                return Err(self.protocol_error(
-                    "restart wireguard-go",
-                    format!(
-                        "it exited {} times in a row soon after starting; next start in {} s",
-                        self.restarts.quick_exits,
-                        wait.as_secs().max(1)
-                    ),
-                ));
-            }
+        if self.had_device
+            && let Err(wait) = self
+                .restarts
+                .may_restart(&self.config.interface, Instant::now())
+        {
+            return Err(self.protocol_error("restart wireguard-go", wait.to_string()));
         }
         self.remove_stale_socket()?;
         self.spawn()?;
@@ -455,46 +389,4 @@ fn link_exists(interface: &str) -> Option<bool> {
         row.split_once(':')
             .is_some_and(|(name, _)| name.trim() == interface)
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restarts_back_off_while_the_process_keeps_exiting_and_reset_after_a_stable_run() {
-        let t0 = Instant::now();
-        let mut backoff = RestartBackoff::default();
-        backoff.started(t0);
-        // The first exit restarts at once, even a quick one.
-        let t = t0 + Duration::from_secs(1);
-        assert_eq!(backoff.remaining(t), Duration::ZERO);
-        backoff.started(t);
-        // Quick exits: 2 s, then 4 s, 8 s, 16 s, then capped.
-        let mut now = t;
-        for expected in [2, 4, 8, 16, 30, 30] {
-            now += Duration::from_secs(1);
-            assert_eq!(backoff.remaining(now), Duration::from_secs(expected));
-            // Looking again does not push the restart further out.
-            assert_eq!(
-                backoff.remaining(now + Duration::from_secs(1)),
-                Duration::from_secs(expected - 1)
-            );
-            now += Duration::from_secs(expected);
-            assert_eq!(backoff.remaining(now), Duration::ZERO);
-            backoff.started(now);
-        }
-        // A process that ran for a while is restarted at once, and the count starts over.
-        now += STABLE_RUN;
-        assert_eq!(backoff.remaining(now), Duration::ZERO);
-        assert_eq!(backoff.quick_exits, 0);
-    }
-
-    #[test]
-    fn restart_delays_are_bounded() {
-        assert_eq!(restart_delay(0), Duration::ZERO);
-        assert_eq!(restart_delay(1), Duration::ZERO);
-        assert_eq!(restart_delay(2), Duration::from_secs(2));
-        assert_eq!(restart_delay(u32::MAX), MAX_RESTART_DELAY);
-    }
 }
