@@ -316,6 +316,76 @@ fn the_os_crate_check_tells_a_crate_from_a_word_ending_in_it() {
     );
 }
 
+/// No darwin toolchain exists here, so nothing checks by compiling that code shared with the
+/// macOS build stays off Linux-only APIs: `std::os::linux` would not compile there, and `/proc`
+/// does not exist there. This looks for them in every file the macOS binary builds from, outside
+/// the Linux-only modules and a short list of Linux-only uses that never run on macOS.
+#[test]
+fn code_built_for_macos_names_no_linux_only_api() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // (file, why it may): Linux-only uses inside crates that build on both.
+    let allowed = [
+        (
+            "platform/uapi/src/backend.rs",
+            "the Linux UserspaceBackend's namespace check; macOS runs MacosBackend",
+        ),
+        (
+            "tests/support/src/dht_testnet.rs",
+            "a lab tool; only the Linux labs run it",
+        ),
+    ];
+    let mut offences = Vec::new();
+    let shared = [
+        "src",
+        "pkg",
+        "platform/macos/src",
+        "platform/uapi/src",
+        "platform/dht/src",
+        "tests/support/src",
+    ];
+    for dir in shared {
+        for file in rust_files(&root.join(dir)) {
+            let relative = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if relative == "src/platform/linux.rs"
+                || relative.contains("/tests/")
+                || allowed.iter().any(|(path, _)| *path == relative)
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for api in linux_only_apis(&text) {
+                offences.push(format!("{relative}: names {api}"));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// The Linux-only APIs `text` names.
+fn linux_only_apis(text: &str) -> Vec<&'static str> {
+    ["std::os::linux", "\"/proc/", "\"/sys/"]
+        .into_iter()
+        .filter(|api| text.contains(api))
+        .collect()
+}
+
+#[test]
+fn the_linux_api_check_sees_abstract_sockets_and_proc() {
+    assert_eq!(
+        linux_only_apis("use std::os::linux::net::SocketAddrExt as _;"),
+        vec!["std::os::linux"]
+    );
+    assert_eq!(
+        linux_only_apis(r#"std::fs::read_to_string(format!("/proc/{pid}/stat"))"#),
+        vec!["\"/proc/"]
+    );
+    assert!(linux_only_apis("use std::os::unix::net::UnixDatagram;").is_empty());
+}
+
 /// The macOS build (issue 15): `cargo tree` resolves the darwin target's dependencies without a
 /// darwin toolchain, so this runs here. The binary must carry the macOS backend and nothing that
 /// speaks netlink.

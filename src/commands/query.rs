@@ -301,7 +301,7 @@ pub fn down(args: &QueryArgs) -> Result<(), CliError> {
         }
     };
     let deadline = Instant::now() + Duration::from_secs(15);
-    while process_alive(pid) && !is_zombie(pid) {
+    while process_alive(pid) && !crate::platform::process_is_zombie(pid) {
         if Instant::now() > deadline {
             return Err(anyhow!("daemon (pid {pid}) did not stop within 15 s").into());
         }
@@ -342,15 +342,4 @@ fn remove_kept_interface(args: &QueryArgs, not_running: CliError) -> Result<(), 
         ));
     }
     Ok(())
-}
-
-/// A zombie has exited; only its parent has not reaped it yet (e.g. a test harness).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }

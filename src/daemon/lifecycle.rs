@@ -127,17 +127,8 @@ impl Notifier {
 }
 
 fn send_notify(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let socket = UnixDatagram::unbound()?;
-    let bytes = target.as_bytes();
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            SocketAddr::from_abstract_name(name)?
-        }
-        None => SocketAddr::from_pathname(Path::new(target))?,
-    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let addr = crate::platform::unix_socket_address(target)?;
     socket.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::os::unix::net::SocketAddr as UnixSocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -362,6 +363,29 @@ fn connected_networks(mesh_interface: &str) -> Vec<IpNet> {
         }
     }
     nets
+}
+
+/// Whether process `pid` has exited and waits for its parent to reap it (state `Z` in
+/// `/proc/<pid>/stat`): it still answers signal 0, but it is gone.
+pub fn process_is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The address of a Unix datagram socket named as `$NOTIFY_SOCKET` names it: a path, or `@name`
+/// for Linux's abstract namespace.
+pub fn unix_socket_address(target: &std::ffi::OsStr) -> std::io::Result<UnixSocketAddr> {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    match target.as_bytes().strip_prefix(b"@") {
+        Some(name) => UnixSocketAddr::from_abstract_name(name),
+        None => UnixSocketAddr::from_pathname(target),
+    }
 }
 
 /// Resolves a bare program name through `$PATH`, as a shell would.

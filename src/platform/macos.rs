@@ -103,3 +103,24 @@ pub fn force_buffer(
 ) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
+
+/// Whether process `pid` has exited and waits for its parent to reap it. macOS has no `/proc` to
+/// say so cheaply; a zombie counts as running until reaped, which launchd does at once.
+pub fn process_is_zombie(_pid: i32) -> bool {
+    false
+}
+
+/// The address of a Unix datagram socket named as `$NOTIFY_SOCKET` names it. macOS has no
+/// abstract namespace, so `@name` is an error (launchd sets no `NOTIFY_SOCKET` anyway).
+pub fn unix_socket_address(
+    target: &std::ffi::OsStr,
+) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if target.as_bytes().starts_with(b"@") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "abstract socket names are Linux-only",
+        ));
+    }
+    std::os::unix::net::SocketAddr::from_pathname(target)
+}

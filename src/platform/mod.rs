@@ -41,7 +41,8 @@ compile_error!("wgmesh runs on Linux and macOS only");
 
 pub use os::{
     DEFAULT_CONFIG_DIR, DEFAULT_RUNTIME_DIR, DEFAULT_SERVICE_DIR, DEFAULT_STATE_DIR, OsHost,
-    OsRoutes, Platform, SERVICE_MANAGER, remove_kept_interface,
+    OsRoutes, Platform, SERVICE_MANAGER, process_is_zombie, remove_kept_interface,
+    unix_socket_address,
 };
 
 /// What runs the daemon as a service on this OS (`install-service`).

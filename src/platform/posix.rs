@@ -4,9 +4,13 @@
 pub const OPEN_NOFOLLOW: i32 = nix::libc::O_NOFOLLOW;
 pub const OPEN_NONBLOCK: i32 = nix::libc::O_NONBLOCK;
 
-/// Whether a process with this pid is alive (signal 0 probes without delivering anything).
+/// Whether a process with this pid is alive (signal 0 probes without delivering anything). A
+/// process we may not signal (`EPERM`, another user's) is alive too: only `ESRCH` means gone.
 pub fn process_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// A signal the command line sends a running daemon.

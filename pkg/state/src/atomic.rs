@@ -170,6 +170,18 @@ fn temp_writer(file_name: &str, name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Whether process `pid` exists (signal 0 delivers nothing; `EPERM` means another user's).
+/// Any Unix, unlike looking in `/proc`, which macOS does not have.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// Removes temporary siblings of `name` whose writer is gone (a process killed between creating
 /// its temporary file and the rename), so they do not pile up in the state directory. Removal
 /// is `unlink`, which removes a symlink itself and never touches what it points to.
@@ -182,7 +194,7 @@ fn remove_orphaned_temps(dir: &Path, name: &str) {
         let Some(pid) = file_name.to_str().and_then(|n| temp_writer(n, name)) else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !process_exists(pid) {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -217,12 +229,20 @@ mod tests {
             .path()
             .join(format!(".f.json.tmp.{}.00112233445566ff", u32::MAX - 1));
         let unrelated = dir.path().join(".g.json.tmp.1");
-        fs::write(&orphan, b"half").unwrap();
-        fs::write(&new_orphan, b"half").unwrap();
+        // A writer that exited (and was reaped), and one that is alive (pid 1 always is).
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        let exited_orphan = dir.path().join(format!(".f.json.tmp.{}", exited.id()));
+        let live_writer = dir.path().join(".f.json.tmp.1.00112233445566ff");
+        for file in [&orphan, &new_orphan, &exited_orphan, &live_writer] {
+            fs::write(file, b"half").unwrap();
+        }
         fs::write(&unrelated, b"other").unwrap();
         atomic_write(&path, b"whole").unwrap();
         assert!(!orphan.exists(), "orphaned temporary file kept");
         assert!(!new_orphan.exists(), "orphaned temporary file kept");
+        assert!(!exited_orphan.exists(), "an exited writer's file kept");
+        assert!(live_writer.exists(), "a live writer's file removed");
         assert!(unrelated.exists(), "another file's temporary file removed");
 
         let missing = dir.path().join("no-such-dir").join("f.json");
