@@ -13,10 +13,13 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # src/ against the macOS platform module: no darwin toolchain can be installed here, so the
-# module is selected on Linux by a cfg, in its own target directory. (The macOS dependency tree,
-# wgmesh-macos and no netlink, is `tests/dependency_policy.rs`.)
+# module is selected on Linux by a cfg, in its own target directory; the binary's unit tests run
+# against it too. (The macOS dependency tree, wgmesh-macos and no netlink, is
+# `tests/dependency_policy.rs`.)
 RUSTFLAGS="--cfg wgmesh_check_macos" CARGO_TARGET_DIR=target/macos-check \
-    cargo clippy --bin wgmesh -- -D warnings
+    cargo clippy --bin wgmesh --all-targets -- -D warnings
+RUSTFLAGS="--cfg wgmesh_check_macos" CARGO_TARGET_DIR=target/macos-check \
+    cargo test --bin wgmesh
 cargo test --workspace --all-features --no-fail-fast
 # The membership simulator's scaling report (formation time, datagrams per member per minute for
 # 25, 50 and 100 simulated members) and the 1,000-member scenario (every pair through the real

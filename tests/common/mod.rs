@@ -158,6 +158,18 @@ impl Node {
         self.launch(binary, extra, &[]);
     }
 
+    /// Like [`Node::start`], with another binary run through `wrapper` (a program that sets
+    /// something up in the namespace, then execs its arguments, so the pid stays the daemon's).
+    pub fn start_through(&mut self, wrapper: &Path, binary: &str, extra: &[&str]) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns])
+            .arg(wrapper)
+            .arg(binary)
+            .args(self.up_args(extra));
+        self.spawn(command);
+    }
+
     fn launch(&mut self, binary: &str, extra: &[&str], env: &[(&str, &str)]) {
         let mut args: Vec<String> = vec![
             "netns".into(),
