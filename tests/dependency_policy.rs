@@ -324,16 +324,10 @@ fn the_os_crate_check_tells_a_crate_from_a_word_ending_in_it() {
 fn code_built_for_macos_names_no_linux_only_api() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // (file, why it may): Linux-only uses inside crates that build on both.
-    let allowed = [
-        (
-            "platform/uapi/src/backend.rs",
-            "the Linux UserspaceBackend's namespace check; macOS runs MacosBackend",
-        ),
-        (
-            "tests/support/src/dht_testnet.rs",
-            "a lab tool; only the Linux labs run it",
-        ),
-    ];
+    let allowed = [(
+        "platform/uapi/src/backend.rs",
+        "the Linux UserspaceBackend's namespace check; macOS runs MacosBackend",
+    )];
     let mut offences = Vec::new();
     let shared = [
         "src",

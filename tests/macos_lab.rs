@@ -232,6 +232,15 @@ fn the_macos_platform_module_carries_a_mesh_with_a_linux_member() {
                 && link.contains(",UP,"),
             "{link}"
         );
+        // A utun gets no network route from its address: the mesh /16 went in through `route`
+        // (the /64 came with the IPv6 address, as on macOS).
+        let prefix = format!("{}.0.0/16", v4.rsplitn(3, '.').nth(2).unwrap());
+        assert!(
+            mac.calls()
+                .contains(&format!("route -q -n add -inet {prefix} -interface {utun}")),
+            "{:?}",
+            mac.calls()
+        );
         // Routes from the others went in through `route` and the utun; none from ourselves.
         for (other, net, family) in [
             (3, "10.231.3.0/24", "-inet"),

@@ -163,9 +163,10 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// it) and not writable by group or others. A directory with the sticky bit (like `/tmp`) may
 /// be writable by others: they cannot rename or remove entries they do not own.
 pub fn check_binary_is_root_only(binary: &Path) -> anyhow::Result<()> {
+    // The fixes name no group: root's is `root` on Linux and `wheel` on macOS.
     let refuse = |component: &Path, problem: String, fix: String| {
         anyhow!(
-            "refusing to install {binary}: {component} {problem}, so someone other than root could replace what the root service runs; {fix}, or install wgmesh where only root can write (`install -o root -g root -m 0755 wgmesh /usr/local/bin/wgmesh`) and pass --binary",
+            "refusing to install {binary}: {component} {problem}, so someone other than root could replace what the root service runs; {fix}, or install wgmesh where only root can write (`install -o root -m 0755 wgmesh /usr/local/bin/wgmesh`) and pass --binary",
             binary = binary.display(),
             component = component.display(),
         )
@@ -176,7 +177,7 @@ pub fn check_binary_is_root_only(binary: &Path) -> anyhow::Result<()> {
             return Err(refuse(
                 component,
                 format!("is owned by uid {}", meta.uid()),
-                format!("fix with `chown root:root {}`", component.display()),
+                format!("fix with `chown root {}`", component.display()),
             ));
         }
         let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;

@@ -441,7 +441,7 @@ async fn setup_interface(
     };
     let mut host = platform.host(interface);
     let index = host.configure_interface(&link)?;
-    let routes = platform.routes(interface, index);
+    let routes = platform.routes(&link, index);
     Ok(Interface {
         backend,
         origin,

@@ -66,9 +66,10 @@ impl Platform {
         LinuxHost::new(self.rtnl.clone(), interface)
     }
 
-    /// The route control of the link `index` (from [`Host::configure_interface`]).
-    pub fn routes(&self, interface: &str, index: u32) -> OsRoutes {
-        InterfaceRoutes::new(self.rtnl.clone(), interface, index)
+    /// The route control of the link `link` configured, whose index is `index` (from
+    /// [`Host::configure_interface`]).
+    pub fn routes(&self, link: &InterfaceConfig, index: u32) -> OsRoutes {
+        InterfaceRoutes::new(self.rtnl.clone(), &link.interface, index)
     }
 }
 

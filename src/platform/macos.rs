@@ -10,7 +10,7 @@
 use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use std::path::Path;
-use wgmesh_device::WireguardBackend;
+use wgmesh_device::{InterfaceConfig, WireguardBackend};
 use wgmesh_macos::{MacosBackend, MacosBackendConfig, MacosHost, MacosRoutes, Runner};
 use wgmesh_uapi::ChildOutput;
 
@@ -74,9 +74,12 @@ impl Platform {
         MacosHost::new(interface, self.runner.clone())
     }
 
-    /// Routes follow the utun through the name file, so the index is not needed here.
-    pub fn routes(&self, interface: &str, _index: u32) -> OsRoutes {
-        MacosRoutes::new(interface, self.runner.clone())
+    /// The route control of the interface `link` configured. Routes follow the utun through
+    /// the name file, so the index is not needed here; the mesh prefixes' routes are the
+    /// host's (a utun gets none from its addresses), not the route control's to remove.
+    pub fn routes(&self, link: &InterfaceConfig, _index: u32) -> OsRoutes {
+        MacosRoutes::new(&link.interface, self.runner.clone())
+            .with_interface_prefixes(&link.managed)
     }
 }
 

@@ -7,7 +7,7 @@ Usage: macos_tools.py LOG TOOL ARGS...  (each tool is a two-line wrapper that pa
 
 What they print follows macOS's formats (`ifconfig` blocks with `flags=` and hex netmasks,
 `netstat -rn` tables with BSD's abbreviated destinations, `link#N` gateways and flag letters),
-and their errors use route(8)'s wording ("File exists", "not in table"). Every call is
+and `route` fails as macOS's does: a warning on stderr and exit status 0. Every call is
 appended to LOG as one line, `TOOL ARGS...`, so the test can check what the daemon ran.
 """
 
@@ -79,6 +79,10 @@ def ifconfig(args):
         address = rest[1]
         if rest[-1] == "-alias":
             out = ip(family, "addr", "del", f"{address}/{prefix_of(name, address)}", "dev", name)
+        elif rest[-1] == "alias" and family == "-4":
+            # `inet A/16 A alias` on a point-to-point utun: xnu makes a host route to the
+            # destination only (`in_ifinit` sets RTF_HOST for IFF_POINTOPOINT), no /16.
+            out = ip(family, "addr", "add", address, "dev", name, "noprefixroute")
         elif rest[-1] == "alias":
             out = ip(family, "addr", "add", address, "dev", name)
         else:
@@ -95,6 +99,13 @@ def ifconfig(args):
 
 # ---- route --------------------------------------------------------------------------------
 
+def route_failed(reason):
+    """What macOS route(8) does when the kernel refuses: `warn("writing to routing socket")` on
+    stderr (its report line goes to stdout, which -q silences), and exit status 0 all the same."""
+    print(f"route: writing to routing socket: {reason}", file=sys.stderr)
+    sys.exit(0)
+
+
 def route(args):
     # route -q -n add|delete -inet|-inet6 NET -interface UTUN
     words = [a for a in args if a not in ("-q", "-n")]
@@ -105,12 +116,11 @@ def route(args):
     if verb == "add":
         out = ip(family, "route", "add", net, "dev", name)
         if out.returncode != 0:
-            reason = "File exists" if "File exists" in out.stderr else out.stderr.strip()
-            fail(f"route: writing to routing socket: {reason}\nadd net {net}: gateway {name}: {reason}")
+            route_failed("File exists" if "File exists" in out.stderr else out.stderr.strip())
     elif verb == "delete":
         out = ip(family, "route", "del", net, "dev", name)
         if out.returncode != 0:
-            fail(f"route: writing to routing socket: not in table\ndelete net {net}: not in table")
+            route_failed("No such process")
     else:
         fail(f"macos_tools: unsupported route {' '.join(args)}", 2)
 

@@ -3,7 +3,8 @@
 
 use crate::commands::{self, CommandLine};
 use crate::ifconfig::{InterfaceStatus, parse_ifconfig};
-use crate::routes::{parse_connected_networks, parse_default_gateways};
+use crate::route_control::{EXISTS, run_route};
+use crate::routes::{parse_connected_networks, parse_default_gateways, parse_netstat_routes};
 use crate::{MacosError, RUN_DIR, Runner, Utun, read_utun};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -49,6 +50,27 @@ pub fn plan_interface(
         plan.push(commands::set_up(utun));
     }
     plan
+}
+
+/// The `route add`s that give the mesh prefixes (`config.managed`: the /16 and the /64 our
+/// addresses sit in) a route through `utun`, for those `route_tables` (`netstat -rn` output)
+/// does not already route through it. On Linux the address's prefix makes that route; on a
+/// point-to-point utun xnu makes only a host route to the destination (`in_ifinit` sets
+/// `RTF_HOST` for `IFF_POINTOPOINT`), so traffic to the other members would find no route.
+/// wg-quick gets the same effect from `add_route` per AllowedIPs.
+pub fn plan_prefix_routes(
+    utun: &Utun,
+    route_tables: &str,
+    config: &InterfaceConfig,
+) -> Vec<CommandLine> {
+    let routed = parse_netstat_routes(route_tables, utun.as_str());
+    config
+        .managed
+        .iter()
+        .map(IpNet::trunc)
+        .filter(|prefix| !routed.contains(prefix))
+        .map(|prefix| commands::add_route(utun, prefix))
+        .collect()
 }
 
 /// The host around the mesh interface on macOS. The interface is named by its mesh name (`wg0`);
@@ -141,6 +163,10 @@ impl Host for MacosHost {
             self.runner
                 .run(&command)
                 .map_err(|e| self.error("configure interface", &e))?;
+        }
+        for command in plan_prefix_routes(&utun, &self.route_tables(), config) {
+            run_route(&self.runner, &self.interface, &command, EXISTS)
+                .map_err(|e| self.error("route the mesh prefixes", &e))?;
         }
         (self.index_of)(utun.as_str()).map_err(|errno| {
             self.error(
@@ -265,6 +291,30 @@ mod tests {
 
     fn lines(plan: &[CommandLine]) -> Vec<String> {
         plan.iter().map(CommandLine::display).collect()
+    }
+
+    #[test]
+    fn the_mesh_prefixes_get_routes_through_the_utun_unless_it_has_them() {
+        let utun = Utun::new("utun7").unwrap();
+        let link = config(&["10.42.3.4/16", "fd42::3:4/64"]);
+        // What xnu leaves after `ifconfig utun7 inet 10.42.3.4/16 10.42.3.4 alias` on a
+        // point-to-point utun: a host route only; and a 10.42/16 through another interface.
+        let host_route_only = "Routing tables\n\nInternet:\n\
+            Destination        Gateway            Flags               Netif Expire\n\
+            10.42.3.4          10.42.3.4          UH                  utun7\n\
+            10.42/16           link#6             UCS                   en0\n\n\
+            Internet6:\n\
+            Destination        Gateway            Flags               Netif Expire\n\
+            fd42::/64          fe80::1%utun7      UGcI                utun7\n";
+        assert_eq!(
+            lines(&plan_prefix_routes(&utun, host_route_only, &link)),
+            ["route -q -n add -inet 10.42.0.0/16 -interface utun7"]
+        );
+        let routed = "Routing tables\n\nInternet:\n\
+            Destination        Gateway            Flags               Netif Expire\n\
+            10.42/16           utun7              USc                 utun7\n\
+            fd42::/64          utun7              USc                 utun7\n";
+        assert!(plan_prefix_routes(&utun, routed, &link).is_empty());
     }
 
     #[test]

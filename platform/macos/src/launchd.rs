@@ -1,8 +1,11 @@
 //! The launchd job that runs wgmesh for one interface, as a pure renderer and a checked-in
 //! template (`launchd/com.wgmesh.wgmesh.plist`, rendered for `wg0`).
 //!
-//! The secret never appears in the job: only the path of the file holding it. launchd restarts
-//! the daemon when it exits (`KeepAlive`) and starts it at boot (`RunAtLoad`). launchd does not
+//! The secret never appears in the job: only the path of the file holding it. launchd starts the
+//! daemon at boot (`RunAtLoad`) and restarts it when it fails (`KeepAlive` with `SuccessfulExit`
+//! false, like the systemd unit's `Restart=on-failure`): `wgmesh down`, after which the daemon
+//! exits 0, stays down. launchd cannot exempt exit status 2 (a configuration error) as the unit's
+//! `RestartPreventExitStatus=2` does; it retries at most every 10 s (its `ThrottleInterval`). launchd does not
 //! create the log directory; the installer must.
 
 use crate::MacosError;
@@ -102,7 +105,10 @@ pub fn launchd_plist(
 {environment}	<key>RunAtLoad</key>
 	<true/>
 	<key>KeepAlive</key>
-	<true/>
+	<dict>
+		<key>SuccessfulExit</key>
+		<false/>
+	</dict>
 	<key>StandardErrorPath</key>
 	<string>{log}</string>
 </dict>
@@ -128,6 +134,11 @@ mod tests {
         .unwrap();
         let checked_in = include_str!("../launchd/com.wgmesh.wgmesh.plist");
         assert_eq!(rendered, checked_in);
+        // Restarted only after a failure: `wgmesh down` (exit 0) stays down.
+        let keep_alive = rendered.split("<key>KeepAlive</key>").nth(1).unwrap();
+        let keep_alive = &keep_alive[..keep_alive.find("</dict>").unwrap()];
+        let words: Vec<&str> = keep_alive.split_whitespace().collect();
+        assert_eq!(words, ["<dict>", "<key>SuccessfulExit</key>", "<false/>"]);
     }
 
     #[test]

@@ -7,10 +7,12 @@ use ipnet::IpNet;
 use std::path::PathBuf;
 use wgmesh_device::RouteControl;
 
-/// What macOS `route` prints when adding a route that exists (EEXIST) …
-const EXISTS: &str = "File exists";
-/// … and when deleting one that does not (ESRCH, printed by route(8) as "not in table").
-const NOT_IN_TABLE: &str = "not in table";
+/// What macOS `route` says on stderr when adding a route that exists (`warn("writing to routing
+/// socket")` with EEXIST's text) …
+pub(crate) const EXISTS: &[&str] = &["File exists"];
+/// … and when deleting one that does not: ESRCH's text from the same `warn`, or the "not in
+/// table" route(8) prints for ESRCH on its own report line.
+const NOT_IN_TABLE: &[&str] = &["No such process", "not in table"];
 
 /// Routes through the mesh interface's utun. "Owned" means: through our utun with our utun as the
 /// gateway, which is what `route add … -interface utunN` makes (see
@@ -21,6 +23,7 @@ pub struct MacosRoutes {
     interface: String,
     run_dir: PathBuf,
     runner: Runner,
+    interface_prefixes: Vec<IpNet>,
 }
 
 impl MacosRoutes {
@@ -29,6 +32,7 @@ impl MacosRoutes {
             interface: interface.to_owned(),
             run_dir: PathBuf::from(RUN_DIR),
             runner,
+            interface_prefixes: Vec::new(),
         }
     }
 
@@ -43,16 +47,40 @@ impl MacosRoutes {
         read_utun(&self.run_dir, &self.interface)
     }
 
-    /// Runs `route`; an error whose stderr says `benign` means "already so" and is success.
-    fn route(&self, command: &crate::CommandLine, benign: &str) -> std::io::Result<()> {
-        match self.runner.run(command) {
-            Ok(_) => {
-                tracing::info!(interface = %self.interface, command = %command.display(), "route changed");
-                Ok(())
-            }
-            Err(MacosError::Command { ref stderr, .. }) if stderr.contains(benign) => Ok(()),
-            Err(error) => Err(error.into()),
+    /// Routes through the utun that are the interface's own, not ours to remove: the mesh
+    /// prefixes, which the host adds because a point-to-point utun gets no network route from
+    /// its address (see [`plan_prefix_routes`](crate::host::plan_prefix_routes)).
+    #[must_use]
+    pub fn with_interface_prefixes(mut self, prefixes: &[IpNet]) -> Self {
+        self.interface_prefixes = prefixes.iter().map(IpNet::trunc).collect();
+        self
+    }
+
+    fn route(&self, command: &crate::CommandLine, benign: &[&str]) -> std::io::Result<()> {
+        run_route(&self.runner, &self.interface, command, benign).map_err(Into::into)
+    }
+}
+
+/// Runs `route`; an error whose stderr says one of `benign` means "already so" and is success.
+/// macOS `route` exits 0 even when the kernel refused (`newroute` ends in `exit(0)`), so its
+/// stderr decides, not its exit status.
+pub(crate) fn run_route(
+    runner: &Runner,
+    interface: &str,
+    command: &crate::CommandLine,
+    benign: &[&str],
+) -> Result<(), MacosError> {
+    match runner.run_quiet_on_success(command) {
+        Ok(_) => {
+            tracing::info!(%interface, command = %command.display(), "route changed");
+            Ok(())
         }
+        Err(MacosError::Command { ref stderr, .. })
+            if benign.iter().any(|b| stderr.contains(b)) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -62,7 +90,11 @@ impl RouteControl for MacosRoutes {
         let mut routes = Vec::new();
         for ipv6 in [false, true] {
             let table = self.runner.run(&commands::list_routes(ipv6))?;
-            routes.extend(parse_owned_routes(&table, utun.as_str()));
+            routes.extend(
+                parse_owned_routes(&table, utun.as_str())
+                    .into_iter()
+                    .filter(|route| !self.interface_prefixes.contains(route)),
+            );
         }
         Ok(routes)
     }

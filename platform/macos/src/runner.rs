@@ -88,12 +88,28 @@ impl Runner {
     /// Runs `line` to completion and returns its stdout; a non-zero exit is
     /// [`MacosError::Command`] with the command line and stderr.
     pub fn run(&self, line: &CommandLine) -> Result<String, MacosError> {
+        self.run_checked(line, false)
+    }
+
+    /// Like [`Self::run`], for tools that report failure only on stderr: macOS `route` warns
+    /// "writing to routing socket: …" and still exits 0. Anything on stderr is
+    /// [`MacosError::Command`] too.
+    pub fn run_quiet_on_success(&self, line: &CommandLine) -> Result<String, MacosError> {
+        self.run_checked(line, true)
+    }
+
+    fn run_checked(
+        &self,
+        line: &CommandLine,
+        stderr_is_failure: bool,
+    ) -> Result<String, MacosError> {
         let spawn_error = |source| MacosError::Spawn {
             command: line.display(),
             source,
         };
         let output = self.command(line)?.output().map_err(spawn_error)?;
-        if !output.status.success() {
+        let said_something = !output.stderr.trim_ascii().is_empty();
+        if !output.status.success() || (stderr_is_failure && said_something) {
             return Err(MacosError::Command {
                 command: line.display(),
                 status: output.status.to_string(),

@@ -70,7 +70,8 @@ fn parse_args(args: &[String]) -> Result<TestnetArgs, String> {
 fn stdin_is_dev_null() -> bool {
     use std::os::unix::fs::MetadataExt;
     match (
-        std::fs::metadata("/proc/self/fd/0"),
+        // `/dev/fd/0`: Linux and macOS both have it (`/proc` is Linux-only).
+        std::fs::metadata("/dev/fd/0"),
         std::fs::metadata("/dev/null"),
     ) {
         (Ok(stdin), Ok(null)) => stdin.dev() == null.dev() && stdin.ino() == null.ino(),
