@@ -12,9 +12,9 @@ fi
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-# src/ against the macOS platform module: no darwin toolchain can be installed here, so the
-# module is selected on Linux by a cfg, in its own target directory; the binary's unit tests run
-# against it too. (The macOS dependency tree, wgmesh-macos and no netlink, is
+# src/ against the macOS platform module: no Mac exists here, so the module is selected on
+# Linux by a cfg, in its own target directory, and the binary's unit tests run against it
+# (tests/macos_lab.rs runs a mesh with it). (The macOS dependency tree, wgmesh-macos and no netlink, is
 # `tests/dependency_policy.rs`.)
 RUSTFLAGS="--cfg wgmesh_check_macos" CARGO_TARGET_DIR=target/macos-check \
     cargo clippy --bin wgmesh --all-targets -- -D warnings

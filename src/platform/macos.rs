@@ -3,9 +3,10 @@
 //! (`wgmesh-macos`). The daemon keeps calling the interface by its mesh name (`wg0`); the crate
 //! finds the kernel's `utunN` through wireguard-go's name file, as wg-quick does.
 //!
-//! Never compiled for a darwin target here (no macOS SDK on the build machine):
-//! `RUSTFLAGS="--cfg wgmesh_check_macos" cargo check` compiles this module on Linux instead, and
-//! `platform/macos/tests/fake_tools.rs` runs the backend against recording fake tools.
+//! Compiled for darwin (`scripts/check-darwin.sh`), never linked or run on a Mac (no macOS SDK
+//! or Mac here). `RUSTFLAGS="--cfg wgmesh_check_macos"` also selects this module on Linux, where
+//! its unit tests and `tests/macos_lab.rs` (a mesh, with macOS's tools played over iproute2) run
+//! it; `platform/macos/tests/fake_tools.rs` runs the backend against recording fake tools.
 
 use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};

@@ -16,9 +16,9 @@
 //!
 //! Each `os` module provides the same items: [`Platform`] (`open`, `select_backend`, `host`,
 //! `routes`), [`OsHost`], [`OsRoutes`], `remove_kept_interface`, `force_buffer`, the default
-//! directories and the [`ServiceManager`]. `RUSTFLAGS="--cfg wgmesh_check_macos" cargo check`
-//! compiles `src/` against the macOS module on Linux (`.ci/run` does), since no darwin target
-//! can be built here.
+//! directories and the [`ServiceManager`]. `RUSTFLAGS="--cfg wgmesh_check_macos"` selects the
+//! macOS module on Linux, so its code runs in tests here (no Mac exists to run it);
+//! `scripts/check-darwin.sh` compiles the real darwin build.
 
 mod addresses;
 mod posix;
