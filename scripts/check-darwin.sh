@@ -13,6 +13,13 @@ targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(aarch64-apple-darwin)
 for target in "${targets[@]}"; do
     if ! rustup target list --installed | grep -qx "$target"; then
+        # A machine that cannot reach the download server should learn it in seconds, not after
+        # rustup's retries.
+        if command -v curl > /dev/null &&
+            ! curl -sfI --max-time 15 https://static.rust-lang.org/dist/channel-rust-stable.toml > /dev/null; then
+            echo "check-darwin: static.rust-lang.org is unreachable; cannot install Rust's standard library for $target; the darwin check did not run" >&2
+            exit 3
+        fi
         if ! timeout 300 rustup target add "$target"; then
             echo "check-darwin: cannot install Rust's standard library for $target (is static.rust-lang.org reachable?); the darwin check did not run" >&2
             exit 3
