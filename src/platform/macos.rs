@@ -5,8 +5,8 @@
 //!
 //! Compiled for darwin (`scripts/check-darwin.sh`), never linked or run on a Mac (no macOS SDK
 //! or Mac here). `RUSTFLAGS="--cfg wgmesh_check_macos"` also selects this module on Linux, where
-//! its unit tests and `tests/macos_lab.rs` (a mesh, with macOS's tools played over iproute2) run
-//! it; `platform/macos/tests/fake_tools.rs` runs the backend against recording fake tools.
+//! `tests/macos_lab.rs` runs it in a mesh, with macOS's tools played over iproute2;
+//! `platform/macos/tests/fake_tools.rs` runs the backend against recording fake tools.
 
 use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
