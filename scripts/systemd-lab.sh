@@ -99,7 +99,10 @@ find_deb() {
         log "building the package with scripts/package.sh" >&2
         local out deb
         # lintian is the package test's job (scripts/deb-test.sh); here only the package counts.
-        out=$(SKIP_LINTIAN=1 ./scripts/package.sh | tee /dev/stderr)
+        # Shown after it finishes, not through `tee /dev/stderr`: when stderr is a file (a CI log),
+        # tee reopens it through /proc/self/fd/2 with O_TRUNC and wipes everything logged so far.
+        out=$(SKIP_LINTIAN=1 ./scripts/package.sh)
+        printf '%s\n' "$out" >&2
         # The path it prints last, else the newest package cargo-deb left.
         deb=$(echo "$out" | awk 'END { print $NF }')
         [[ $deb == *.deb && -f $deb ]] || deb=$(ls -t target/debian/wgmesh_*.deb 2>/dev/null | awk 'NR == 1')
