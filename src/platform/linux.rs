@@ -4,7 +4,6 @@
 use crate::daemon::config::BackendPreference;
 use anyhow::{Context as _, anyhow, bail};
 use ipnet::IpNet;
-use std::net::IpAddr;
 use std::os::unix::net::SocketAddr as UnixSocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -287,7 +286,7 @@ impl Host for LinuxHost {
     }
 
     fn addresses(&self) -> Vec<HostAddress> {
-        host_addresses(&self.interface)
+        HostAddress::underlay(super::interface_ips(), &self.interface)
     }
 
     fn connected_networks(&self) -> Vec<IpNet> {
@@ -309,27 +308,6 @@ impl Host for LinuxHost {
             .map(drop)
             .map_err(|err| self.error("watch link and address events", &err))
     }
-}
-
-/// The host's underlay addresses, through `getifaddrs`.
-fn host_addresses(mesh_interface: &str) -> Vec<HostAddress> {
-    let addrs = match nix::ifaddrs::getifaddrs() {
-        Ok(addrs) => addrs,
-        Err(errno) => {
-            tracing::warn!(%errno, "cannot list the host's addresses (getifaddrs)");
-            return Vec::new();
-        }
-    };
-    let entries = addrs.filter_map(|entry| {
-        let address = entry.address?;
-        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-            (Some(v4), _) => IpAddr::V4(v4.ip()),
-            (_, Some(v6)) => IpAddr::V6(v6.ip()),
-            _ => return None,
-        };
-        Some((entry.interface_name, ip))
-    });
-    HostAddress::underlay(entries, mesh_interface)
 }
 
 /// The networks directly connected to this host, except the mesh interface's own.

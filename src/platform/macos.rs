@@ -72,7 +72,7 @@ impl Platform {
     }
 
     pub fn host(&self, interface: &str) -> OsHost {
-        MacosHost::new(interface, self.runner.clone())
+        MacosHost::new(interface, self.runner.clone(), super::interface_ips)
     }
 
     /// The route control of the interface `link` configured. Routes follow the utun through

@@ -54,3 +54,26 @@ pub fn monotonic_usec() -> u64 {
 pub fn is_no_buffer_space(err: &std::io::Error) -> bool {
     err.raw_os_error() == Some(nix::libc::ENOBUFS)
 }
+
+/// Every interface address of the host as (interface, address), through `getifaddrs(3)`; empty,
+/// logged, if it fails. Both OS hosts filter it (`wgmesh_device::HostAddress::underlay`).
+pub fn interface_ips() -> Vec<(String, std::net::IpAddr)> {
+    let addrs = match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs,
+        Err(errno) => {
+            tracing::warn!(%errno, "cannot list the host's addresses (getifaddrs)");
+            return Vec::new();
+        }
+    };
+    addrs
+        .filter_map(|entry| {
+            let address = entry.address?;
+            let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+                (Some(v4), _) => std::net::IpAddr::V4(v4.ip()),
+                (_, Some(v6)) => std::net::IpAddr::V6(v6.ip()),
+                _ => return None,
+            };
+            Some((entry.interface_name, ip))
+        })
+        .collect()
+}

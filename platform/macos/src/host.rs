@@ -15,6 +15,11 @@ use wgmesh_device::{Host, HostAddress, HostError, InterfaceConfig};
 /// Looks an interface index up by name (`if_nametoindex(3)`).
 pub type IndexLookup = fn(&str) -> Result<u32, nix::errno::Errno>;
 
+/// Lists the host's interface addresses as (interface, address), as `getifaddrs(3)` does. The
+/// daemon passes its one `getifaddrs` reader (`src/platform/posix.rs`, shared with Linux); tests
+/// pass a fixed list.
+pub type AddressLister = fn() -> Vec<(String, IpAddr)>;
+
 fn if_nametoindex(name: &str) -> Result<u32, nix::errno::Errno> {
     nix::net::if_::if_nametoindex(name)
 }
@@ -82,16 +87,18 @@ pub struct MacosHost {
     run_dir: PathBuf,
     runner: Runner,
     index_of: IndexLookup,
+    list_addresses: AddressLister,
     poll_interval: Duration,
 }
 
 impl MacosHost {
-    pub fn new(interface: &str, runner: Runner) -> Self {
+    pub fn new(interface: &str, runner: Runner, list_addresses: AddressLister) -> Self {
         Self {
             interface: interface.to_owned(),
             run_dir: PathBuf::from(RUN_DIR),
             runner,
             index_of: if_nametoindex,
+            list_addresses,
             poll_interval: Duration::from_secs(5),
         }
     }
@@ -180,25 +187,9 @@ impl Host for MacosHost {
         })
     }
 
-    /// From `getifaddrs(3)`, leaving out our utun (its mesh addresses are not underlay).
+    /// The listed addresses, leaving out our utun's (its mesh addresses are not underlay).
     fn addresses(&self) -> Vec<HostAddress> {
-        let addrs = match nix::ifaddrs::getifaddrs() {
-            Ok(addrs) => addrs,
-            Err(errno) => {
-                tracing::warn!(%errno, "cannot list the host's addresses (getifaddrs)");
-                return Vec::new();
-            }
-        };
-        let entries = addrs.filter_map(|entry| {
-            let address = entry.address?;
-            let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-                (Some(v4), _) => IpAddr::V4(v4.ip()),
-                (_, Some(v6)) => IpAddr::V6(v6.ip()),
-                _ => return None,
-            };
-            Some((entry.interface_name, ip))
-        });
-        HostAddress::underlay(entries, &self.own_netif())
+        HostAddress::underlay((self.list_addresses)(), &self.own_netif())
     }
 
     fn connected_networks(&self) -> Vec<IpNet> {

@@ -230,6 +230,20 @@ impl Drop for Uapi {
     }
 }
 
+/// What `getifaddrs` shows on this pretend Mac: Wi-Fi, our utun, loopback.
+fn host_interface_addresses() -> Vec<(String, std::net::IpAddr)> {
+    [
+        ("lo0", "127.0.0.1"),
+        ("en0", "192.168.1.20"),
+        ("en0", "fe80::1c2:3ff:fe04:506"),
+        ("utun7", "10.42.3.4"),
+        ("utun7", "fd42::3:4"),
+    ]
+    .iter()
+    .map(|(name, ip)| ((*name).to_owned(), ip.parse().unwrap()))
+    .collect()
+}
+
 fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
@@ -251,7 +265,7 @@ fn up_reconcile_route_change_and_down_run_wg_quicks_commands() {
     let mut config = MacosBackendConfig::new("wg0");
     config.run_dir = lab.run_dir.clone();
     let mut backend = MacosBackend::new(config, lab.runner());
-    let mut host = MacosHost::new("wg0", lab.runner())
+    let mut host = MacosHost::new("wg0", lab.runner(), host_interface_addresses)
         .with_run_dir(&lab.run_dir)
         .with_index_lookup(|_| Ok(20));
     let link = InterfaceConfig {
@@ -316,6 +330,14 @@ fn up_reconcile_route_change_and_down_run_wg_quicks_commands() {
             "route -q -n add -inet6 fd99::/64 -interface utun7".to_owned(),
         ]
     );
+    // The host's own addresses leave out our utun, found by the name file (not `wg0`, which no
+    // interface is called on a Mac), and loopback and link-local.
+    let own: Vec<String> = host
+        .addresses()
+        .iter()
+        .map(|a| format!("{} {}", a.interface, a.ip))
+        .collect();
+    assert_eq!(own, ["en0 192.168.1.20"]);
     let sets = uapi.sets();
     assert_eq!(sets.len(), 1);
     assert!(sets[0].contains(&format!("private_key={}", hex_of(&key))));
